@@ -1,0 +1,1 @@
+"""Everything Keras: safe model loading, the preprocessing spec, the demo CNN, training."""

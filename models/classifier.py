@@ -1,0 +1,221 @@
+"""Load a user's Keras classifier safely and run it fast: probabilities and embeddings."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from models.spec import PreprocessingSpec, as_uint8, spec_path_for  # noqa: E402
+
+_PASS_THROUGH = (keras.layers.Dropout, keras.layers.Activation, keras.layers.Softmax)
+
+
+class ModelOutputError(ValueError):
+    """The model produced outputs that cannot be used (NaN, wrong width)."""
+
+
+def file_hash(path: Path) -> str:
+    """sha256 of a model file, or of every file of a SavedModel directory in sorted order."""
+    digest = hashlib.sha256()
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
+        with open(file, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _load_keras_model(path: Path) -> keras.Model:
+    if path.is_dir():
+        if not (path / "saved_model.pb").exists():
+            raise ValueError(f"{path} is a directory but not a SavedModel (no saved_model.pb)")
+        layer = keras.layers.TFSMLayer(str(path), call_endpoint="serving_default")
+        signature = tf.saved_model.load(str(path)).signatures["serving_default"]
+        spec = next(iter(signature.structured_input_signature[1].values()))
+        inputs = keras.Input(shape=tuple(spec.shape[1:]), dtype=spec.dtype.name)
+        outputs = layer(inputs)
+        if isinstance(outputs, dict):
+            outputs = next(iter(outputs.values()))
+        return keras.Model(inputs, outputs, name=path.name)
+    if path.suffix not in (".keras", ".h5", ".hdf5"):
+        raise ValueError(f"unsupported model file {path}: expected .keras, .h5 or a SavedModel directory")
+    # safe_mode refuses to deserialize arbitrary Python code (lambda layers) from the file
+    return keras.saving.load_model(path, compile=False, safe_mode=True)
+
+
+def detect_spec(model: keras.Model) -> PreprocessingSpec:
+    """A spec from the model's input and output shapes: scale 0-1, classes named 0..K-1."""
+    input_shape = tuple(model.inputs[0].shape)
+    if len(input_shape) == 3:
+        height, width, channels = input_shape[1], input_shape[2], 1
+    elif len(input_shape) == 4:
+        height, width, channels = input_shape[1:]
+    else:
+        raise ValueError(f"model input shape {input_shape} is not an image batch (N, H, W[, C])")
+    if None in (height, width, channels):
+        raise ValueError(f"model input shape {input_shape} has an unknown size; pass --size and --channels")
+    n_classes = int(model.outputs[0].shape[-1])
+    return PreprocessingSpec(
+        height=int(height),
+        width=int(width),
+        channels=int(channels),
+        scale="0-1",
+        class_names=tuple(str(k) for k in range(n_classes)),
+    )
+
+
+def _embedding_layer(model: keras.Model, name: str | None) -> keras.layers.Layer | None:
+    if name is not None:
+        try:
+            return model.get_layer(name)
+        except ValueError:
+            names = [layer.name for layer in model.layers]
+            raise ValueError(f"model has no layer named {name!r}; layers: {', '.join(names)}") from None
+    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    # walk back past the output layer and anything that only reshapes its activations
+    index = len(layers) - 1
+    while index >= 0 and isinstance(layers[index], _PASS_THROUGH):
+        index -= 1
+    index -= 1
+    while index >= 0 and isinstance(layers[index], _PASS_THROUGH):
+        index -= 1
+    return layers[index] if index >= 0 else None
+
+
+class Classifier:
+    """A Keras image classifier with its preprocessing spec.
+
+    ``predict_proba`` and ``embed`` take uint8 images (N, H, W, C) as stored and shown, apply
+    the spec and run one compiled ``tf.function`` returning probabilities and the embedding
+    together, so mining costs one forward pass.
+    """
+
+    def __init__(
+        self,
+        model: keras.Model,
+        spec: PreprocessingSpec,
+        *,
+        embedding_layer: str | None = None,
+        path: Path | None = None,
+    ) -> None:
+        n_outputs = int(model.outputs[0].shape[-1])
+        if spec.class_names and len(spec.class_names) != n_outputs:
+            raise ValueError(
+                f"model has {n_outputs} outputs but the spec names {len(spec.class_names)} classes"
+            )
+        if not spec.class_names:
+            spec = spec.with_overrides(class_names=[str(k) for k in range(n_outputs)])
+        self.model = model
+        self.spec = spec
+        self.path = path
+        self.outputs_are_logits: bool | None = None
+        layer = _embedding_layer(model, embedding_layer)
+        outputs = [model.outputs[0]]
+        if layer is not None:
+            outputs.append(keras.layers.Flatten()(layer.output) if len(layer.output.shape) > 2 else layer.output)
+        self.embedding_layer = layer.name if layer is not None else None
+        self._joint = keras.Model(model.inputs, outputs)
+        input_dtype = model.inputs[0].dtype
+        signature = [tf.TensorSpec((None, *model.inputs[0].shape[1:]), input_dtype)]
+        self._forward = tf.function(lambda x: self._joint(x, training=False), input_signature=signature)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.spec.class_names
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.spec.class_names)
+
+    def _model_input(self, images: np.ndarray) -> np.ndarray:
+        images = as_uint8(images)
+        if images.ndim == 3:
+            images = images[..., None]
+        if images.shape[1:] != self.spec.image_shape:
+            raise ValueError(
+                f"images have shape {images.shape[1:]} but the model expects {self.spec.image_shape}"
+            )
+        x = self.spec.prepare(images)
+        if len(self.model.inputs[0].shape) == 3:
+            x = x[..., 0]
+        return x
+
+    def _to_probabilities(self, outputs: np.ndarray, batch_label: str) -> np.ndarray:
+        outputs = np.asarray(outputs, dtype=np.float64)
+        if not np.all(np.isfinite(outputs)):
+            bad = int(np.argwhere(~np.isfinite(outputs))[0][0])
+            raise ModelOutputError(f"model output is NaN or infinite in {batch_label}, row {bad}")
+        if self.outputs_are_logits is None:
+            sums = outputs.sum(axis=1)
+            self.outputs_are_logits = bool(np.any(outputs < -1e-6) or np.any(np.abs(sums - 1) > 1e-3))
+            if self.outputs_are_logits:
+                warnings.warn(
+                    "model outputs do not sum to 1 (logits?); applying softmax", stacklevel=3
+                )
+        if self.outputs_are_logits:
+            shifted = outputs - outputs.max(axis=1, keepdims=True)
+            exp = np.exp(shifted)
+            outputs = exp / exp.sum(axis=1, keepdims=True)
+        return outputs.astype(np.float32)
+
+    def predict_and_embed_batch(self, images: np.ndarray, *, batch_label: str = "batch") -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities (B, K) and embeddings (B, D) (None without an embedding layer) of one batch."""
+        results = self._forward(tf.convert_to_tensor(self._model_input(images)))
+        probs = self._to_probabilities(results[0].numpy(), batch_label)
+        embedding = results[1].numpy().astype(np.float32) if len(results) > 1 else None
+        return probs, embedding
+
+    def iter_predictions(self, images: np.ndarray, *, batch_size: int = 256) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        for start in range(0, len(images), batch_size):
+            yield self.predict_and_embed_batch(
+                images[start : start + batch_size], batch_label=f"batch starting at row {start}"
+            )
+
+    def predict_proba(self, images: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
+        """Class probabilities (N, K) for uint8 images (N, H, W[, C])."""
+        parts = [probs for probs, _ in self.iter_predictions(images, batch_size=batch_size)]
+        return np.concatenate(parts) if parts else np.zeros((0, self.n_classes), np.float32)
+
+    def embed(self, images: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
+        """Embeddings (N, D) from the embedding layer (penultimate by default)."""
+        if self.embedding_layer is None:
+            raise ValueError("this model has no embedding layer (a SavedModel exposes only its outputs)")
+        return np.concatenate([emb for _, emb in self.iter_predictions(images, batch_size=batch_size)])
+
+
+def load_classifier(
+    path: str | os.PathLike,
+    *,
+    embedding_layer: str | None = None,
+    scale: str | None = None,
+    channels: int | None = None,
+    size: tuple[int, int] | None = None,
+    class_names: list[str] | None = None,
+) -> Classifier:
+    """Load a ``.keras``/``.h5`` file or a SavedModel directory with its preprocessing spec.
+
+    The spec comes from ``<model>.spec.json`` when present, else from the model's input shape;
+    the keyword arguments override it.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"model not found: {path}")
+    model = _load_keras_model(path)
+    sidecar = spec_path_for(path)
+    spec = PreprocessingSpec.load(sidecar) if sidecar.exists() else detect_spec(model)
+    height, width = size if size is not None else (None, None)
+    spec = spec.with_overrides(
+        scale=scale, channels=channels, height=height, width=width, class_names=class_names
+    )
+    return Classifier(model, spec, embedding_layer=embedding_layer, path=path)

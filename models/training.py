@@ -1,0 +1,105 @@
+"""Training and retraining Keras classifiers on uint8 image arrays."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import albumentations as A  # noqa: E402
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from models.spec import PreprocessingSpec, spec_path_for  # noqa: E402
+
+
+def build_demo_cnn(input_shape: tuple[int, int, int], n_classes: int) -> keras.Model:
+    """A small CNN: two conv blocks, a 64-unit embedding layer, softmax output."""
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = keras.layers.Conv2D(16, 3, activation="relu", name="conv1")(inputs)
+    x = keras.layers.MaxPooling2D(name="pool1")(x)
+    x = keras.layers.Conv2D(32, 3, activation="relu", name="conv2")(x)
+    x = keras.layers.MaxPooling2D(name="pool2")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    x = keras.layers.Dense(64, activation="relu", name="embedding")(x)
+    x = keras.layers.Dropout(0.2, name="dropout")(x)
+    outputs = keras.layers.Dense(n_classes, activation="softmax", name="probs")(x)
+    return keras.Model(inputs, outputs, name="hardcase_demo_cnn")
+
+
+class _AugmentedBatches(keras.utils.PyDataset):
+    """Batches of (prepared images, labels[, weights]) with an albumentations pipeline applied."""
+
+    def __init__(self, images, labels, spec, batch_size, pipeline, seed, sample_weight=None):
+        super().__init__()
+        self.images, self.labels, self.spec = images, labels, spec
+        self.batch_size, self.pipeline = batch_size, pipeline
+        self.sample_weight = sample_weight
+        self.rng = np.random.default_rng(seed)
+        self.order = self.rng.permutation(len(images))
+
+    def __len__(self) -> int:
+        return int(np.ceil(len(self.images) / self.batch_size))
+
+    def on_epoch_end(self) -> None:
+        self.order = self.rng.permutation(len(self.images))
+
+    def __getitem__(self, index):
+        rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+        batch = self.images[rows]
+        if self.pipeline is not None:
+            batch = np.stack([_augment(self.pipeline, image) for image in batch])
+        x = self.spec.prepare(batch)
+        if self.sample_weight is None:
+            return x, self.labels[rows]
+        return x, self.labels[rows], self.sample_weight[rows]
+
+
+def _augment(pipeline: A.Compose, image: np.ndarray) -> np.ndarray:
+    if image.shape[-1] == 1:
+        return pipeline(image=image[..., 0])["image"][..., None]
+    return pipeline(image=image)["image"]
+
+
+def train_classifier(
+    model: keras.Model,
+    images: np.ndarray,
+    labels: np.ndarray,
+    spec: PreprocessingSpec,
+    *,
+    epochs: int = 8,
+    batch_size: int = 64,
+    seed: int = 0,
+    learning_rate: float = 2e-3,
+    pipeline: A.Compose | None = None,
+    class_weight: dict[int, float] | None = None,
+    sample_weight: np.ndarray | None = None,
+    verbose: int = 0,
+) -> keras.callbacks.History:
+    """Fit ``model`` on uint8 images (N, H, W, C) and integer labels (N,).
+
+    ``pipeline`` (albumentations) augments each batch on the fly; ``class_weight`` or
+    ``sample_weight`` reweight the loss. Seeded: the same inputs give the same model.
+    """
+    keras.utils.set_random_seed(seed)
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    if sample_weight is not None and class_weight is not None:
+        sample_weight = sample_weight * np.array([class_weight.get(int(y), 1.0) for y in labels])
+        class_weight = None
+    data = _AugmentedBatches(images, labels.astype(np.int64), spec, batch_size, pipeline, seed, sample_weight)
+    return model.fit(data, epochs=epochs, class_weight=class_weight, verbose=verbose)
+
+
+def save_with_spec(model: keras.Model, spec: PreprocessingSpec, path: Path) -> None:
+    """Save a model as ``.keras`` with its ``.spec.json`` beside it (written atomically)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    model.save(temporary)
+    spec.save(spec_path_for(path))
+    os.replace(temporary, path)

@@ -1,0 +1,208 @@
+"""Geometric transforms shared by the review sliders, cause search and retraining.
+
+Every transform is an albumentations operation, so what a reviewer sees while dragging a
+slider is exactly what retraining applies later. A transform is described by a small
+JSON-able :class:`Transform` (rotation, perspective tilt, scale); :func:`apply_transform`
+applies it deterministically and :func:`augmentation_pipeline` turns ranges of the same
+parameters into a random training pipeline.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import albumentations as A
+import albumentations.augmentations.geometric.functional as fgeometric
+import cv2
+import numpy as np
+
+MAX_PERSPECTIVE = 0.35
+
+
+@dataclass(frozen=True)
+class Transform:
+    """A deterministic geometric transform.
+
+    Parameters
+    ----------
+    rotate : float
+        Rotation in degrees, counter-clockwise, in [-180, 180].
+    perspective : float
+        Tilt strength in [0, MAX_PERSPECTIVE]: how far (as a share of the image size) the far
+        edge of the image shrinks, as when the camera tilts away.
+    direction : float
+        Direction of the tilt in degrees (0 = the right edge moves away, 90 = the top edge).
+    scale : float
+        Zoom factor, 1.0 = unchanged.
+    """
+
+    rotate: float = 0.0
+    perspective: float = 0.0
+    direction: float = 0.0
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("rotate", "perspective", "direction", "scale"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"transform {name} must be a finite number, got {value!r}")
+        if not -180.0 <= self.rotate <= 180.0:
+            raise ValueError(f"transform rotate must be in [-180, 180] degrees, got {self.rotate}")
+        if not 0.0 <= self.perspective <= MAX_PERSPECTIVE:
+            raise ValueError(
+                f"transform perspective must be in [0, {MAX_PERSPECTIVE}], got {self.perspective}"
+            )
+        if not 0.25 <= self.scale <= 4.0:
+            raise ValueError(f"transform scale must be in [0.25, 4], got {self.scale}")
+
+    @property
+    def is_identity(self) -> bool:
+        return self.rotate == 0 and self.perspective == 0 and self.scale == 1
+
+    def to_dict(self) -> dict[str, float]:
+        return {key: float(value) for key, value in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Transform:
+        if not data:
+            return cls()
+        unknown = set(data) - {"rotate", "perspective", "direction", "scale"}
+        if unknown:
+            raise ValueError(f"unknown transform keys {sorted(unknown)}")
+        return cls(**{key: float(value) for key, value in data.items()})
+
+    def describe(self) -> str:
+        parts = []
+        if self.rotate:
+            parts.append(f"rotate {self.rotate:+.0f}°")
+        if self.perspective:
+            parts.append(f"perspective {self.perspective:.2f} toward {self.direction:.0f}°")
+        if self.scale != 1:
+            parts.append(f"scale {self.scale:.2f}")
+        return ", ".join(parts) or "no transform"
+
+
+class TiltPerspective(A.Perspective):
+    """A perspective warp with a controllable strength and direction.
+
+    albumentations' ``Perspective`` jitters the four corners at random; a reviewer's slider
+    needs a warp it can set. This subclass keeps ``Perspective``'s warp and replaces only how
+    the four source corners are chosen: the edge facing ``direction`` shrinks toward the
+    image's centre line by ``strength`` of the image size, like a camera tilting away.
+    """
+
+    def __init__(
+        self,
+        strength: tuple[float, float] = (0.0, 0.1),
+        direction: tuple[float, float] = (-180.0, 180.0),
+        fill: float = 0,
+        p: float = 1.0,
+    ) -> None:
+        super().__init__(scale=strength, keep_size=True, fill=fill, border_mode=cv2.BORDER_CONSTANT, p=p)
+        self.strength = tuple(float(v) for v in strength)
+        self.direction = tuple(float(v) for v in direction)
+
+    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+        image_shape = params["shape"][:2]
+        strength = self.py_random.uniform(*self.strength)
+        direction = math.radians(self.py_random.uniform(*self.direction))
+        points = tilt_corners(image_shape, strength, direction)
+        matrix, max_width, max_height = fgeometric.compute_perspective_params(points, image_shape)
+        return {"matrix": matrix, "max_height": max_height, "max_width": max_width, "matrix_bbox": matrix}
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("strength", "direction", "fill")
+
+
+def tilt_corners(image_shape: tuple[int, int], strength: float, direction_rad: float) -> np.ndarray:
+    """Source corners (tl, tr, br, bl) in pixels for a tilt of ``strength`` toward a direction."""
+    height, width = image_shape
+    unit = np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
+    centred = unit - 0.5
+    # image y grows downward; direction 90 degrees means "up"
+    toward = np.array([math.cos(direction_rad), -math.sin(direction_rad)])
+    along = centred @ toward
+    weight = np.clip(2.0 * along, 0.0, None)[:, None]
+    lateral = centred - along[:, None] * toward[None, :]
+    moved = unit - strength * weight * lateral * 2.0
+    moved = np.clip(moved, 0.0, 1.0)
+    return (moved * np.array([width - 1, height - 1])).astype(np.float32)
+
+
+def _ops(transform: Transform, fill: float) -> list[A.BasicTransform]:
+    ops: list[A.BasicTransform] = []
+    if transform.perspective:
+        ops.append(
+            TiltPerspective(
+                strength=(transform.perspective, transform.perspective),
+                direction=(transform.direction, transform.direction),
+                fill=fill,
+            )
+        )
+    if transform.rotate or transform.scale != 1:
+        ops.append(
+            A.Affine(
+                rotate=(transform.rotate, transform.rotate),
+                scale=(transform.scale, transform.scale),
+                border_mode=cv2.BORDER_CONSTANT,
+                fill=fill,
+                p=1.0,
+            )
+        )
+    return ops
+
+
+def apply_transform(image: np.ndarray, transform: Transform, *, fill: float = 0) -> np.ndarray:
+    """Apply ``transform`` to one image of shape (H, W) or (H, W, C); returns the same shape and dtype."""
+    if transform.is_identity:
+        return image
+    squeeze = image.ndim == 3 and image.shape[-1] == 1
+    work = image[..., 0] if squeeze else image
+    out = A.Compose(_ops(transform, fill), seed=0)(image=work)["image"]
+    return out[..., None] if squeeze else out
+
+
+def apply_transforms(images: np.ndarray, transforms: list[Transform], *, fill: float = 0) -> np.ndarray:
+    """Apply ``transforms[i]`` to ``images[i]``; images has shape (N, H, W[, C])."""
+    if len(images) != len(transforms):
+        raise ValueError(f"{len(images)} images but {len(transforms)} transforms")
+    return np.stack([apply_transform(img, t, fill=fill) for img, t in zip(images, transforms)])
+
+
+def augmentation_pipeline(
+    *,
+    rotate_limit: float = 0.0,
+    perspective_limit: float = 0.0,
+    scale_limit: float = 0.0,
+    p: float = 0.5,
+    fill: float = 0,
+) -> A.Compose:
+    """A random training pipeline over the same operations the sliders apply.
+
+    Parameters
+    ----------
+    rotate_limit : float
+        Rotations are drawn from [-rotate_limit, rotate_limit] degrees.
+    perspective_limit : float
+        Tilt strengths from [0, perspective_limit], in any direction.
+    scale_limit : float
+        Zoom from [1 - scale_limit, 1 + scale_limit].
+    p : float
+        Probability that each operation is applied to an image.
+    """
+    ops: list[A.BasicTransform] = []
+    if perspective_limit > 0:
+        ops.append(TiltPerspective(strength=(0.0, perspective_limit), fill=fill, p=p))
+    if rotate_limit > 0 or scale_limit > 0:
+        ops.append(
+            A.Affine(
+                rotate=(-rotate_limit, rotate_limit),
+                scale=(1 - scale_limit, 1 + scale_limit),
+                border_mode=cv2.BORDER_CONSTANT,
+                fill=fill,
+                p=p,
+            )
+        )
+    return A.Compose(ops)

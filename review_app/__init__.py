@@ -1,0 +1,1 @@
+"""The hardcase application: CLI, Gradio review app and the workflows composing the libraries."""

@@ -1,0 +1,42 @@
+"""``build_app``: the hardcase review app as a ``gr.Blocks``."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import gradio as gr  # noqa: E402
+
+from review_app.handlers import Handlers  # noqa: E402
+from review_app.service import ReviewService  # noqa: E402
+from review_app.tabs import review  # noqa: E402
+
+CSS = """
+#candidate-image img { image-rendering: pixelated; image-rendering: crisp-edges; }
+#progress { text-align: right; }
+"""
+
+
+def build_app(service: ReviewService, *, run_name: str | None = None) -> gr.Blocks:
+    """The review app over ``service``'s store; ``run_name`` is the run shown first."""
+    run_names = service.run_names()
+    default_run = run_name if run_name is not None else (run_names[-1] if run_names else None)
+    handlers = Handlers(service)
+    with gr.Blocks(title="hardcase review", analytics_enabled=False) as app:
+        gr.Markdown("## hardcase — review hard examples")
+        with gr.Tab("Review", id="review"):
+            review.build(app, handlers, run_names=run_names, default_run=default_run)
+    return app
+
+
+def launch_options(*, host: str = "127.0.0.1", port: int = 7860) -> dict:
+    """Keyword arguments for ``gr.Blocks.launch`` shared by ``serve`` and ``demo``."""
+    return {
+        "server_name": host,
+        "server_port": port,
+        "css": CSS,
+        "max_file_size": "5mb",
+        "show_error": True,
+        "footer_links": ["api"],
+    }

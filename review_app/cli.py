@@ -1,0 +1,238 @@
+"""The ``hardcase`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+DEFAULT_DB = "sqlite:///hardcase.db"
+
+
+class CliError(Exception):
+    """A user mistake reported as one line and exit code 2."""
+
+
+def _default_artifacts(db_url: str) -> Path:
+    """Artifacts (embeddings, arrays) live beside an SQLite file, else in ./hardcase_artifacts."""
+    if db_url.startswith("sqlite:///") and db_url != "sqlite:///:memory:":
+        database = Path(db_url.removeprefix("sqlite:///"))
+        return database.parent / f"{database.stem}_artifacts"
+    return Path("hardcase_artifacts")
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        parts = [int(p) for p in text.lower().replace("x", ",").split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--size must look like 28x28, got {text!r}") from None
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2 or min(parts) < 1:
+        raise argparse.ArgumentTypeError(f"--size must look like 28x28, got {text!r}")
+    return parts[0], parts[1]
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"--diversity must be in [0, 1], got {text}")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hardcase", description="Find, explain, review and fix the hard cases of an image classifier.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show debug logs and tracebacks")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def add_db(p, required=False):
+        p.add_argument("--db", default=None if required else DEFAULT_DB, required=required,
+                       help=f"database URL (default {DEFAULT_DB}); PostgreSQL: postgresql+psycopg://user@host/db")
+        p.add_argument("--artifacts", type=Path, default=None, help="folder for embeddings and arrays (default: beside the SQLite file)")
+
+    demo = commands.add_parser("demo", help="train the demo model if absent, mine a disturbed MNIST pool, serve the review page")
+    add_db(demo)
+    demo.add_argument("--port", type=int, default=7860)
+    demo.add_argument("--per-class", type=_positive, default=10)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--no-launch", action="store_true", help="do everything but serve")
+
+    mine = commands.add_parser("mine", help="score a data set with a model and select diverse hard examples")
+    mine.add_argument("--model", required=True, help=".keras, .h5 or SavedModel directory")
+    mine.add_argument("--data", required=True, help="IDX, .npy, .npz, image folder, CSV or JSONL manifest")
+    mine.add_argument("--labels", default=None, help="labels for --data (IDX or .npy), when not inside it")
+    mine.add_argument("--class-names", default=None, help="comma-separated class names, in output order")
+    mine.add_argument("--train-data", default=None, help="training data, for density, imbalance and causes")
+    add_db(mine)
+    mine.add_argument("--run", required=True, help="name of this mining run (same name resumes)")
+    group = mine.add_mutually_exclusive_group()
+    group.add_argument("--per-class", type=_positive, default=None, help="candidates per class (default 20)")
+    group.add_argument("--budget", type=_positive, default=None, help="total candidates")
+    mine.add_argument("--diversity", type=_fraction, default=0.5, help="0 = pure hardness, 1 = pure coverage")
+    mine.add_argument("--batch-size", type=_positive, default=256)
+    mine.add_argument("--seed", type=int, default=0)
+    mine.add_argument("--embedding-layer", default=None)
+    mine.add_argument("--scale", choices=["0-1", "0-255", "-1-1"], default=None)
+    mine.add_argument("--channels", type=int, choices=[1, 3], default=None)
+    mine.add_argument("--size", type=_size, default=None, help="model input size, e.g. 28x28")
+    mine.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    serve = commands.add_parser("serve", help="serve the review app")
+    add_db(serve)
+    serve.add_argument("--run", default=None)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=7860)
+
+    export = commands.add_parser("export", help="export scores, candidates or the fix list")
+    add_db(export)
+    export.add_argument("--run", required=True)
+    export.add_argument("--what", choices=["scores", "candidates", "fixes"], required=True)
+    export.add_argument("--format", choices=["csv", "jsonl", "parquet"], default=None, help="default: from --out's suffix")
+    export.add_argument("--out", type=Path, required=True)
+
+    db = commands.add_parser("db", help="database schema migrations")
+    db.add_argument("action", choices=["upgrade", "current", "downgrade"])
+    db.add_argument("revision", nargs="?", default=None, help="target revision (upgrade: head, downgrade: -1)")
+    add_db(db)
+    return parser
+
+
+def _open_store(url: str, *, upgrade: bool = True):
+    from store.db import open_store
+
+    return open_store(url, upgrade=upgrade)
+
+
+def _cmd_demo(args) -> int:
+    store = _open_store(args.db)
+    artifacts = args.artifacts or _default_artifacts(args.db)
+    from review_app.demo import run_demo
+
+    report = run_demo(store, artifacts_dir=artifacts, per_class=args.per_class, seed=args.seed)
+    print(report.summary())
+    if args.no_launch:
+        return 0
+    return _serve(store, run_name="demo", host="127.0.0.1", port=args.port)
+
+
+def _cmd_mine(args) -> int:
+    from review_app.mining import MiningOptions, mine
+
+    store = _open_store(args.db)
+    options = MiningOptions(
+        run_name=args.run,
+        model_path=args.model,
+        data_path=args.data,
+        labels_path=args.labels,
+        class_names=[c.strip() for c in args.class_names.split(",")] if args.class_names else None,
+        train_data=args.train_data,
+        per_class=args.per_class if args.per_class or args.budget else 20,
+        budget=args.budget,
+        diversity=args.diversity,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        embedding_layer=args.embedding_layer,
+        scale=args.scale,
+        channels=args.channels,
+        size=args.size,
+    )
+    report = mine(store, options, artifacts_dir=args.artifacts or _default_artifacts(args.db), progress=not args.quiet)
+    print(report.summary())
+    return 0
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _serve(store, *, run_name: str | None, host: str, port: int) -> int:
+    if not _is_loopback(host):
+        raise CliError(f"refusing to serve on {host} without authentication; bind 127.0.0.1 or put it behind an authenticating proxy")
+    from review_app.app import build_app, launch_options
+    from review_app.service import ReviewService
+
+    app = build_app(ReviewService(store), run_name=run_name)
+    app.queue(max_size=64, default_concurrency_limit=4)
+    print(f"hardcase review app: http://{host}:{port}", flush=True)
+    app.launch(**launch_options(host=host, port=port))
+    return 0
+
+
+def _cmd_serve(args) -> int:
+    return _serve(_open_store(args.db), run_name=args.run, host=args.host, port=args.port)
+
+
+def _cmd_export(args) -> int:
+    from store.export import export_rows, write_rows
+
+    fmt = args.format or args.out.suffix.lstrip(".").lower()
+    if fmt not in ("csv", "jsonl", "parquet"):
+        raise CliError(f"cannot tell the format of {args.out}; pass --format csv|jsonl|parquet")
+    store = _open_store(args.db)
+    columns, rows = export_rows(store, args.run, args.what)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_rows(columns, rows, args.out, fmt)
+    print(f"wrote {len(rows)} {args.what} rows to {args.out}")
+    return 0
+
+
+def _cmd_db(args) -> int:
+    from store import db
+
+    store = _open_store(args.db, upgrade=False)
+    if args.action == "current":
+        print(db.current_revision(store) or "(empty database)")
+    elif args.action == "upgrade":
+        db.upgrade(store, args.revision or "head")
+        print(f"upgraded to {db.current_revision(store)}")
+    else:
+        db.downgrade(store, args.revision or "-1")
+        print(f"downgraded to {db.current_revision(store) or '(empty database)'}")
+    return 0
+
+
+COMMANDS = {"demo": _cmd_demo, "mine": _cmd_mine, "serve": _cmd_serve, "export": _cmd_export, "db": _cmd_db}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+    from models.classifier import ModelOutputError
+    from review_app.mining import MiningInputError
+    from store.errors import StoreError
+
+    try:
+        return COMMANDS[args.command](args)
+    except (CliError, StoreError, MiningInputError, ModelOutputError, FileNotFoundError, ValueError) as exc:
+        if args.verbose:
+            raise
+        print(f"hardcase {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"hardcase {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""Gradio event handlers: widget values in, widget values out, user mistakes as ``gr.Error``.
+
+Layout lives in ``review_app.tabs``; the work itself in :class:`review_app.service.ReviewService`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+import numpy as np
+
+from models.transforms import Transform
+from review_app.service import ReviewInputError, ReviewService
+from store.errors import StoreError
+
+DECISION_LABELS = {
+    "augment": "augment (a small transform fixes it)",
+    "rare": "rare (valid, unlike training data)",
+    "imbalance": "imbalance (class under-represented)",
+    "mislabel": "mislabel (given label is wrong)",
+    "not_a_failure": "not a failure",
+    "skip": "skip",
+}
+DISPLAY_SIZE = 280
+ANY = "any"
+
+
+def upscale(image: np.ndarray, target: int = DISPLAY_SIZE) -> np.ndarray:
+    """Nearest-neighbour upscaling so small images show crisp pixels; (H, W, C) -> (H*f, W*f, 3)."""
+    factor = max(1, target // max(image.shape[:2]))
+    big = np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)
+    return np.repeat(big, 3, axis=2) if big.shape[-1] == 1 else big
+
+
+def _transform(rotate, perspective, direction, scale) -> Transform:
+    try:
+        return Transform(
+            rotate=float(rotate or 0),
+            perspective=float(perspective or 0),
+            direction=float(direction or 0),
+            scale=float(scale or 1),
+        )
+    except (TypeError, ValueError) as exc:
+        raise gr.Error(str(exc)) from None
+
+
+def _reviewer(request: gr.Request | None, typed: str | None) -> str:
+    if request is not None and getattr(request, "username", None):
+        return request.username
+    return (typed or "").strip()
+
+
+@dataclass
+class Handlers:
+    """Bound handlers for one :class:`ReviewService`."""
+
+    service: ReviewService
+
+    # --- candidates ---------------------------------------------------------------
+    def _show(self, view, reviewer: str, run_name: str, message: str = ""):
+        n_candidates, n_reviewed = self.service.progress(run_name)
+        progress = f"**{n_reviewed} of {n_candidates} reviewed**"
+        classes = self.service.class_names(run_name)
+        if view is None:
+            return (
+                None,
+                f"No candidate left to review here. {message}",
+                None,
+                None,
+                0,
+                -1,
+                0, 0, 0, 1,
+                gr.update(choices=classes, value=None),
+                "",
+                progress,
+                "",
+            )
+        prediction = self.service.predict_transformed(view.id, Transform())
+        return (
+            upscale(prediction.image),
+            _describe(view),
+            prediction.probabilities,
+            view.id,
+            view.version,
+            view.rank,
+            0, 0, 0, 1,
+            gr.update(choices=classes, value=None),
+            "",
+            progress,
+            message,
+        )
+
+    def next_candidate(self, run_name, reviewer_typed, rank, class_filter, status_filter, request: gr.Request = None):
+        """Lease and show the next candidate after ``rank`` matching the filters."""
+        reviewer = _reviewer(request, reviewer_typed)
+        if not run_name:
+            raise gr.Error("choose a mining run first")
+        try:
+            view = self.service.next_candidate(
+                run_name,
+                reviewer,
+                after_rank=None if rank is None or rank < 0 else int(rank),
+                class_name=None if class_filter in (None, ANY) else class_filter,
+                status=status_filter or "unreviewed",
+            )
+            if view is None and rank is not None and rank >= 0:
+                view = self.service.next_candidate(
+                    run_name,
+                    reviewer,
+                    class_name=None if class_filter in (None, ANY) else class_filter,
+                    status=status_filter or "unreviewed",
+                )
+        except (ReviewInputError, StoreError) as exc:
+            raise gr.Error(str(exc)) from None
+        return self._show(view, reviewer, run_name)
+
+    def preview_transformed(self, candidate_id, rotate, perspective, direction, scale):
+        """Transformed image and probabilities for the review page while sliders move."""
+        if candidate_id is None or candidate_id < 0:
+            return None, None
+        prediction = self._predict(candidate_id, _transform(rotate, perspective, direction, scale))
+        return upscale(prediction.image), prediction.probabilities
+
+    def predict_transformed(
+        self, candidate_id: int, rotate: float = 0.0, perspective: float = 0.0, scale: float = 1.0, direction: float = 0.0
+    ) -> dict[str, float]:
+        """Class probabilities of a candidate's image under rotate/perspective/scale (API)."""
+        return self._predict(candidate_id, _transform(rotate, perspective, direction, scale)).probabilities
+
+    def _predict(self, candidate_id, transform):
+        try:
+            return self.service.predict_transformed(int(candidate_id), transform)
+        except StoreError as exc:
+            raise gr.Error(str(exc)) from None
+
+    # --- reviews --------------------------------------------------------------------
+    def submit_review(
+        self,
+        candidate_id: int,
+        cause: str,
+        new_label: str | None,
+        note: str,
+        rotate: float,
+        perspective: float,
+        direction: float,
+        scale: float,
+        seen_version: int,
+        reviewer_typed: str,
+        request: gr.Request = None,
+    ) -> dict:
+        """Store a decision; returns {review_id, version, conflict, message}."""
+        reviewer = _reviewer(request, reviewer_typed)
+        if candidate_id is None or candidate_id < 0:
+            raise gr.Error("no candidate is shown")
+        try:
+            result = self.service.submit_review(
+                int(candidate_id),
+                reviewer=reviewer,
+                cause=cause,
+                new_label=new_label,
+                note=note,
+                transform=_transform(rotate, perspective, direction, scale),
+                seen_version=int(seen_version or 0),
+            )
+        except (ReviewInputError, StoreError) as exc:
+            raise gr.Error(str(exc)) from None
+        message = f"saved **{cause}** for candidate {int(candidate_id)} (version {result.version})"
+        if result.conflict:
+            others = "; ".join(f"{r[0]}: {r[1]}" for r in result.other_reviews)
+            message += f". ⚠ Another review landed meanwhile ({others}); both are kept for a lead to adjudicate."
+        return {
+            "review_id": result.review_id,
+            "version": result.version,
+            "conflict": result.conflict,
+            "message": message,
+        }
+
+    def decide_and_advance(self, cause, run_name, candidate_id, new_label, note, rotate, perspective, direction, scale,
+                           seen_version, reviewer_typed, rank, class_filter, status_filter, request: gr.Request = None):
+        """Button handler: store the decision, then show the next candidate."""
+        outcome = self.submit_review(candidate_id, cause, new_label, note, rotate, perspective, direction, scale,
+                                     seen_version, reviewer_typed, request)
+        shown = self.next_candidate(run_name, reviewer_typed, rank, class_filter, status_filter, request)
+        return (*shown[:-1], outcome["message"])
+
+
+def _describe(view) -> str:
+    lines = [
+        f"**Candidate #{view.id}** · rank {view.rank + 1} · class group **{view.class_name}**",
+        f"Given label: **{view.given_label or 'unknown'}** · predicted **{view.predicted_label}**"
+        f" at {view.confidence:.2f} · hardness {view.hardness_score:.3f}",
+    ]
+    if view.suggested_cause:
+        suggestion = f"Suggested cause: **{view.suggested_cause}**"
+        if view.suggestion_confidence is not None:
+            suggestion += f" (confidence {view.suggestion_confidence:.2f})"
+        lines.append(suggestion)
+    if view.decision:
+        lines.append(f"Current decision: **{view.decision}**" + (f" → '{view.decided_label}'" if view.decided_label else "")
+                     + f" by {', '.join(view.reviewers)}")
+    return "  \n".join(lines)

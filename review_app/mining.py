@@ -1,0 +1,364 @@
+"""The mining workflow: model + data source -> stored scores, embeddings and candidates.
+
+Composes ``models`` (forward pass), ``miner`` (scores, selection, data sources) and ``store``
+(persistence). Resumable: per-batch outputs go to memory-mapped arrays in the run's artifact
+folder and a ``done`` mask is flushed after each batch, so a run killed at any point and
+started again with the same name continues where it stopped and ends with the same result.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from miner.scores import compute_scores
+from miner.select import select_candidates
+from miner.sources import DataSource, content_hash, open_source
+from models.classifier import Classifier, file_hash, load_classifier
+from models.spec import as_uint8
+from store import api
+from store.db import Store
+
+log = logging.getLogger(__name__)
+
+
+class MiningInputError(ValueError):
+    """The inputs of a mining run do not fit together (labels vs classes, shapes, names)."""
+
+
+@dataclass
+class MiningOptions:
+    """Everything that defines a mining run besides the store; stored with the run."""
+
+    run_name: str
+    model_path: str
+    data_path: str
+    labels_path: str | None = None
+    class_names: list[str] | None = None
+    train_data: str | None = None
+    per_class: int | None = 20
+    budget: int | None = None
+    diversity: float = 0.5
+    batch_size: int = 256
+    seed: int = 0
+    embedding_layer: str | None = None
+    scale: str | None = None
+    channels: int | None = None
+    size: tuple[int, int] | None = None
+
+    def params(self) -> dict:
+        return {
+            "per_class": self.per_class,
+            "budget": self.budget,
+            "diversity": self.diversity,
+            "seed": self.seed,
+            "labels_path": self.labels_path,
+            "train_data": self.train_data,
+            "embedding_layer": self.embedding_layer,
+        }
+
+
+@dataclass
+class MiningReport:
+    run_name: str
+    n_total: int
+    n_scored: int
+    n_errors: int
+    n_candidates: int
+    resumed_from: int = 0
+    errors: list[tuple[int, str | None, str]] = field(default_factory=list)
+    accuracy: float | None = None
+
+    def summary(self) -> str:
+        text = (
+            f"run {self.run_name!r}: {self.n_scored} scored + {self.n_errors} errors = {self.n_total} samples; "
+            f"{self.n_candidates} candidates"
+        )
+        if self.accuracy is not None:
+            text += f"; accuracy on labelled samples {self.accuracy:.3f}"
+        if self.resumed_from:
+            text += f" (resumed after {self.resumed_from} already scored)"
+        return text
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """Encode a uint8 image (H, W[, 1|3]) as PNG."""
+    image = as_uint8(image)
+    array = image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    """Decode PNG bytes to uint8 (H, W, C)."""
+    array = np.asarray(Image.open(io.BytesIO(data)))
+    return array[..., None] if array.ndim == 2 else array
+
+
+def _map_labels(source: DataSource, classifier: Classifier) -> np.ndarray | None:
+    """Source labels as indices into the model's classes (-1 = unknown); errors before any work."""
+    if not source.has_labels:
+        return None
+    labels = np.asarray(source.labels, dtype=np.int64)
+    model_classes = list(classifier.class_names)
+    if source.class_names is not None:
+        missing = [name for name in source.class_names if name not in model_classes]
+        used = {source.class_names[k] for k in np.unique(labels[labels >= 0])}
+        unknown = sorted(used & set(missing))
+        if unknown:
+            raise MiningInputError(
+                f"labels use classes {unknown} that the model does not know; model classes: {model_classes}"
+            )
+        lookup = np.array([model_classes.index(n) if n in model_classes else -1 for n in source.class_names])
+        return np.where(labels >= 0, lookup[np.clip(labels, 0, None)], -1)
+    bad = np.flatnonzero(labels >= len(model_classes))
+    if bad.size:
+        row = int(bad[0])
+        raise MiningInputError(
+            f"label {labels[row]} at row {row} is outside the model's {len(model_classes)} classes"
+        )
+    return labels
+
+
+def _artifact_arrays(folder: Path, n: int, n_classes: int, dim: int | None, resume: bool):
+    """Per-run memory-mapped outputs: pred_probs (N, K), done mask (N,), embeddings (N, D) float16.
+
+    ``done`` is 0 = not yet read, 1 = scored, 2 = unreadable (an error row).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def open_array(name: str, dtype, shape):
+        path = folder / name
+        if resume and path.exists():
+            array = np.lib.format.open_memmap(path, mode="r+")
+            if array.shape != shape:
+                raise MiningInputError(f"{path} has shape {array.shape}, expected {shape}; use a new --run")
+            return array
+        return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+
+    probs = open_array("pred_probs.npy", np.float32, (n, n_classes))
+    done = open_array("done.npy", np.uint8, (n,))
+    embeddings = open_array("embeddings.npy", np.float16, (n, dim)) if dim else None
+    return probs, done, embeddings
+
+
+def mine(store: Store, options: MiningOptions, *, artifacts_dir: Path, progress: bool = True) -> MiningReport:
+    """Score every sample of ``options.data_path`` with the model, select candidates, store all."""
+    classifier = load_classifier(
+        options.model_path,
+        embedding_layer=options.embedding_layer,
+        scale=options.scale,
+        channels=options.channels,
+        size=options.size,
+    )
+    spec = classifier.spec
+    if options.class_names:
+        if len(options.class_names) != classifier.n_classes:
+            raise MiningInputError(
+                f"--class-names gives {len(options.class_names)} names but the model has "
+                f"{classifier.n_classes} outputs"
+            )
+        classifier.spec = spec = spec.with_overrides(class_names=options.class_names)
+    source = open_source(
+        options.data_path,
+        labels=options.labels_path,
+        class_names=list(spec.class_names) if _is_folder_like(options.data_path) else None,
+        image_size=(spec.height, spec.width),
+        channels=spec.channels,
+    )
+    labels = _map_labels(source, classifier)
+    n = len(source)
+    if n == 0:
+        raise MiningInputError(f"{options.data_path} holds no samples")
+    class_names = list(spec.class_names)
+    model_hash = file_hash(Path(options.model_path))
+
+    with store.Session.begin() as session:
+        dataset = api.get_or_create_dataset(
+            session,
+            name=str(Path(options.data_path).resolve()),
+            uri=str(Path(options.data_path).resolve()),
+            kind=source.kind,
+            class_names=class_names,
+            n_samples=n,
+        )
+        model_version = api.register_model(
+            session,
+            name=Path(options.model_path).name,
+            path=str(Path(options.model_path).resolve()),
+            file_hash=model_hash,
+            spec=spec.to_dict(),
+            class_names=class_names,
+        )
+        run = api.get_run(session, options.run_name)
+        resume = run is not None
+        if resume:
+            if run.dataset_id != dataset.id or run.model_version_id != model_version.id:
+                raise MiningInputError(
+                    f"run {options.run_name!r} already exists for another model or data set; "
+                    "choose another --run name"
+                )
+            if run.status == "done":
+                return _report_existing(store, options.run_name)
+        else:
+            run = api.create_run(
+                session,
+                name=options.run_name,
+                dataset_id=dataset.id,
+                model_version_id=model_version.id,
+                params=options.params(),
+                embeddings_path=str((artifacts_dir / options.run_name / "embeddings.npy").resolve()),
+            )
+        run_id, dataset_id = run.id, dataset.id
+
+    folder = artifacts_dir / options.run_name
+    probe, probe_emb = classifier.predict_and_embed_batch(
+        np.zeros((1, *spec.image_shape), np.uint8), batch_label="probe"
+    )
+    dim = probe_emb.shape[1] if probe_emb is not None else None
+    classifier.outputs_are_logits = None  # decide on real data, not the blank probe
+    pred_probs, done, embeddings = _artifact_arrays(folder, n, classifier.n_classes, dim, resume)
+    already = int(done.sum())
+    errors_seen = 0
+    label_names = np.array(class_names + [""], dtype=object)
+
+    bar = tqdm(total=n, initial=already, unit="img", desc=f"mining {options.run_name}", disable=not progress)
+    for batch in source.iter_batches(options.batch_size, skip=done.astype(bool)):
+        if batch.errors:
+            with store.Session.begin() as session:
+                api.add_errors(
+                    session,
+                    run_id,
+                    [{"source_index": e.source_index, "uri": e.uri, "reason": e.reason} for e in batch.errors],
+                )
+            errors_seen += len(batch.errors)
+        if len(batch.indices):
+            probs, emb = classifier.predict_and_embed_batch(
+                batch.images, batch_label=f"the batch of source rows {batch.indices[0]}..{batch.indices[-1]}"
+            )
+            pred_probs[batch.indices] = probs
+            if embeddings is not None:
+                embeddings[batch.indices] = emb.astype(np.float16)
+            given = labels[batch.indices] if labels is not None else np.full(len(batch.indices), -1)
+            with store.Session.begin() as session:
+                api.upsert_samples(
+                    session,
+                    dataset_id,
+                    source_index=batch.indices.tolist(),
+                    content_hash=[content_hash(image) for image in batch.images],
+                    uri=[source.uris[i] if source.uris is not None else None for i in batch.indices],
+                    given_label=[label_names[g] or None for g in given],
+                    timestamp=[str(source.timestamps[i]) if source.timestamps is not None else None for i in batch.indices],
+                )
+        pred_probs.flush()
+        if embeddings is not None:
+            embeddings.flush()
+        done[batch.indices] = 1
+        done[[e.source_index for e in batch.errors]] = 2
+        done.flush()
+        bar.update(len(batch.indices) + len(batch.errors))
+    bar.close()
+
+    scored = np.flatnonzero(done == 1)
+    return _finish(store, options, run_id, dataset_id, source, classifier, labels, pred_probs, embeddings, scored, already)
+
+
+def _is_folder_like(path: str) -> bool:
+    return Path(path).is_dir()
+
+
+def _finish(store, options, run_id, dataset_id, source, classifier, labels, pred_probs, embeddings, scored, already):
+    class_names = list(classifier.class_names)
+    probs = np.asarray(pred_probs[scored], dtype=np.float64)
+    given = labels[scored] if labels is not None else None
+    scores = compute_scores(probs, labels=given)
+    with store.Session.begin() as session:
+        id_by_index = api.sample_ids(session, dataset_id, scored.tolist())
+        rows = []
+        for j, source_index in enumerate(scored):
+            row = {"sample_id": id_by_index[int(source_index)], "predicted_label": class_names[scores["predicted_label"][j]]}
+            for key in ("confidence", "margin", "entropy", "self_confidence", "normalized_margin", "loss", "label_quality_score", "hardness_score"):
+                value = float(scores[key][j])
+                row[key] = None if np.isnan(value) else value
+            rows.append(row)
+        api.add_scores(session, run_id, rows)
+
+    groups = given.copy() if given is not None else scores["predicted_label"].copy()
+    if given is not None:
+        unknown = groups < 0
+        groups[unknown] = scores["predicted_label"][unknown]
+    emb = np.asarray(embeddings[scored], dtype=np.float32) if embeddings is not None else None
+    selection = select_candidates(
+        scores["hardness_score"],
+        groups=groups,
+        embeddings=emb,
+        per_class=options.per_class if options.budget is None else None,
+        budget=options.budget,
+        diversity=options.diversity,
+        seed=options.seed,
+    )
+    chosen_source = scored[selection.indices]
+    images = _read_images(source, chosen_source)
+    candidate_rows = []
+    for k, j in enumerate(selection.indices):
+        source_index = int(scored[j])
+        distance = float(selection.pick_distance[k])
+        candidate_rows.append(
+            {
+                "sample_id": id_by_index[source_index],
+                "rank": int(selection.rank[k]),
+                "class_name": class_names[int(selection.group[k])],
+                "hardness_score": float(selection.hardness_score[k]),
+                "pick_distance": None if not np.isfinite(distance) else distance,
+                "image_png": png_bytes(images[source_index]),
+            }
+        )
+    n_errors_total = len(source) - len(scored)
+    with store.Session.begin() as session:
+        if not api.has_candidates(session, run_id):
+            api.add_candidates(session, run_id, candidate_rows)
+        api.set_run_status(session, run_id, "done", n_total=len(source), n_scored=len(scored), n_errors=n_errors_total)
+    accuracy = None
+    if given is not None and np.any(given >= 0):
+        known = given >= 0
+        accuracy = float(np.mean(scores["predicted_label"][known] == given[known]))
+    return MiningReport(
+        run_name=options.run_name,
+        n_total=len(source),
+        n_scored=len(scored),
+        n_errors=n_errors_total,
+        n_candidates=len(candidate_rows),
+        resumed_from=already,
+        accuracy=accuracy,
+    )
+
+
+def _read_images(source: DataSource, indices: np.ndarray) -> dict[int, np.ndarray]:
+    wanted = np.ones(len(source), dtype=bool)
+    wanted[indices] = False
+    images: dict[int, np.ndarray] = {}
+    for batch in source.iter_batches(256, skip=wanted):
+        for index, image in zip(batch.indices, batch.images):
+            images[int(index)] = np.asarray(image)
+    return images
+
+
+def _report_existing(store: Store, run_name: str) -> MiningReport:
+    with store.Session.begin() as session:
+        run = api.require_run(session, run_name)
+        n_candidates, _ = api.review_progress(session, run.id)
+        return MiningReport(
+            run_name=run_name,
+            n_total=run.n_total or 0,
+            n_scored=run.n_scored or 0,
+            n_errors=run.n_errors or 0,
+            n_candidates=n_candidates,
+        )
+

@@ -1,0 +1,181 @@
+"""What the review page does, without Gradio: candidates, live predictions, reviews.
+
+The Gradio handlers translate widgets to and from these calls; tests and scripts can use
+the service directly. Durable state lives in the store; this object only caches models
+and decoded images.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from models.classifier import Classifier, load_classifier
+from models.spec import PreprocessingSpec
+from models.transforms import Transform, apply_transform
+from review_app.mining import decode_png
+from store import api
+from store.db import Store
+from store.schema import CAUSES, DECISIONS, ModelVersion, Run
+
+
+class ReviewInputError(ValueError):
+    """A reviewer's input cannot be accepted (unknown cause, missing label, no name)."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Model output on one (possibly transformed) image."""
+
+    probabilities: dict[str, float]
+    image: np.ndarray
+
+    @property
+    def top(self) -> tuple[str, float]:
+        name = max(self.probabilities, key=self.probabilities.get)
+        return name, self.probabilities[name]
+
+
+class ReviewService:
+    """Review operations over one store; thread-safe."""
+
+    def __init__(self, store: Store, *, lease_seconds: int = 600) -> None:
+        self.store = store
+        self.lease_seconds = lease_seconds
+        self._model_lock = threading.Lock()
+        self._classifiers: dict[int, Classifier] = {}
+        self._image = lru_cache(maxsize=4096)(self._load_image)
+
+    # runs and candidates -------------------------------------------------------------
+    def run_names(self) -> list[str]:
+        with self.store.Session.begin() as session:
+            return [run.name for run in api.list_runs(session)]
+
+    def class_names(self, run_name: str) -> list[str]:
+        with self.store.Session.begin() as session:
+            run = api.require_run(session, run_name)
+            return list(session.get(ModelVersion, run.model_version_id).class_names)
+
+    def next_candidate(
+        self,
+        run_name: str,
+        reviewer: str,
+        *,
+        after_rank: int | None = None,
+        class_name: str | None = None,
+        suggested_cause: str | None = None,
+        status: str = "unreviewed",
+    ) -> api.CandidateView | None:
+        reviewer = self._check_reviewer(reviewer)
+        with self.store.Session.begin() as session:
+            run = api.require_run(session, run_name)
+            return api.next_candidate(
+                session,
+                run.id,
+                reviewer=reviewer,
+                lease_seconds=self.lease_seconds,
+                class_name=class_name,
+                suggested_cause=suggested_cause,
+                status=status,
+                after_rank=after_rank,
+            )
+
+    def candidate(self, candidate_id: int) -> api.CandidateView:
+        with self.store.Session.begin() as session:
+            return api.get_candidate(session, int(candidate_id))
+
+    def progress(self, run_name: str) -> tuple[int, int]:
+        with self.store.Session.begin() as session:
+            return api.review_progress(session, api.require_run(session, run_name).id)
+
+    # predictions --------------------------------------------------------------------
+    def image(self, candidate_id: int) -> np.ndarray:
+        """The candidate's original image, uint8 (H, W, C)."""
+        return self._image(int(candidate_id))
+
+    def _load_image(self, candidate_id: int) -> np.ndarray:
+        image = decode_png(self.candidate(candidate_id).image_png)
+        image.setflags(write=False)
+        return image
+
+    def classifier_for_candidate(self, candidate_id: int) -> Classifier:
+        with self.store.Session.begin() as session:
+            view = api.get_candidate(session, int(candidate_id))
+            run = session.get(Run, view.run_id)
+            version = session.get(ModelVersion, run.model_version_id)
+            key, path, spec = version.id, version.path, PreprocessingSpec.from_dict(version.spec)
+        with self._model_lock:
+            if key not in self._classifiers:
+                if not Path(path).exists():
+                    raise FileNotFoundError(f"the run's model file is missing: {path}")
+                classifier = load_classifier(path)
+                classifier.spec = spec
+                self._classifiers[key] = classifier
+            return self._classifiers[key]
+
+    def predict_transformed(self, candidate_id: int, transform: Transform) -> Prediction:
+        """The model's probabilities on the candidate's image under ``transform``."""
+        classifier = self.classifier_for_candidate(candidate_id)
+        image = apply_transform(self.image(candidate_id), transform)
+        with self._model_lock:
+            probs = classifier.predict_proba(image[None])[0]
+        return Prediction(
+            probabilities={name: float(p) for name, p in zip(classifier.class_names, probs)},
+            image=image,
+        )
+
+    # reviews ------------------------------------------------------------------------
+    def submit_review(
+        self,
+        candidate_id: int,
+        *,
+        reviewer: str,
+        cause: str,
+        new_label: str | None,
+        note: str,
+        transform: Transform,
+        seen_version: int,
+    ) -> api.ReviewResult:
+        reviewer = self._check_reviewer(reviewer)
+        if cause not in DECISIONS:
+            raise ReviewInputError(f"unknown decision {cause!r}; choose one of {', '.join(DECISIONS)}")
+        view = self.candidate(candidate_id)
+        classes = self._classes_of(view.run_id)
+        new_label = new_label or None
+        if new_label is not None and new_label not in classes:
+            raise ReviewInputError(f"unknown class {new_label!r}; classes: {', '.join(classes)}")
+        if cause == "mislabel" and new_label is None:
+            raise ReviewInputError("a mislabel decision needs the correct label: choose it under 'Relabel as'")
+        stored_transform = transform.to_dict() if cause == "augment" and not transform.is_identity else None
+        with self.store.Session.begin() as session:
+            return api.submit_review(
+                session,
+                int(candidate_id),
+                reviewer=reviewer,
+                cause=cause,
+                new_label=new_label,
+                note=note or "",
+                transform=stored_transform,
+                seen_version=int(seen_version),
+            )
+
+    def _classes_of(self, run_id: int) -> list[str]:
+        with self.store.Session.begin() as session:
+            run = session.get(Run, run_id)
+            return list(session.get(ModelVersion, run.model_version_id).class_names)
+
+    @staticmethod
+    def _check_reviewer(reviewer: str | None) -> str:
+        name = (reviewer or "").strip()
+        if not name:
+            raise ReviewInputError("enter your name before reviewing: every decision records who made it")
+        if len(name) > 64:
+            raise ReviewInputError("reviewer names are at most 64 characters")
+        return name
+
+
+__all__ = ["CAUSES", "DECISIONS", "Prediction", "ReviewInputError", "ReviewService"]

@@ -1,0 +1,96 @@
+"""The Review tab: one hard example at a time, live predictions under transforms, decisions."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from models.transforms import MAX_PERSPECTIVE
+from review_app.handlers import ANY, DECISION_LABELS, Handlers
+
+MODEL_CONCURRENCY = "model"
+
+
+def _decider(handlers: Handlers, cause: str):
+    def decide(run_name, candidate_id, new_label, note, rotate, perspective, direction, scale,
+               seen_version, reviewer, rank, class_filter, status_filter, request: gr.Request):
+        return handlers.decide_and_advance(cause, run_name, candidate_id, new_label, note, rotate, perspective,
+                                           direction, scale, seen_version, reviewer, rank, class_filter,
+                                           status_filter, request)
+
+    decide.__name__ = f"decide_{cause}"
+    return decide
+
+
+def build(app: gr.Blocks, handlers: Handlers, *, run_names: list[str], default_run: str | None) -> None:
+    """Lay out the review tab inside the current ``gr.Blocks`` and wire its events."""
+    reviewer_store = gr.BrowserState("", storage_key="hardcase-reviewer")
+    with gr.Row():
+        run = gr.Dropdown(run_names, value=default_run, label="Mining run", scale=2)
+        reviewer = gr.Textbox(label="Your name", placeholder="who is reviewing", scale=2, elem_id="reviewer")
+        class_filter = gr.Dropdown([ANY], value=ANY, label="Class", scale=1)
+        status_filter = gr.Dropdown(["unreviewed", "reviewed", "all"], value="unreviewed", label="Status", scale=1)
+        progress = gr.Markdown(elem_id="progress")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1):
+            image = gr.Image(label="Candidate (as the model sees it)", type="numpy", interactive=False,
+                             height=300, elem_id="candidate-image", buttons=[])
+            info = gr.Markdown(elem_id="candidate-info")
+        with gr.Column(scale=1):
+            probabilities = gr.Label(num_top_classes=3, label="Model prediction (top 3)", elem_id="probabilities")
+            rotate = gr.Slider(-180, 180, value=0, step=1, label="Rotate (degrees)", elem_id="rotate")
+            perspective = gr.Slider(0, MAX_PERSPECTIVE, value=0, step=0.01, label="Perspective tilt", elem_id="perspective")
+            direction = gr.Slider(-180, 180, value=0, step=5, label="Tilt direction (degrees)", elem_id="direction")
+            scale = gr.Slider(0.5, 2.0, value=1.0, step=0.05, label="Scale", elem_id="scale")
+            reset = gr.Button("Reset transform", size="sm")
+    with gr.Row():
+        new_label = gr.Dropdown([], value=None, label="Relabel as (required for mislabel)", elem_id="relabel")
+        note = gr.Textbox(label="Note", placeholder="what you saw", elem_id="note")
+    with gr.Row():
+        buttons = {cause: gr.Button(text, variant="primary" if cause not in ("skip", "not_a_failure") else "secondary",
+                                    elem_id=f"decide-{cause}")
+                   for cause, text in DECISION_LABELS.items()}
+    with gr.Row():
+        next_button = gr.Button("Next candidate ▶", elem_id="next")
+        status = gr.Markdown(elem_id="status")
+    candidate_id = gr.Number(value=-1, visible=False, precision=0)
+    seen_version = gr.Number(value=0, visible=False, precision=0)
+    rank = gr.Number(value=-1, visible=False, precision=0)
+
+    shown = [image, info, probabilities, candidate_id, seen_version, rank,
+             rotate, perspective, direction, scale, new_label, note, progress, status]
+    filters = [class_filter, status_filter]
+
+    def remember_name(name):
+        return name
+
+    def recall_name(saved):
+        return saved or ""
+
+    reviewer.change(remember_name, reviewer, reviewer_store, api_name="remember_reviewer", queue=False)
+
+    def on_run_change(run_name):
+        classes = handlers.service.class_names(run_name) if run_name else []
+        return gr.update(choices=[ANY, *classes], value=ANY)
+
+    run.change(on_run_change, run, class_filter, api_name="run_classes")
+    next_button.click(handlers.next_candidate, [run, reviewer, rank, *filters], shown, api_name="next_candidate")
+
+    slider_inputs = [candidate_id, rotate, perspective, direction, scale]
+    for slider in (rotate, perspective, direction, scale):
+        slider.change(handlers.preview_transformed, slider_inputs, [image, probabilities],
+                      api_name=f"preview_{slider.elem_id}", trigger_mode="always_last",
+                      show_progress="hidden", concurrency_id=MODEL_CONCURRENCY, concurrency_limit=2)
+    reset.click(lambda: (0, 0, 0, 1), None, [rotate, perspective, direction, scale], api_name="reset_transform",
+                queue=False)
+
+    decision_inputs = [run, candidate_id, new_label, note, rotate, perspective, direction, scale,
+                       seen_version, reviewer, rank, *filters]
+    for cause, button in buttons.items():
+        button.click(_decider(handlers, cause), decision_inputs, shown, api_name=f"decide_{cause}")
+
+    gr.api(handlers.predict_transformed, api_name="predict_transformed",
+           concurrency_id=MODEL_CONCURRENCY, concurrency_limit=2)
+    gr.api(handlers.submit_review, api_name="submit_review")
+
+    app.load(recall_name, reviewer_store, reviewer, api_name="recall_reviewer", queue=False).then(
+        on_run_change, run, class_filter, api_name=False)

@@ -125,7 +125,7 @@ class Classifier:
         if layer is not None:
             outputs.append(keras.layers.Flatten()(layer.output) if len(layer.output.shape) > 2 else layer.output)
         self.embedding_layer = layer.name if layer is not None else None
-        self._joint = keras.Model(model.inputs, outputs)
+        self._joint = keras.Model(model.inputs, outputs if len(outputs) > 1 else outputs[0])
         input_dtype = model.inputs[0].dtype
         signature = [tf.TensorSpec((None, *model.inputs[0].shape[1:]), input_dtype)]
         self._forward = tf.function(lambda x: self._joint(x, training=False), input_signature=signature)
@@ -172,8 +172,10 @@ class Classifier:
     def predict_and_embed_batch(self, images: np.ndarray, *, batch_label: str = "batch") -> tuple[np.ndarray, np.ndarray | None]:
         """Probabilities (B, K) and embeddings (B, D) (None without an embedding layer) of one batch."""
         results = self._forward(tf.convert_to_tensor(self._model_input(images)))
+        if self.embedding_layer is None:
+            return self._to_probabilities(results.numpy(), batch_label), None
         probs = self._to_probabilities(results[0].numpy(), batch_label)
-        embedding = results[1].numpy().astype(np.float32) if len(results) > 1 else None
+        embedding = results[1].numpy().astype(np.float32)
         return probs, embedding
 
     def iter_predictions(self, images: np.ndarray, *, batch_size: int = 256) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:

@@ -1,0 +1,208 @@
+"""models/: spec, safe loading of every format, outputs, transforms."""
+
+from __future__ import annotations
+
+import warnings
+
+import keras
+import numpy as np
+import pytest
+
+from models.classifier import Classifier, ModelOutputError, detect_spec, file_hash, load_classifier
+from models.spec import PreprocessingSpec, as_uint8, spec_path_for
+from models.transforms import Transform, apply_transform, augmentation_pipeline, tilt_corners
+
+
+# --- spec ------------------------------------------------------------------------------
+def test_spec_round_trip_and_scaling(tmp_path):
+    spec = PreprocessingSpec(height=28, width=28, channels=1, scale="-1-1", class_names=("a", "b"))
+    path = tmp_path / "m.spec.json"
+    spec.save(path)
+    assert PreprocessingSpec.load(path) == spec
+    pixels = np.array([[[[0]], [[255]]]], dtype=np.uint8)
+    np.testing.assert_allclose(spec.prepare(pixels).ravel(), [-1.0, 1.0])
+    np.testing.assert_allclose(spec.with_overrides(scale="0-1").prepare(pixels).ravel(), [0.0, 1.0])
+    np.testing.assert_allclose(spec.with_overrides(scale="0-255").prepare(pixels).ravel(), [0.0, 255.0])
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"channels": 2}, "channels must be 1 or 3"),
+        ({"scale": "0-2"}, "scale must be one of"),
+        ({"height": 0}, "height must be a positive integer"),
+        ({"class_names": ("a", "a")}, "duplicates"),
+    ],
+)
+def test_spec_rejects_bad_values(kwargs, message):
+    base = {"height": 28, "width": 28, "channels": 1}
+    with pytest.raises(ValueError, match=message):
+        PreprocessingSpec(**{**base, **kwargs})
+
+
+def test_as_uint8_reads_0_1_and_0_255_floats():
+    assert as_uint8(np.array([0.0, 0.5, 1.0])).tolist() == [0, 128, 255]
+    assert as_uint8(np.array([0.0, 128.0, 300.0])).tolist() == [0, 128, 255]
+
+
+# --- loading -----------------------------------------------------------------------------
+def test_demo_model_loads_with_its_spec(demo_model_path, demo_classifier):
+    assert spec_path_for(demo_model_path).exists()
+    assert demo_classifier.spec.class_names == tuple(str(k) for k in range(10))
+    assert demo_classifier.embedding_layer == "embedding"
+    assert len(file_hash(demo_model_path)) == 64
+
+
+def test_demo_model_is_accurate_and_embeds(demo_classifier, mnist_small):
+    _, _, pool_x, pool_y = mnist_small
+    probs = demo_classifier.predict_proba(pool_x)
+    assert probs.shape == (1000, 10)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-4)
+    assert np.mean(probs.argmax(1) == pool_y) > 0.9
+    embeddings = demo_classifier.embed(pool_x[:7])
+    assert embeddings.shape == (7, 64)
+
+
+def test_rotating_90_degrees_breaks_correct_predictions(demo_classifier, mnist_small):
+    """Ground truth: upright 2-6s the model gets right become wrong when rotated 90 degrees."""
+    _, _, pool_x, pool_y = mnist_small
+    digits = np.isin(pool_y, [2, 3, 4, 5, 6])
+    images, labels = pool_x[digits], pool_y[digits]
+    upright = demo_classifier.predict_proba(images)
+    right = (upright.argmax(1) == labels) & (upright.max(1) > 0.9)
+    assert right.sum() > 300
+    rotated = np.stack([apply_transform(image, Transform(rotate=90)) for image in images[right]])
+    still_right = demo_classifier.predict_proba(rotated).argmax(1) == labels[right]
+    assert still_right.mean() < 0.1
+
+
+def test_h5_and_savedmodel_give_the_same_probabilities(tmp_path, demo_model_path, mnist_small):
+    _, _, pool_x, _ = mnist_small
+    model = keras.saving.load_model(demo_model_path)
+    reference = load_classifier(demo_model_path).predict_proba(pool_x[:32])
+
+    model.save(tmp_path / "legacy.h5")
+    from_h5 = load_classifier(tmp_path / "legacy.h5")
+    np.testing.assert_allclose(from_h5.predict_proba(pool_x[:32]), reference, atol=1e-5)
+
+    model.export(tmp_path / "saved", format="tf_saved_model")
+    from_saved = load_classifier(tmp_path / "saved", class_names=[str(k) for k in range(10)])
+    np.testing.assert_allclose(from_saved.predict_proba(pool_x[:32]), reference, atol=1e-5)
+    assert from_saved.spec.image_shape == (28, 28, 1)
+
+
+def test_spec_is_detected_and_overridable(tmp_path):
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.GlobalAveragePooling2D()(inputs)
+    x = keras.layers.Dense(8, name="features")(x)
+    model = keras.Model(inputs, keras.layers.Dense(4, activation="softmax")(x))
+    model.save(tmp_path / "rgb.keras")
+    spec = detect_spec(model)
+    assert spec.image_shape == (32, 32, 3) and spec.n_classes == 4
+    classifier = load_classifier(tmp_path / "rgb.keras", scale="-1-1", class_names=["a", "b", "c", "d"])
+    assert classifier.spec.scale == "-1-1" and classifier.class_names == ("a", "b", "c", "d")
+    assert classifier.embedding_layer == "features"
+    with pytest.raises(ValueError, match="has 4 outputs but the spec names 3"):
+        load_classifier(tmp_path / "rgb.keras", class_names=["a", "b", "c"])
+    with pytest.raises(ValueError, match="no layer named 'nope'"):
+        load_classifier(tmp_path / "rgb.keras", embedding_layer="nope")
+
+
+def test_unsafe_lambda_model_is_refused(tmp_path):
+    inputs = keras.Input((4, 4, 1))
+    x = keras.layers.Lambda(lambda t: t * 2)(inputs)
+    x = keras.layers.Flatten()(x)
+    keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x)).save(tmp_path / "lambda.keras")
+    with pytest.raises(ValueError, match="(?i)unsafe|safe_mode|lambda"):
+        load_classifier(tmp_path / "lambda.keras")
+
+
+def test_missing_and_unsupported_model_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="model not found"):
+        load_classifier(tmp_path / "absent.keras")
+    (tmp_path / "weights.pt").write_bytes(b"x")
+    with pytest.raises(ValueError, match="unsupported model file"):
+        load_classifier(tmp_path / "weights.pt")
+
+
+def _linear_model(bias: float) -> keras.Model:
+    inputs = keras.Input((2, 2, 1))
+    x = keras.layers.Flatten()(inputs)
+    x = keras.layers.Dense(3, name="hidden")(x)
+    out = keras.layers.Dense(3, name="logits", bias_initializer=keras.initializers.Constant(bias))(x)
+    return keras.Model(inputs, out)
+
+
+def test_logits_are_detected_and_softmaxed():
+    classifier = Classifier(_linear_model(0.0), PreprocessingSpec(height=2, width=2, channels=1))
+    images = np.random.default_rng(0).integers(0, 255, (5, 2, 2, 1), dtype=np.uint8)
+    with pytest.warns(UserWarning, match="logits"):
+        probs = classifier.predict_proba(images)
+    assert classifier.outputs_are_logits
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert np.all(probs >= 0)
+
+
+def test_nan_outputs_stop_with_the_batch_named():
+    model = _linear_model(float("nan"))
+    classifier = Classifier(model, PreprocessingSpec(height=2, width=2, channels=1))
+    images = np.zeros((4, 2, 2, 1), np.uint8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ModelOutputError, match="NaN or infinite in batch starting at row 0, row 0"):
+            classifier.predict_proba(images, batch_size=2)
+
+
+def test_wrong_image_shape_is_a_clear_error(demo_classifier):
+    with pytest.raises(ValueError, match=r"images have shape \(32, 32, 1\) but the model expects \(28, 28, 1\)"):
+        demo_classifier.predict_proba(np.zeros((2, 32, 32, 1), np.uint8))
+
+
+# --- transforms ----------------------------------------------------------------------------
+def _blob() -> np.ndarray:
+    image = np.zeros((28, 28, 1), np.uint8)
+    image[4:8, 18:24] = 255
+    return image
+
+
+def test_rotation_matches_numpy_rot90_counter_clockwise():
+    image = _blob()
+    np.testing.assert_array_equal(apply_transform(image, Transform(rotate=90)), np.rot90(image, k=1))
+    np.testing.assert_array_equal(apply_transform(image, Transform(rotate=-90)), np.rot90(image, k=-1))
+    assert apply_transform(image, Transform()) is image
+
+
+def test_tilt_perspective_is_deterministic_and_grows_with_strength():
+    image = (np.add.outer(np.arange(28), 2 * np.arange(28)) * 3).astype(np.uint8)[..., None]
+    weak = apply_transform(image, Transform(perspective=0.05, direction=30))
+    strong = apply_transform(image, Transform(perspective=0.25, direction=30))
+    np.testing.assert_array_equal(weak, apply_transform(image, Transform(perspective=0.05, direction=30)))
+    change = lambda out: np.abs(out.astype(int) - image.astype(int)).mean()  # noqa: E731
+    assert 0 < change(weak) < change(strong)
+    other_way = apply_transform(image, Transform(perspective=0.25, direction=210))
+    assert not np.array_equal(strong, other_way)
+    corners = tilt_corners((28, 28), 0.2, 0.0)
+    # direction 0: the right edge (tr, br) moves toward the centre line, the left edge stays
+    assert corners[1, 1] > 0 and corners[2, 1] < 27
+    np.testing.assert_allclose(corners[[0, 3]], [[0, 0], [0, 27]])
+
+
+@pytest.mark.parametrize("kwargs", [{"rotate": 200}, {"perspective": 0.9}, {"scale": 0}, {"rotate": float("nan")}])
+def test_transform_validation(kwargs):
+    with pytest.raises(ValueError, match="transform"):
+        Transform(**kwargs)
+
+
+def test_transform_dict_round_trip_and_description():
+    transform = Transform(rotate=-40, perspective=0.1, direction=90, scale=1.1)
+    assert Transform.from_dict(transform.to_dict()) == transform
+    assert "rotate -40°" in transform.describe()
+    with pytest.raises(ValueError, match="unknown transform keys"):
+        Transform.from_dict({"shear": 3})
+
+
+def test_augmentation_pipeline_varies_images():
+    pipeline = augmentation_pipeline(rotate_limit=30, perspective_limit=0.1, p=1.0)
+    image = _blob()[..., 0]
+    outputs = {pipeline(image=image)["image"].tobytes() for _ in range(6)}
+    assert len(outputs) > 3

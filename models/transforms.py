@@ -128,7 +128,7 @@ def tilt_corners(image_shape: tuple[int, int], strength: float, direction_rad: f
     lateral = centred - along[:, None] * toward[None, :]
     moved = unit - strength * weight * lateral * 2.0
     moved = np.clip(moved, 0.0, 1.0)
-    return (moved * np.array([width - 1, height - 1])).astype(np.float32)
+    return (moved * np.array([width, height])).astype(np.float32)
 
 
 def _ops(transform: Transform, fill: float) -> list[A.BasicTransform]:

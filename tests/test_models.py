@@ -183,8 +183,8 @@ def test_tilt_perspective_is_deterministic_and_grows_with_strength():
     assert not np.array_equal(strong, other_way)
     corners = tilt_corners((28, 28), 0.2, 0.0)
     # direction 0: the right edge (tr, br) moves toward the centre line, the left edge stays
-    assert corners[1, 1] > 0 and corners[2, 1] < 27
-    np.testing.assert_allclose(corners[[0, 3]], [[0, 0], [0, 27]])
+    assert corners[1, 1] > 0 and corners[2, 1] < 28
+    np.testing.assert_allclose(corners[[0, 3]], [[0, 0], [0, 28]])
 
 
 @pytest.mark.parametrize("kwargs", [{"rotate": 200}, {"perspective": 0.9}, {"scale": 0}, {"rotate": float("nan")}])

@@ -1,0 +1,497 @@
+"""Per-example scores computed from a classifier's predicted probabilities.
+
+Vocabulary (as in cleanlab's ``rank`` module): N examples, K classes,
+``pred_probs`` of shape (N, K) with rows summing to 1, ``labels`` of shape (N,)
+holding integer classes in ``0 .. K-1``, where ``-1`` marks an unknown label
+(production data usually has none). Functions named ``*_score`` return values in
+[0, 1] where **lower = harder** (less confident, more likely mislabeled).
+Label-aware scores are NaN where the label is unknown.
+
+Public functions validate their inputs once (see :mod:`miner._validation`) and
+raise ``TypeError``/``ValueError`` naming the bad argument; the private
+``_compute_*`` helpers assume valid float64 input.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from miner._validation import (
+    PROB_SUM_ATOL,
+    check_labels,
+    check_outputs,
+    check_pred_probs,
+    check_thresholds,
+)
+
+__all__ = [
+    "SCORE_FIELDS",
+    "compute_scores",
+    "confidence_score",
+    "confident_thresholds",
+    "cross_entropy_loss",
+    "detect_logits",
+    "hardness_score",
+    "label_quality_score",
+    "margin_score",
+    "normalized_entropy",
+    "normalized_margin_score",
+    "self_confidence_score",
+    "softmax",
+]
+
+#: Keys of the dict returned by :func:`compute_scores`, in export order.
+SCORE_FIELDS = (
+    "predicted_label",
+    "confidence",
+    "margin",
+    "entropy",
+    "self_confidence",
+    "normalized_margin",
+    "loss",
+    "label_quality_score",
+    "hardness_score",
+)
+
+#: Probabilities are clipped from below to this value before taking logs, as
+#: Keras' ``categorical_crossentropy`` does (``keras.config.epsilon()``), so the
+#: stored loss matches the training loss the user sees.
+MIN_PROB = 1e-7
+
+#: Lower bound on confident thresholds (as in cleanlab), keeps them positive.
+_THRESHOLD_LOWER_BOUND = 2e-6
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _check_labels_for(labels, pred_probs: np.ndarray) -> np.ndarray:
+    n, k = pred_probs.shape
+    return check_labels(labels, n=n, n_classes=k, allow_unknown=True)
+
+
+def _top2(pred_probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Largest and second-largest probability of each row (K >= 2)."""
+    part = np.partition(pred_probs, -2, axis=1)
+    return part[:, -1], part[:, -2]
+
+
+def _clip01(x: np.ndarray) -> np.ndarray:
+    # rows may sum to 1 only within PROB_SUM_ATOL; keep *_score inside [0, 1]
+    return np.clip(x, 0.0, 1.0, out=x)
+
+
+def _given_prob(labels: np.ndarray, pred_probs: np.ndarray) -> np.ndarray:
+    """p of the given label; NaN where the label is unknown (-1)."""
+    known = labels >= 0
+    out = np.full(labels.shape[0], np.nan)
+    rows = np.flatnonzero(known)
+    out[rows] = pred_probs[rows, labels[rows]]
+    return out
+
+
+def _max_other(labels: np.ndarray, pred_probs: np.ndarray) -> np.ndarray:
+    """Largest probability among the classes other than the given label; NaN where unknown."""
+    out = np.full(labels.shape[0], np.nan)
+    rows = np.flatnonzero(labels >= 0)
+    if rows.size:
+        masked = pred_probs[rows].copy()
+        masked[np.arange(rows.size), labels[rows]] = -np.inf
+        out[rows] = masked.max(axis=1)
+    return out
+
+
+# ---------------------------------------------------------------- private computations
+
+
+def _compute_confidence(pred_probs: np.ndarray) -> np.ndarray:
+    return _clip01(pred_probs.max(axis=1))
+
+
+def _compute_margin(pred_probs: np.ndarray) -> np.ndarray:
+    top1, top2 = _top2(pred_probs)
+    return _clip01(top1 - top2)
+
+
+def _compute_normalized_entropy(pred_probs: np.ndarray) -> np.ndarray:
+    k = pred_probs.shape[1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        plogp = np.where(pred_probs > 0, pred_probs * np.log(pred_probs), 0.0)
+    return _clip01(-plogp.sum(axis=1) / np.log(k))
+
+
+def _compute_self_confidence(labels: np.ndarray, pred_probs: np.ndarray) -> np.ndarray:
+    return _clip01(_given_prob(labels, pred_probs))
+
+
+def _compute_normalized_margin(labels: np.ndarray, pred_probs: np.ndarray) -> np.ndarray:
+    nm = (_given_prob(labels, pred_probs) - _max_other(labels, pred_probs) + 1.0) / 2.0
+    return _clip01(nm)
+
+
+def _compute_loss(labels: np.ndarray, pred_probs: np.ndarray, min_prob: float) -> np.ndarray:
+    p = _given_prob(labels, pred_probs)
+    return -np.log(np.clip(p, min_prob, None))
+
+
+def _compute_confident_thresholds(labels: np.ndarray, pred_probs: np.ndarray) -> np.ndarray:
+    k = pred_probs.shape[1]
+    known = labels >= 0
+    lab = labels[known]
+    counts = np.bincount(lab, minlength=k)
+    sums = np.bincount(lab, weights=pred_probs[known, lab], minlength=k)
+    present = counts > 0
+    thresholds = np.empty(k)
+    thresholds[present] = sums[present] / counts[present]
+    if present.any():
+        # A class nobody labeled gets the mean threshold of the labeled classes:
+        # neutral, it neither favours nor suppresses that class as an alternative.
+        thresholds[~present] = thresholds[present].mean()
+    else:
+        # No label at all: constant thresholds, which make the adjustment a no-op.
+        thresholds[:] = 1.0 / k
+    return np.clip(thresholds, _THRESHOLD_LOWER_BOUND, None)
+
+
+def _compute_adjusted_pred_probs(pred_probs: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    # cleanlab's _subtract_confident_thresholds: subtract, shift by the largest
+    # threshold so every entry stays >= 0, renormalize (row sums are >= 1 here).
+    adj = pred_probs - thresholds
+    adj += thresholds.max()
+    adj /= adj.sum(axis=1, keepdims=True)
+    return adj
+
+
+def _compute_label_quality(
+    labels: np.ndarray, pred_probs: np.ndarray, thresholds: np.ndarray
+) -> np.ndarray:
+    adj = _compute_adjusted_pred_probs(pred_probs, thresholds)
+    return _compute_normalized_margin(labels, adj)
+
+
+def _compute_hardness(labels: np.ndarray | None, pred_probs: np.ndarray) -> np.ndarray:
+    top1, top2 = _top2(pred_probs)
+    hardness = (top1 - top2 + 1.0) / 2.0
+    if labels is not None:
+        known = labels >= 0
+        if known.any():
+            hardness[known] = _compute_normalized_margin(labels, pred_probs)[known]
+    return _clip01(hardness)
+
+
+# ---------------------------------------------------------------------- public scores
+
+
+def confidence_score(pred_probs) -> np.ndarray:
+    """Max-probability confidence of each example.
+
+    Parameters
+    ----------
+    pred_probs : np.ndarray, shape (N, K)
+        Predicted class probabilities; rows sum to 1.
+
+    Returns
+    -------
+    np.ndarray, shape (N,), float64
+        ``max_k pred_probs[i, k]`` in [1/K, 1]; lower = harder.
+    """
+    return _compute_confidence(check_pred_probs(pred_probs))
+
+
+def margin_score(pred_probs) -> np.ndarray:
+    """Top-1 minus top-2 probability of each example.
+
+    Parameters
+    ----------
+    pred_probs : np.ndarray, shape (N, K)
+        Predicted class probabilities, K >= 2.
+
+    Returns
+    -------
+    np.ndarray, shape (N,), float64
+        Margin in [0, 1]; 0 when the two most likely classes tie (hardest).
+    """
+    return _compute_margin(check_pred_probs(pred_probs))
+
+
+def normalized_entropy(pred_probs) -> np.ndarray:
+    """Shannon entropy of each row divided by ``log K``.
+
+    Not a ``*_score``: **higher = more uncertain**.
+
+    Parameters
+    ----------
+    pred_probs : np.ndarray, shape (N, K)
+
+    Returns
+    -------
+    np.ndarray, shape (N,), float64
+        In [0, 1]; 0 for a one-hot row, 1 for the uniform row. ``0 log 0 = 0``.
+    """
+    return _compute_normalized_entropy(check_pred_probs(pred_probs))
+
+
+def self_confidence_score(labels, pred_probs) -> np.ndarray:
+    """Probability the model gives to the given label.
+
+    Parameters
+    ----------
+    labels : np.ndarray, shape (N,)
+        Given labels in ``0 .. K-1``; ``-1`` = unknown.
+    pred_probs : np.ndarray, shape (N, K)
+
+    Returns
+    -------
+    np.ndarray, shape (N,), float64
+        ``pred_probs[i, labels[i]]`` in [0, 1]; NaN where the label is unknown.
+    """
+    pred_probs = check_pred_probs(pred_probs)
+    return _compute_self_confidence(_check_labels_for(labels, pred_probs), pred_probs)
+
+
+def normalized_margin_score(labels, pred_probs) -> np.ndarray:
+    """Normalized margin of the given label, as cleanlab's ``normalized_margin``.
+
+    ``(p_given - max_{k != given} p_k + 1) / 2``: above 0.5 when the model's
+    top class is the given label, below 0.5 when the model prefers another class.
+
+    Parameters
+    ----------
+    labels : np.ndarray, shape (N,)
+        Given labels in ``0 .. K-1``; ``-1`` = unknown.
+    pred_probs : np.ndarray, shape (N, K)
+
+    Returns
+    -------
+    np.ndarray, shape (N,), float64
+        In [0, 1], lower = harder / more likely mislabeled; NaN where unknown.
+    """
+    pred_probs = check_pred_probs(pred_probs)
+    return _compute_normalized_margin(_check_labels_for(labels, pred_probs), pred_probs)
+
+
+def cross_entropy_loss(labels, pred_probs, *, min_prob: float = MIN_PROB) -> np.ndarray:
+    """Cross-entropy loss ``-log(p_given)`` of each example.
+
+    Not a ``*_score``: **higher = harder**.
+
+    Parameters
+    ----------
+    labels : np.ndarray, shape (N,)
+        Given labels in ``0 .. K-1``; ``-1`` = unknown.
+    pred_probs : np.ndarray, shape (N, K)
+    min_prob : float
+        ``p_given`` is clipped from below to this value (default ``1e-7``, as
+        Keras does), so the loss is at most ``-log(min_prob)`` (about 16.1).
+
+    Returns
+    -------
+    np.ndarray, shape (N,), float64
+        In [0, -log(min_prob)]; NaN where the label is unknown.
+    """
+    pred_probs = check_pred_probs(pred_probs)
+    labels = _check_labels_for(labels, pred_probs)
+    if not (isinstance(min_prob, float | int) and 0.0 < min_prob <= 1.0):
+        raise ValueError(f"min_prob must be a number in (0, 1], got {min_prob!r}")
+    return _compute_loss(labels, pred_probs, float(min_prob))
+
+
+def confident_thresholds(labels, pred_probs) -> np.ndarray:
+    """Per-class confident thresholds: mean self-confidence of the examples labeled k.
+
+    As ``cleanlab.count.get_confident_thresholds``, computed over the labeled
+    rows only (``-1`` rows are ignored), clipped from below at 2e-6.
+
+    A class with no labeled example gets the **mean threshold of the labeled
+    classes** (cleanlab instead uses 2, which removes that class as an
+    alternative in :func:`label_quality_score`). The mean is the neutral
+    choice: the class is then neither favoured nor suppressed by the
+    adjustment. With no labeled row at all every threshold is ``1/K``; constant
+    thresholds make the adjustment a no-op.
+
+    Parameters
+    ----------
+    labels : np.ndarray, shape (N,)
+        Given labels in ``0 .. K-1``; ``-1`` = unknown.
+    pred_probs : np.ndarray, shape (N, K)
+
+    Returns
+    -------
+    np.ndarray, shape (K,), float64
+        Thresholds in [2e-6, 1].
+    """
+    pred_probs = check_pred_probs(pred_probs)
+    labels = _check_labels_for(labels, pred_probs)
+    return _compute_confident_thresholds(labels, pred_probs)
+
+
+def label_quality_score(labels, pred_probs, *, thresholds=None) -> np.ndarray:
+    """Confident-learning label quality: lower = more likely mislabeled.
+
+    The per-class ``thresholds`` (by default :func:`confident_thresholds` of
+    this very pool) are subtracted from every row, rows are shifted by the
+    largest threshold so no entry is negative and renormalized (cleanlab's
+    adjusted ``pred_probs``, which removes the bias towards classes the model is
+    over-confident on), and the normalized margin of the given label is taken
+    on the adjusted rows. For valid labels this equals
+    ``cleanlab.rank.get_label_quality_scores(labels, pred_probs,
+    method="normalized_margin", adjust_pred_probs=True)``.
+
+    Parameters
+    ----------
+    labels : np.ndarray, shape (N,)
+        Given labels in ``0 .. K-1``; ``-1`` = unknown.
+    pred_probs : np.ndarray, shape (N, K)
+    thresholds : np.ndarray, shape (K,), optional
+        Precomputed per-class thresholds in [0, 1], e.g. from a larger labeled
+        pool. Default: ``confident_thresholds(labels, pred_probs)``.
+
+    Returns
+    -------
+    np.ndarray, shape (N,), float64
+        In [0, 1]; below 0.5 when the adjusted probabilities prefer another
+        class over the given label. NaN where the label is unknown.
+    """
+    pred_probs = check_pred_probs(pred_probs)
+    labels = _check_labels_for(labels, pred_probs)
+    if thresholds is None:
+        thresholds = _compute_confident_thresholds(labels, pred_probs)
+    else:
+        thresholds = check_thresholds(thresholds, n_classes=pred_probs.shape[1])
+    return _compute_label_quality(labels, pred_probs, thresholds)
+
+
+def hardness_score(pred_probs, *, labels=None) -> np.ndarray:
+    """One score that ranks the whole pool; lower = harder.
+
+    ``hardness = (p_ref - max_{k != ref} p_k + 1) / 2``, the normalized margin
+    against a reference class ``ref``: the **given label** where it is known,
+    the **predicted class** where it is not (labels None or -1). For an
+    unlabeled row this is ``(margin + 1) / 2``, a monotone transform of the
+    top-1 minus top-2 margin.
+
+    Why this choice: labeled and unlabeled rows are on one scale, so a mixed
+    pool ranks consistently. A label the model agrees with gives exactly the
+    score the row would get without the label (so labeling never makes an
+    example look easier), and a label the model disagrees with gives a score
+    below 0.5, i.e. harder than every example the model gets right or that has
+    no label: misclassified examples rank first, then by how close the model is
+    to changing its mind. Margin (not max-probability or entropy) is used
+    because it measures exactly that distance to a different decision
+    (cleanlab recommends the normalized margin for errors where another class
+    is clearly better than the given one). The adjusted
+    :func:`label_quality_score` is not used here: it depends on the pool's
+    thresholds, while the hardness of one example should not change when other
+    examples are added.
+
+    Parameters
+    ----------
+    pred_probs : np.ndarray, shape (N, K)
+    labels : np.ndarray, shape (N,), optional
+        Given labels; ``-1`` = unknown.
+
+    Returns
+    -------
+    np.ndarray, shape (N,), float64
+        In [0, 1]; unlabeled and correctly predicted rows lie in [0.5, 1].
+    """
+    pred_probs = check_pred_probs(pred_probs)
+    if labels is not None:
+        labels = _check_labels_for(labels, pred_probs)
+    return _compute_hardness(labels, pred_probs)
+
+
+def compute_scores(pred_probs, *, labels=None, thresholds=None) -> dict[str, np.ndarray]:
+    """All per-example scores at once (one validation, shared intermediates).
+
+    Parameters
+    ----------
+    pred_probs : np.ndarray, shape (N, K)
+    labels : np.ndarray, shape (N,), optional
+        Given labels; ``-1`` = unknown. None = no labels at all.
+    thresholds : np.ndarray, shape (K,), optional
+        Thresholds for ``label_quality_score``; default: :func:`confident_thresholds`
+        over the labeled rows of this pool.
+
+    Returns
+    -------
+    dict[str, np.ndarray]
+        Keys :data:`SCORE_FIELDS`, each of shape (N,):
+        ``predicted_label`` (int64 argmax), ``confidence``, ``margin``,
+        ``entropy`` (normalized, higher = more uncertain), ``self_confidence``,
+        ``normalized_margin``, ``loss`` (cross-entropy), ``label_quality_score``,
+        ``hardness_score`` (float64). The label-aware fields
+        (``self_confidence``, ``normalized_margin``, ``loss``,
+        ``label_quality_score``) are NaN where the label is unknown or
+        ``labels`` is None; ``hardness_score`` is always defined.
+    """
+    pred_probs = check_pred_probs(pred_probs)
+    n, k = pred_probs.shape
+    if labels is None:
+        lab = np.full(n, -1, dtype=np.int64)
+    else:
+        lab = _check_labels_for(labels, pred_probs)
+    if thresholds is None:
+        thr = _compute_confident_thresholds(lab, pred_probs)
+    else:
+        thr = check_thresholds(thresholds, n_classes=k)
+    return {
+        "predicted_label": pred_probs.argmax(axis=1).astype(np.int64),
+        "confidence": _compute_confidence(pred_probs),
+        "margin": _compute_margin(pred_probs),
+        "entropy": _compute_normalized_entropy(pred_probs),
+        "self_confidence": _compute_self_confidence(lab, pred_probs),
+        "normalized_margin": _compute_normalized_margin(lab, pred_probs),
+        "loss": _compute_loss(lab, pred_probs, MIN_PROB),
+        "label_quality_score": _compute_label_quality(lab, pred_probs, thr),
+        "hardness_score": _compute_hardness(lab, pred_probs),
+    }
+
+
+# ------------------------------------------------------------------------- logits
+
+
+def detect_logits(outputs, *, atol: float = PROB_SUM_ATOL) -> bool:
+    """Whether model outputs look like logits rather than probabilities.
+
+    Outputs are taken as logits when any row has a negative entry or does not
+    sum to 1 within ``atol`` (the tolerance :func:`check_pred_probs` uses, so
+    outputs not detected as logits are accepted as ``pred_probs``).
+
+    Parameters
+    ----------
+    outputs : np.ndarray, shape (N, K)
+        Raw model outputs; must be finite (a NaN row raises, naming the row).
+    atol : float
+
+    Returns
+    -------
+    bool
+        False for an empty array.
+    """
+    arr = check_outputs(outputs)
+    if arr.shape[0] == 0:
+        return False
+    if (arr < 0).any():
+        return True
+    return bool((np.abs(arr.sum(axis=1, dtype=np.float64) - 1.0) > atol).any())
+
+
+def softmax(outputs) -> np.ndarray:
+    """Row-wise softmax, numerically stable (the row max is subtracted first).
+
+    Parameters
+    ----------
+    outputs : np.ndarray, shape (N, K)
+        Logits; finite.
+
+    Returns
+    -------
+    np.ndarray, shape (N, K)
+        Probabilities; float32 input gives float32, anything else float64.
+    """
+    arr = check_outputs(outputs)
+    z = arr - arr.max(axis=1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=1, keepdims=True)
+    return z

@@ -14,6 +14,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from miner.scores import detect_logits, softmax  # noqa: E402
 from models.spec import PreprocessingSpec, as_uint8, spec_path_for  # noqa: E402
 
 _PASS_THROUGH = (keras.layers.Dropout, keras.layers.Activation, keras.layers.Softmax)
@@ -157,16 +158,13 @@ class Classifier:
             bad = int(np.argwhere(~np.isfinite(outputs))[0][0])
             raise ModelOutputError(f"model output is NaN or infinite in {batch_label}, row {bad}")
         if self.outputs_are_logits is None:
-            sums = outputs.sum(axis=1)
-            self.outputs_are_logits = bool(np.any(outputs < -1e-6) or np.any(np.abs(sums - 1) > 1e-3))
+            self.outputs_are_logits = detect_logits(outputs)
             if self.outputs_are_logits:
                 warnings.warn(
                     "model outputs do not sum to 1 (logits?); applying softmax", stacklevel=3
                 )
         if self.outputs_are_logits:
-            shifted = outputs - outputs.max(axis=1, keepdims=True)
-            exp = np.exp(shifted)
-            outputs = exp / exp.sum(axis=1, keepdims=True)
+            outputs = softmax(outputs)
         return outputs.astype(np.float32)
 
     def predict_and_embed_batch(self, images: np.ndarray, *, batch_label: str = "batch") -> tuple[np.ndarray, np.ndarray | None]:

@@ -128,7 +128,8 @@ def _map_labels(source: DataSource, classifier: Classifier) -> np.ndarray | None
 
 
 def _artifact_arrays(folder: Path, n: int, n_classes: int, dim: int | None, resume: bool):
-    """Per-run memory-mapped outputs: pred_probs (N, K), done mask (N,), embeddings (N, D) float16.
+    """Per-run memory-mapped outputs: pred_probs (N, K), sample ids (N,), done mask (N,),
+    embeddings (N, D) float16.
 
     ``done`` is 0 = not yet read, 1 = scored, 2 = unreadable (an error row).
     """
@@ -144,9 +145,10 @@ def _artifact_arrays(folder: Path, n: int, n_classes: int, dim: int | None, resu
         return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
 
     probs = open_array("pred_probs.npy", np.float32, (n, n_classes))
+    sample_ids = open_array("sample_ids.npy", np.int64, (n,))
     done = open_array("done.npy", np.uint8, (n,))
     embeddings = open_array("embeddings.npy", np.float16, (n, dim)) if dim else None
-    return probs, done, embeddings
+    return probs, sample_ids, done, embeddings
 
 
 def mine(store: Store, options: MiningOptions, *, artifacts_dir: Path, progress: bool = True) -> MiningReport:
@@ -224,7 +226,7 @@ def mine(store: Store, options: MiningOptions, *, artifacts_dir: Path, progress:
     )
     dim = probe_emb.shape[1] if probe_emb is not None else None
     classifier.outputs_are_logits = None  # decide on real data, not the blank probe
-    pred_probs, done, embeddings = _artifact_arrays(folder, n, classifier.n_classes, dim, resume)
+    pred_probs, sample_ids, done, embeddings = _artifact_arrays(folder, n, classifier.n_classes, dim, resume)
     already = int(done.sum())
     errors_seen = 0
     label_names = np.array(class_names + [""], dtype=object)
@@ -248,7 +250,7 @@ def mine(store: Store, options: MiningOptions, *, artifacts_dir: Path, progress:
                 embeddings[batch.indices] = emb.astype(np.float16)
             given = labels[batch.indices] if labels is not None else np.full(len(batch.indices), -1)
             with store.Session.begin() as session:
-                api.upsert_samples(
+                sample_ids[batch.indices] = api.upsert_samples(
                     session,
                     dataset_id,
                     source_index=batch.indices.tolist(),
@@ -258,6 +260,7 @@ def mine(store: Store, options: MiningOptions, *, artifacts_dir: Path, progress:
                     timestamp=[str(source.timestamps[i]) if source.timestamps is not None else None for i in batch.indices],
                 )
         pred_probs.flush()
+        sample_ids.flush()
         if embeddings is not None:
             embeddings.flush()
         done[batch.indices] = 1
@@ -267,20 +270,20 @@ def mine(store: Store, options: MiningOptions, *, artifacts_dir: Path, progress:
     bar.close()
 
     scored = np.flatnonzero(done == 1)
-    return _finish(store, options, run_id, dataset_id, source, classifier, labels, pred_probs, embeddings, scored, already)
+    return _finish(store, options, run_id, source, classifier, labels, pred_probs, sample_ids, embeddings, scored, already)
 
 
 def _is_folder_like(path: str) -> bool:
     return Path(path).is_dir()
 
 
-def _finish(store, options, run_id, dataset_id, source, classifier, labels, pred_probs, embeddings, scored, already):
+def _finish(store, options, run_id, source, classifier, labels, pred_probs, sample_ids, embeddings, scored, already):
     class_names = list(classifier.class_names)
     probs = np.asarray(pred_probs[scored], dtype=np.float64)
     given = labels[scored] if labels is not None else None
     scores = compute_scores(probs, labels=given)
     with store.Session.begin() as session:
-        id_by_index = api.sample_ids(session, dataset_id, scored.tolist())
+        id_by_index = {int(i): int(sample_ids[i]) for i in scored}
         rows = []
         for j, source_index in enumerate(scored):
             row = {"sample_id": id_by_index[int(source_index)], "predicted_label": class_names[scores["predicted_label"][j]]}
@@ -295,13 +298,17 @@ def _finish(store, options, run_id, dataset_id, source, classifier, labels, pred
         unknown = groups < 0
         groups[unknown] = scores["predicted_label"][unknown]
     emb = np.asarray(embeddings[scored], dtype=np.float32) if embeddings is not None else None
+    diversity = options.diversity
+    if emb is None and diversity > 0:
+        log.warning("the model exposes no embedding layer; selecting by hardness alone")
+        diversity = 0.0
     selection = select_candidates(
         scores["hardness_score"],
         groups=groups,
         embeddings=emb,
         per_class=options.per_class if options.budget is None else None,
         budget=options.budget,
-        diversity=options.diversity,
+        diversity=diversity,
         seed=options.seed,
     )
     chosen_source = scored[selection.indices]
@@ -322,7 +329,8 @@ def _finish(store, options, run_id, dataset_id, source, classifier, labels, pred
         )
     n_errors_total = len(source) - len(scored)
     with store.Session.begin() as session:
-        if not api.has_candidates(session, run_id):
+        n_existing, _ = api.review_progress(session, run_id)
+        if n_existing == 0:
             api.add_candidates(session, run_id, candidate_rows)
         api.set_run_status(session, run_id, "done", n_total=len(source), n_scored=len(scored), n_errors=n_errors_total)
     accuracy = None

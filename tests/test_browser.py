@@ -1,0 +1,102 @@
+"""The review page in a real browser: Debian's chromium driven by Playwright, headless."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from review_app.demo import run_demo
+from store.db import open_store
+from tests.conftest import IN_CI, REPO
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = REPO / "test-artifacts"
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        if IN_CI:
+            pytest.fail("chromium is missing; .ci/run installs Debian's chromium")
+        pytest.skip("chromium not installed")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--no-first-run", "--disable-sync"],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory, demo_model_path):
+    from review_app.app import build_app, launch_options
+    from review_app.service import ReviewService
+
+    folder = tmp_path_factory.mktemp("browser")
+    store = open_store(f"sqlite:///{folder / 'hardcase.db'}")
+    run_demo(store, artifacts_dir=folder / "artifacts", model_path=demo_model_path, per_class=3, progress=False)
+    app = build_app(ReviewService(store), run_name="demo")
+    app.queue(max_size=64)
+    options = launch_options(port=0)
+    options.pop("server_port")
+    app.launch(prevent_thread_lock=True, quiet=True, **options)
+    yield app.local_url, store
+    app.close()
+    store.dispose()
+
+
+def _probabilities(page) -> str:
+    return page.locator("#probabilities").inner_text()
+
+
+def test_reviewer_drags_rotation_and_tags_a_cause(browser, app_url):
+    url, store = app_url
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.goto(url)
+    page.locator("#reviewer textarea, #reviewer input").first.fill("dana")
+    page.locator("#next").click()
+    page.wait_for_function("document.querySelector('#candidate-info') && "
+                           "document.querySelector('#candidate-info').innerText.includes('Candidate #')")
+    page.wait_for_timeout(500)
+    before = _probabilities(page)
+    assert re.search(r"\d+%", before)
+
+    number = page.locator("#rotate input[type=number]")
+    number.fill("90")
+    number.press("Enter")
+    page.wait_for_function(
+        "(prev) => document.querySelector('#probabilities').innerText !== prev", arg=before, timeout=15000
+    )
+    after = _probabilities(page)
+    assert after != before
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "review.png"), full_page=True)
+
+    info = page.locator("#candidate-info").inner_text()
+    candidate_id = int(re.search(r"Candidate #(\d+)", info).group(1))
+    page.locator("#decide-augment").click()
+    page.wait_for_function("document.querySelector('#status').innerText.includes('saved')", timeout=15000)
+
+    from store import api
+
+    with store.Session.begin() as session:
+        reviews = api.reviews_for(session, candidate_id)
+    assert [(r.reviewer, r.cause) for r in reviews] == [("dana", "augment")]
+    assert reviews[0].transform["rotate"] == 90
+
+    # the name is kept in the browser session across a reload
+    page.reload()
+    page.wait_for_function("document.querySelector('#reviewer textarea, #reviewer input')?.value === 'dana'",
+                           timeout=15000)
+    page.close()

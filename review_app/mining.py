@@ -207,8 +207,6 @@ def mine(store: Store, options: MiningOptions, *, artifacts_dir: Path, progress:
                     f"run {options.run_name!r} already exists for another model or data set; "
                     "choose another --run name"
                 )
-            if run.status == "done":
-                return _report_existing(store, options.run_name)
         else:
             run = api.create_run(
                 session,
@@ -218,7 +216,9 @@ def mine(store: Store, options: MiningOptions, *, artifacts_dir: Path, progress:
                 params=options.params(),
                 embeddings_path=str((artifacts_dir / options.run_name / "embeddings.npy").resolve()),
             )
-        run_id, dataset_id = run.id, dataset.id
+        run_id, dataset_id, finished = run.id, dataset.id, run.status == "done"
+    if finished:
+        return _report_existing(store, options.run_name)
 
     folder = artifacts_dir / options.run_name
     probe, probe_emb = classifier.predict_and_embed_batch(

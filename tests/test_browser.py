@@ -63,6 +63,7 @@ def test_reviewer_drags_rotation_and_tags_a_cause(browser, app_url):
     url, store = app_url
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
     page.goto(url)
+    page.wait_for_load_state("networkidle")
     page.locator("#reviewer textarea, #reviewer input").first.fill("dana")
     page.locator("#next").click()
     page.wait_for_function("document.querySelector('#candidate-info') && "

@@ -63,8 +63,8 @@ def build(app: gr.Blocks, handlers: Handlers, *, run_names: list[str], default_r
     def remember_name(name):
         return name
 
-    def recall_name(saved):
-        return saved or ""
+    def recall_name(saved, typed):
+        return typed or saved or ""
 
     reviewer.change(remember_name, reviewer, reviewer_store, api_name="remember_reviewer", queue=False)
 
@@ -92,5 +92,5 @@ def build(app: gr.Blocks, handlers: Handlers, *, run_names: list[str], default_r
            concurrency_id=MODEL_CONCURRENCY, concurrency_limit=2)
     gr.api(handlers.submit_review, api_name="submit_review")
 
-    app.load(recall_name, reviewer_store, reviewer, api_name="recall_reviewer", queue=False).then(
+    app.load(recall_name, [reviewer_store, reviewer], reviewer, api_name="recall_reviewer", queue=False).then(
         on_run_change, run, class_filter, api_name=False)

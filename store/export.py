@@ -1,0 +1,504 @@
+"""Exports of a run: scores, candidates, the fix list and the raw review history.
+
+``export_rows`` reads everything in one read-only transaction, so an export
+taken while reviewers keep writing is one consistent snapshot.
+``write_rows``/``read_rows`` store rows as CSV, JSONL or Parquet and read them
+back with the same Python values (round trip). JSON-valued fields
+(``evidence``, ``transform``, ``reviewers``) are JSON text in CSV and Parquet
+and plain JSON in JSONL; timestamps are ISO 8601 in UTC.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import os
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import and_, select
+from sqlalchemy.orm import Session
+
+from store.api import effective_reviews, require_run
+from store.db import Store
+from store.schema import Candidate, Review, Sample, Score
+
+SCORE_COLUMNS: list[str] = [
+    "sample_id",
+    "source_index",
+    "given_label",
+    "predicted_label",
+    "confidence",
+    "margin",
+    "entropy",
+    "self_confidence",
+    "normalized_margin",
+    "loss",
+    "label_quality_score",
+    "hardness_score",
+]
+
+CANDIDATE_COLUMNS: list[str] = SCORE_COLUMNS + [
+    "rank",
+    "pick_distance",
+    "suggested_cause",
+    "suggested_label",
+    "suggestion_confidence",
+    "evidence",
+    "n_reviews",
+    "final_cause",
+    "final_label",
+]
+
+FIX_COLUMNS: list[str] = [
+    "sample_id",
+    "source_index",
+    "uri",
+    "given_label",
+    "predicted_label",
+    "suggested_cause",
+    "suggested_label",
+    "final_cause",
+    "final_label",
+    "transform",
+    "n_reviews",
+    "reviewers",
+    "agreement",
+    "conflict",
+    "decided_at",
+]
+
+REVIEW_COLUMNS: list[str] = [
+    "review_id",
+    "candidate_id",
+    "sample_id",
+    "rank",
+    "reviewer",
+    "cause",
+    "new_label",
+    "note",
+    "transform",
+    "seen_version",
+    "version",
+    "conflict",
+    "retracts_review_id",
+    "created_at",
+]
+
+EXPORTS: dict[str, list[str]] = {
+    "scores": SCORE_COLUMNS,
+    "candidates": CANDIDATE_COLUMNS,
+    "fixes": FIX_COLUMNS,
+    "reviews": REVIEW_COLUMNS,
+}
+"""What ``export_rows`` can export, and its columns."""
+
+FORMATS: tuple[str, ...] = ("csv", "jsonl", "parquet")
+
+INT, FLOAT, STR, TEXT, BOOL, JSON, TIME = "int", "float", "str", "text", "bool", "json", "time"
+"""Column kinds; STR may be NULL, TEXT is never NULL (so '' survives CSV)."""
+
+COLUMN_KINDS: dict[str, str] = {
+    **dict.fromkeys(
+        ["sample_id", "source_index", "rank", "n_reviews", "review_id", "candidate_id",
+         "seen_version", "version", "retracts_review_id"],
+        INT,
+    ),
+    **dict.fromkeys(
+        ["confidence", "margin", "entropy", "self_confidence", "normalized_margin", "loss",
+         "label_quality_score", "hardness_score", "pick_distance", "suggestion_confidence",
+         "agreement"],
+        FLOAT,
+    ),
+    **dict.fromkeys(
+        ["given_label", "predicted_label", "uri", "suggested_cause", "suggested_label",
+         "final_cause", "final_label", "reviewer", "cause", "new_label"],
+        STR,
+    ),
+    "note": TEXT,
+    "conflict": BOOL,
+    **dict.fromkeys(["evidence", "transform", "reviewers"], JSON),
+    **dict.fromkeys(["decided_at", "created_at"], TIME),
+}
+
+Row = tuple[Any, ...]
+
+
+# --------------------------------------------------------------------------- reading the store
+
+
+def _reviews_by_candidate(session: Session, run_id: int) -> dict[int, list[Any]]:
+    rows = session.execute(
+        select(
+            Review.id,
+            Review.candidate_id,
+            Review.reviewer,
+            Review.cause,
+            Review.new_label,
+            Review.transform,
+            Review.conflict,
+            Review.retracts_review_id,
+            Review.created_at,
+        )
+        .join(Candidate, Candidate.id == Review.candidate_id)
+        .where(Candidate.run_id == run_id)
+        .order_by(Review.candidate_id, Review.version)
+    )
+    history: dict[int, list[Any]] = defaultdict(list)
+    for row in rows:
+        history[row.candidate_id].append(row)
+    return history
+
+
+def summarize(history: Sequence[Any]) -> dict[str, Any]:
+    """Derived state of one candidate from its review history.
+
+    Returns
+    -------
+    dict
+        ``n_reviews`` (standing reviews, skips included), ``final`` (the latest
+        standing non-skip review or None), ``reviewers`` (list, oldest first),
+        ``agreement`` (share of standing non-skip reviews with the final
+        cause), ``conflict`` (a standing review was stored as a conflict).
+    """
+    standing = effective_reviews(history)
+    judged = [review for review in standing if review.cause != "skip"]
+    final = judged[-1] if judged else None
+    agreement = None
+    if final is not None:
+        agreement = sum(review.cause == final.cause for review in judged) / len(judged)
+    return {
+        "n_reviews": len(standing),
+        "final": final,
+        "reviewers": list(dict.fromkeys(review.reviewer for review in standing)),
+        "agreement": agreement,
+        "conflict": any(review.conflict for review in standing),
+    }
+
+
+_SCORE_FIELDS = (
+    Score.sample_id,
+    Sample.source_index,
+    Sample.given_label,
+    Score.predicted_label,
+    Score.confidence,
+    Score.margin,
+    Score.entropy,
+    Score.self_confidence,
+    Score.normalized_margin,
+    Score.loss,
+    Score.label_quality_score,
+    Score.hardness_score,
+)
+
+
+def _score_rows(session: Session, run_id: int) -> list[Row]:
+    rows = session.execute(
+        select(*_SCORE_FIELDS)
+        .join(Sample, Sample.id == Score.sample_id)
+        .where(Score.run_id == run_id)
+        .order_by(Sample.source_index)
+    )
+    return [tuple(row) for row in rows]
+
+
+def _candidate_query(run_id: int) -> Any:
+    return (
+        select(
+            Candidate.id.label("candidate_id"),
+            Candidate.sample_id,
+            Sample.source_index,
+            Sample.uri,
+            Sample.given_label,
+            Score.predicted_label,
+            Score.confidence,
+            Score.margin,
+            Score.entropy,
+            Score.self_confidence,
+            Score.normalized_margin,
+            Score.loss,
+            Score.label_quality_score,
+            Candidate.hardness_score,
+            Candidate.rank,
+            Candidate.pick_distance,
+            Candidate.suggested_cause,
+            Candidate.suggested_label,
+            Candidate.suggestion_confidence,
+            Candidate.evidence,
+        )
+        .join(Sample, Sample.id == Candidate.sample_id)
+        .outerjoin(
+            Score, and_(Score.run_id == Candidate.run_id, Score.sample_id == Candidate.sample_id)
+        )
+        .where(Candidate.run_id == run_id)
+        .order_by(Candidate.rank)
+    )
+
+
+def _candidate_rows(session: Session, run_id: int) -> list[Row]:
+    history = _reviews_by_candidate(session, run_id)
+    rows = []
+    for candidate in session.execute(_candidate_query(run_id)):
+        summary = summarize(history.get(candidate.candidate_id, []))
+        final = summary["final"]
+        values = candidate._asdict()
+        values["n_reviews"] = summary["n_reviews"]
+        values["final_cause"] = None if final is None else final.cause
+        values["final_label"] = None if final is None else final.new_label
+        rows.append(tuple(values[column] for column in CANDIDATE_COLUMNS))
+    return rows
+
+
+def _fix_rows(session: Session, run_id: int) -> list[Row]:
+    history = _reviews_by_candidate(session, run_id)
+    rows = []
+    for candidate in session.execute(_candidate_query(run_id)):
+        summary = summarize(history.get(candidate.candidate_id, []))
+        final = summary["final"]
+        if final is None:
+            continue
+        values = candidate._asdict()
+        values.update(
+            final_cause=final.cause,
+            final_label=final.new_label,
+            transform=final.transform,
+            n_reviews=summary["n_reviews"],
+            reviewers=summary["reviewers"],
+            agreement=summary["agreement"],
+            conflict=summary["conflict"],
+            decided_at=final.created_at,
+        )
+        rows.append(tuple(values[column] for column in FIX_COLUMNS))
+    return rows
+
+
+def _review_rows(session: Session, run_id: int) -> list[Row]:
+    rows = session.execute(
+        select(
+            Review.id,
+            Review.candidate_id,
+            Candidate.sample_id,
+            Candidate.rank,
+            Review.reviewer,
+            Review.cause,
+            Review.new_label,
+            Review.note,
+            Review.transform,
+            Review.seen_version,
+            Review.version,
+            Review.conflict,
+            Review.retracts_review_id,
+            Review.created_at,
+        )
+        .join(Candidate, Candidate.id == Review.candidate_id)
+        .where(Candidate.run_id == run_id)
+        .order_by(Review.id)
+    )
+    return [tuple(row) for row in rows]
+
+
+def export_rows(store: Store, run_name: str, what: str) -> tuple[list[str], list[Row]]:
+    """Rows of one export of a run, read from one consistent snapshot.
+
+    Parameters
+    ----------
+    what
+        ``'scores'`` (every scored sample), ``'candidates'`` (every candidate,
+        by rank, with its final decision), ``'fixes'`` (candidates with a
+        final non-skip decision, by rank) or ``'reviews'`` (the full review
+        history, retractions included, by id).
+
+    Returns
+    -------
+    (columns, rows)
+        Column names (``EXPORTS[what]``) and value tuples.
+    """
+    if what not in EXPORTS:
+        raise ValueError(f"export must be one of {', '.join(EXPORTS)}, got {what!r}")
+    readers = {
+        "scores": _score_rows,
+        "candidates": _candidate_rows,
+        "fixes": _fix_rows,
+        "reviews": _review_rows,
+    }
+    with store.snapshot() as session:
+        run = require_run(session, run_name)  # the first read fixes the SQLite snapshot
+        rows = readers[what](session, run.id)
+    return list(EXPORTS[what]), rows
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _format_of(path: Path, fmt: str | None) -> str:
+    if fmt is None:
+        fmt = path.suffix.lstrip(".").lower()
+    if fmt not in FORMATS:
+        raise ValueError(f"export format must be one of {', '.join(FORMATS)}, got {fmt!r} ({path})")
+    return fmt
+
+
+def _kinds(columns: Sequence[str]) -> list[str]:
+    unknown = [column for column in columns if column not in COLUMN_KINDS]
+    if unknown:
+        raise ValueError(f"unknown export columns: {', '.join(unknown)}")
+    return [COLUMN_KINDS[column] for column in columns]
+
+
+def _to_text(kind: str, value: Any) -> str:
+    if value is None:
+        return ""
+    if kind == BOOL:
+        return "true" if value else "false"
+    if kind == FLOAT:
+        return repr(float(value))
+    if kind == JSON:
+        return json.dumps(value, sort_keys=True)
+    if kind == TIME:
+        return value.isoformat()
+    return str(value)
+
+
+def _from_text(kind: str, text: str) -> Any:
+    if text == "":
+        return "" if kind == TEXT else None
+    if kind == INT:
+        return int(text)
+    if kind == FLOAT:
+        return float(text)
+    if kind == BOOL:
+        if text not in ("true", "false"):
+            raise ValueError(f"not a boolean: {text!r}")
+        return text == "true"
+    if kind == JSON:
+        return json.loads(text)
+    if kind == TIME:
+        return dt.datetime.fromisoformat(text)
+    return text
+
+
+def _to_json_value(kind: str, value: Any) -> Any:
+    if value is not None and kind == TIME:
+        return value.isoformat()
+    if value is not None and kind == FLOAT:
+        return float(value)
+    return value
+
+
+def _from_json_value(kind: str, value: Any) -> Any:
+    if value is not None and kind == TIME:
+        return dt.datetime.fromisoformat(value)
+    return value
+
+
+def _arrow_type(kind: str) -> Any:
+    import pyarrow as pa
+
+    return {
+        INT: pa.int64(),
+        FLOAT: pa.float64(),
+        STR: pa.string(),
+        TEXT: pa.string(),
+        BOOL: pa.bool_(),
+        JSON: pa.string(),
+        TIME: pa.timestamp("us", tz="UTC"),
+    }[kind]
+
+
+def write_rows(
+    columns: Sequence[str], rows: Iterable[Sequence[Any]], path: str | os.PathLike[str],
+    fmt: str | None = None,
+) -> Path:
+    """Write export rows to ``path`` as CSV, JSONL or Parquet (by ``fmt`` or suffix).
+
+    The file is written next to ``path`` and renamed into place, so a crash
+    never leaves a half-written export.
+    """
+    target = Path(path)
+    fmt = _format_of(target, fmt)
+    kinds = _kinds(columns)
+    rows = [tuple(row) for row in rows]
+    for number, row in enumerate(rows):
+        if len(row) != len(columns):
+            raise ValueError(f"row {number} has {len(row)} values for {len(columns)} columns")
+    partial = target.with_name(target.name + ".partial")
+    if fmt == "csv":
+        with partial.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(columns)
+            for row in rows:
+                writer.writerow([_to_text(kind, value) for kind, value in zip(kinds, row)])
+    elif fmt == "jsonl":
+        with partial.open("w", encoding="utf-8") as handle:
+            for row in rows:
+                record = {
+                    column: _to_json_value(kind, value)
+                    for column, kind, value in zip(columns, kinds, row)
+                }
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        arrays = []
+        for position, kind in enumerate(kinds):
+            values = [row[position] for row in rows]
+            if kind == JSON:
+                values = [None if value is None else json.dumps(value, sort_keys=True)
+                          for value in values]
+            arrays.append(pa.array(values, type=_arrow_type(kind)))
+        pq.write_table(pa.Table.from_arrays(arrays, names=list(columns)), partial)
+    os.replace(partial, target)
+    return target
+
+
+def read_rows(path: str | os.PathLike[str], fmt: str | None = None) -> tuple[list[str], list[Row]]:
+    """Read a file written by ``write_rows`` back into ``(columns, rows)``.
+
+    A JSONL file without rows has no columns.
+    """
+    source = Path(path)
+    fmt = _format_of(source, fmt)
+    if fmt == "csv":
+        with source.open(newline="", encoding="utf-8") as handle:
+            reader = csv.reader(handle)
+            columns = next(reader, [])
+            kinds = _kinds(columns)
+            rows = [
+                tuple(_from_text(kind, text) for kind, text in zip(kinds, record))
+                for record in reader
+            ]
+        return list(columns), rows
+    if fmt == "jsonl":
+        columns: list[str] = []
+        rows = []
+        with source.open(encoding="utf-8") as handle:
+            for line in handle:
+                if not line.strip():
+                    continue
+                record = json.loads(line)
+                if not columns:
+                    columns = list(record)
+                    kinds = _kinds(columns)
+                rows.append(tuple(
+                    _from_json_value(kind, record[column]) for column, kind in zip(columns, kinds)
+                ))
+        return columns, rows
+
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(source)
+    columns = list(table.column_names)
+    kinds = _kinds(columns)
+    values = []
+    for column, kind in zip(columns, kinds):
+        data = table.column(column).to_pylist()
+        if kind == JSON:
+            data = [None if item is None else json.loads(item) for item in data]
+        if kind == TIME:
+            data = [None if item is None else item.astimezone(dt.UTC) for item in data]
+        values.append(data)
+    return columns, list(zip(*values)) if values else []

@@ -1,0 +1,324 @@
+"""Database schema: SQLAlchemy 2 declarative models for every hardcase table.
+
+Causes, decisions, run statuses and roles are constrained by named CHECK
+constraints, so a bad value is rejected by the database itself and not only
+by the Python code that usually writes it.
+
+Reviews are append-only: a review is never updated or deleted. Undo appends a
+row that retracts an earlier one (``retracts_review_id``). A candidate's
+``review_version`` counts the review rows written for it and ``decision``
+caches the cause of its latest non-retracted review; both are changed only
+under a row lock in the same transaction that appends the review (see
+``store.api.submit_review``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+CAUSES: tuple[str, ...] = ("augment", "rare", "imbalance", "mislabel")
+"""Causes of a hard example that hardcase can suggest and a reviewer can confirm."""
+
+DECISIONS: tuple[str, ...] = CAUSES + ("not_a_failure", "skip")
+"""Everything a reviewer may answer for a candidate."""
+
+SUGGESTED_CAUSES: tuple[str, ...] = CAUSES + ("unclear",)
+"""Everything the miner may suggest for a candidate."""
+
+ROLES: tuple[str, ...] = ("annotator", "engineer", "lead")
+"""User roles of the review app."""
+
+RUN_STATUSES: tuple[str, ...] = ("running", "done", "failed")
+"""Lifecycle states of a mining run."""
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+NAME_LENGTH = 200
+"""Maximum length of names, labels and reviewers."""
+
+
+def in_values(column: str, values: tuple[str, ...]) -> str:
+    """SQL text ``column IN ('a', 'b')`` for a CHECK constraint.
+
+    Parameters
+    ----------
+    column
+        Column name.
+    values
+        Allowed values (trusted module constants, never user input).
+    """
+    quoted = ", ".join(f"'{value}'" for value in values)
+    return f"{column} IN ({quoted})"
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """Timezone-aware datetime, stored in UTC on every dialect.
+
+    PostgreSQL stores ``timestamp with time zone``; SQLite has no such type,
+    so values are normalised to UTC before storing and read back as UTC.
+    A naive datetime is taken to be UTC.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.UTC)
+        value = value.astimezone(dt.UTC)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+
+def nullable_json() -> JSON:
+    """A JSON type that stores Python ``None`` as SQL NULL (not the JSON text ``null``)."""
+    return JSON(none_as_null=True)
+
+
+class Base(DeclarativeBase):
+    """Declarative base carrying the constraint naming convention."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def created_at_column() -> Mapped[dt.datetime]:
+    """A ``created_at`` column filled by the database server."""
+    return mapped_column(UTCDateTime(), server_default=func.now(), nullable=False)
+
+
+class Dataset(Base):
+    """A labelled image collection hardcase has read (npz, idx, folder, manifest, demo)."""
+
+    __tablename__ = "datasets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH), unique=True)
+    uri: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(String(32))
+    class_names: Mapped[list[str] | None] = mapped_column(nullable_json(), nullable=True)
+    n_samples: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = created_at_column()
+
+
+class Sample(Base):
+    """One image of a dataset, identified by its position and its content hash."""
+
+    __tablename__ = "samples"
+    __table_args__ = (
+        UniqueConstraint("dataset_id", "source_index"),
+        Index(None, "content_hash"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
+    source_index: Mapped[int] = mapped_column(Integer)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    uri: Mapped[str | None] = mapped_column(Text, nullable=True)
+    given_label: Mapped[str | None] = mapped_column(String(NAME_LENGTH), nullable=True)
+    timestamp: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class ModelVersion(Base):
+    """A trained classifier file, identified by its hash."""
+
+    __tablename__ = "model_versions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    path: Mapped[str] = mapped_column(Text)
+    file_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    class_names: Mapped[list[str]] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = created_at_column()
+
+
+class Run(Base):
+    """One mining run of a model over a dataset."""
+
+    __tablename__ = "runs"
+    __table_args__ = (CheckConstraint(in_values("status", RUN_STATUSES), name="status"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH), unique=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"), index=True)
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"), index=True)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), server_default="running")
+    n_total: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    n_scored: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    n_errors: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    embeddings_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[dt.datetime] = created_at_column()
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class Score(Base):
+    """The model's view of one sample in one run."""
+
+    __tablename__ = "scores"
+    __table_args__ = (Index(None, "run_id", "hardness_score"),)
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), primary_key=True)
+    sample_id: Mapped[int] = mapped_column(ForeignKey("samples.id"), primary_key=True)
+    predicted_label: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    confidence: Mapped[float] = mapped_column(Float)
+    margin: Mapped[float] = mapped_column(Float)
+    entropy: Mapped[float] = mapped_column(Float)
+    self_confidence: Mapped[float | None] = mapped_column(Float, nullable=True)
+    normalized_margin: Mapped[float | None] = mapped_column(Float, nullable=True)
+    loss: Mapped[float | None] = mapped_column(Float, nullable=True)
+    label_quality_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    hardness_score: Mapped[float] = mapped_column(Float)
+
+
+class RunError(Base):
+    """A sample a run could not score, and why."""
+
+    __tablename__ = "run_errors"
+    __table_args__ = (UniqueConstraint("run_id", "source_index"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"))
+    source_index: Mapped[int] = mapped_column(Integer)
+    uri: Mapped[str | None] = mapped_column(Text, nullable=True)
+    reason: Mapped[str] = mapped_column(Text)
+
+
+class Candidate(Base):
+    """A hard example picked for review, with the miner's suggested cause.
+
+    ``decision`` is NULL until the candidate has a non-retracted review; the
+    review queue ("unreviewed") and the triage counts read it through the
+    ``(run_id, decision, rank)`` and ``(run_id, class_name, decision, rank)``
+    indexes.
+    """
+
+    __tablename__ = "candidates"
+    __table_args__ = (
+        UniqueConstraint("run_id", "sample_id"),
+        UniqueConstraint("run_id", "rank"),
+        Index(None, "run_id", "decision", "rank"),
+        Index(None, "run_id", "class_name", "decision", "rank"),
+        CheckConstraint(in_values("suggested_cause", SUGGESTED_CAUSES), name="suggested_cause"),
+        CheckConstraint(in_values("decision", DECISIONS), name="decision"),
+        CheckConstraint("review_version >= 0", name="review_version_not_negative"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"))
+    sample_id: Mapped[int] = mapped_column(ForeignKey("samples.id"), index=True)
+    rank: Mapped[int] = mapped_column(Integer)
+    class_name: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    hardness_score: Mapped[float] = mapped_column(Float)
+    pick_distance: Mapped[float | None] = mapped_column(Float, nullable=True)
+    image_png: Mapped[bytes] = mapped_column(LargeBinary)
+    suggested_cause: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    suggested_label: Mapped[str | None] = mapped_column(String(NAME_LENGTH), nullable=True)
+    suggestion_confidence: Mapped[float | None] = mapped_column(Float, nullable=True)
+    evidence: Mapped[dict[str, Any] | None] = mapped_column(nullable_json(), nullable=True)
+    review_version: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    decision: Mapped[str | None] = mapped_column(String(16), nullable=True)
+
+
+class Review(Base):
+    """One reviewer judgment (or the retraction of one); never updated or deleted.
+
+    ``version`` is the candidate's ``review_version`` after this row;
+    ``seen_version`` is the version the reviewer's page showed, and
+    ``conflict`` records that another review landed in between
+    (``seen_version != version - 1``). A retraction row has no ``cause`` and
+    points at the review it retracts.
+    """
+
+    __tablename__ = "reviews"
+    __table_args__ = (
+        UniqueConstraint("candidate_id", "version"),
+        UniqueConstraint("retracts_review_id"),
+        CheckConstraint(in_values("cause", DECISIONS), name="cause"),
+        CheckConstraint("cause <> 'mislabel' OR new_label IS NOT NULL", name="mislabel_has_label"),
+        CheckConstraint(
+            "(cause IS NULL AND retracts_review_id IS NOT NULL)"
+            " OR (cause IS NOT NULL AND retracts_review_id IS NULL)",
+            name="decision_or_retraction",
+        ),
+        CheckConstraint("version >= 1 AND seen_version >= 0", name="versions_valid"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    candidate_id: Mapped[int] = mapped_column(ForeignKey("candidates.id"))
+    reviewer: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    cause: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    new_label: Mapped[str | None] = mapped_column(String(NAME_LENGTH), nullable=True)
+    note: Mapped[str] = mapped_column(Text, default="", server_default="")
+    transform: Mapped[dict[str, Any] | None] = mapped_column(nullable_json(), nullable=True)
+    seen_version: Mapped[int] = mapped_column(Integer)
+    version: Mapped[int] = mapped_column(Integer)
+    conflict: Mapped[bool] = mapped_column(Boolean)
+    retracts_review_id: Mapped[int | None] = mapped_column(
+        ForeignKey("reviews.id"), nullable=True
+    )
+    created_at: Mapped[dt.datetime] = created_at_column()
+
+
+class Lease(Base):
+    """Who is looking at which candidate, until when (one holder per candidate)."""
+
+    __tablename__ = "leases"
+
+    candidate_id: Mapped[int] = mapped_column(ForeignKey("candidates.id"), primary_key=True)
+    reviewer: Mapped[str] = mapped_column(String(NAME_LENGTH), index=True)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class User(Base):
+    """A review-app account."""
+
+    __tablename__ = "users"
+    __table_args__ = (CheckConstraint(in_values("role", ROLES), name="role"),)
+
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = created_at_column()
+
+
+metadata = Base.metadata
+"""The MetaData Alembic compares the migrations against."""

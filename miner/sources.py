@@ -1129,7 +1129,7 @@ def _peek(path: str, channels: int | None) -> tuple[int, int, int] | None:
             c = channels or (1 if im.mode in _GRAY_MODES else 3)
             im.load()
             w, h = im.size
-    except Exception:  # noqa: BLE001 - unreadable files become error rows when iterated
+    except Exception:
         return None
     return h, w, c
 
@@ -1200,7 +1200,7 @@ class ImageFileSource(DataSource):
                 return self._decode(uris[i], ref)
             except _SizeMismatch as exc:
                 return RowError(i, uris[i], str(exc))
-            except Exception as exc:  # noqa: BLE001 - any decode failure is an error row
+            except Exception as exc:
                 return RowError(i, uris[i], _one_line(exc))
 
         def read(idx: np.ndarray) -> Batch:

@@ -10,12 +10,12 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import numpy as np
+import tensorflow as tf
 
-from miner.scores import detect_logits, softmax  # noqa: E402
-from models.spec import PreprocessingSpec, as_uint8, spec_path_for  # noqa: E402
+from miner.scores import detect_logits, softmax
+from models.spec import PreprocessingSpec, as_uint8, spec_path_for
 
 _PASS_THROUGH = (keras.layers.Dropout, keras.layers.Activation, keras.layers.Softmax)
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import albumentations as A  # noqa: E402
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import albumentations as A
+import keras
+import numpy as np
 
-from models.spec import PreprocessingSpec, spec_path_for  # noqa: E402
+from models.spec import PreprocessingSpec, spec_path_for
 
 
 def build_demo_cnn(input_shape: tuple[int, int, int], n_classes: int) -> keras.Model:

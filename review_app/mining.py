@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import io
 import logging
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from queue import Queue
 
 import numpy as np
 from PIL import Image
@@ -19,7 +23,7 @@ from tqdm import tqdm
 
 from miner.scores import compute_scores
 from miner.select import select_candidates
-from miner.sources import DataSource, content_hash, open_source
+from miner.sources import Batch, DataSource, content_hash, open_source
 from models.classifier import Classifier, file_hash, load_classifier
 from models.spec import as_uint8
 from store import api
@@ -228,11 +232,10 @@ def mine(store: Store, options: MiningOptions, *, artifacts_dir: Path, progress:
     classifier.outputs_are_logits = None  # decide on real data, not the blank probe
     pred_probs, sample_ids, done, embeddings = _artifact_arrays(folder, n, classifier.n_classes, dim, resume)
     already = int(done.sum())
-    errors_seen = 0
     label_names = np.array(class_names + [""], dtype=object)
 
-    bar = tqdm(total=n, initial=already, unit="img", desc=f"mining {options.run_name}", disable=not progress)
-    for batch in source.iter_batches(options.batch_size, skip=done.astype(bool)):
+    def store_batch(batch, probs, emb) -> None:
+        """Persist one scored batch; runs on the writer thread while the model scores the next."""
         if batch.errors:
             with store.Session.begin() as session:
                 api.add_errors(
@@ -240,11 +243,7 @@ def mine(store: Store, options: MiningOptions, *, artifacts_dir: Path, progress:
                     run_id,
                     [{"source_index": e.source_index, "uri": e.uri, "reason": e.reason} for e in batch.errors],
                 )
-            errors_seen += len(batch.errors)
         if len(batch.indices):
-            probs, emb = classifier.predict_and_embed_batch(
-                batch.images, batch_label=f"the batch of source rows {batch.indices[0]}..{batch.indices[-1]}"
-            )
             pred_probs[batch.indices] = probs
             if embeddings is not None:
                 embeddings[batch.indices] = emb.astype(np.float16)
@@ -257,8 +256,10 @@ def mine(store: Store, options: MiningOptions, *, artifacts_dir: Path, progress:
                     content_hash=[content_hash(image) for image in batch.images],
                     uri=[source.uris[i] if source.uris is not None else None for i in batch.indices],
                     given_label=[label_names[g] or None for g in given],
-                    timestamp=[str(source.timestamps[i]) if source.timestamps is not None else None for i in batch.indices],
+                    timestamp=[str(source.timestamps[i]) if source.timestamps is not None else None
+                               for i in batch.indices],
                 )
+        # the done mask is flushed last: a batch counts as done only once everything else is durable
         pred_probs.flush()
         sample_ids.flush()
         if embeddings is not None:
@@ -266,11 +267,48 @@ def mine(store: Store, options: MiningOptions, *, artifacts_dir: Path, progress:
         done[batch.indices] = 1
         done[[e.source_index for e in batch.errors]] = 2
         done.flush()
-        bar.update(len(batch.indices) + len(batch.errors))
+
+    bar = tqdm(total=n, initial=already, unit="img", desc=f"mining {options.run_name}", disable=not progress)
+    batches = _read_ahead(source.iter_batches(options.batch_size, skip=done.astype(bool)))
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hardcase-writer") as writer:
+        pending = None
+        for batch in batches:
+            probs = emb = None
+            if len(batch.indices):
+                probs, emb = classifier.predict_and_embed_batch(
+                    batch.images, batch_label=f"the batch of source rows {batch.indices[0]}..{batch.indices[-1]}"
+                )
+            if pending is not None:
+                pending.result()  # one batch in flight: memory stays bounded, errors surface here
+            pending = writer.submit(store_batch, batch, probs, emb)
+            bar.update(len(batch.indices) + len(batch.errors))
+        if pending is not None:
+            pending.result()
     bar.close()
 
     scored = np.flatnonzero(done == 1)
     return _finish(store, options, run_id, source, classifier, labels, pred_probs, sample_ids, embeddings, scored, already)
+
+
+def _read_ahead(batches: Iterator[Batch], depth: int = 2) -> Iterator[Batch]:
+    """Iterate ``batches`` with up to ``depth`` read ahead on a thread (decoding overlaps scoring)."""
+    queue: Queue = Queue(maxsize=depth)
+    finished = object()
+
+    def produce() -> None:
+        try:
+            for batch in batches:
+                queue.put(batch)
+        except BaseException as exc:  # handed to the consumer, raised there
+            queue.put(exc)
+        queue.put(finished)
+
+    thread = threading.Thread(target=produce, name="hardcase-reader", daemon=True)
+    thread.start()
+    while (item := queue.get()) is not finished:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
 
 
 def _is_folder_like(path: str) -> bool:

@@ -7,10 +7,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import IN_CI, REPO
 
 from review_app.demo import run_demo
 from store.db import open_store
-from conftest import IN_CI, REPO
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = REPO / "test-artifacts"

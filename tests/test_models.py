@@ -177,7 +177,10 @@ def test_tilt_perspective_is_deterministic_and_grows_with_strength():
     weak = apply_transform(image, Transform(perspective=0.05, direction=30))
     strong = apply_transform(image, Transform(perspective=0.25, direction=30))
     np.testing.assert_array_equal(weak, apply_transform(image, Transform(perspective=0.05, direction=30)))
-    change = lambda out: np.abs(out.astype(int) - image.astype(int)).mean()  # noqa: E731
+
+    def change(out):
+        return np.abs(out.astype(int) - image.astype(int)).mean()
+
     assert 0 < change(weak) < change(strong)
     other_way = apply_transform(image, Transform(perspective=0.25, direction=210))
     assert not np.array_equal(strong, other_way)

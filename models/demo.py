@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import albumentations as A
-import cv2
 import numpy as np
 
+from models.faults import FaultyPool, inject_faults
 from models.spec import PreprocessingSpec
-from models.transforms import Transform, apply_transform
 
 DEMO_MODEL_PATH = Path(__file__).resolve().parent / "demo_mnist.keras"
 MNIST_CLASSES = tuple(str(k) for k in range(10))
@@ -45,55 +42,23 @@ def stratified_split(labels: np.ndarray, per_class: int, *, seed: int) -> tuple[
     return first, rest
 
 
-@dataclass(frozen=True)
-class DisturbedPool:
-    """Pool images with the disturbance each one received.
-
-    ``fault[i]`` is ``"clean"``, ``"rotate"`` or ``"perspective"``; ``angle[i]`` is the
-    rotation applied (0 where none).
-    """
-
-    images: np.ndarray
-    labels: np.ndarray
-    fault: np.ndarray
-    angle: np.ndarray
-
-
 def disturb_pool(
     images: np.ndarray,
     labels: np.ndarray,
     *,
     rotate_share: float = 0.15,
     perspective_share: float = 0.10,
-    angle_range: tuple[float, float] = (35.0, 70.0),
-    perspective_scale: tuple[float, float] = (0.12, 0.18),
     seed: int = 0,
-) -> DisturbedPool:
+) -> FaultyPool:
     """Disturb a share of the images as a tilting camera would: rotation or a perspective warp.
 
-    Disjoint random subsets are rotated by an angle drawn from ``angle_range`` (either sign)
-    and warped by albumentations ``Perspective`` with ``perspective_scale``.
+    Labels stay correct; ``fault`` says which images were rotated (35-70 degrees either way)
+    or warped (albumentations ``Perspective``, scale 0.12-0.18).
     """
-    rng = np.random.default_rng(seed)
-    n = len(images)
-    order = rng.permutation(n)
-    n_rotate = int(round(rotate_share * n))
-    n_perspective = int(round(perspective_share * n))
-    fault = np.full(n, "clean", dtype=object)
-    angle = np.zeros(n, dtype=np.float32)
-    out = images.copy()
-    for i in order[:n_rotate]:
-        degrees = float(rng.uniform(*angle_range) * rng.choice([-1, 1]))
-        out[i] = apply_transform(images[i], Transform(rotate=degrees))
-        fault[i], angle[i] = "rotate", degrees
-    warp = A.Compose(
-        [A.Perspective(scale=perspective_scale, border_mode=cv2.BORDER_CONSTANT, fill=0, p=1.0)],
-        seed=seed,
+    return inject_faults(
+        images, labels, n_classes=len(MNIST_CLASSES), flip=0.0, rotate=rotate_share,
+        perspective=perspective_share, rare=0.0, seed=seed,
     )
-    for i in order[n_rotate : n_rotate + n_perspective]:
-        out[i] = warp(image=images[i][..., 0])["image"][..., None]
-        fault[i] = "perspective"
-    return DisturbedPool(images=out, labels=labels.copy(), fault=fault.astype(str), angle=angle)
 
 
 def train_demo_model(

@@ -30,6 +30,7 @@ from store import api
 from store.db import Store
 
 log = logging.getLogger(__name__)
+SCORE_CHUNK = 20_000
 
 
 class MiningInputError(ValueError):
@@ -320,16 +321,20 @@ def _finish(store, options, run_id, source, classifier, labels, pred_probs, samp
     probs = np.asarray(pred_probs[scored], dtype=np.float64)
     given = labels[scored] if labels is not None else None
     scores = compute_scores(probs, labels=given)
+    score_keys = ("confidence", "margin", "entropy", "self_confidence", "normalized_margin", "loss",
+                  "label_quality_score", "hardness_score")
     with store.Session.begin() as session:
-        id_by_index = {int(i): int(sample_ids[i]) for i in scored}
-        rows = []
-        for j, source_index in enumerate(scored):
-            row = {"sample_id": id_by_index[int(source_index)], "predicted_label": class_names[scores["predicted_label"][j]]}
-            for key in ("confidence", "margin", "entropy", "self_confidence", "normalized_margin", "loss", "label_quality_score", "hardness_score"):
-                value = float(scores[key][j])
-                row[key] = None if np.isnan(value) else value
-            rows.append(row)
-        api.add_scores(session, run_id, rows)
+        # rows are built and inserted in chunks so memory does not grow with the pool
+        for start in range(0, len(scored), SCORE_CHUNK):
+            rows = []
+            for j in range(start, min(start + SCORE_CHUNK, len(scored))):
+                row = {"sample_id": int(sample_ids[scored[j]]),
+                       "predicted_label": class_names[scores["predicted_label"][j]]}
+                for key in score_keys:
+                    value = float(scores[key][j])
+                    row[key] = None if np.isnan(value) else value
+                rows.append(row)
+            api.add_scores(session, run_id, rows)
 
     groups = given.copy() if given is not None else scores["predicted_label"].copy()
     if given is not None:
@@ -357,7 +362,7 @@ def _finish(store, options, run_id, source, classifier, labels, pred_probs, samp
         distance = float(selection.pick_distance[k])
         candidate_rows.append(
             {
-                "sample_id": id_by_index[source_index],
+                "sample_id": int(sample_ids[source_index]),
                 "rank": int(selection.rank[k]),
                 "class_name": class_names[int(selection.group[k])],
                 "hardness_score": float(selection.hardness_score[k]),

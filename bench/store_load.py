@@ -47,6 +47,7 @@ from store.schema import Candidate, Review
 
 CLASSES = [f"class_{index:02d}" for index in range(10)]
 CAUSES = ["augment", "rare", "imbalance", "mislabel", "not_a_failure", "skip"]
+WRITER_CAUSES = ["augment", "rare", "imbalance", "not_a_failure", "skip"]
 TINY_PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
 )
@@ -75,8 +76,11 @@ def latency(label: str, call: Callable[[int], object], repeats: int) -> float:
     median = statistics.median(timings)
     p95 = timings[min(len(timings) - 1, int(len(timings) * 0.95))]
     verdict = "ok" if p95 < 50 else "SLOW"
-    print(f"  {label:<48} median {median:7.2f} ms  p95 {p95:7.2f} ms  max {timings[-1]:7.2f} ms"
-          f"  [{verdict}]", flush=True)
+    print(
+        f"  {label:<48} median {median:7.2f} ms  p95 {p95:7.2f} ms  max {timings[-1]:7.2f} ms"
+        f"  [{verdict}]",
+        flush=True,
+    )
     return median
 
 
@@ -106,18 +110,32 @@ def load(store: Store, n_samples: int, n_candidates: int, n_reviews: int) -> int
     with timed(f"upsert_samples x {n_samples:,}"):
         sample_ids: list[int] = []
         with store.Session.begin() as session:
-            dataset = api.get_or_create_dataset(session, name="bench", uri="/data", kind="npz",
-                                                class_names=CLASSES, n_samples=n_samples)
-            model = api.register_model(session, name="m", path="/m.keras", file_hash="f" * 64,
-                                       spec={}, class_names=CLASSES)
-            run = api.create_run(session, name="bench-run", dataset_id=dataset.id,
-                                 model_version_id=model.id, params={})
+            dataset = api.get_or_create_dataset(
+                session,
+                name="bench",
+                uri="/data",
+                kind="npz",
+                class_names=CLASSES,
+                n_samples=n_samples,
+            )
+            model = api.register_model(
+                session, name="m", path="/m.keras", file_hash="f" * 64, spec={}, class_names=CLASSES
+            )
+            run = api.create_run(
+                session,
+                name="bench-run",
+                dataset_id=dataset.id,
+                model_version_id=model.id,
+                params={},
+            )
             run_id, dataset_id = run.id, dataset.id
         for start in range(0, n_samples, LOAD_CHUNK):
             indices = list(range(start, min(n_samples, start + LOAD_CHUNK)))
             with store.Session.begin() as session:
                 sample_ids += api.upsert_samples(
-                    session, dataset_id, source_index=indices,
+                    session,
+                    dataset_id,
+                    source_index=indices,
                     content_hash=[f"{index:064x}" for index in indices],
                     uri=[f"/data/{index}.png" for index in indices],
                     given_label=[CLASSES[index % 10] for index in indices],
@@ -125,10 +143,16 @@ def load(store: Store, n_samples: int, n_candidates: int, n_reviews: int) -> int
     with timed(f"add_scores x {n_samples:,}"):
         for start in range(0, n_samples, LOAD_CHUNK):
             rows = [
-                {"sample_id": sample_id, "predicted_label": CLASSES[(index + 1) % 10],
-                 "confidence": rng.random(), "margin": rng.random(), "entropy": rng.random(),
-                 "loss": rng.random(), "hardness_score": rng.random()}
-                for index, sample_id in enumerate(sample_ids[start:start + LOAD_CHUNK], start)
+                {
+                    "sample_id": sample_id,
+                    "predicted_label": CLASSES[(index + 1) % 10],
+                    "confidence": rng.random(),
+                    "margin": rng.random(),
+                    "entropy": rng.random(),
+                    "loss": rng.random(),
+                    "hardness_score": rng.random(),
+                }
+                for index, sample_id in enumerate(sample_ids[start : start + LOAD_CHUNK], start)
             ]
             with store.Session.begin() as session:
                 api.add_scores(session, run_id, rows)
@@ -136,10 +160,15 @@ def load(store: Store, n_samples: int, n_candidates: int, n_reviews: int) -> int
         candidate_ids: list[int] = []
         for start in range(0, n_candidates, LOAD_CHUNK):
             rows = [
-                {"sample_id": sample_ids[index], "rank": index + 1,
-                 "class_name": CLASSES[index % 10], "hardness_score": 1 - index / n_candidates,
-                 "image_png": TINY_PNG, "suggested_cause": CAUSES[index % 4],
-                 "evidence": {"neighbours": [index]}}
+                {
+                    "sample_id": sample_ids[index],
+                    "rank": index + 1,
+                    "class_name": CLASSES[index % 10],
+                    "hardness_score": 1 - index / n_candidates,
+                    "image_png": TINY_PNG,
+                    "suggested_cause": CAUSES[index % 4],
+                    "evidence": {"neighbours": [index]},
+                }
                 for index in range(start, min(n_candidates, start + LOAD_CHUNK))
             ]
             with store.Session.begin() as session:
@@ -154,17 +183,25 @@ def load(store: Store, n_samples: int, n_candidates: int, n_reviews: int) -> int
                 if len(reviews) == n_reviews:
                     break
                 cause = CAUSES[rng.randrange(6)]
-                reviews.append({
-                    "candidate_id": candidate_ids[position], "reviewer": f"r{version}",
-                    "cause": cause, "new_label": CLASSES[0] if cause == "mislabel" else None,
-                    "note": "", "transform": None, "seen_version": version - 1,
-                    "version": version, "conflict": False, "retracts_review_id": None,
-                })
+                reviews.append(
+                    {
+                        "candidate_id": candidate_ids[position],
+                        "reviewer": f"r{version}",
+                        "cause": cause,
+                        "new_label": CLASSES[0] if cause == "mislabel" else None,
+                        "note": "",
+                        "transform": None,
+                        "seen_version": version - 1,
+                        "version": version,
+                        "conflict": False,
+                        "retracts_review_id": None,
+                    }
+                )
             decisions.append({"cid": candidate_ids[position], "v": version, "d": cause})
         table = Review.__table__
         for start in range(0, len(reviews), LOAD_CHUNK):
             with store.Session.begin() as session:
-                session.execute(table.insert(), reviews[start:start + LOAD_CHUNK])
+                session.execute(table.insert(), reviews[start : start + LOAD_CHUNK])
         set_decision = (
             update(Candidate.__table__)
             .where(Candidate.__table__.c.id == bindparam("cid"))
@@ -172,7 +209,7 @@ def load(store: Store, n_samples: int, n_candidates: int, n_reviews: int) -> int
         )
         for start in range(0, len(decisions), LOAD_CHUNK):
             with store.Session.begin() as session:
-                session.connection().execute(set_decision, decisions[start:start + LOAD_CHUNK])
+                session.connection().execute(set_decision, decisions[start : start + LOAD_CHUNK])
     with timed("ANALYZE"), store.engine.connect() as connection:
         connection.exec_driver_sql("ANALYZE")
         connection.commit()
@@ -183,8 +220,9 @@ def load(store: Store, n_samples: int, n_candidates: int, n_reviews: int) -> int
 
 
 def show_plan(store: Store, label: str, statement) -> None:
-    sql = str(statement.compile(dialect=store.engine.dialect,
-                                compile_kwargs={"literal_binds": True}))
+    sql = str(
+        statement.compile(dialect=store.engine.dialect, compile_kwargs={"literal_binds": True})
+    )
     if store.dialect == "sqlite":
         explain = "EXPLAIN QUERY PLAN " + sql
     else:
@@ -199,11 +237,25 @@ def show_plan(store: Store, label: str, statement) -> None:
 
 def measure_latency(store: Store, run_id: int, n_candidates: int) -> None:
     now = dt.datetime.now(dt.UTC)
-    show_plan(store, "next_candidate (unreviewed)",
-              api.candidate_queue_query(run_id, reviewer="ana", now=now))
-    show_plan(store, "next_candidate (class filter, after_rank)",
-              api.candidate_queue_query(run_id, reviewer="ana", now=now, class_name=CLASSES[3],
-                                        after_rank=n_candidates // 2))
+    show_plan(
+        store,
+        "next_candidate (unreviewed)",
+        api.candidate_queue_query(run_id, reviewer="ana", now=now),
+    )
+    show_plan(
+        store,
+        "next_candidate (class filter, after_rank)",
+        api.candidate_queue_query(
+            run_id, reviewer="ana", now=now, class_name=CLASSES[3], after_rank=n_candidates // 2
+        ),
+    )
+    show_plan(
+        store,
+        "next_candidate (reviewed, class filter)",
+        api.candidate_queue_query(
+            run_id, reviewer="ana", now=now, status="reviewed", class_name=CLASSES[3]
+        ),
+    )
     show_plan(store, "triage_counts", api.triage_query(run_id))
 
     def next_unreviewed(index: int) -> None:
@@ -212,13 +264,27 @@ def measure_latency(store: Store, run_id: int, n_candidates: int) -> None:
 
     def next_reviewed_class(index: int) -> None:
         with store.Session.begin() as session:
-            api.next_candidate(session, run_id, reviewer=f"bench{index % 20}", status="reviewed",
-                               class_name=CLASSES[index % 10])
+            api.next_candidate(
+                session,
+                run_id,
+                reviewer=f"bench{index % 20}",
+                status="reviewed",
+                class_name=CLASSES[index % 10],
+            )
+
+    def next_reviewed(index: int) -> None:
+        with store.Session.begin() as session:
+            api.next_candidate(session, run_id, reviewer=f"bench{index % 20}", status="reviewed")
 
     def next_after_rank(index: int) -> None:
         with store.Session.begin() as session:
-            api.next_candidate(session, run_id, reviewer=f"late{index}", status="all",
-                               after_rank=n_candidates // 2 + index)
+            api.next_candidate(
+                session,
+                run_id,
+                reviewer=f"late{index}",
+                status="all",
+                after_rank=n_candidates // 2 + index,
+            )
 
     def get_one(index: int) -> None:
         with store.snapshot() as session:
@@ -234,6 +300,7 @@ def measure_latency(store: Store, run_id: int, n_candidates: int) -> None:
 
     latency("next_candidate (unreviewed, 20 reviewers)", next_unreviewed, 200)
     latency("next_candidate (reviewed, class filter)", next_reviewed_class, 100)
+    latency("next_candidate (reviewed)", next_reviewed, 100)
     latency("next_candidate (all, after_rank)", next_after_rank, 100)
     latency("get_candidate", get_one, 200)
     latency("triage_counts", triage, 50)
@@ -241,8 +308,10 @@ def measure_latency(store: Store, run_id: int, n_candidates: int) -> None:
     with store.snapshot() as session:
         counts = api.triage_counts(session, run_id)
         reviews = session.scalar(select(func.count(Review.id)))
-    print(f"  ({sum(counts.values()):,} candidates in {len(counts)} triage cells, "
-          f"{reviews:,} reviews)")
+    print(
+        f"  ({sum(counts.values()):,} candidates in {len(counts)} triage cells, "
+        f"{reviews:,} reviews)"
+    )
     with timed("export_rows(fixes)"):
         export_rows(store, "bench-run", "fixes")
 
@@ -251,39 +320,56 @@ def measure_latency(store: Store, run_id: int, n_candidates: int) -> None:
 
 
 def writer(url: str, run_id: int, n_candidates: int, seed: int, n_reviews: int, start, results):
-    store = open_store(url)
-    rng = random.Random(seed)
-    start.wait()
-    began = time.perf_counter()
-    for _ in range(n_reviews):
-        candidate_id = rng.randrange(1, n_candidates + 1)
-        with store.snapshot() as session:
-            seen = api.get_candidate(session, candidate_id).version
-        with store.Session.begin() as session:
-            api.submit_review(session, candidate_id, reviewer=f"w{seed}",
-                              cause=CAUSES[rng.randrange(5)], seen_version=seen)
-    results.put(time.perf_counter() - began)
-    store.dispose()
+    try:
+        store = open_store(url)
+        rng = random.Random(seed)
+        start.wait()
+        began = time.perf_counter()
+        for _ in range(n_reviews):
+            candidate_id = rng.randrange(1, n_candidates + 1)
+            with store.snapshot() as session:
+                seen = api.get_candidate(session, candidate_id).version
+            with store.Session.begin() as session:
+                api.submit_review(
+                    session,
+                    candidate_id,
+                    reviewer=f"w{seed}",
+                    cause=WRITER_CAUSES[rng.randrange(len(WRITER_CAUSES))],
+                    seen_version=seen,
+                )
+        results.put(time.perf_counter() - began)
+        store.dispose()
+    except BaseException as exc:
+        results.put(f"writer {seed} failed: {type(exc).__name__}: {exc}")
+        raise
 
 
 def throughput(url: str, run_id: int, n_candidates: int, n_writers: int, per_writer: int) -> None:
     start, results = SPAWN.Event(), SPAWN.Queue()
-    processes = [SPAWN.Process(target=writer, args=(url, run_id, n_candidates, seed, per_writer,
-                                                    start, results))
-                 for seed in range(100 + 10 * n_writers, 100 + 11 * n_writers)]
+    processes = [
+        SPAWN.Process(
+            target=writer, args=(url, run_id, n_candidates, seed, per_writer, start, results)
+        )
+        for seed in range(100 + 10 * n_writers, 100 + 11 * n_writers)
+    ]
     for process in processes:
         process.start()
     time.sleep(3)  # let every writer import and open the store
     began = time.perf_counter()
     start.set()
     for _ in processes:
-        results.get(timeout=600)
+        outcome = results.get(timeout=600)
+        if isinstance(outcome, str):
+            raise SystemExit(outcome)
     elapsed = time.perf_counter() - began
     for process in processes:
         process.join()
     total = n_writers * per_writer
-    print(f"  {n_writers} writer(s): {total:,} reviews in {elapsed:.1f} s = "
-          f"{total / elapsed:,.0f} reviews/s", flush=True)
+    print(
+        f"  {n_writers} writer(s): {total:,} reviews in {elapsed:.1f} s = "
+        f"{total / elapsed:,.0f} reviews/s",
+        flush=True,
+    )
 
 
 # --------------------------------------------------------------------------- main
@@ -298,10 +384,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pg-admin", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
     args = parser.parse_args(argv)
     for dialect in args.dialects.split(","):
-        print(f"\n== {dialect}: {args.samples:,} scored samples, {args.candidates:,} candidates, "
-              f"{args.reviews:,} reviews", flush=True)
-        with tempfile.TemporaryDirectory() as directory, \
-                database(dialect, args.pg_admin, Path(directory)) as url:
+        print(
+            f"\n== {dialect}: {args.samples:,} scored samples, {args.candidates:,} candidates, "
+            f"{args.reviews:,} reviews",
+            flush=True,
+        )
+        with (
+            tempfile.TemporaryDirectory() as directory,
+            database(dialect, args.pg_admin, Path(directory)) as url,
+        ):
             store = open_store(url)
             run_id = load(store, args.samples, args.candidates, args.reviews)
             measure_latency(store, run_id, args.candidates)

@@ -7,6 +7,9 @@ work::
         result = submit_review(session, candidate_id, reviewer="ana", cause="rare",
                                seen_version=view.version)
 
+Read-only work (rendering a page, counting) can use ``store.snapshot()``
+instead, which does not take SQLite's write lock.
+
 Review history is append-only. ``submit_review`` locks the candidate row,
 appends the review and bumps the candidate's version in one transaction; a
 review based on an outdated version is stored *and* flagged as a conflict.
@@ -58,7 +61,14 @@ DEFAULT_LEASE_SECONDS = 600
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
-SCORE_REQUIRED = ("sample_id", "predicted_label", "confidence", "margin", "entropy", "hardness_score")
+SCORE_REQUIRED = (
+    "sample_id",
+    "predicted_label",
+    "confidence",
+    "margin",
+    "entropy",
+    "hardness_score",
+)
 SCORE_OPTIONAL = ("self_confidence", "normalized_margin", "loss", "label_quality_score")
 CANDIDATE_REQUIRED = ("sample_id", "rank", "class_name", "hardness_score", "image_png")
 CANDIDATE_OPTIONAL = (
@@ -188,8 +198,9 @@ def _as_label(what: str, value: object) -> str | None:
     return _check_name(what, str(value) if not isinstance(value, str) else value)
 
 
-def _check_keys(what: str, index: int, row: Mapping[str, Any], required: Sequence[str],
-                optional: Sequence[str]) -> None:
+def _check_keys(
+    what: str, index: int, row: Mapping[str, Any], required: Sequence[str], optional: Sequence[str]
+) -> None:
     missing = [key for key in required if key not in row]
     if missing:
         raise ValueError(f"{what} row {index} lacks {', '.join(missing)}")
@@ -306,8 +317,11 @@ def upsert_samples(
     for chunk in _chunks(count):
         rows = []
         for position in chunk:
-            row = {"dataset_id": dataset_id, "source_index": indices[position],
-                   "content_hash": hashes[position]}
+            row = {
+                "dataset_id": dataset_id,
+                "source_index": indices[position],
+                "content_hash": hashes[position],
+            }
             for what, values in optional_columns.items():
                 value = None if values is None else values[position]
                 row[what] = None if value is None else str(value)
@@ -510,12 +524,14 @@ def add_errors(session: Session, run_id: int, rows: Sequence[Mapping[str, Any]])
     for index, row in enumerate(rows):
         _check_keys("error", index, row, ERROR_REQUIRED, ERROR_OPTIONAL)
         uri = row.get("uri")
-        prepared.append({
-            "run_id": run_id,
-            "source_index": _as_int("source_index", row["source_index"]),
-            "uri": None if uri is None else str(uri),
-            "reason": str(row["reason"]),
-        })
+        prepared.append(
+            {
+                "run_id": run_id,
+                "source_index": _as_int("source_index", row["source_index"]),
+                "uri": None if uri is None else str(uri),
+                "reason": str(row["reason"]),
+            }
+        )
     _insert_ignoring_duplicates(session, RunError.__table__, ("run_id", "source_index"), prepared)
 
 
@@ -565,23 +581,30 @@ def add_candidates(session: Session, run_id: int, rows: Sequence[Mapping[str, An
         image = row["image_png"]
         if not isinstance(image, (bytes, bytearray, memoryview)) or bytes(image[:8]) != PNG_MAGIC:
             raise ValueError(f"candidate row {index} image_png is not PNG data")
-        prepared.append({
-            "run_id": run_id,
-            "sample_id": _as_int("sample_id", row["sample_id"]),
-            "rank": _as_int("rank", row["rank"]),
-            "class_name": _as_label("class_name", row["class_name"]),
-            "hardness_score": _as_float(f"candidate row {index} hardness_score",
-                                        row["hardness_score"], nullable=False),
-            "image_png": bytes(image),
-            "pick_distance": _as_float(f"candidate row {index} pick_distance",
-                                       row.get("pick_distance"), nullable=True),
-            "suggested_cause": cause,
-            "suggested_label": _as_label("suggested_label", row.get("suggested_label")),
-            "suggestion_confidence": _as_float(f"candidate row {index} suggestion_confidence",
-                                               row.get("suggestion_confidence"), nullable=True),
-            "evidence": row.get("evidence"),
-            "review_version": 0,
-        })
+        prepared.append(
+            {
+                "run_id": run_id,
+                "sample_id": _as_int("sample_id", row["sample_id"]),
+                "rank": _as_int("rank", row["rank"]),
+                "class_name": _as_label("class_name", row["class_name"]),
+                "hardness_score": _as_float(
+                    f"candidate row {index} hardness_score", row["hardness_score"], nullable=False
+                ),
+                "image_png": bytes(image),
+                "pick_distance": _as_float(
+                    f"candidate row {index} pick_distance", row.get("pick_distance"), nullable=True
+                ),
+                "suggested_cause": cause,
+                "suggested_label": _as_label("suggested_label", row.get("suggested_label")),
+                "suggestion_confidence": _as_float(
+                    f"candidate row {index} suggestion_confidence",
+                    row.get("suggestion_confidence"),
+                    nullable=True,
+                ),
+                "evidence": row.get("evidence"),
+                "review_version": 0,
+            }
+        )
     if not prepared:
         return []
     ranks = [row["rank"] for row in prepared]
@@ -590,13 +613,15 @@ def add_candidates(session: Session, run_id: int, rows: Sequence[Mapping[str, An
         raise ValueError("candidate rows repeat a rank or a sample_id")
     for chunk in _chunks(len(prepared)):
         clash = session.execute(
-            select(Candidate.rank, Candidate.sample_id).where(
+            select(Candidate.rank, Candidate.sample_id)
+            .where(
                 Candidate.run_id == run_id,
                 or_(
                     Candidate.rank.in_([ranks[position] for position in chunk]),
                     Candidate.sample_id.in_([sample_ids[position] for position in chunk]),
                 ),
-            ).limit(1)
+            )
+            .limit(1)
         ).first()
         if clash is not None:
             raise StoreError(
@@ -642,8 +667,9 @@ def delete_candidates(session: Session, run_id: int) -> int:
         )
     run_candidates = select(Candidate.id).where(Candidate.run_id == run_id)
     no_sync = {"synchronize_session": False}
-    session.execute(delete(Lease).where(Lease.candidate_id.in_(run_candidates)),
-                    execution_options=no_sync)
+    session.execute(
+        delete(Lease).where(Lease.candidate_id.in_(run_candidates)), execution_options=no_sync
+    )
     session.execute(delete(Candidate).where(Candidate.run_id == run_id), execution_options=no_sync)
     return len(locked_ids)
 
@@ -689,7 +715,9 @@ CANDIDATE_VIEW_QUERY = (
         Candidate.review_version.label("version"),
     )
     .join(Sample, Sample.id == Candidate.sample_id)
-    .outerjoin(Score, and_(Score.run_id == Candidate.run_id, Score.sample_id == Candidate.sample_id))
+    .outerjoin(
+        Score, and_(Score.run_id == Candidate.run_id, Score.sample_id == Candidate.sample_id)
+    )
     .where(Candidate.id == bindparam("candidate_id"))
 )
 
@@ -858,11 +886,14 @@ def next_candidate(
         # Another reviewer leased it after our snapshot (PostgreSQL READ COMMITTED).
         taken_by_others.append(candidate_id)
 
+    same_run = (
+        select(Candidate.id)
+        .where(Candidate.id == Lease.candidate_id, Candidate.run_id == run_id)
+        .exists()
+    )
     session.execute(
         delete(Lease).where(
-            Lease.reviewer == reviewer,
-            Lease.candidate_id != candidate_id,
-            Lease.candidate_id.in_(select(Candidate.id).where(Candidate.run_id == run_id)),
+            Lease.reviewer == reviewer, Lease.candidate_id != candidate_id, same_run
         ),
         execution_options={"synchronize_session": False},
     )
@@ -899,8 +930,9 @@ def _lock_candidate(session: Session, candidate_id: int) -> int:
     return version
 
 
-def _append_review(session: Session, candidate_id: int, *, decision: str | None,
-                   **values: Any) -> tuple[int, dt.datetime]:
+def _append_review(
+    session: Session, candidate_id: int, *, decision: str | None, **values: Any
+) -> tuple[int, dt.datetime]:
     """Insert a review row and move the candidate to its version and decision."""
     review_id, created_at = session.execute(
         INSERT_REVIEW, {"candidate_id": candidate_id, "retracts_review_id": None, **values}

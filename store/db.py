@@ -91,8 +91,9 @@ class Store:
         """A read-only session seeing one consistent snapshot of the database.
 
         PostgreSQL: a ``REPEATABLE READ READ ONLY`` transaction. SQLite: one
-        deferred ``BEGIN`` whose snapshot is fixed by its first read (WAL mode
-        keeps it stable while writers commit).
+        deferred ``BEGIN`` with ``PRAGMA query_only``, whose snapshot is fixed
+        by its first read (WAL mode keeps it stable while writers commit).
+        Writers are never blocked by it.
         """
         if self.dialect == "postgresql":
             bind = self.engine.execution_options(
@@ -167,9 +168,7 @@ def sqlite_path(url: URL) -> Path | None:
 def _check_sqlite_file(url: URL) -> None:
     """Refuse SQLite targets hardcase could not write to, before touching them."""
     if url.query:
-        raise StoreError(
-            f"SQLite URL options are not supported: {mask_url(url)!r}; {URL_HELP}"
-        )
+        raise StoreError(f"SQLite URL options are not supported: {mask_url(url)!r}; {URL_HELP}")
     path = sqlite_path(url)
     if path is None:
         return
@@ -208,11 +207,17 @@ def _sqlite_on_connect(dbapi_connection: Any, connection_record: Any) -> None:
 
 
 def _sqlite_on_begin(connection: Connection) -> None:
-    """Start write transactions immediately (take the write lock up front)."""
-    if connection.get_execution_options().get(SNAPSHOT_OPTION):
-        connection.exec_driver_sql("BEGIN")
-    else:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    """Start write transactions immediately (take the write lock up front).
+
+    Snapshot transactions begin deferred and run with ``PRAGMA query_only``
+    so they cannot write, like PostgreSQL's ``READ ONLY``.
+    """
+    pooled = connection.connection
+    query_only = bool(connection.get_execution_options().get(SNAPSHOT_OPTION))
+    if pooled.info.get("query_only", False) != query_only:
+        pooled.driver_connection.execute(f"PRAGMA query_only = {int(query_only)}")
+        pooled.info["query_only"] = query_only
+    connection.exec_driver_sql("BEGIN" if query_only else "BEGIN IMMEDIATE")
 
 
 def _make_engine(url: URL) -> Engine:
@@ -304,7 +309,9 @@ def migration_connection(store: Store) -> Iterator[Connection]:
         try:
             with connection.begin():
                 if not is_sqlite:
-                    connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
+                    connection.exec_driver_sql(
+                        f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"
+                    )
                 yield connection
                 if is_sqlite:
                     broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
@@ -327,7 +334,9 @@ def _run_alembic(store: Store, name: str, revision: str) -> None:
             else:
                 command.downgrade(config, revision)
         except CommandError as exc:
-            raise StoreError(f"cannot {name} {mask_url(store.url)!r} to {revision!r}: {exc}") from exc
+            raise StoreError(
+                f"cannot {name} {mask_url(store.url)!r} to {revision!r}: {exc}"
+            ) from exc
 
 
 def upgrade(store: Store, revision: str = "head") -> None:
@@ -381,7 +390,9 @@ def open_store(url: str | URL, *, upgrade: bool = True) -> Store:
             if upgrade and revision != head_revision():
                 _run_alembic(store, "upgrade", "head")
         except DBAPIError as exc:
-            raise StoreError(f"cannot open database {mask_url(parsed)!r}: {_first_line(exc)}") from exc
+            raise StoreError(
+                f"cannot open database {mask_url(parsed)!r}: {_first_line(exc)}"
+            ) from exc
     except BaseException:
         engine.dispose()
         raise

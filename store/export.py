@@ -103,19 +103,48 @@ INT, FLOAT, STR, TEXT, BOOL, JSON, TIME = "int", "float", "str", "text", "bool",
 
 COLUMN_KINDS: dict[str, str] = {
     **dict.fromkeys(
-        ["sample_id", "source_index", "rank", "n_reviews", "review_id", "candidate_id",
-         "seen_version", "version", "retracts_review_id"],
+        [
+            "sample_id",
+            "source_index",
+            "rank",
+            "n_reviews",
+            "review_id",
+            "candidate_id",
+            "seen_version",
+            "version",
+            "retracts_review_id",
+        ],
         INT,
     ),
     **dict.fromkeys(
-        ["confidence", "margin", "entropy", "self_confidence", "normalized_margin", "loss",
-         "label_quality_score", "hardness_score", "pick_distance", "suggestion_confidence",
-         "agreement"],
+        [
+            "confidence",
+            "margin",
+            "entropy",
+            "self_confidence",
+            "normalized_margin",
+            "loss",
+            "label_quality_score",
+            "hardness_score",
+            "pick_distance",
+            "suggestion_confidence",
+            "agreement",
+        ],
         FLOAT,
     ),
     **dict.fromkeys(
-        ["given_label", "predicted_label", "uri", "suggested_cause", "suggested_label",
-         "final_cause", "final_label", "reviewer", "cause", "new_label"],
+        [
+            "given_label",
+            "predicted_label",
+            "uri",
+            "suggested_cause",
+            "suggested_label",
+            "final_cause",
+            "final_label",
+            "reviewer",
+            "cause",
+            "new_label",
+        ],
         STR,
     ),
     "note": TEXT,
@@ -409,7 +438,9 @@ def _arrow_type(kind: str) -> Any:
 
 
 def write_rows(
-    columns: Sequence[str], rows: Iterable[Sequence[Any]], path: str | os.PathLike[str],
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    path: str | os.PathLike[str],
     fmt: str | None = None,
 ) -> Path:
     """Write export rows to ``path`` as CSV, JSONL or Parquet (by ``fmt`` or suffix).
@@ -447,8 +478,9 @@ def write_rows(
         for position, kind in enumerate(kinds):
             values = [row[position] for row in rows]
             if kind == JSON:
-                values = [None if value is None else json.dumps(value, sort_keys=True)
-                          for value in values]
+                values = [
+                    None if value is None else json.dumps(value, sort_keys=True) for value in values
+                ]
             arrays.append(pa.array(values, type=_arrow_type(kind)))
         pq.write_table(pa.Table.from_arrays(arrays, names=list(columns)), partial)
     os.replace(partial, target)
@@ -483,9 +515,12 @@ def read_rows(path: str | os.PathLike[str], fmt: str | None = None) -> tuple[lis
                 if not columns:
                     columns = list(record)
                     kinds = _kinds(columns)
-                rows.append(tuple(
-                    _from_json_value(kind, record[column]) for column, kind in zip(columns, kinds)
-                ))
+                rows.append(
+                    tuple(
+                        _from_json_value(kind, record[column])
+                        for column, kind in zip(columns, kinds)
+                    )
+                )
         return columns, rows
 
     import pyarrow.parquet as pq

@@ -292,9 +292,7 @@ class Review(Base):
     seen_version: Mapped[int] = mapped_column(Integer)
     version: Mapped[int] = mapped_column(Integer)
     conflict: Mapped[bool] = mapped_column(Boolean)
-    retracts_review_id: Mapped[int | None] = mapped_column(
-        ForeignKey("reviews.id"), nullable=True
-    )
+    retracts_review_id: Mapped[int | None] = mapped_column(ForeignKey("reviews.id"), nullable=True)
     created_at: Mapped[dt.datetime] = created_at_column()
 
 

@@ -22,9 +22,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-ADMIN_URL = os.environ.get(
-    "HARDCASE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
+ADMIN_URL = os.environ.get("HARDCASE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 """Maintenance database in which test databases are created and dropped."""
 
 DATABASE_PREFIX = "hc_test_"
@@ -110,7 +108,9 @@ class Seeded:
     candidate_ids: list[int]
 
 
-def seed_run(store: Any, *, n_samples: int = 12, n_candidates: int = 6, name: str = "run-1") -> Seeded:
+def seed_run(
+    store: Any, *, n_samples: int = 12, n_candidates: int = 6, name: str = "run-1"
+) -> Seeded:
     """A dataset, model, run, scores for every sample and candidates for the first ones.
 
     Candidate ``i`` has rank ``i + 1``, class ``CLASSES[i % 3]`` and suggested
@@ -121,40 +121,68 @@ def seed_run(store: Any, *, n_samples: int = 12, n_candidates: int = 6, name: st
 
     with store.Session.begin() as session:
         dataset = api.get_or_create_dataset(
-            session, name=f"ds-{name}", uri="/data/ds", kind="folder",
-            class_names=list(CLASSES), n_samples=n_samples,
+            session,
+            name=f"ds-{name}",
+            uri="/data/ds",
+            kind="folder",
+            class_names=list(CLASSES),
+            n_samples=n_samples,
         )
         sample_ids = api.upsert_samples(
-            session, dataset.id,
+            session,
+            dataset.id,
             source_index=list(range(n_samples)),
             content_hash=[f"{index:064x}" for index in range(n_samples)],
             uri=[f"/data/ds/{index}.png" for index in range(n_samples)],
             given_label=[CLASSES[index % 3] for index in range(n_samples)],
         )
         model = api.register_model(
-            session, name="m", path="/models/m.keras", file_hash=f"hash-{name}",
-            spec={"size": [32, 32]}, class_names=list(CLASSES),
+            session,
+            name="m",
+            path="/models/m.keras",
+            file_hash=f"hash-{name}",
+            spec={"size": [32, 32]},
+            class_names=list(CLASSES),
         )
         run = api.create_run(
-            session, name=name, dataset_id=dataset.id, model_version_id=model.id,
+            session,
+            name=name,
+            dataset_id=dataset.id,
+            model_version_id=model.id,
             params={"top_k": n_candidates},
         )
-        api.add_scores(session, run.id, [
-            {
-                "sample_id": sample_id, "predicted_label": CLASSES[(index + 1) % 3],
-                "confidence": 0.5 + index / (4 * n_samples), "margin": 0.1, "entropy": 0.9,
-                "loss": 1.5, "hardness_score": 1.0 - index / n_samples,
-            }
-            for index, sample_id in enumerate(sample_ids)
-        ])
-        candidate_ids = api.add_candidates(session, run.id, [
-            {
-                "sample_id": sample_ids[index], "rank": index + 1,
-                "class_name": CLASSES[index % 3], "hardness_score": 1.0 - index / n_samples,
-                "image_png": TINY_PNG, "suggested_cause": SUGGESTED_CAUSES[index % 5],
-                "suggested_label": CLASSES[(index + 1) % 3], "suggestion_confidence": 0.75,
-                "evidence": {"neighbours": [index, index + 1]},
-            }
-            for index in range(n_candidates)
-        ])
+        api.add_scores(
+            session,
+            run.id,
+            [
+                {
+                    "sample_id": sample_id,
+                    "predicted_label": CLASSES[(index + 1) % 3],
+                    "confidence": 0.5 + index / (4 * n_samples),
+                    "margin": 0.1,
+                    "entropy": 0.9,
+                    "loss": 1.5,
+                    "hardness_score": 1.0 - index / n_samples,
+                }
+                for index, sample_id in enumerate(sample_ids)
+            ],
+        )
+        candidate_ids = api.add_candidates(
+            session,
+            run.id,
+            [
+                {
+                    "sample_id": sample_ids[index],
+                    "rank": index + 1,
+                    "class_name": CLASSES[index % 3],
+                    "hardness_score": 1.0 - index / n_samples,
+                    "image_png": TINY_PNG,
+                    "suggested_cause": SUGGESTED_CAUSES[index % 5],
+                    "suggested_label": CLASSES[(index + 1) % 3],
+                    "suggestion_confidence": 0.75,
+                    "evidence": {"neighbours": [index, index + 1]},
+                }
+                for index in range(n_candidates)
+            ],
+        )
         return Seeded(run.id, name, dataset.id, sample_ids, candidate_ids)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import math
+import time
 
 import numpy as np
 import pytest
 from pgutil import CLASSES, TINY_PNG, empty_database, seed_run
 from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError
 
 from store import api
 from store.db import open_store
@@ -45,8 +47,15 @@ def seeded(store):
 
 def review(store, candidate_id, reviewer, cause, *, seen_version, new_label=None, **extra):
     with store.Session.begin() as session:
-        return api.submit_review(session, candidate_id, reviewer=reviewer, cause=cause,
-                                 new_label=new_label, seen_version=seen_version, **extra)
+        return api.submit_review(
+            session,
+            candidate_id,
+            reviewer=reviewer,
+            cause=cause,
+            new_label=new_label,
+            seen_version=seen_version,
+            **extra,
+        )
 
 
 def view(store, candidate_id):
@@ -63,8 +72,13 @@ def next_for(store, run_id, reviewer, **filters):
 
 
 def test_get_or_create_dataset_is_idempotent_and_checks_identity(store):
-    fields = {"name": "flowers", "uri": "/d", "kind": "folder", "class_names": ["a", "b"],
-              "n_samples": 10}
+    fields = {
+        "name": "flowers",
+        "uri": "/d",
+        "kind": "folder",
+        "class_names": ["a", "b"],
+        "n_samples": 10,
+    }
     with store.Session.begin() as session:
         first = api.get_or_create_dataset(session, **fields)
     with store.Session.begin() as session:
@@ -85,38 +99,68 @@ def test_get_or_create_dataset_is_idempotent_and_checks_identity(store):
 def test_upsert_samples_returns_ids_in_order_and_is_idempotent(store):
     n = 12_345  # crosses the chunk size
     with store.Session.begin() as session:
-        dataset = api.get_or_create_dataset(session, name="big", uri="/d", kind="npz",
-                                            class_names=None, n_samples=n)
+        dataset = api.get_or_create_dataset(
+            session, name="big", uri="/d", kind="npz", class_names=None, n_samples=n
+        )
         order = list(range(n))[::-1]
         ids = api.upsert_samples(
-            session, dataset.id, source_index=np.array(order), content_hash=[f"h{i}" for i in order],
-            uri=None, given_label=[CLASSES[i % 3] for i in order], timestamp=[f"b{i % 7}" for i in order],
+            session,
+            dataset.id,
+            source_index=np.array(order),
+            content_hash=[f"h{i}" for i in order],
+            uri=None,
+            given_label=[CLASSES[i % 3] for i in order],
+            timestamp=[f"b{i % 7}" for i in order],
         )
         assert len(ids) == len(set(ids)) == n
     with store.Session.begin() as session:
         again = api.upsert_samples(
-            session, dataset.id, source_index=[0, 5, n + 1], content_hash=["h0", "h5", "new"],
-            uri=["u0", "u5", "un"], given_label=[None, None, "cat"],
+            session,
+            dataset.id,
+            source_index=[0, 5, n + 1],
+            content_hash=["h0", "h5", "new"],
+            uri=["u0", "u5", "un"],
+            given_label=[None, None, "cat"],
         )
         assert again[:2] == [ids[n - 1], ids[n - 6]]
         assert session.scalar(select(func.count(Sample.id))) == n + 1
         stored = session.get(Sample, ids[n - 6])
         assert (stored.source_index, stored.given_label, stored.timestamp, stored.uri) == (
-            5, "bird", "b5", None)
-    with pytest.raises(StoreError, match="sample 5 of dataset .* changed"), store.Session.begin() as s:
-        api.upsert_samples(s, dataset.id, source_index=[5], content_hash=["other"], uri=None,
-                           given_label=None)
+            5,
+            "bird",
+            "b5",
+            None,
+        )
+    with (
+        pytest.raises(StoreError, match="sample 5 of dataset .* changed"),
+        store.Session.begin() as s,
+    ):
+        api.upsert_samples(
+            s, dataset.id, source_index=[5], content_hash=["other"], uri=None, given_label=None
+        )
     with pytest.raises(ValueError, match="3 values for 2"), store.Session.begin() as s:
-        api.upsert_samples(s, dataset.id, source_index=[1, 2], content_hash=["a", "b", "c"],
-                           uri=None, given_label=None)
+        api.upsert_samples(
+            s,
+            dataset.id,
+            source_index=[1, 2],
+            content_hash=["a", "b", "c"],
+            uri=None,
+            given_label=None,
+        )
     with pytest.raises(ValueError, match="repeated"), store.Session.begin() as s:
-        api.upsert_samples(s, dataset.id, source_index=[1, 1], content_hash=["a", "b"],
-                           uri=None, given_label=None)
+        api.upsert_samples(
+            s, dataset.id, source_index=[1, 1], content_hash=["a", "b"], uri=None, given_label=None
+        )
 
 
 def test_register_model_is_idempotent_on_file_hash(store):
-    fields = {"name": "m", "path": "/m.keras", "file_hash": "abc", "spec": {"size": 32},
-              "class_names": ["a", "b"]}
+    fields = {
+        "name": "m",
+        "path": "/m.keras",
+        "file_hash": "abc",
+        "spec": {"size": 32},
+        "class_names": ["a", "b"],
+    }
     with store.Session.begin() as session:
         first = api.register_model(session, **fields)
     with store.Session.begin() as session:
@@ -134,8 +178,14 @@ def test_runs_lifecycle(store, seeded):
         assert (run.status, run.finished_at, run.params) == ("running", None, {"top_k": 6})
         assert run.created_at.tzinfo is not None
         assert api.get_run(session, "missing") is None
-        api.create_run(session, name="run-2", dataset_id=run.dataset_id,
-                       model_version_id=run.model_version_id, params={}, embeddings_path="/e.npy")
+        api.create_run(
+            session,
+            name="run-2",
+            dataset_id=run.dataset_id,
+            model_version_id=run.model_version_id,
+            params={},
+            embeddings_path="/e.npy",
+        )
         assert [r.name for r in api.list_runs(session)] == ["run-1", "run-2"]
     with (
         pytest.raises(StoreError, match=r"no run named 'nope'; runs: run-1, run-2"),
@@ -143,13 +193,19 @@ def test_runs_lifecycle(store, seeded):
     ):
         api.require_run(session, "nope")
     with pytest.raises(StoreError, match="already exists"), store.Session.begin() as session:
-        api.create_run(session, name="run-1", dataset_id=run.dataset_id,
-                       model_version_id=run.model_version_id, params={})
+        api.create_run(
+            session,
+            name="run-1",
+            dataset_id=run.dataset_id,
+            model_version_id=run.model_version_id,
+            params={},
+        )
     with pytest.raises(StoreError, match="no dataset with id 999"), store.Session.begin() as s:
         api.create_run(s, name="run-3", dataset_id=999, model_version_id=1, params={})
     with store.Session.begin() as session:
-        done = api.set_run_status(session, seeded.run_id, "done", n_total=12, n_scored=11,
-                                  n_errors=np.int64(1))
+        done = api.set_run_status(
+            session, seeded.run_id, "done", n_total=12, n_scored=11, n_errors=np.int64(1)
+        )
         assert (done.status, done.n_total, done.n_scored, done.n_errors) == ("done", 12, 11, 1)
         assert done.finished_at is not None
     with pytest.raises(ValueError, match="run status must be one of"), store.Session.begin() as s:
@@ -159,11 +215,23 @@ def test_runs_lifecycle(store, seeded):
 def test_scores_are_idempotent_and_resumable(store, seeded):
     with store.Session.begin() as session:
         assert api.scored_sample_ids(session, seeded.run_id) == set(seeded.sample_ids)
-        extra = api.upsert_samples(session, seeded.dataset_id, source_index=[100],
-                                   content_hash=["x"], uri=None, given_label=["cat"])[0]
-        row = {"sample_id": extra, "predicted_label": np.str_("dog"),
-               "confidence": np.float32(0.25), "margin": 0.5, "entropy": 1.0,
-               "hardness_score": 0.125, "label_quality_score": np.float64(0.5)}
+        extra = api.upsert_samples(
+            session,
+            seeded.dataset_id,
+            source_index=[100],
+            content_hash=["x"],
+            uri=None,
+            given_label=["cat"],
+        )[0]
+        row = {
+            "sample_id": extra,
+            "predicted_label": np.str_("dog"),
+            "confidence": np.float32(0.25),
+            "margin": 0.5,
+            "entropy": 1.0,
+            "hardness_score": 0.125,
+            "label_quality_score": np.float64(0.5),
+        }
         api.add_scores(session, seeded.run_id, [row])
         api.add_scores(session, seeded.run_id, [row | {"confidence": 0.99}])
         stored = session.get(Score, (seeded.run_id, extra))
@@ -179,8 +247,14 @@ def test_scores_are_idempotent_and_resumable(store, seeded):
 
 def test_errors_are_idempotent(store, seeded):
     with store.Session.begin() as session:
-        api.add_errors(session, seeded.run_id, [{"source_index": 7, "reason": "truncated PNG"},
-                                                {"source_index": 8, "uri": "/x", "reason": "gone"}])
+        api.add_errors(
+            session,
+            seeded.run_id,
+            [
+                {"source_index": 7, "reason": "truncated PNG"},
+                {"source_index": 8, "uri": "/x", "reason": "gone"},
+            ],
+        )
         api.add_errors(session, seeded.run_id, [{"source_index": 7, "reason": "again"}])
         from store.schema import RunError
 
@@ -193,8 +267,13 @@ def test_errors_are_idempotent(store, seeded):
 
 def test_add_and_delete_candidates(store, seeded):
     with store.Session.begin() as session:
-        row = {"sample_id": seeded.sample_ids[-1], "rank": 50, "class_name": "cat",
-               "hardness_score": 0.1, "image_png": TINY_PNG}
+        row = {
+            "sample_id": seeded.sample_ids[-1],
+            "rank": 50,
+            "class_name": "cat",
+            "hardness_score": 0.1,
+            "image_png": TINY_PNG,
+        }
         (new_id,) = api.add_candidates(session, seeded.run_id, [row])
         assert new_id not in seeded.candidate_ids
         assert api.add_candidates(session, seeded.run_id, []) == []
@@ -232,7 +311,10 @@ def test_get_candidate(store, seeded):
     candidate = view(store, seeded.candidate_ids[1])
     assert candidate.rank == 2 and candidate.class_name == "dog"
     assert (candidate.source_index, candidate.given_label, candidate.predicted_label) == (
-        1, "dog", "bird")
+        1,
+        "dog",
+        "bird",
+    )
     assert candidate.uri == "/data/ds/1.png" and candidate.image_png == TINY_PNG
     assert candidate.suggested_cause == "rare" and candidate.evidence == {"neighbours": [1, 2]}
     assert (candidate.version, candidate.decision, candidate.reviewers) == (0, None, ())
@@ -280,8 +362,12 @@ def test_next_candidate_filters(store, seeded):
     assert next_for(store, run_id, "ana").id == ids[1]
     assert next_for(store, run_id, "ana", status="all").id == ids[0]
     assert next_for(store, run_id, "ana", after_rank=6) is None
-    for bad in ({"status": "done"}, {"suggested_cause": "boredom"}, {"lease_seconds": 0},
-                {"now": dt.datetime(2030, 1, 1)}):
+    for bad in (
+        {"status": "done"},
+        {"suggested_cause": "boredom"},
+        {"lease_seconds": 0},
+        {"now": dt.datetime(2030, 1, 1)},
+    ):
         with pytest.raises(ValueError), store.Session.begin() as session:
             api.next_candidate(session, run_id, reviewer="ana", **bad)
     for reviewer in range(1, 6):  # everyone else takes one; nothing left for the last
@@ -296,15 +382,24 @@ def test_submit_review_flags_conflicts_and_keeps_everything(store, seeded):
     cid = seeded.candidate_ids[0]
     seen = next_for(store, seeded.run_id, "ana").version
     assert seen == 0
-    first = review(store, cid, "ana", "mislabel", new_label="dog", seen_version=seen,
-                   note="ears", transform={"rotate": 15})
+    first = review(
+        store,
+        cid,
+        "ana",
+        "mislabel",
+        new_label="dog",
+        seen_version=seen,
+        note="ears",
+        transform={"rotate": 15},
+    )
     assert (first.version, first.conflict, first.other_reviews) == (1, False, ())
     with store.Session.begin() as session:
         assert session.get(Lease, cid) is None  # submitting released ana's lease
     second = review(store, cid, "bob", "rare", seen_version=0)  # bob saw version 0: conflict
     assert (second.version, second.conflict) == (2, True)
     assert [(o.reviewer, o.cause, o.new_label) for o in second.other_reviews] == [
-        ("ana", "mislabel", "dog")]
+        ("ana", "mislabel", "dog")
+    ]
     assert isinstance(second.other_reviews[0].created_at, dt.datetime)
     third = review(store, cid, "carol", "rare", seen_version=2)
     assert (third.version, third.conflict) == (3, False)
@@ -315,7 +410,10 @@ def test_submit_review_flags_conflicts_and_keeps_everything(store, seeded):
     with store.Session.begin() as session:
         history = api.reviews_for(session, cid)
         assert [(r.reviewer, r.seen_version, r.version, r.conflict) for r in history] == [
-            ("ana", 0, 1, False), ("bob", 0, 2, True), ("carol", 2, 3, False)]
+            ("ana", 0, 1, False),
+            ("bob", 0, 2, True),
+            ("carol", 2, 3, False),
+        ]
         assert history[0].transform == {"rotate": 15} and history[0].note == "ears"
         assert history[1].note == "" and history[1].transform is None
 
@@ -354,8 +452,11 @@ def test_undo_appends_a_retraction(store, seeded):
         assert session.get(Candidate, cid).decision is None
         history = api.reviews_for(session, cid)
         assert [(r.reviewer, r.cause, r.retracts_review_id) for r in history] == [
-            ("ana", "augment", None), ("bob", "mislabel", None),
-            ("bob", None, history[1].id), ("ana", None, history[0].id)]
+            ("ana", "augment", None),
+            ("bob", "mislabel", None),
+            ("bob", None, history[1].id),
+            ("ana", None, history[0].id),
+        ]
     assert view(store, cid).decision is None
     assert next_for(store, seeded.run_id, "zoe").id == cid  # back in the unreviewed queue
     with (
@@ -370,7 +471,10 @@ def test_progress_and_triage_counts(store, seeded):
     with store.Session.begin() as session:
         assert api.review_progress(session, seeded.run_id) == (6, 0)
         assert api.triage_counts(session, seeded.run_id) == {
-            ("cat", None): 2, ("dog", None): 2, ("bird", None): 2}
+            ("cat", None): 2,
+            ("dog", None): 2,
+            ("bird", None): 2,
+        }
     review(store, ids[0], "ana", "augment", seen_version=0)
     review(store, ids[0], "bob", "rare", seen_version=1)  # latest decision counts
     review(store, ids[1], "ana", "skip", seen_version=0)
@@ -380,8 +484,12 @@ def test_progress_and_triage_counts(store, seeded):
         api.undo_last_review(session, ids[2], reviewer="ana")
         assert api.review_progress(session, seeded.run_id) == (6, 3)
         assert api.triage_counts(session, seeded.run_id) == {
-            ("cat", "rare"): 1, ("cat", "not_a_failure"): 1, ("dog", "skip"): 1,
-            ("dog", None): 1, ("bird", None): 2}
+            ("cat", "rare"): 1,
+            ("cat", "not_a_failure"): 1,
+            ("dog", "skip"): 1,
+            ("dog", None): 1,
+            ("bird", None): 2,
+        }
         # the cached decision equals the one derived from the history
         for cid in ids:
             standing = api.effective_reviews(api.reviews_for(session, cid))
@@ -408,8 +516,9 @@ def test_users(store):
 
 def reviewed(store, seeded):
     ids = seeded.candidate_ids
-    review(store, ids[0], "ana", "mislabel", new_label="dog", seen_version=0,
-           transform={"flip": True})
+    review(
+        store, ids[0], "ana", "mislabel", new_label="dog", seen_version=0, transform={"flip": True}
+    )
     review(store, ids[0], "bob", "mislabel", new_label="bird", seen_version=0)  # conflict
     review(store, ids[0], "carol", "rare", seen_version=2)
     review(store, ids[0], "dan", "skip", seen_version=3)
@@ -430,7 +539,11 @@ def test_export_contents(store, seeded):
     assert columns == CANDIDATE_COLUMNS and [row[12] for row in candidates] == [1, 2, 3, 4, 5, 6]
     as_dicts = [dict(zip(columns, row)) for row in candidates]
     assert [(d["n_reviews"], d["final_cause"], d["final_label"]) for d in as_dicts[:4]] == [
-        (4, "rare", None), (1, None, None), (1, "augment", None), (0, None, None)]
+        (4, "rare", None),
+        (1, None, None),
+        (1, "augment", None),
+        (0, None, None),
+    ]
 
     columns, fixes = export_rows(store, "run-1", "fixes")
     assert columns == FIX_COLUMNS
@@ -441,7 +554,10 @@ def test_export_contents(store, seeded):
     assert first["agreement"] == pytest.approx(1 / 3)
     assert first["transform"] is None and first["decided_at"].tzinfo is not None
     assert (third["final_cause"], third["transform"], third["agreement"]) == (
-        "augment", {"blur": 3}, 1.0)
+        "augment",
+        {"blur": 3},
+        1.0,
+    )
     assert (third["n_reviews"], third["reviewers"], third["conflict"]) == (1, ["ana"], False)
 
     columns, reviews = export_rows(store, "run-1", "reviews")
@@ -462,8 +578,24 @@ def test_export_files_round_trip(store, seeded, tmp_path, fmt):
         path = write_rows(columns, rows, tmp_path / f"{what}.{fmt}")
         assert read_rows(path) == (columns, rows), what
         assert not list(tmp_path.glob("*.partial"))
-    weird = [(1, 0, None, "a,b \"quoted\"\nline", "é ü 日本", None, None, None, None, None,
-              ["x"], 0.1 + 0.2, False, dt.datetime(2030, 1, 1, tzinfo=dt.UTC))]
+    weird = [
+        (
+            1,
+            0,
+            None,
+            'a,b "quoted"\nline',
+            "é ü 日本",
+            None,
+            None,
+            None,
+            None,
+            None,
+            ["x"],
+            0.1 + 0.2,
+            False,
+            dt.datetime(2030, 1, 1, tzinfo=dt.UTC),
+        )
+    ]
     columns = [c for c in FIX_COLUMNS if c != "transform"]
     path = write_rows(columns, weird, tmp_path / f"weird.{fmt}")
     assert read_rows(path) == (columns, weird)
@@ -478,3 +610,16 @@ def test_write_rows_rejects_bad_input(tmp_path):
         write_rows(["sample_id"], [(1, 2)], tmp_path / "x.csv")
     assert not (tmp_path / "x.csv").exists()
 
+
+def test_snapshot_is_stable_read_only_and_does_not_block_writers(store, seeded):
+    cid = seeded.candidate_ids[0]
+    with store.snapshot() as reader:
+        assert api.get_candidate(reader, cid).version == 0  # the first read fixes the snapshot
+        began = time.monotonic()
+        review(store, cid, "ana", "rare", seen_version=0)  # a writer commits meanwhile
+        assert time.monotonic() - began < 5
+        assert api.get_candidate(reader, cid).version == 0
+        assert api.triage_counts(reader, seeded.run_id)[("cat", None)] == 2
+    assert view(store, cid).version == 1
+    with pytest.raises(DBAPIError), store.snapshot() as reader:
+        api.add_user(reader, name="sneaky", role="lead", password_hash="x")

@@ -13,7 +13,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from pgutil import TINY_PNG, empty_database, seed_run
-from sqlalchemy import Column, Integer, create_engine, insert, inspect, text
+from sqlalchemy import CheckConstraint, Column, Integer, create_engine, insert, inspect, text
 from sqlalchemy.exc import IntegrityError
 
 from store import db
@@ -119,12 +119,17 @@ def test_missing_sqlite_file_is_created_in_an_existing_directory(tmp_path):
 def test_sqlite_connection_settings(tmp_path):
     store = open_store(f"sqlite:///{tmp_path / 'hc.db'}")
     try:
+        expected = {
+            "journal_mode": "wal",
+            "synchronous": 1,
+            "foreign_keys": 1,
+            "busy_timeout": 30_000,
+        }
         with store.engine.connect() as connection:
-            pragma = lambda name: connection.exec_driver_sql(f"PRAGMA {name}").scalar()
-            assert pragma("journal_mode") == "wal"
-            assert pragma("synchronous") == 1  # NORMAL
-            assert pragma("foreign_keys") == 1
-            assert pragma("busy_timeout") == 30_000
+            found = {
+                name: connection.exec_driver_sql(f"PRAGMA {name}").scalar() for name in expected
+            }
+        assert found == expected  # synchronous 1 = NORMAL
     finally:
         store.dispose()
 
@@ -194,7 +199,7 @@ def test_check_constraints_exist_in_the_database(store):
     with store.engine.connect() as connection:
         inspector = inspect(connection)
         for table in metadata.sorted_tables:
-            declared = {c.name for c in table.constraints if c.__visit_name__ == "check_constraint"}
+            declared = {c.name for c in table.constraints if isinstance(c, CheckConstraint)}
             found = {c["name"] for c in inspector.get_check_constraints(table.name)}
             assert declared <= found, table.name
 
@@ -218,7 +223,9 @@ def test_newer_schema_is_refused_and_nothing_changes(db_url):
     engine = create_engine(parse_url(db_url))
     try:
         with engine.connect() as connection:
-            assert connection.scalar(text("SELECT version_num FROM alembic_version")) == "ffff_future"
+            assert (
+                connection.scalar(text("SELECT version_num FROM alembic_version")) == "ffff_future"
+            )
             assert connection.scalar(text("SELECT count(*) FROM reviews")) == 0
             assert connection.scalar(text("SELECT count(*) FROM candidates")) == 6
     finally:
@@ -237,24 +244,56 @@ def test_unknown_downgrade_target_is_a_store_error(store):
 def bad_rows(seeded):
     """Rows that only the database constraints stop (the API would refuse them earlier)."""
     candidate_id = seeded.candidate_ids[0]
-    review = {"candidate_id": candidate_id, "reviewer": "ana", "seen_version": 0, "version": 1,
-              "conflict": False, "note": ""}
+    review = {
+        "candidate_id": candidate_id,
+        "reviewer": "ana",
+        "seen_version": 0,
+        "version": 1,
+        "conflict": False,
+        "note": "",
+    }
     return {
         "unknown review cause": (Review, {**review, "cause": "boredom"}),
         "mislabel without label": (Review, {**review, "cause": "mislabel"}),
         "no cause and no retraction": (Review, {**review, "cause": None}),
         "review of a missing candidate": (Review, {**review, "cause": "rare", "candidate_id": 999}),
         "unknown role": (User, {"name": "eve", "role": "admin", "password_hash": "x"}),
-        "unknown run status": (Run, {"name": "r2", "dataset_id": seeded.dataset_id,
-                                     "model_version_id": 1, "params": {}, "status": "paused"}),
-        "unknown suggested cause": (Candidate, {
-            "run_id": seeded.run_id, "sample_id": seeded.sample_ids[-1], "rank": 99,
-            "class_name": "cat", "hardness_score": 0.5, "image_png": TINY_PNG,
-            "suggested_cause": "boredom", "review_version": 0}),
-        "unknown decision": (Candidate, {
-            "run_id": seeded.run_id, "sample_id": seeded.sample_ids[-1], "rank": 99,
-            "class_name": "cat", "hardness_score": 0.5, "image_png": TINY_PNG,
-            "decision": "boredom", "review_version": 0}),
+        "unknown run status": (
+            Run,
+            {
+                "name": "r2",
+                "dataset_id": seeded.dataset_id,
+                "model_version_id": 1,
+                "params": {},
+                "status": "paused",
+            },
+        ),
+        "unknown suggested cause": (
+            Candidate,
+            {
+                "run_id": seeded.run_id,
+                "sample_id": seeded.sample_ids[-1],
+                "rank": 99,
+                "class_name": "cat",
+                "hardness_score": 0.5,
+                "image_png": TINY_PNG,
+                "suggested_cause": "boredom",
+                "review_version": 0,
+            },
+        ),
+        "unknown decision": (
+            Candidate,
+            {
+                "run_id": seeded.run_id,
+                "sample_id": seeded.sample_ids[-1],
+                "rank": 99,
+                "class_name": "cat",
+                "hardness_score": 0.5,
+                "image_png": TINY_PNG,
+                "decision": "boredom",
+                "review_version": 0,
+            },
+        ),
     }
 
 

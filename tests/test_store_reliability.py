@@ -26,6 +26,11 @@ from store.schema import Candidate, Review
 DIALECTS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 N_WRITERS = 8
 REVIEWS_PER_WRITER = 250
+N_CANDIDATES = 100
+REVIEWED_CANDIDATES = 24
+"""The reviews go to the first 24 candidates, so that writers often race on one."""
+LEASES_PER_WORKER = 10
+TIMEOUT = 180
 SPAWN = multiprocessing.get_context("spawn")
 
 
@@ -33,13 +38,6 @@ SPAWN = multiprocessing.get_context("spawn")
 def db_url(request, tmp_path):
     with empty_database(request.param, tmp_path) as url:
         yield url
-
-
-N_CANDIDATES = 100
-REVIEWED_CANDIDATES = 24
-"""The reviews go to the first 24 candidates, so that writers often race on one."""
-LEASES_PER_WORKER = 10
-TIMEOUT = 180
 
 
 # --------------------------------------------------------------------------- workers (in children)
@@ -80,8 +78,14 @@ def review_app_process(url, worker, barrier, seeded_event, progress, results):
                 seen = api.get_candidate(session, candidate_id).version
             cause = rng.choice(["augment", "rare", "imbalance", "not_a_failure", "skip"])
             with store.Session.begin() as session:
-                result = api.submit_review(session, candidate_id, reviewer=f"w{worker}",
-                                           cause=cause, seen_version=seen, note=f"{number}")
+                result = api.submit_review(
+                    session,
+                    candidate_id,
+                    reviewer=f"w{worker}",
+                    cause=cause,
+                    seen_version=seen,
+                    note=f"{number}",
+                )
             done.append((result.review_id, candidate_id, seen, result.version, result.conflict))
             progress.put(result.review_id)
         store.dispose()
@@ -108,13 +112,20 @@ def doomed_writer(url, candidate_id, n_commits, pipe):
     for number in range(n_commits):
         with store.Session.begin() as session:
             seen = api.get_candidate(session, candidate_id).version
-            result = api.submit_review(session, candidate_id, reviewer="doomed", cause="rare",
-                                       seen_version=seen, note=f"{number}")
+            result = api.submit_review(
+                session,
+                candidate_id,
+                reviewer="doomed",
+                cause="rare",
+                seen_version=seen,
+                note=f"{number}",
+            )
         pipe.send(("committed", result.review_id))
     with store.Session.begin() as session:
         seen = api.get_candidate(session, candidate_id).version
-        result = api.submit_review(session, candidate_id, reviewer="doomed", cause="augment",
-                                   seen_version=seen)
+        result = api.submit_review(
+            session, candidate_id, reviewer="doomed", cause="augment", seen_version=seen
+        )
         pipe.send(("pending", result.review_id))
         time.sleep(600)  # killed here, holding the candidate lock and an open transaction
 
@@ -132,8 +143,10 @@ def test_eight_review_processes(db_url):
     progress = SPAWN.Queue()
     results = SPAWN.Queue()
     processes = [
-        SPAWN.Process(target=review_app_process,
-                      args=(db_url, worker, barrier, seeded_event, progress, results))
+        SPAWN.Process(
+            target=review_app_process,
+            args=(db_url, worker, barrier, seeded_event, progress, results),
+        )
         for worker in range(N_WRITERS)
     ]
     for process in processes:
@@ -164,18 +177,33 @@ def test_eight_review_processes(db_url):
 
         outcomes = collect(results, "reviewed", N_WRITERS)
     finally:
+        # keep reading progress so that no child blocks flushing its queue on exit
+        deadline = time.monotonic() + 60
+        while any(process.is_alive() for process in processes) and time.monotonic() < deadline:
+            try:
+                progress.get(timeout=0.1)
+            except queue.Empty:
+                pass
         for process in processes:
-            process.join(timeout=60)
-            if process.exitcode is None:
+            if process.is_alive():
                 process.kill()
+            process.join()
     assert [process.exitcode for process in processes] == [0] * N_WRITERS
     reported = [entry for outcome in outcomes for entry in outcome]
     assert len(reported) == N_WRITERS * REVIEWS_PER_WRITER
 
     with store.Session.begin() as session:
         stored = session.execute(
-            select(Review.id, Review.candidate_id, Review.seen_version, Review.version,
-                   Review.conflict, Review.reviewer, Review.cause, Review.note)
+            select(
+                Review.id,
+                Review.candidate_id,
+                Review.seen_version,
+                Review.version,
+                Review.conflict,
+                Review.reviewer,
+                Review.cause,
+                Review.note,
+            )
         ).all()
         candidates = {c.id: c for c in session.scalars(select(Candidate))}
     assert len(stored) == N_WRITERS * REVIEWS_PER_WRITER, "reviews were lost"
@@ -183,7 +211,11 @@ def test_eight_review_processes(db_url):
     for review_id, candidate_id, seen, version, conflict in reported:
         row = by_id[review_id]
         assert (row.candidate_id, row.seen_version, row.version, row.conflict) == (
-            candidate_id, seen, version, conflict)
+            candidate_id,
+            seen,
+            version,
+            conflict,
+        )
 
     history = defaultdict(list)
     for row in stored:
@@ -244,8 +276,9 @@ def test_writer_killed_mid_transaction_loses_nothing_committed(db_url):
             assert session.get(Candidate, candidate_id).review_version == len(committed)
         began = time.monotonic()
         with reopened.Session.begin() as session:  # the dead writer's lock is gone
-            result = api.submit_review(session, candidate_id, reviewer="after", cause="rare",
-                                       seen_version=len(committed))
+            result = api.submit_review(
+                session, candidate_id, reviewer="after", cause="rare", seen_version=len(committed)
+            )
         assert time.monotonic() - began < 10
         assert (result.version, result.conflict) == (len(committed) + 1, False)
         with reopened.engine.connect() as connection:

@@ -4,9 +4,11 @@
 hand over a connection that is already inside the migration transaction (via
 ``config.attributes["connection"]``), so no ``alembic.ini`` is needed.
 
-Developers can also use the ``alembic`` command line, e.g. to autogenerate a
-new revision: ``alembic -c /dev/null -x url=sqlite:///dev.db revision
---autogenerate -m "..."`` with ``script_location`` set to this directory
+Developers can also use the ``alembic`` command line with ``store/alembic.ini``,
+e.g. to autogenerate a new revision::
+
+    alembic -c store/alembic.ini -x url=sqlite:///dev.db revision --autogenerate -m "..."
+
 (``-x url=...`` or the ``HARDCASE_DB`` environment variable names the database).
 """
 

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from miner.scores import compute_scores
+from miner.scores import SCORE_FIELDS, compute_scores
 from miner.select import select_candidates
 from miner.sources import Batch, DataSource, content_hash, open_source
 from models.classifier import Classifier, file_hash, load_classifier
@@ -321,8 +321,7 @@ def _finish(store, options, run_id, source, classifier, labels, pred_probs, samp
     probs = np.asarray(pred_probs[scored], dtype=np.float64)
     given = labels[scored] if labels is not None else None
     scores = compute_scores(probs, labels=given)
-    score_keys = ("confidence", "margin", "entropy", "self_confidence", "normalized_margin", "loss",
-                  "label_quality_score", "hardness_score")
+    score_keys = [key for key in SCORE_FIELDS if key != "predicted_label"]
     with store.Session.begin() as session:
         # rows are built and inserted in chunks so memory does not grow with the pool
         for start in range(0, len(scored), SCORE_CHUNK):

@@ -22,24 +22,12 @@ from typing import Any
 from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
+from miner.scores import SCORE_FIELDS
 from store.api import effective_reviews, require_run
 from store.db import Store
 from store.schema import Candidate, Review, Sample, Score
 
-SCORE_COLUMNS: list[str] = [
-    "sample_id",
-    "source_index",
-    "given_label",
-    "predicted_label",
-    "confidence",
-    "margin",
-    "entropy",
-    "self_confidence",
-    "normalized_margin",
-    "loss",
-    "label_quality_score",
-    "hardness_score",
-]
+SCORE_COLUMNS: list[str] = ["sample_id", "source_index", "given_label", *SCORE_FIELDS]
 
 CANDIDATE_COLUMNS: list[str] = SCORE_COLUMNS + [
     "rank",

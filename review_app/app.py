@@ -25,8 +25,10 @@ def build_app(service: ReviewService, *, run_name: str | None = None) -> gr.Bloc
     handlers = Handlers(service)
     with gr.Blocks(title="hardcase review", analytics_enabled=False) as app:
         gr.Markdown("## hardcase — review hard examples")
-        with gr.Tab("Review", id="review"):
-            review.build(app, handlers, run_names=run_names, default_run=default_run)
+        with gr.Tabs(selected="review") as tabs:
+            with gr.Tab("Review", id="review"):
+                review_tab = review.build(app, handlers, run_names=run_names, default_run=default_run)
+        _ = (tabs, review_tab)  # other tabs receive these to open a candidate in the review tab
     return app
 
 

@@ -115,6 +115,16 @@ class Handlers:
             raise gr.Error(str(exc)) from None
         return self._show(view, reviewer, run_name)
 
+    def open_candidate(self, candidate_id, run_name):
+        """Show one candidate by id (from the gallery), without taking its lease."""
+        if candidate_id is None or candidate_id < 0:
+            raise gr.Error("no candidate chosen")
+        try:
+            view = self.service.candidate(int(candidate_id))
+        except StoreError as exc:
+            raise gr.Error(str(exc)) from None
+        return self._show(view, "", run_name or self.service.run_name_of(view.run_id))
+
     def preview_transformed(self, candidate_id, rotate, perspective, direction, scale):
         """Transformed image and probabilities for the review page while sliders move."""
         if candidate_id is None or candidate_id < 0:

@@ -84,6 +84,10 @@ class ReviewService:
                 after_rank=after_rank,
             )
 
+    def run_name_of(self, run_id: int) -> str:
+        with self.store.Session.begin() as session:
+            return session.get(Run, run_id).name
+
     def candidate(self, candidate_id: int) -> api.CandidateView:
         with self.store.Session.begin() as session:
             return api.get_candidate(session, int(candidate_id))

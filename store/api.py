@@ -313,10 +313,15 @@ def upsert_samples(
     statement = _dialect_insert(session, table).on_conflict_do_nothing(
         index_elements=[table.c.dataset_id, table.c.source_index]
     )
-    sample_ids: list[int] = []
+    # Work through the rows in source-index order, so that each chunk's ids can be
+    # read back with one index range scan (a long IN list makes PostgreSQL fall
+    # back to a sequential scan while the new table has no statistics yet).
+    order = sorted(range(count), key=indices.__getitem__)
+    sample_ids: list[int] = [0] * count
     for chunk in _chunks(count):
+        positions = [order[rank] for rank in chunk]
         rows = []
-        for position in chunk:
+        for position in positions:
             row = {
                 "dataset_id": dataset_id,
                 "source_index": indices[position],
@@ -327,23 +332,28 @@ def upsert_samples(
                 row[what] = None if value is None else str(value)
             rows.append(row)
         session.execute(statement, rows)
-        chunk_indices = [indices[position] for position in chunk]
+        wanted = [indices[position] for position in positions]
+        lowest, highest = wanted[0], wanted[-1]
+        if highest - lowest < 4 * len(wanted):
+            in_chunk = Sample.source_index.between(lowest, highest)
+        else:  # sparse indices: a range would read too many unrelated rows
+            in_chunk = Sample.source_index.in_(wanted)
         stored = {
             row.source_index: (row.id, row.content_hash)
             for row in session.execute(
                 select(Sample.source_index, Sample.id, Sample.content_hash).where(
-                    Sample.dataset_id == dataset_id, Sample.source_index.in_(chunk_indices)
+                    Sample.dataset_id == dataset_id, in_chunk
                 )
             )
         }
-        for position in chunk:
+        for position in positions:
             sample_id, stored_hash = stored[indices[position]]
             if stored_hash != hashes[position]:
                 raise StoreError(
                     f"sample {indices[position]} of dataset {dataset_id} changed: stored hash "
                     f"{stored_hash}, now {hashes[position]}; register the data as a new dataset"
                 )
-            sample_ids.append(sample_id)
+            sample_ids[position] = sample_id
     return sample_ids
 
 
@@ -611,22 +621,19 @@ def add_candidates(session: Session, run_id: int, rows: Sequence[Mapping[str, An
     sample_ids = [row["sample_id"] for row in prepared]
     if len(set(ranks)) != len(ranks) or len(set(sample_ids)) != len(sample_ids):
         raise ValueError("candidate rows repeat a rank or a sample_id")
-    for chunk in _chunks(len(prepared)):
-        clash = session.execute(
-            select(Candidate.rank, Candidate.sample_id)
-            .where(
-                Candidate.run_id == run_id,
-                or_(
-                    Candidate.rank.in_([ranks[position] for position in chunk]),
-                    Candidate.sample_id.in_([sample_ids[position] for position in chunk]),
-                ),
-            )
-            .limit(1)
-        ).first()
-        if clash is not None:
+    taken_ranks: dict[int, int] = {}
+    taken_samples: dict[int, int] = {}
+    for rank, sample_id in session.execute(
+        select(Candidate.rank, Candidate.sample_id).where(Candidate.run_id == run_id)
+    ):
+        taken_ranks[rank] = sample_id
+        taken_samples[sample_id] = rank
+    for row in prepared:
+        if row["rank"] in taken_ranks or row["sample_id"] in taken_samples:
+            rank = row["rank"] if row["rank"] in taken_ranks else taken_samples[row["sample_id"]]
             raise StoreError(
-                f"run {run_id} already has a candidate at rank {clash.rank} "
-                f"(sample {clash.sample_id}); delete_candidates first"
+                f"run {run_id} already has a candidate at rank {rank} "
+                f"(sample {taken_ranks.get(rank, row['sample_id'])}); delete_candidates first"
             )
     table = Candidate.__table__
     statement = table.insert().returning(table.c.id, sort_by_parameter_order=True)
@@ -1067,9 +1074,7 @@ def reviews_for(session: Session, candidate_id: int) -> list[Review]:
 def review_progress(session: Session, run_id: int) -> tuple[int, int]:
     """``(number of candidates, number with a standing judgment)`` for a run."""
     row = session.execute(
-        select(func.count(Candidate.id), func.count(Candidate.decision)).where(
-            Candidate.run_id == run_id
-        )
+        select(func.count(), func.count(Candidate.decision)).where(Candidate.run_id == run_id)
     ).one()
     return int(row[0]), int(row[1])
 
@@ -1127,3 +1132,37 @@ def get_user(session: Session, name: str) -> User | None:
 def list_users(session: Session) -> list[User]:
     """All accounts, by name."""
     return list(session.scalars(select(User).order_by(User.name)))
+
+
+def set_suggestions(session: Session, run_id: int, rows: Sequence[Mapping[str, Any]]) -> int:
+    """Store the suggested cause of candidates of a run; returns how many were updated.
+
+    Each row has ``candidate_id``, ``suggested_cause`` (one of SUGGESTED_CAUSES),
+    ``suggested_label`` (class name or None), ``suggestion_confidence`` in [0, 1] and
+    ``evidence`` (a JSON-able dict). Suggestions are the miner's, not reviewers': they may be
+    replaced at any time without touching the review history.
+    """
+    updated = 0
+    for index, row in enumerate(rows):
+        _check_keys("suggestion", index, row,
+                    ("candidate_id", "suggested_cause", "suggested_label", "suggestion_confidence", "evidence"))
+        cause = row["suggested_cause"]
+        if cause not in SUGGESTED_CAUSES:
+            raise ValueError(f"suggestion row {index}: cause must be one of {', '.join(SUGGESTED_CAUSES)}, got {cause!r}")
+        confidence = _as_float(f"suggestion row {index} confidence", row["suggestion_confidence"], nullable=False)
+        if not 0.0 <= confidence <= 1.0:
+            raise ValueError(f"suggestion row {index}: confidence must be in [0, 1], got {confidence}")
+        result = session.execute(
+            update(Candidate)
+            .where(Candidate.id == int(row["candidate_id"]), Candidate.run_id == run_id)
+            .values(
+                suggested_cause=cause,
+                suggested_label=_as_label(f"suggestion row {index} label", row["suggested_label"]),
+                suggestion_confidence=confidence,
+                evidence=row["evidence"],
+            )
+        )
+        if result.rowcount != 1:
+            raise StoreError(f"suggestion row {index}: run {run_id} has no candidate {row['candidate_id']}")
+        updated += 1
+    return updated

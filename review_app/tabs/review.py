@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import gradio as gr
 
 from models.transforms import MAX_PERSPECTIVE
@@ -21,7 +23,16 @@ def _decider(handlers: Handlers, cause: str):
     return decide
 
 
-def build(app: gr.Blocks, handlers: Handlers, *, run_names: list[str], default_run: str | None) -> None:
+@dataclass
+class ReviewTab:
+    """Components other tabs use: set ``open_id`` to a candidate id to show it here."""
+
+    run: gr.Dropdown
+    reviewer: gr.Textbox
+    open_id: gr.Number
+
+
+def build(app: gr.Blocks, handlers: Handlers, *, run_names: list[str], default_run: str | None) -> ReviewTab:
     """Lay out the review tab inside the current ``gr.Blocks`` and wire its events."""
     reviewer_store = gr.BrowserState("", storage_key="hardcase-reviewer")
     with gr.Row():
@@ -55,6 +66,7 @@ def build(app: gr.Blocks, handlers: Handlers, *, run_names: list[str], default_r
     candidate_id = gr.Number(value=-1, visible=False, precision=0)
     seen_version = gr.Number(value=0, visible=False, precision=0)
     rank = gr.Number(value=-1, visible=False, precision=0)
+    open_id = gr.Number(value=None, visible=False, precision=0)
 
     shown = [image, info, probabilities, candidate_id, seen_version, rank,
              rotate, perspective, direction, scale, new_label, note, progress, status]
@@ -74,6 +86,7 @@ def build(app: gr.Blocks, handlers: Handlers, *, run_names: list[str], default_r
 
     run.change(on_run_change, run, class_filter, api_name="run_classes")
     next_button.click(handlers.next_candidate, [run, reviewer, rank, *filters], shown, api_name="next_candidate")
+    open_id.change(handlers.open_candidate, [open_id, run], shown, api_name="open_candidate")
 
     slider_inputs = [candidate_id, rotate, perspective, direction, scale]
     for slider in (rotate, perspective, direction, scale):
@@ -94,3 +107,4 @@ def build(app: gr.Blocks, handlers: Handlers, *, run_names: list[str], default_r
 
     app.load(recall_name, [reviewer_store, reviewer], reviewer, api_name="recall_reviewer", queue=False).then(
         on_run_change, run, class_filter, api_name=False)
+    return ReviewTab(run=run, reviewer=reviewer, open_id=open_id)

@@ -54,7 +54,7 @@ def ceiling(model_path: Path, images: np.ndarray, batch_size: int, repeats: int)
     classifier = load_classifier(model_path)
     prepared = [tf.convert_to_tensor(classifier.spec.prepare(images[i : i + batch_size]))
                 for i in range(0, len(images), batch_size)]
-    forward = classifier._forward  # the compiled tf.function the miner runs
+    forward = classifier._forward  # the bare compiled model: outputs and embedding, float input
     for batch in prepared[:2]:
         forward(batch)
     best = 0.0

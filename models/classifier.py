@@ -127,9 +127,23 @@ class Classifier:
             outputs.append(keras.layers.Flatten()(layer.output) if len(layer.output.shape) > 2 else layer.output)
         self.embedding_layer = layer.name if layer is not None else None
         self._joint = keras.Model(model.inputs, outputs if len(outputs) > 1 else outputs[0])
+        input_shape = (None, *model.inputs[0].shape[1:])
         input_dtype = model.inputs[0].dtype
-        signature = [tf.TensorSpec((None, *model.inputs[0].shape[1:]), input_dtype)]
-        self._forward = tf.function(lambda x: self._joint(x, training=False), input_signature=signature)
+        self._forward = tf.function(
+            lambda x: self._joint(x, training=False),
+            input_signature=[tf.TensorSpec(input_shape, input_dtype)],
+        )
+
+        def forward_pixels(pixels, multiplier, offset):
+            # scaling inside the graph: uint8 crosses into TensorFlow, 4x less than float32
+            x = tf.cast(pixels, tf.float32) * multiplier + offset
+            return self._joint(tf.cast(x, input_dtype), training=False)
+
+        self._forward_pixels = tf.function(
+            forward_pixels,
+            input_signature=[tf.TensorSpec(input_shape, tf.uint8), tf.TensorSpec((), tf.float32),
+                             tf.TensorSpec((), tf.float32)],
+        )
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -140,6 +154,7 @@ class Classifier:
         return len(self.spec.class_names)
 
     def _model_input(self, images: np.ndarray) -> np.ndarray:
+        """uint8 pixels shaped as the model's input; scaling happens in the graph."""
         images = as_uint8(images)
         if images.ndim == 3:
             images = images[..., None]
@@ -147,10 +162,9 @@ class Classifier:
             raise ValueError(
                 f"images have shape {images.shape[1:]} but the model expects {self.spec.image_shape}"
             )
-        x = self.spec.prepare(images)
         if len(self.model.inputs[0].shape) == 3:
-            x = x[..., 0]
-        return x
+            images = images[..., 0]
+        return np.ascontiguousarray(images)
 
     def _to_probabilities(self, outputs: np.ndarray, batch_label: str) -> np.ndarray:
         outputs = np.asarray(outputs, dtype=np.float64)
@@ -169,7 +183,8 @@ class Classifier:
 
     def predict_and_embed_batch(self, images: np.ndarray, *, batch_label: str = "batch") -> tuple[np.ndarray, np.ndarray | None]:
         """Probabilities (B, K) and embeddings (B, D) (None without an embedding layer) of one batch."""
-        results = self._forward(tf.convert_to_tensor(self._model_input(images)))
+        multiplier, offset = self.spec.affine()
+        results = self._forward_pixels(tf.convert_to_tensor(self._model_input(images)), multiplier, offset)
         if self.embedding_layer is None:
             return self._to_probabilities(results.numpy(), batch_label), None
         probs = self._to_probabilities(results[0].numpy(), batch_label)

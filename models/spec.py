@@ -61,14 +61,15 @@ class PreprocessingSpec:
             changes["class_names"] = tuple(changes["class_names"])
         return replace(self, **changes)
 
+    def affine(self) -> tuple[float, float]:
+        """``(multiplier, offset)`` mapping 0-255 pixels to model input: ``x * m + o``."""
+        return {"0-1": (1.0 / 255.0, 0.0), "-1-1": (1.0 / 127.5, -1.0), "0-255": (1.0, 0.0)}[self.scale]
+
     def prepare(self, images: np.ndarray) -> np.ndarray:
         """Scale a batch of uint8 images (N, H, W, C) to model input, float32."""
-        x = images.astype(np.float32, copy=False)
-        if self.scale == "0-1":
-            return x / np.float32(255.0)
-        if self.scale == "-1-1":
-            return x / np.float32(127.5) - np.float32(1.0)
-        return x
+        multiplier, offset = self.affine()
+        x = images.astype(np.float32) * np.float32(multiplier)
+        return x + np.float32(offset) if offset else x
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -15,15 +15,15 @@ from models.spec import PreprocessingSpec, spec_path_for
 
 
 def build_demo_cnn(input_shape: tuple[int, int, int], n_classes: int) -> keras.Model:
-    """A small CNN: two conv blocks, a 64-unit embedding layer, softmax output."""
+    """A small MNIST CNN: two conv + max-pool blocks (32, 64 filters), a 128-unit embedding, softmax."""
     inputs = keras.Input(shape=input_shape, name="image")
-    x = keras.layers.Conv2D(16, 3, activation="relu", name="conv1")(inputs)
+    x = keras.layers.Conv2D(32, 3, activation="relu", name="conv1")(inputs)
     x = keras.layers.MaxPooling2D(name="pool1")(x)
-    x = keras.layers.Conv2D(32, 3, activation="relu", name="conv2")(x)
+    x = keras.layers.Conv2D(64, 3, activation="relu", name="conv2")(x)
     x = keras.layers.MaxPooling2D(name="pool2")(x)
     x = keras.layers.Flatten(name="flatten")(x)
-    x = keras.layers.Dense(64, activation="relu", name="embedding")(x)
-    x = keras.layers.Dropout(0.2, name="dropout")(x)
+    x = keras.layers.Dense(128, activation="relu", name="embedding")(x)
+    x = keras.layers.Dropout(0.5, name="dropout")(x)
     outputs = keras.layers.Dense(n_classes, activation="softmax", name="probs")(x)
     return keras.Model(inputs, outputs, name="hardcase_demo_cnn")
 

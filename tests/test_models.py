@@ -60,7 +60,7 @@ def test_demo_model_is_accurate_and_embeds(demo_classifier, mnist_small):
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-4)
     assert np.mean(probs.argmax(1) == pool_y) > 0.9
     embeddings = demo_classifier.embed(pool_x[:7])
-    assert embeddings.shape == (7, 64)
+    assert embeddings.shape == (7, 128)
 
 
 def test_rotating_90_degrees_breaks_correct_predictions(demo_classifier, mnist_small):

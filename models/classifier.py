@@ -150,6 +150,17 @@ class Classifier:
         return self.spec.class_names
 
     @property
+    def embedding_dim(self) -> int | None:
+        """Width D of the embeddings, or None without an embedding layer."""
+        return int(self._joint.outputs[1].shape[-1]) if self.embedding_layer is not None else None
+
+    def warm_up(self) -> None:
+        """Trace the compiled forward pass now (on a thread, it overlaps other start-up work)."""
+        multiplier, offset = self.spec.affine()
+        blank = tf.zeros((1, *self.model.inputs[0].shape[1:]), tf.uint8)
+        self._forward_pixels(blank, multiplier, offset)
+
+    @property
     def n_classes(self) -> int:
         return len(self.spec.class_names)
 

@@ -165,6 +165,8 @@ def mine(store: Store, options: MiningOptions, *, artifacts_dir: Path, progress:
         channels=options.channels,
         size=options.size,
     )
+    warming = threading.Thread(target=classifier.warm_up, name="hardcase-trace", daemon=True)
+    warming.start()
     spec = classifier.spec
     if options.class_names:
         if len(options.class_names) != classifier.n_classes:
@@ -226,11 +228,7 @@ def mine(store: Store, options: MiningOptions, *, artifacts_dir: Path, progress:
         return _report_existing(store, options.run_name)
 
     folder = artifacts_dir / options.run_name
-    probe, probe_emb = classifier.predict_and_embed_batch(
-        np.zeros((1, *spec.image_shape), np.uint8), batch_label="probe"
-    )
-    dim = probe_emb.shape[1] if probe_emb is not None else None
-    classifier.outputs_are_logits = None  # decide on real data, not the blank probe
+    dim = classifier.embedding_dim
     pred_probs, sample_ids, done, embeddings = _artifact_arrays(folder, n, classifier.n_classes, dim, resume)
     already = int(done.sum())
     label_names = np.array(class_names + [""], dtype=object)
@@ -269,6 +267,7 @@ def mine(store: Store, options: MiningOptions, *, artifacts_dir: Path, progress:
         done[[e.source_index for e in batch.errors]] = 2
         done.flush()
 
+    warming.join()
     bar = tqdm(total=n, initial=already, unit="img", desc=f"mining {options.run_name}", disable=not progress)
     batches = _read_ahead(source.iter_batches(options.batch_size, skip=done.astype(bool)))
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hardcase-writer") as writer:
@@ -321,54 +320,11 @@ def _finish(store, options, run_id, source, classifier, labels, pred_probs, samp
     probs = np.asarray(pred_probs[scored], dtype=np.float64)
     given = labels[scored] if labels is not None else None
     scores = compute_scores(probs, labels=given)
-    score_keys = [key for key in SCORE_FIELDS if key != "predicted_label"]
-    with store.Session.begin() as session:
-        # rows are built and inserted in chunks so memory does not grow with the pool
-        for start in range(0, len(scored), SCORE_CHUNK):
-            rows = []
-            for j in range(start, min(start + SCORE_CHUNK, len(scored))):
-                row = {"sample_id": int(sample_ids[scored[j]]),
-                       "predicted_label": class_names[scores["predicted_label"][j]]}
-                for key in score_keys:
-                    value = float(scores[key][j])
-                    row[key] = None if np.isnan(value) else value
-                rows.append(row)
-            api.add_scores(session, run_id, rows)
-
-    groups = given.copy() if given is not None else scores["predicted_label"].copy()
-    if given is not None:
-        unknown = groups < 0
-        groups[unknown] = scores["predicted_label"][unknown]
-    emb = np.asarray(embeddings[scored], dtype=np.float32) if embeddings is not None else None
-    diversity = options.diversity
-    if emb is None and diversity > 0:
-        log.warning("the model exposes no embedding layer; selecting by hardness alone")
-        diversity = 0.0
-    selection = select_candidates(
-        scores["hardness_score"],
-        groups=groups,
-        embeddings=emb,
-        per_class=options.per_class if options.budget is None else None,
-        budget=options.budget,
-        diversity=diversity,
-        seed=options.seed,
-    )
-    chosen_source = scored[selection.indices]
-    images = _read_images(source, chosen_source)
-    candidate_rows = []
-    for k, j in enumerate(selection.indices):
-        source_index = int(scored[j])
-        distance = float(selection.pick_distance[k])
-        candidate_rows.append(
-            {
-                "sample_id": int(sample_ids[source_index]),
-                "rank": int(selection.rank[k]),
-                "class_name": class_names[int(selection.group[k])],
-                "hardness_score": float(selection.hardness_score[k]),
-                "pick_distance": None if not np.isfinite(distance) else distance,
-                "image_png": png_bytes(images[source_index]),
-            }
-        )
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hardcase-writer") as writer:
+        # scores are stored on the writer thread while candidates are selected here
+        stored = writer.submit(_store_scores, store, run_id, scores, scored, sample_ids, class_names)
+        candidate_rows = _candidate_rows(options, source, scores, given, scored, sample_ids, embeddings, class_names)
+        stored.result()
     n_errors_total = len(source) - len(scored)
     with store.Session.begin() as session:
         n_existing, _ = api.review_progress(session, run_id)
@@ -390,14 +346,66 @@ def _finish(store, options, run_id, source, classifier, labels, pred_probs, samp
     )
 
 
+def _store_scores(store, run_id, scores, scored, sample_ids, class_names) -> None:
+    score_keys = [key for key in SCORE_FIELDS if key != "predicted_label"]
+    with store.Session.begin() as session:
+        # rows are built and inserted in chunks so memory does not grow with the pool
+        for start in range(0, len(scored), SCORE_CHUNK):
+            rows = []
+            for j in range(start, min(start + SCORE_CHUNK, len(scored))):
+                row = {"sample_id": int(sample_ids[scored[j]]),
+                       "predicted_label": class_names[scores["predicted_label"][j]]}
+                for key in score_keys:
+                    value = float(scores[key][j])
+                    row[key] = None if np.isnan(value) else value
+                rows.append(row)
+            api.add_scores(session, run_id, rows)
+
+
+def _candidate_rows(options, source, scores, given, scored, sample_ids, embeddings, class_names) -> list[dict]:
+    """Select the candidates and build their rows (with the original image as PNG)."""
+    groups = given.copy() if given is not None else scores["predicted_label"].copy()
+    if given is not None:
+        unknown = groups < 0
+        groups[unknown] = scores["predicted_label"][unknown]
+    emb = np.asarray(embeddings[scored], dtype=np.float32) if embeddings is not None else None
+    diversity = options.diversity
+    if emb is None and diversity > 0:
+        log.warning("the model exposes no embedding layer; selecting by hardness alone")
+        diversity = 0.0
+    selection = select_candidates(
+        scores["hardness_score"],
+        groups=groups,
+        embeddings=emb,
+        per_class=options.per_class if options.budget is None else None,
+        budget=options.budget,
+        diversity=diversity,
+        seed=options.seed,
+    )
+    images = _read_images(source, scored[selection.indices])
+    candidate_rows = []
+    for k, j in enumerate(selection.indices):
+        source_index = int(scored[j])
+        distance = float(selection.pick_distance[k])
+        candidate_rows.append(
+            {
+                "sample_id": int(sample_ids[source_index]),
+                "rank": int(selection.rank[k]),
+                "class_name": class_names[int(selection.group[k])],
+                "hardness_score": float(selection.hardness_score[k]),
+                "pick_distance": None if not np.isfinite(distance) else distance,
+                "image_png": png_bytes(images[source_index]),
+            }
+        )
+    return candidate_rows
+
+
 def _read_images(source: DataSource, indices: np.ndarray) -> dict[int, np.ndarray]:
-    wanted = np.ones(len(source), dtype=bool)
-    wanted[indices] = False
-    images: dict[int, np.ndarray] = {}
-    for batch in source.iter_batches(256, skip=wanted):
-        for index, image in zip(batch.indices, batch.images):
-            images[int(index)] = np.asarray(image)
-    return images
+    batch = source.read(np.sort(indices))
+    if batch.errors:
+        raise MiningInputError(f"{batch.errors[0].uri or 'row ' + str(batch.errors[0].source_index)} "
+                               f"became unreadable during the run: {batch.errors[0].reason}")
+    return {int(index): np.asarray(image) for index, image in zip(batch.indices, batch.images)}
 
 
 def _report_existing(store: Store, run_name: str) -> MiningReport:

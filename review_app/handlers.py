@@ -73,10 +73,12 @@ class Handlers:
                 0, 0, 0, 1,
                 gr.update(choices=classes, value=None),
                 "",
+                [],
                 progress,
                 "",
             )
         prediction = self.service.predict_transformed(view.id, Transform())
+        neighbours = [(upscale(image, 112), caption) for image, caption in self.service.neighbour_images(view.id)]
         return (
             upscale(prediction.image),
             _describe(view),
@@ -87,30 +89,28 @@ class Handlers:
             0, 0, 0, 1,
             gr.update(choices=classes, value=None),
             "",
+            neighbours,
             progress,
             message,
         )
 
-    def next_candidate(self, run_name, reviewer_typed, rank, class_filter, status_filter, request: gr.Request = None):
+    def next_candidate(self, run_name, reviewer_typed, rank, class_filter, status_filter, cause_filter=ANY,
+                       request: gr.Request = None):
         """Lease and show the next candidate after ``rank`` matching the filters."""
         reviewer = _reviewer(request, reviewer_typed)
         if not run_name:
             raise gr.Error("choose a mining run first")
+        filters = {
+            "class_name": None if class_filter in (None, ANY) else class_filter,
+            "suggested_cause": None if cause_filter in (None, ANY) else cause_filter,
+            "status": status_filter or "unreviewed",
+        }
         try:
             view = self.service.next_candidate(
-                run_name,
-                reviewer,
-                after_rank=None if rank is None or rank < 0 else int(rank),
-                class_name=None if class_filter in (None, ANY) else class_filter,
-                status=status_filter or "unreviewed",
+                run_name, reviewer, after_rank=None if rank is None or rank < 0 else int(rank), **filters
             )
             if view is None and rank is not None and rank >= 0:
-                view = self.service.next_candidate(
-                    run_name,
-                    reviewer,
-                    class_name=None if class_filter in (None, ANY) else class_filter,
-                    status=status_filter or "unreviewed",
-                )
+                view = self.service.next_candidate(run_name, reviewer, **filters)
         except (ReviewInputError, StoreError) as exc:
             raise gr.Error(str(exc)) from None
         return self._show(view, reviewer, run_name)
@@ -125,11 +125,47 @@ class Handlers:
             raise gr.Error(str(exc)) from None
         return self._show(view, "", run_name or self.service.run_name_of(view.run_id))
 
-    def preview_transformed(self, candidate_id, rotate, perspective, direction, scale):
-        """Transformed image and probabilities for the review page while sliders move."""
+    def previous_candidate(self, run_name, rank, class_filter):
+        """Show the candidate ranked just before the current one (no lease)."""
+        if not run_name:
+            raise gr.Error("choose a mining run first")
+        view = self.service.previous_candidate(
+            run_name, before_rank=int(rank) if rank is not None and rank >= 0 else 0,
+            class_name=None if class_filter in (None, ANY) else class_filter,
+        )
+        if view is None:
+            raise gr.Error("this is the first candidate")
+        return self._show(view, "", run_name)
+
+    def undo(self, run_name, candidate_id, reviewer_typed, request: gr.Request = None):
+        """Retract this reviewer's latest decision on the shown candidate, then show it again."""
+        if candidate_id is None or candidate_id < 0:
+            raise gr.Error("no candidate is shown")
+        try:
+            self.service.undo_last_review(int(candidate_id), _reviewer(request, reviewer_typed))
+        except (ReviewInputError, StoreError) as exc:
+            raise gr.Error(str(exc)) from None
+        shown = self._show(self.service.candidate(int(candidate_id)), "", run_name)
+        return (*shown[:-1], f"undid your last decision on candidate {int(candidate_id)}")
+
+    def apply_suggestion(self, candidate_id):
+        """Slider values of the suggested transform."""
+        if candidate_id is None or candidate_id < 0:
+            raise gr.Error("no candidate is shown")
+        transform = self.service.suggested_transform(int(candidate_id))
+        if transform is None:
+            raise gr.Error("this candidate's suggestion has no transform")
+        return transform.rotate, transform.perspective, transform.direction, transform.scale
+
+    def preview_transformed(self, candidate_id, rotate, perspective, direction, scale, saliency=False):
+        """Transformed image (with the saliency overlay if asked) and probabilities while sliders move."""
         if candidate_id is None or candidate_id < 0:
             return None, None
-        prediction = self._predict(candidate_id, _transform(rotate, perspective, direction, scale))
+        transform = _transform(rotate, perspective, direction, scale)
+        try:
+            prediction = self.service.predict_transformed(int(candidate_id), transform, saliency=bool(saliency))
+        except StoreError as exc:
+            raise gr.Error(str(exc)) from None
         return upscale(prediction.image), prediction.probabilities
 
     def predict_transformed(
@@ -187,11 +223,12 @@ class Handlers:
         }
 
     def decide_and_advance(self, cause, run_name, candidate_id, new_label, note, rotate, perspective, direction, scale,
-                           seen_version, reviewer_typed, rank, class_filter, status_filter, request: gr.Request = None):
+                           seen_version, reviewer_typed, rank, class_filter, status_filter, cause_filter,
+                           request: gr.Request = None):
         """Button handler: store the decision, then show the next candidate."""
         outcome = self.submit_review(candidate_id, cause, new_label, note, rotate, perspective, direction, scale,
                                      seen_version, reviewer_typed, request)
-        shown = self.next_candidate(run_name, reviewer_typed, rank, class_filter, status_filter, request)
+        shown = self.next_candidate(run_name, reviewer_typed, rank, class_filter, status_filter, cause_filter, request)
         return (*shown[:-1], outcome["message"])
 
 
@@ -203,9 +240,12 @@ def _describe(view) -> str:
     ]
     if view.suggested_cause:
         suggestion = f"Suggested cause: **{view.suggested_cause}**"
+        if view.suggested_label:
+            suggestion += f" → '{view.suggested_label}'"
         if view.suggestion_confidence is not None:
             suggestion += f" (confidence {view.suggestion_confidence:.2f})"
-        lines.append(suggestion)
+        text = (view.evidence or {}).get("text")
+        lines.append(suggestion + (f": {text}" if text else ""))
     if view.decision:
         lines.append(f"Current decision: **{view.decision}**" + (f" → '{view.decided_label}'" if view.decided_label else "")
                      + f" by {', '.join(view.reviewers)}")

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from miner.sources import open_source
 from models.classifier import Classifier, load_classifier
-from models.spec import PreprocessingSpec
+from models.saliency import Saliency, overlay
+from models.spec import PreprocessingSpec, as_uint8
 from models.transforms import Transform, apply_transform
 from review_app.mining import decode_png
 from store import api
@@ -49,6 +51,8 @@ class ReviewService:
         self._model_lock = threading.Lock()
         self._classifiers: dict[int, Classifier] = {}
         self._image = lru_cache(maxsize=4096)(self._load_image)
+        self._saliency: dict[int, Saliency] = {}
+        self._sources: dict[str, object] = {}
 
     # runs and candidates -------------------------------------------------------------
     def run_names(self) -> list[str]:
@@ -121,16 +125,49 @@ class ReviewService:
                 self._classifiers[key] = classifier
             return self._classifiers[key]
 
-    def predict_transformed(self, candidate_id: int, transform: Transform) -> Prediction:
-        """The model's probabilities on the candidate's image under ``transform``."""
+    def predict_transformed(self, candidate_id: int, transform: Transform, *, saliency: bool = False) -> Prediction:
+        """The model's probabilities on the candidate's image under ``transform``.
+
+        With ``saliency`` the returned image carries the saliency overlay of the top class.
+        """
         classifier = self.classifier_for_candidate(candidate_id)
         image = apply_transform(self.image(candidate_id), transform)
         with self._model_lock:
             probs = classifier.predict_proba(image[None])[0]
+            shown = image
+            if saliency:
+                maps = self._saliency.setdefault(id(classifier), Saliency(classifier))
+                shown = overlay(image, maps.heatmap(image, int(np.argmax(probs))))
         return Prediction(
             probabilities={name: float(p) for name, p in zip(classifier.class_names, probs)},
-            image=image,
+            image=shown,
         )
+
+    def suggested_transform(self, candidate_id: int) -> Transform | None:
+        """The transform found by cause suggestion, when its evidence has one."""
+        evidence = self.candidate(candidate_id).evidence or {}
+        found = evidence.get("transform")
+        return Transform.from_dict(found) if found else None
+
+    def neighbour_images(self, candidate_id: int, *, limit: int = 8) -> list[tuple[np.ndarray, str]]:
+        """Nearest training images named in the candidate's evidence, with their labels."""
+        view = self.candidate(candidate_id)
+        neighbours = (view.evidence or {}).get("neighbours") or {}
+        ids = list(neighbours.get("train_ids") or [])[:limit]
+        labels = list(neighbours.get("labels") or [])[:limit]
+        with self.store.Session.begin() as session:
+            train_data = (session.get(Run, view.run_id).params or {}).get("train_data")
+        if not ids or not train_data or not Path(train_data).exists():
+            return []
+        batch = self._train_source(train_data).read(np.asarray(ids, dtype=np.int64))
+        names = dict(zip(ids, labels))
+        return [(as_uint8(image), f"train #{i}: {names.get(int(i), '?')}") for i, image in zip(batch.indices, batch.images)]
+
+    def _train_source(self, path: str):
+        with self._model_lock:
+            if path not in self._sources:
+                self._sources[path] = open_source(path)
+            return self._sources[path]
 
     # reviews ------------------------------------------------------------------------
     def submit_review(
@@ -166,6 +203,17 @@ class ReviewService:
                 transform=stored_transform,
                 seen_version=int(seen_version),
             )
+
+    def undo_last_review(self, candidate_id: int, reviewer: str) -> api.ReviewResult:
+        """Retract ``reviewer``'s latest review of the candidate (history is kept)."""
+        reviewer = self._check_reviewer(reviewer)
+        with self.store.Session.begin() as session:
+            return api.undo_last_review(session, int(candidate_id), reviewer=reviewer)
+
+    def previous_candidate(self, run_name: str, *, before_rank: int, class_name: str | None = None):
+        with self.store.Session.begin() as session:
+            run = api.require_run(session, run_name)
+            return api.previous_candidate(session, run.id, before_rank=before_rank, class_name=class_name)
 
     def _classes_of(self, run_id: int) -> list[str]:
         with self.store.Session.begin() as session:

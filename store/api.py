@@ -1145,7 +1145,7 @@ def set_suggestions(session: Session, run_id: int, rows: Sequence[Mapping[str, A
     updated = 0
     for index, row in enumerate(rows):
         _check_keys("suggestion", index, row,
-                    ("candidate_id", "suggested_cause", "suggested_label", "suggestion_confidence", "evidence"))
+                    ("candidate_id", "suggested_cause", "suggested_label", "suggestion_confidence", "evidence"), ())
         cause = row["suggested_cause"]
         if cause not in SUGGESTED_CAUSES:
             raise ValueError(f"suggestion row {index}: cause must be one of {', '.join(SUGGESTED_CAUSES)}, got {cause!r}")
@@ -1166,3 +1166,13 @@ def set_suggestions(session: Session, run_id: int, rows: Sequence[Mapping[str, A
             raise StoreError(f"suggestion row {index}: run {run_id} has no candidate {row['candidate_id']}")
         updated += 1
     return updated
+
+
+def previous_candidate(session: Session, run_id: int, *, before_rank: int,
+                       class_name: str | None = None) -> CandidateView | None:
+    """The candidate just before ``before_rank`` in rank order (reviewed or not), no lease taken."""
+    query = select(Candidate.id).where(Candidate.run_id == run_id, Candidate.rank < before_rank)
+    if class_name is not None:
+        query = query.where(Candidate.class_name == class_name)
+    candidate_id = session.scalar(query.order_by(Candidate.rank.desc()).limit(1))
+    return None if candidate_id is None else get_candidate(session, candidate_id)

@@ -96,6 +96,18 @@ def test_reviewer_drags_rotation_and_tags_a_cause(browser, app_url):
     assert [(r.reviewer, r.cause) for r in reviews] == [("dana", "augment")]
     assert reviews[0].transform["rotate"] == 90
 
+    # keyboard: "2" tags the next candidate as rare without touching the mouse
+    page.wait_for_function(
+        f"!document.querySelector('#candidate-info').innerText.includes('Candidate #{candidate_id} ')", timeout=15000
+    )
+    shown_next = int(re.search(r"Candidate #(\d+)", page.locator("#candidate-info").inner_text()).group(1))
+    page.locator("#shortcuts").click()
+    page.keyboard.press("2")
+    page.wait_for_function("document.querySelector('#status').innerText.includes('saved **rare**') || "
+                           "document.querySelector('#status').innerText.includes('saved rare')", timeout=15000)
+    with store.Session.begin() as session:
+        assert [(r.reviewer, r.cause) for r in api.reviews_for(session, shown_next)] == [("dana", "rare")]
+
     # the name is kept in the browser session across a reload
     page.reload()
     page.wait_for_function("document.querySelector('#reviewer textarea, #reviewer input')?.value === 'dana'",

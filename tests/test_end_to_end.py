@@ -179,3 +179,39 @@ def test_review_mistakes_are_gradio_errors(served_app):
         client.predict(candidate_id, "mislabel", None, "", 0, 0, 0, 1, version, "carol", api_name="/submit_review")
     with pytest.raises(AppError, match="enter your name"):
         client.predict(candidate_id, "rare", None, "", 0, 0, 0, 1, version, "  ", api_name="/submit_review")
+
+
+def test_undo_previous_saliency_and_suggested_transform(served_app):
+    store, client = served_app
+    candidate_id, version = _first_candidate(client)
+    client.predict(candidate_id, "rare", None, "", 0, 0, 0, 1, version, "erin", api_name="/submit_review")
+    shown = client.predict("demo", candidate_id, "erin", api_name="/undo")
+    assert int(shown[3]) == candidate_id
+    with store.Session.begin() as session:
+        view = api.get_candidate(session, candidate_id)
+        history = api.reviews_for(session, candidate_id)
+    assert view.decision is None  # retracted, and the history keeps both rows
+    assert [r.reviewer for r in history][-2:] == ["erin", "erin"]
+
+    with store.Session.begin() as session:
+        api.set_suggestions(session, view.run_id, [{
+            "candidate_id": candidate_id, "suggested_cause": "augment", "suggested_label": view.given_label,
+            "suggestion_confidence": 0.9,
+            "evidence": {"transform": {"rotate": -40.0}, "text": "rotating -40 degrees restores it"},
+        }])
+    rotate, perspective, direction, scale = client.predict(candidate_id, api_name="/apply_suggestion")
+    assert (rotate, perspective, direction, scale) == (-40.0, 0.0, 0.0, 1.0)
+    augment_only = client.predict("demo", "tester", -1, "any", "all", "augment", api_name="/next_candidate")
+    assert int(augment_only[3]) == candidate_id
+
+    plain, _ = client.predict(candidate_id, 0, 0, 0, 1, False, api_name="/preview_saliency")
+    overlaid, _ = client.predict(candidate_id, 0, 0, 0, 1, True, api_name="/preview_saliency")
+    from PIL import Image
+
+    plain_pixels = np.asarray(Image.open(plain).convert("RGB"), dtype=int)
+    overlaid_pixels = np.asarray(Image.open(overlaid).convert("RGB"), dtype=int)
+    assert np.abs(plain_pixels - overlaid_pixels).mean() > 1  # the heat map is drawn over the digit
+
+    later = client.predict("demo", "tester", 0, "any", "all", "any", api_name="/next_candidate")
+    before = client.predict("demo", int(later[5]) + 1, "any", api_name="/previous_candidate")
+    assert int(before[5]) == int(later[5])

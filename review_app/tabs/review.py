@@ -8,16 +8,33 @@ import gradio as gr
 
 from models.transforms import MAX_PERSPECTIVE
 from review_app.handlers import ANY, DECISION_LABELS, Handlers
+from store.schema import SUGGESTED_CAUSES
 
 MODEL_CONCURRENCY = "model"
+
+# Keyboard shortcuts: keys click the matching button unless the reviewer is typing in a field.
+SHORTCUTS_JS = """
+() => {
+  const keys = {"1": "decide-augment", "2": "decide-rare", "3": "decide-imbalance", "4": "decide-mislabel",
+                "0": "decide-not_a_failure", "s": "decide-skip", "j": "next", "k": "prev", "u": "undo"};
+  document.addEventListener("keydown", (event) => {
+    const target = event.target;
+    const typing = target && (target.tagName === "INPUT" || target.tagName === "TEXTAREA" || target.isContentEditable);
+    if (typing || event.ctrlKey || event.metaKey || event.altKey) return;
+    const id = keys[event.key.toLowerCase()];
+    const button = id && document.getElementById(id);
+    if (button) { event.preventDefault(); button.click(); }
+  });
+}
+"""
 
 
 def _decider(handlers: Handlers, cause: str):
     def decide(run_name, candidate_id, new_label, note, rotate, perspective, direction, scale,
-               seen_version, reviewer, rank, class_filter, status_filter, request: gr.Request):
+               seen_version, reviewer, rank, class_filter, status_filter, cause_filter, request: gr.Request):
         return handlers.decide_and_advance(cause, run_name, candidate_id, new_label, note, rotate, perspective,
                                            direction, scale, seen_version, reviewer, rank, class_filter,
-                                           status_filter, request)
+                                           status_filter, cause_filter, request)
 
     decide.__name__ = f"decide_{cause}"
     return decide
@@ -40,19 +57,25 @@ def build(app: gr.Blocks, handlers: Handlers, *, run_names: list[str], default_r
         reviewer = gr.Textbox(label="Your name", placeholder="who is reviewing", scale=2, elem_id="reviewer")
         class_filter = gr.Dropdown([ANY], value=ANY, label="Class", scale=1)
         status_filter = gr.Dropdown(["unreviewed", "reviewed", "all"], value="unreviewed", label="Status", scale=1)
+        cause_filter = gr.Dropdown([ANY, *SUGGESTED_CAUSES], value=ANY, label="Suggested cause", scale=1)
         progress = gr.Markdown(elem_id="progress")
     with gr.Row(equal_height=False):
         with gr.Column(scale=1):
             image = gr.Image(label="Candidate (as the model sees it)", type="numpy", interactive=False,
                              height=300, elem_id="candidate-image", buttons=[])
             info = gr.Markdown(elem_id="candidate-info")
+            neighbours = gr.Gallery(label="Nearest training images (from the cause evidence)", columns=4,
+                                    height=150, elem_id="neighbours", allow_preview=False)
         with gr.Column(scale=1):
             probabilities = gr.Label(num_top_classes=3, label="Model prediction (top 3)", elem_id="probabilities")
             rotate = gr.Slider(-180, 180, value=0, step=1, label="Rotate (degrees)", elem_id="rotate")
             perspective = gr.Slider(0, MAX_PERSPECTIVE, value=0, step=0.01, label="Perspective tilt", elem_id="perspective")
             direction = gr.Slider(-180, 180, value=0, step=5, label="Tilt direction (degrees)", elem_id="direction")
             scale = gr.Slider(0.5, 2.0, value=1.0, step=0.05, label="Scale", elem_id="scale")
-            reset = gr.Button("Reset transform", size="sm")
+            with gr.Row():
+                apply_suggestion = gr.Button("Apply suggested transform", size="sm", elem_id="apply-suggestion")
+                reset = gr.Button("Reset transform", size="sm", elem_id="reset")
+                saliency = gr.Checkbox(False, label="Saliency overlay", elem_id="saliency")
     with gr.Row():
         new_label = gr.Dropdown([], value=None, label="Relabel as (required for mislabel)", elem_id="relabel")
         note = gr.Textbox(label="Note", placeholder="what you saw", elem_id="note")
@@ -61,16 +84,20 @@ def build(app: gr.Blocks, handlers: Handlers, *, run_names: list[str], default_r
                                     elem_id=f"decide-{cause}")
                    for cause, text in DECISION_LABELS.items()}
     with gr.Row():
-        next_button = gr.Button("Next candidate ▶", elem_id="next")
-        status = gr.Markdown(elem_id="status")
+        previous_button = gr.Button("◀ Previous (k)", elem_id="prev")
+        next_button = gr.Button("Next candidate ▶ (j)", elem_id="next")
+        undo_button = gr.Button("Undo my last decision (u)", elem_id="undo")
+    status = gr.Markdown(elem_id="status")
+    gr.Markdown("Keys: **1** augment · **2** rare · **3** imbalance · **4** mislabel · **0** not a failure · "
+                "**s** skip · **j**/**k** next/previous · **u** undo", elem_id="shortcuts")
     candidate_id = gr.Number(value=-1, visible=False, precision=0)
     seen_version = gr.Number(value=0, visible=False, precision=0)
     rank = gr.Number(value=-1, visible=False, precision=0)
     open_id = gr.Number(value=None, visible=False, precision=0)
 
     shown = [image, info, probabilities, candidate_id, seen_version, rank,
-             rotate, perspective, direction, scale, new_label, note, progress, status]
-    filters = [class_filter, status_filter]
+             rotate, perspective, direction, scale, new_label, note, neighbours, progress, status]
+    filters = [class_filter, status_filter, cause_filter]
 
     def remember_name(name):
         return name
@@ -87,8 +114,14 @@ def build(app: gr.Blocks, handlers: Handlers, *, run_names: list[str], default_r
     run.change(on_run_change, run, class_filter, api_name="run_classes")
     next_button.click(handlers.next_candidate, [run, reviewer, rank, *filters], shown, api_name="next_candidate")
     open_id.change(handlers.open_candidate, [open_id, run], shown, api_name="open_candidate")
+    previous_button.click(handlers.previous_candidate, [run, rank, class_filter], shown, api_name="previous_candidate")
+    undo_button.click(handlers.undo, [run, candidate_id, reviewer], shown, api_name="undo")
+    apply_suggestion.click(handlers.apply_suggestion, candidate_id, [rotate, perspective, direction, scale],
+                           api_name="apply_suggestion")
 
-    slider_inputs = [candidate_id, rotate, perspective, direction, scale]
+    slider_inputs = [candidate_id, rotate, perspective, direction, scale, saliency]
+    saliency.change(handlers.preview_transformed, slider_inputs, [image, probabilities], api_name="preview_saliency",
+                    show_progress="hidden", concurrency_id=MODEL_CONCURRENCY, concurrency_limit=2)
     for slider in (rotate, perspective, direction, scale):
         slider.change(handlers.preview_transformed, slider_inputs, [image, probabilities],
                       api_name=f"preview_{slider.elem_id}", trigger_mode="always_last",

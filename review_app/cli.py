@@ -96,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--run", default=None)
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=7860)
+    serve.add_argument("--auth", type=Path, default=None, help="users file (TOML: name, role, password_hash)")
+
+    users = commands.add_parser("users", help="manage reviewer accounts")
+    users.add_argument("action", choices=["hash"], help="hash: read a password, print the users-file hash")
 
     export = commands.add_parser("export", help="export scores, candidates or the fix list")
     add_db(export)
@@ -164,21 +168,50 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _serve(store, *, run_name: str | None, host: str, port: int) -> int:
-    if not _is_loopback(host):
-        raise CliError(f"refusing to serve on {host} without authentication; bind 127.0.0.1 or put it behind an authenticating proxy")
+def _serve(store, *, run_name: str | None, host: str, port: int, auth_file: Path | None = None) -> int:
+    if not _is_loopback(host) and auth_file is None:
+        raise CliError(f"refusing to serve on {host} without --auth FILE; bind 127.0.0.1 or give a users file")
     from review_app.app import build_app, launch_options
+    from review_app.auth import authenticator, load_accounts
     from review_app.service import ReviewService
 
+    options = launch_options(host=host, port=port)
+    if auth_file is not None:
+        accounts = load_accounts(auth_file)
+        _sync_accounts(store, accounts)
+        options.update(auth=authenticator(accounts), auth_message="hardcase: sign in to review")
     app = build_app(ReviewService(store), run_name=run_name)
     app.queue(max_size=64, default_concurrency_limit=4)
     print(f"hardcase review app: http://{host}:{port}", flush=True)
-    app.launch(**launch_options(host=host, port=port))
+    app.launch(**options)
     return 0
 
 
+def _sync_accounts(store, accounts) -> None:
+    """Record the users file's accounts in the database, so reviews can be joined to roles."""
+    from store import api
+
+    with store.Session.begin() as session:
+        for account in accounts.values():
+            user = api.get_user(session, account.name)
+            if user is None:
+                api.add_user(session, name=account.name, role=account.role, password_hash=account.password_hash)
+            else:
+                user.role, user.password_hash = account.role, account.password_hash
+
+
 def _cmd_serve(args) -> int:
-    return _serve(_open_store(args.db), run_name=args.run, host=args.host, port=args.port)
+    return _serve(_open_store(args.db), run_name=args.run, host=args.host, port=args.port, auth_file=args.auth)
+
+
+def _cmd_users(args) -> int:
+    import getpass
+
+    from review_app.auth import hash_password
+
+    password = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
+    print(hash_password(password))
+    return 0
 
 
 def _cmd_export(args) -> int:
@@ -210,7 +243,8 @@ def _cmd_db(args) -> int:
     return 0
 
 
-COMMANDS = {"demo": _cmd_demo, "mine": _cmd_mine, "serve": _cmd_serve, "export": _cmd_export, "db": _cmd_db}
+COMMANDS = {"demo": _cmd_demo, "mine": _cmd_mine, "serve": _cmd_serve, "export": _cmd_export, "db": _cmd_db,
+            "users": _cmd_users}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,93 @@
+"""Reviewer accounts for ``hardcase serve --auth FILE``: a TOML users file with scrypt hashes.
+
+The file lists one table per user::
+
+    [[users]]
+    name = "alice"
+    role = "annotator"          # annotator | engineer | lead
+    password_hash = "scrypt$16384$8$1$<salt>$<hash>"   # from `hardcase users hash`
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from store.schema import ROLES
+
+_N, _R, _P = 2**14, 8, 1
+
+
+@dataclass(frozen=True)
+class Account:
+    name: str
+    role: str
+    password_hash: str
+
+
+def hash_password(password: str) -> str:
+    """An scrypt hash with a random salt, as stored in the users file."""
+    if not password:
+        raise ValueError("the password is empty")
+    salt = os.urandom(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=_N, r=_R, p=_P, dklen=32)
+    encode = lambda raw: base64.b64encode(raw).decode()  # noqa: E731
+    return f"scrypt${_N}${_R}${_P}${encode(salt)}${encode(digest)}"
+
+
+def verify_password(password: str, stored: str) -> bool:
+    """True when ``password`` matches the ``stored`` scrypt hash (constant-time comparison)."""
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        expected = base64.b64decode(digest)
+        actual = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p),
+                                dklen=len(expected))
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(actual, expected)
+
+
+def load_accounts(path: str | os.PathLike) -> dict[str, Account]:
+    """Read and check a users file; errors name the file and the entry."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"users file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"users file {path} is not valid TOML: {exc}") from None
+    entries = data.get("users")
+    if not isinstance(entries, list) or not entries:
+        raise ValueError(f"users file {path} has no [[users]] entries")
+    accounts: dict[str, Account] = {}
+    for number, entry in enumerate(entries, start=1):
+        where = f"users file {path}, entry {number}"
+        missing = [key for key in ("name", "role", "password_hash") if not entry.get(key)]
+        if missing:
+            raise ValueError(f"{where} lacks {', '.join(missing)}")
+        if entry["role"] not in ROLES:
+            raise ValueError(f"{where}: role must be one of {', '.join(ROLES)}, got {entry['role']!r}")
+        if not str(entry["password_hash"]).startswith("scrypt$"):
+            raise ValueError(f"{where}: password_hash must come from `hardcase users hash` (scrypt$...)")
+        if entry["name"] in accounts:
+            raise ValueError(f"{where}: user {entry['name']!r} is listed twice")
+        accounts[entry["name"]] = Account(str(entry["name"]), str(entry["role"]), str(entry["password_hash"]))
+    return accounts
+
+
+def authenticator(accounts: dict[str, Account]) -> Callable[[str, str], bool]:
+    """The ``auth`` callable for ``gr.Blocks.launch``."""
+
+    def check(username: str, password: str) -> bool:
+        account = accounts.get(username)
+        return account is not None and verify_password(password, account.password_hash)
+
+    return check

@@ -57,6 +57,10 @@ class Handlers:
 
     service: ReviewService
 
+    def ping(self) -> str:
+        """Health check, and the no-op baseline of the latency benchmark."""
+        return "ok"
+
     # --- candidates ---------------------------------------------------------------
     def _show(self, view, reviewer: str, run_name: str, message: str = ""):
         n_candidates, n_reviewed = self.service.progress(run_name)

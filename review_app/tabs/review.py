@@ -138,6 +138,15 @@ def build(app: gr.Blocks, handlers: Handlers, *, run_names: list[str], default_r
            concurrency_id=MODEL_CONCURRENCY, concurrency_limit=2)
     gr.api(handlers.submit_review, api_name="submit_review")
 
+    gr.api(handlers.ping, api_name="ping")
+
+    def first_candidate(run_name, reviewer_name, current_rank, class_name, status, cause, request: gr.Request):
+        # a returning reviewer (name remembered in the browser) lands on a candidate straight away
+        if not run_name or not (reviewer_name or getattr(request, "username", None)):
+            return tuple(gr.update() for _ in shown)
+        return handlers.next_candidate(run_name, reviewer_name, current_rank, class_name, status, cause, request)
+
     app.load(recall_name, [reviewer_store, reviewer], reviewer, api_name="recall_reviewer", queue=False).then(
-        on_run_change, run, class_filter, api_name=False)
+        on_run_change, run, class_filter, api_name=False).then(
+        first_candidate, [run, reviewer, rank, *filters], shown, api_name="first_candidate")
     return ReviewTab(run=run, reviewer=reviewer, open_id=open_id)

@@ -1,0 +1,137 @@
+"""Review-page latency: server-side prediction, API round trips, page load with a large run.
+
+1. Server side: transform + prediction of one candidate image (``ReviewService.predict_transformed``)
+   over random slider positions: p50 / p95 in ms (target p95 < 15 ms with the demo model).
+2. Round trip through ``gradio_client``: ``/predict_transformed`` divided by the app's no-op
+   ``/ping`` in the same run, at p50 (target <= 1.3).
+3. Page load to the first candidate shown, in headless chromium, with a run of ``--scored``
+   scored samples (default 100,000) in the database (target < 2 s).
+
+Usage: ``python bench/ui_latency.py [--calls 300] [--scored 100000]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    return statistics.median(ordered), ordered[int(0.95 * (len(ordered) - 1))]
+
+
+def big_run(store, model_path: Path, n_scored: int, folder: Path) -> None:
+    """A demo-sized model run whose data set has ``n_scored`` scored samples (synthetic images)."""
+    from review_app.mining import MiningOptions, mine
+
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, size=(1024, 28, 28), dtype=np.uint8)
+    data = np.lib.format.open_memmap(folder / "big.npy", mode="w+", dtype=np.uint8, shape=(n_scored, 28, 28))
+    for start in range(0, n_scored, 1024):
+        stop = min(n_scored, start + 1024)
+        data[start:stop] = base[: stop - start]
+    data.flush()
+    mine(store, MiningOptions(run_name="big", model_path=str(model_path), data_path=str(folder / "big.npy"),
+                              budget=200), artifacts_dir=folder / "artifacts", progress=False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--scored", type=int, default=100_000)
+    parser.add_argument("--model", type=Path, default=None)
+    args = parser.parse_args()
+
+    from gradio_client import Client
+    from mine_throughput import demo_model
+
+    from models.transforms import Transform
+    from review_app.app import build_app, launch_options
+    from review_app.service import ReviewService
+    from store.db import open_store
+
+    model_path = demo_model(args.model)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        store = open_store(f"sqlite:///{folder / 'ui.db'}")
+        print(f"building a run of {args.scored:,} scored samples ...", flush=True)
+        big_run(store, model_path, args.scored, folder)
+        service = ReviewService(store)
+        candidate = service.next_candidate("big", "bench")
+        rng = np.random.default_rng(0)
+
+        service.predict_transformed(candidate.id, Transform())
+        server = []
+        for _ in range(args.calls):
+            transform = Transform(rotate=float(rng.uniform(-180, 180)), perspective=float(rng.uniform(0, 0.3)),
+                                  direction=float(rng.uniform(-180, 180)), scale=float(rng.uniform(0.7, 1.3)))
+            started = time.perf_counter()
+            service.predict_transformed(candidate.id, transform)
+            server.append((time.perf_counter() - started) * 1000)
+        p50, p95 = percentiles(server)
+        print(f"server side transform + prediction: p50 {p50:.1f} ms, p95 {p95:.1f} ms (target p95 < 15 ms)")
+
+        app = build_app(service, run_name="big")
+        app.queue(max_size=64)
+        options = launch_options(port=0)
+        options.pop("server_port")
+        app.launch(prevent_thread_lock=True, quiet=True, **options)
+        client = Client(app.local_url, verbose=False)
+        ping, predict = [], []
+        for i in range(args.calls):
+            started = time.perf_counter()
+            client.predict(api_name="/ping")
+            ping.append((time.perf_counter() - started) * 1000)
+            started = time.perf_counter()
+            client.predict(candidate.id, float(i % 180), 0.1, 1.0, 0.0, api_name="/predict_transformed")
+            predict.append((time.perf_counter() - started) * 1000)
+        ping50, _ = percentiles(ping)
+        predict50, predict95 = percentiles(predict)
+        print(f"round trip /ping p50 {ping50:.1f} ms; /predict_transformed p50 {predict50:.1f} ms, p95 {predict95:.1f} ms")
+        print(f"ratio predict / no-op at p50: {predict50 / ping50:.2f} (target <= 1.3)")
+        client.close()
+
+        chromium = shutil.which("chromium") or "/usr/bin/chromium"
+        if Path(chromium).exists():
+            from playwright.sync_api import sync_playwright
+
+            with sync_playwright() as playwright:
+                browser = playwright.chromium.launch(executable_path=chromium, headless=True,
+                                                     args=["--no-sandbox", "--disable-gpu",
+                                                           "--disable-background-networking"])
+                page = browser.new_page()
+                page.goto(app.local_url)
+                page.locator("#reviewer textarea, #reviewer input").first.fill("bench")
+                page.wait_for_timeout(500)
+                loads = []
+                for _ in range(5):
+                    started = time.perf_counter()
+                    page.reload()
+                    page.wait_for_function("document.querySelector('#candidate-info')?.innerText.includes('Candidate #')",
+                                           timeout=30000)
+                    loads.append(time.perf_counter() - started)
+                browser.close()
+            print(f"page load to first candidate with {args.scored:,} scored samples: "
+                  f"median {statistics.median(loads):.2f} s, worst {max(loads):.2f} s (target < 2 s)")
+        else:
+            print("chromium not installed: page-load measurement skipped")
+        app.close()
+        store.dispose()
+
+
+if __name__ == "__main__":
+    main()

@@ -113,3 +113,37 @@ def test_reviewer_drags_rotation_and_tags_a_cause(browser, app_url):
     page.wait_for_function("document.querySelector('#reviewer textarea, #reviewer input')?.value === 'dana'",
                            timeout=15000)
     page.close()
+
+
+def _shown_candidate(page) -> int:
+    return int(re.search(r"Candidate #(\d+)", page.locator("#candidate-info").inner_text()).group(1))
+
+
+def _start_reviewing(context, url, name):
+    page = context.new_page()
+    page.goto(url)
+    page.wait_for_load_state("networkidle")
+    page.locator("#reviewer textarea, #reviewer input").first.fill(name)
+    page.locator("#next").click()
+    page.wait_for_function("document.querySelector('#candidate-info')?.innerText.includes('Candidate #')",
+                           timeout=15000)
+    return page
+
+
+def test_two_reviewers_get_different_candidates(browser, app_url):
+    url, _ = app_url
+    first_context, second_context = browser.new_context(), browser.new_context()
+    first = _start_reviewing(first_context, url, "ivy")
+    second = _start_reviewing(second_context, url, "jon")
+    assert _shown_candidate(first) != _shown_candidate(second)
+
+    # unsaved slider work in one browser is invisible in the other
+    number = first.locator("#rotate input[type=number]")
+    number.fill("45")
+    number.press("Enter")
+    first.wait_for_timeout(500)
+    assert second.locator("#rotate input[type=number]").input_value() == "0"
+    ARTIFACTS.mkdir(exist_ok=True)
+    second.screenshot(path=str(ARTIFACTS / "review-second-reviewer.png"), full_page=True)
+    first_context.close()
+    second_context.close()

@@ -393,11 +393,32 @@ def select_candidates(
                 f"diversity={diversity} needs embeddings; pass embeddings=... or diversity=0 "
                 "for pure hardness order"
             )
-        x = check_embeddings(embeddings, n=n, n_name="hardness")
-        _check_norms(x, _half_sq_norms(x), "embeddings")
+        x = _checked_in_chunks(embeddings, n)
     elif embeddings is not None:
-        check_embeddings(embeddings, n=n, n_name="hardness")
+        _checked_in_chunks(embeddings, n)
     return _compute_selection(h, g, x, mode, k, pool, diversity, seed)
+
+
+_CHECK_CHUNK = 65_536
+
+
+def _checked_in_chunks(embeddings, n: int):
+    """Validate (N, D) embeddings chunk by chunk and return them unconverted.
+
+    Only the hard pool's rows are converted to float32 later, so a float16 memory map of
+    10^6 embeddings is never copied whole.
+    """
+    if not hasattr(embeddings, "shape") or getattr(embeddings, "ndim", 0) != 2:
+        return check_embeddings(embeddings, n=n, n_name="hardness")
+    if embeddings.shape[0] != n:
+        check_embeddings(embeddings, n=n, n_name="hardness")  # raises the row-count error
+    for start in range(0, n, _CHECK_CHUNK):
+        chunk = check_embeddings(embeddings[start : start + _CHECK_CHUNK])
+        try:
+            _check_norms(chunk, _half_sq_norms(chunk), "embeddings")
+        except ValueError as exc:
+            raise ValueError(f"{exc} (in rows starting at {start})") from None
+    return embeddings
 
 
 def _compute_selection(
@@ -436,7 +457,7 @@ def _compute_selection(
         if q == 0:
             continue
         members = by_group[start : start + m]
-        xp = None if x is None else x[members]
+        xp = None if x is None else np.ascontiguousarray(x[members], dtype=np.float32)
         local, dist = _greedy_pick(h[members], xp, int(q), diversity)
         sel_idx.append(members[local])
         sel_round.append(np.arange(q))

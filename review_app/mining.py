@@ -368,7 +368,12 @@ def _candidate_rows(options, source, scores, given, scored, sample_ids, embeddin
     if given is not None:
         unknown = groups < 0
         groups[unknown] = scores["predicted_label"][unknown]
-    emb = np.asarray(embeddings[scored], dtype=np.float32) if embeddings is not None else None
+    if embeddings is None:
+        emb = None
+    elif len(scored) == len(embeddings):
+        emb = embeddings  # the float16 memory map itself: selection converts only the hard pool
+    else:
+        emb = embeddings[scored]
     diversity = options.diversity
     if emb is None and diversity > 0:
         log.warning("the model exposes no embedding layer; selecting by hardness alone")

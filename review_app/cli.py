@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     mine.add_argument("--batch-size", type=_positive, default=256)
     mine.add_argument("--seed", type=int, default=0)
     mine.add_argument("--embedding-layer", default=None)
+    mine.add_argument("--checkpoint-seconds", type=float, default=1.0,
+                      help="make progress durable this often (a killed run resumes from the last checkpoint)")
     mine.add_argument("--scale", choices=["0-1", "0-255", "-1-1"], default=None)
     mine.add_argument("--channels", type=int, choices=[1, 3], default=None)
     mine.add_argument("--size", type=_size, default=None, help="model input size, e.g. 28x28")
@@ -150,6 +152,7 @@ def _cmd_mine(args) -> int:
         batch_size=args.batch_size,
         seed=args.seed,
         embedding_layer=args.embedding_layer,
+        checkpoint_seconds=args.checkpoint_seconds,
         scale=args.scale,
         channels=args.channels,
         size=args.size,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -53,6 +54,7 @@ class MiningOptions:
     batch_size: int = 256
     seed: int = 0
     embedding_layer: str | None = None
+    checkpoint_seconds: float = 1.0
     scale: str | None = None
     channels: int | None = None
     size: tuple[int, int] | None = None
@@ -233,39 +235,26 @@ def mine(store: Store, options: MiningOptions, *, artifacts_dir: Path, progress:
     already = int(done.sum())
     label_names = np.array(class_names + [""], dtype=object)
 
+    checkpoint = _Checkpoint(store, run_id, dataset_id, pred_probs, sample_ids, done, embeddings,
+                             seconds=options.checkpoint_seconds)
+
     def store_batch(batch, probs, emb) -> None:
-        """Persist one scored batch; runs on the writer thread while the model scores the next."""
-        if batch.errors:
-            with store.Session.begin() as session:
-                api.add_errors(
-                    session,
-                    run_id,
-                    [{"source_index": e.source_index, "uri": e.uri, "reason": e.reason} for e in batch.errors],
-                )
+        """Keep one scored batch; runs on the writer thread while the model scores the next."""
         if len(batch.indices):
             pred_probs[batch.indices] = probs
             if embeddings is not None:
                 embeddings[batch.indices] = emb.astype(np.float16)
             given = labels[batch.indices] if labels is not None else np.full(len(batch.indices), -1)
-            with store.Session.begin() as session:
-                sample_ids[batch.indices] = api.upsert_samples(
-                    session,
-                    dataset_id,
-                    source_index=batch.indices.tolist(),
-                    content_hash=[content_hash(image) for image in batch.images],
-                    uri=[source.uris[i] if source.uris is not None else None for i in batch.indices],
-                    given_label=[label_names[g] or None for g in given],
-                    timestamp=[str(source.timestamps[i]) if source.timestamps is not None else None
-                               for i in batch.indices],
-                )
-        # the done mask is flushed last: a batch counts as done only once everything else is durable
-        pred_probs.flush()
-        sample_ids.flush()
-        if embeddings is not None:
-            embeddings.flush()
-        done[batch.indices] = 1
-        done[[e.source_index for e in batch.errors]] = 2
-        done.flush()
+            checkpoint.add_samples(
+                batch.indices,
+                content_hash=[content_hash(image) for image in batch.images],
+                uri=[source.uris[i] if source.uris is not None else None for i in batch.indices],
+                given_label=[label_names[g] or None for g in given],
+                timestamp=[str(source.timestamps[i]) if source.timestamps is not None else None
+                           for i in batch.indices],
+            )
+        checkpoint.add_errors(batch.errors)
+        checkpoint.maybe_commit()
 
     warming.join()
     bar = tqdm(total=n, initial=already, unit="img", desc=f"mining {options.run_name}", disable=not progress)
@@ -284,10 +273,61 @@ def mine(store: Store, options: MiningOptions, *, artifacts_dir: Path, progress:
             bar.update(len(batch.indices) + len(batch.errors))
         if pending is not None:
             pending.result()
+        writer.submit(checkpoint.commit).result()
     bar.close()
 
     scored = np.flatnonzero(done == 1)
     return _finish(store, options, run_id, source, classifier, labels, pred_probs, sample_ids, embeddings, scored, already)
+
+
+class _Checkpoint:
+    """Makes scored batches durable together, about once a second.
+
+    Order matters for resuming: samples and errors are committed to the database and the
+    per-run arrays flushed *before* their rows are marked done, so a run killed at any point
+    restarts from the last checkpoint and recomputes only what came after it.
+    """
+
+    def __init__(self, store, run_id, dataset_id, pred_probs, sample_ids, done, embeddings, *, seconds: float = 1.0):
+        self.store, self.run_id, self.dataset_id = store, run_id, dataset_id
+        self.arrays = [a for a in (pred_probs, sample_ids, embeddings) if a is not None]
+        self.sample_ids, self.done, self.seconds = sample_ids, done, seconds
+        self.indices: list[np.ndarray] = []
+        self.columns: dict[str, list] = {"content_hash": [], "uri": [], "given_label": [], "timestamp": []}
+        self.errors: list = []
+        self.last = time.monotonic()
+
+    def add_samples(self, indices: np.ndarray, **columns: list) -> None:
+        self.indices.append(indices)
+        for name, values in columns.items():
+            self.columns[name].extend(values)
+
+    def add_errors(self, errors: list) -> None:
+        self.errors.extend(errors)
+
+    def maybe_commit(self) -> None:
+        if time.monotonic() - self.last >= self.seconds:
+            self.commit()
+
+    def commit(self) -> None:
+        indices = np.concatenate(self.indices) if self.indices else np.empty(0, np.int64)
+        with self.store.Session.begin() as session:
+            if self.errors:
+                api.add_errors(session, self.run_id, [
+                    {"source_index": e.source_index, "uri": e.uri, "reason": e.reason} for e in self.errors
+                ])
+            if len(indices):
+                self.sample_ids[indices] = api.upsert_samples(
+                    session, self.dataset_id, source_index=indices.tolist(), **self.columns
+                )
+        for array in self.arrays:
+            array.flush()
+        self.done[indices] = 1
+        self.done[[e.source_index for e in self.errors]] = 2
+        self.done.flush()
+        self.indices, self.errors = [], []
+        self.columns = {name: [] for name in self.columns}
+        self.last = time.monotonic()
 
 
 def _read_ahead(batches: Iterator[Batch], depth: int = 2) -> Iterator[Batch]:

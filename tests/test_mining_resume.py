@@ -49,7 +49,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, demo_model_pat
     artifacts = tmp_path / "killed_artifacts"
     process = subprocess.Popen(
         [sys.executable, "-m", "review_app.cli", "mine", "--model", str(demo_model_path), "--data", str(data),
-         "--db", f"sqlite:///{db}", "--run", "r", "--per-class", "4", "--batch-size", "16", "--quiet"],
+         "--db", f"sqlite:///{db}", "--run", "r", "--per-class", "4", "--batch-size", "16", "--checkpoint-seconds", "0", "--quiet"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
     done_path = artifacts / "r" / "done.npy"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -24,17 +24,20 @@ REPO = Path(__file__).resolve().parents[1]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", type=int, default=200)
+    parser.add_argument("--per-class", type=int, default=None,
+                        help="select this many per class (the CLI's default mode) instead of a total budget")
     parser.add_argument("--diversity", type=float, default=0.5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", type=Path, default=None)
     args = parser.parse_args()
+
+    from mine_throughput import demo_model, shared_mnist  # a sibling script in bench/
 
     from miner.scores import compute_scores
     from miner.select import select_candidates
     from miner.sources import open_source
     from models.classifier import load_classifier
     from models.faults import inject_faults
-    from mine_throughput import demo_model, shared_mnist  # a sibling script in bench/
 
     folder = shared_mnist()
     source = open_source(folder / "t10k-images-idx3-ubyte.gz", labels=folder / "t10k-labels-idx1-ubyte.gz")
@@ -50,12 +53,13 @@ def main() -> None:
         faulty = indices[pool.fault[indices] != "clean"]
         return len({(int(pool.true_labels[i]), pool.fault[i]) for i in faulty}), len(faulty)
 
+    mode = {"per_class": args.per_class} if args.per_class else {"budget": args.budget}
     selection = select_candidates(scores["hardness_score"], groups=pool.labels, embeddings=embeddings,
-                                  budget=args.budget, diversity=args.diversity, seed=args.seed)
-    hardest = np.argsort(scores["confidence"], kind="stable")[: args.budget]
+                                  diversity=args.diversity, seed=args.seed, **mode)
+    hardest = np.argsort(scores["confidence"], kind="stable")[: len(selection.indices)]
     possible = len({(int(c), f) for c, f in zip(pool.true_labels, pool.fault) if f != "clean"})
     print(f"pool: {len(images)} MNIST test images, faults {fault_counts}")
-    print(f"{'selection of ' + str(args.budget):<46} {'(class, fault) pairs':>20} {'faulty picks':>13}")
+    print(f"{'selection of ' + str(len(selection.indices)) + ' (' + str(mode) + ')':<46} {'(class, fault) pairs':>20} {'faulty picks':>13}")
     ours_pairs, ours_faulty = distinct_pairs(selection.indices)
     base_pairs, base_faulty = distinct_pairs(hardest)
     print(f"{'hardcase (hardness + diversity ' + str(args.diversity) + ')':<46} {ours_pairs:>20} {ours_faulty:>13}")

@@ -210,9 +210,12 @@ def load(store: Store, n_samples: int, n_candidates: int, n_reviews: int) -> int
         for start in range(0, len(decisions), LOAD_CHUNK):
             with store.Session.begin() as session:
                 session.connection().execute(set_decision, decisions[start : start + LOAD_CHUNK])
-    with timed("ANALYZE"), store.engine.connect() as connection:
-        connection.exec_driver_sql("ANALYZE")
-        connection.commit()
+    # PostgreSQL: what autovacuum would do after a bulk load (statistics, and the
+    # visibility map that index-only scans need)
+    statement = "ANALYZE" if store.dialect == "sqlite" else "VACUUM ANALYZE"
+    with timed(statement):
+        with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.exec_driver_sql(statement)
     return run_id
 
 

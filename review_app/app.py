@@ -10,7 +10,7 @@ import gradio as gr
 
 from review_app.handlers import Handlers
 from review_app.service import ReviewService
-from review_app.tabs import review
+from review_app.tabs import export, gallery, review, triage, try_tab
 
 CSS = """
 #candidate-image img { image-rendering: pixelated; image-rendering: crisp-edges; }
@@ -28,7 +28,15 @@ def build_app(service: ReviewService, *, run_name: str | None = None) -> gr.Bloc
         with gr.Tabs(selected="review") as tabs:
             with gr.Tab("Review", id="review"):
                 review_tab = review.build(app, handlers, run_names=run_names, default_run=default_run)
-        _ = (tabs, review_tab)  # other tabs receive these to open a candidate in the review tab
+            runs = {"run_names": run_names, "default_run": default_run}
+            with gr.Tab("Gallery", id="gallery") as gallery_tab:
+                gallery.build(service, tab=gallery_tab, tabs=tabs, review_tab=review_tab, **runs)
+            with gr.Tab("Try", id="try"):
+                try_tab.build(service, **runs)
+            with gr.Tab("Triage", id="triage") as triage_tab:
+                triage.build(service, tab=triage_tab, tabs=tabs, review_tab=review_tab, **runs)
+            with gr.Tab("Export", id="export"):
+                export.build(service, **runs)
     return app
 
 
@@ -41,4 +49,5 @@ def launch_options(*, host: str = "127.0.0.1", port: int = 7860) -> dict:
         "max_file_size": "5mb",
         "show_error": True,
         "footer_links": ["api"],
+        "js": review.SHORTCUTS_JS,
     }

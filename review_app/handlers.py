@@ -23,6 +23,7 @@ DECISION_LABELS = {
     "skip": "skip",
 }
 DISPLAY_SIZE = 280
+SHOWN_OUTPUTS = 15  # the review tab's candidate outputs, in the order Handlers._show returns them
 ANY = "any"
 
 
@@ -121,7 +122,9 @@ class Handlers:
 
     def open_candidate(self, candidate_id, run_name):
         """Show one candidate by id (from the gallery), without taking its lease."""
-        if candidate_id is None or candidate_id < 0:
+        if candidate_id is None:
+            return tuple(gr.skip() for _ in range(SHOWN_OUTPUTS))
+        if candidate_id < 0:
             raise gr.Error("no candidate chosen")
         try:
             view = self.service.candidate(int(candidate_id))

@@ -22,7 +22,10 @@ from __future__ import annotations
 
 import functools
 import os
+import random
 import re
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -193,13 +196,39 @@ def _check_sqlite_file(url: URL) -> None:
         )
 
 
+def enable_wal(cursor: Any) -> None:
+    """Switch the database file to WAL mode (a no-op once it is in WAL mode).
+
+    Several processes opening a brand-new file at once can deadlock on the
+    switch (SQLite then answers "database is locked" at once, without
+    waiting), so the switch is retried after a short random pause.
+    """
+    mode = cursor.execute("PRAGMA journal_mode").fetchone()[0]
+    if mode in ("wal", "memory"):
+        return
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_SECONDS
+    while True:
+        try:
+            mode = cursor.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(random.uniform(0.005, 0.05))
+    if mode != "wal":
+        raise StoreError(
+            f"SQLite could not switch the database to WAL mode (it stays in {mode!r} mode); "
+            "put the database file on a local disk"
+        )
+
+
 def _sqlite_on_connect(dbapi_connection: Any, connection_record: Any) -> None:
     """Per-connection SQLite settings; also hands BEGIN over to SQLAlchemy."""
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_SECONDS * 1000}")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        enable_wal(cursor)
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA foreign_keys = ON")
     finally:

@@ -225,18 +225,37 @@ class RunError(Base):
 class Candidate(Base):
     """A hard example picked for review, with the miner's suggested cause.
 
-    ``decision`` is NULL until the candidate has a non-retracted review; the
-    review queue ("unreviewed") and the triage counts read it through the
-    ``(run_id, decision, rank)`` and ``(run_id, class_name, decision, rank)``
-    indexes.
+    ``decision`` is NULL until the candidate has a non-retracted review. The
+    review queue reads the unreviewed candidates in rank order through two
+    covering partial indexes (``WHERE decision IS NULL``: by run, and by run
+    and class), never touching the rows with their images; the triage counts are an index-only scan of
+    ``(run_id, class_name, decision)``. A plain ``(run_id, decision, rank)``
+    index does not do: PostgreSQL does not treat ``decision IS NULL`` as
+    fixing the index order, and walks the rank index instead.
     """
 
     __tablename__ = "candidates"
     __table_args__ = (
         UniqueConstraint("run_id", "sample_id"),
         UniqueConstraint("run_id", "rank"),
-        Index(None, "run_id", "decision", "rank"),
-        Index(None, "run_id", "class_name", "decision", "rank"),
+        Index(
+            "ix_candidates_unreviewed_queue",
+            "run_id",
+            "rank",
+            "decision",
+            postgresql_where=text("decision IS NULL"),
+            sqlite_where=text("decision IS NULL"),
+        ),
+        Index(
+            "ix_candidates_unreviewed_class_queue",
+            "run_id",
+            "class_name",
+            "rank",
+            "decision",
+            postgresql_where=text("decision IS NULL"),
+            sqlite_where=text("decision IS NULL"),
+        ),
+        Index(None, "run_id", "class_name", "decision"),
         CheckConstraint(in_values("suggested_cause", SUGGESTED_CAUSES), name="suggested_cause"),
         CheckConstraint(in_values("decision", DECISIONS), name="decision"),
         CheckConstraint("review_version >= 0", name="review_version_not_negative"),

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import hashlib
 import os
 import sqlite3
 import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,7 @@ from pgutil import TINY_PNG, empty_database, seed_run
 from sqlalchemy import CheckConstraint, Column, Integer, create_engine, insert, inspect, text
 from sqlalchemy.exc import IntegrityError
 
-from store import db
+from store import api, db
 from store.db import current_revision, downgrade, head_revision, open_store, parse_url, upgrade
 from store.errors import StoreError
 from store.schema import Candidate, Review, Run, User, metadata
@@ -153,6 +155,35 @@ def test_sqlite_write_transactions_begin_immediately(tmp_path):
         store.dispose()
 
 
+def test_concurrent_first_connections_switch_to_wal_without_locking_errors(tmp_path):
+    """Plain ``PRAGMA journal_mode=WAL`` fails in a few % of such races ("database is locked")."""
+
+    def connect_and_switch(path, barrier, outcomes):
+        connection = sqlite3.connect(path, timeout=30, isolation_level=None)
+        connection.execute("PRAGMA busy_timeout = 30000")
+        barrier.wait()
+        try:
+            db.enable_wal(connection.cursor())
+            outcomes.append(connection.execute("PRAGMA journal_mode").fetchone()[0])
+        except sqlite3.Error as exc:
+            outcomes.append(f"{type(exc).__name__}: {exc}")
+        finally:
+            connection.close()
+
+    for attempt in range(100):
+        path = tmp_path / f"race{attempt}.db"
+        barrier, outcomes = threading.Barrier(8), []
+        threads = [
+            threading.Thread(target=connect_and_switch, args=(path, barrier, outcomes))
+            for _ in range(8)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert outcomes == ["wal"] * 8, outcomes
+
+
 def test_in_memory_sqlite_works():
     store = open_store("sqlite://")
     try:
@@ -202,6 +233,32 @@ def test_check_constraints_exist_in_the_database(store):
             declared = {c.name for c in table.constraints if isinstance(c, CheckConstraint)}
             found = {c["name"] for c in inspector.get_check_constraints(table.name)}
             assert declared <= found, table.name
+
+
+def test_review_queue_uses_the_partial_indexes(store):
+    seeded = seed_run(store)
+    with store.engine.connect() as connection:
+        found = {ix["name"]: ix for ix in inspect(connection).get_indexes("candidates")}
+        for name in ("ix_candidates_unreviewed_queue", "ix_candidates_unreviewed_class_queue"):
+            where = found[name]["dialect_options"][f"{store.dialect}_where"]
+            assert "decision IS NULL" in str(where)
+        if store.dialect == "sqlite":
+            now = dt.datetime.now(dt.UTC)
+            for filters, index in (
+                ({}, "ix_candidates_unreviewed_queue"),
+                ({"class_name": "cat"}, "ix_candidates_unreviewed_class_queue"),
+            ):
+                query = api.candidate_queue_query(seeded.run_id, reviewer="a", now=now, **filters)
+                sql = str(
+                    query.compile(
+                        dialect=store.engine.dialect, compile_kwargs={"literal_binds": True}
+                    )
+                )
+                plan = " ".join(
+                    str(row[-1]) for row in connection.exec_driver_sql("EXPLAIN QUERY PLAN " + sql)
+                )
+                assert f"COVERING INDEX {index}" in plan, plan
+                assert "TEMP B-TREE" not in plan, plan
 
 
 def test_newer_schema_is_refused_and_nothing_changes(db_url):

@@ -23,7 +23,10 @@ SHORTCUTS_JS = """
     if (typing || event.ctrlKey || event.metaKey || event.altKey) return;
     const id = keys[event.key.toLowerCase()];
     const button = id && document.getElementById(id);
-    if (button) { event.preventDefault(); button.click(); }
+    // the review tab's buttons stay in the page, hidden, while another tab is shown
+    if (!button || button.offsetParent === null) return;
+    event.preventDefault();
+    button.click();
   });
 }
 """
@@ -113,7 +116,8 @@ def build(app: gr.Blocks, handlers: Handlers, *, run_names: list[str], default_r
 
     run.change(on_run_change, run, class_filter, api_name="run_classes")
     next_button.click(handlers.next_candidate, [run, reviewer, rank, *filters], shown, api_name="next_candidate")
-    open_id.change(handlers.open_candidate, [open_id, run], shown, api_name="open_candidate")
+    open_id.change(handlers.open_candidate, [open_id, run], shown, api_name="open_candidate").then(
+        lambda: None, None, open_id, api_name=False)  # cleared, so opening the same candidate again works
     previous_button.click(handlers.previous_candidate, [run, rank, class_filter], shown, api_name="previous_candidate")
     undo_button.click(handlers.undo, [run, candidate_id, reviewer], shown, api_name="undo")
     apply_suggestion.click(handlers.apply_suggestion, candidate_id, [rotate, perspective, direction, scale],

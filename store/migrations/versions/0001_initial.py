@@ -147,16 +147,26 @@ def upgrade() -> None:
         sa.UniqueConstraint("run_id", "sample_id", name=op.f("uq_candidates_run_id_sample_id")),
     )
     op.create_index(
-        op.f("ix_candidates_run_id_class_name_decision_rank"),
+        op.f("ix_candidates_run_id_class_name_decision"),
         "candidates",
-        ["run_id", "class_name", "decision", "rank"],
+        ["run_id", "class_name", "decision"],
         unique=False,
     )
     op.create_index(
-        op.f("ix_candidates_run_id_decision_rank"),
+        "ix_candidates_unreviewed_queue",
         "candidates",
-        ["run_id", "decision", "rank"],
+        ["run_id", "rank", "decision"],
         unique=False,
+        postgresql_where=sa.text("decision IS NULL"),
+        sqlite_where=sa.text("decision IS NULL"),
+    )
+    op.create_index(
+        "ix_candidates_unreviewed_class_queue",
+        "candidates",
+        ["run_id", "class_name", "rank", "decision"],
+        unique=False,
+        postgresql_where=sa.text("decision IS NULL"),
+        sqlite_where=sa.text("decision IS NULL"),
     )
     op.create_index(op.f("ix_candidates_sample_id"), "candidates", ["sample_id"], unique=False)
     op.create_table(
@@ -264,8 +274,9 @@ def downgrade() -> None:
     op.drop_table("scores")
     op.drop_table("run_errors")
     op.drop_index(op.f("ix_candidates_sample_id"), table_name="candidates")
-    op.drop_index(op.f("ix_candidates_run_id_decision_rank"), table_name="candidates")
-    op.drop_index(op.f("ix_candidates_run_id_class_name_decision_rank"), table_name="candidates")
+    op.drop_index("ix_candidates_unreviewed_class_queue", table_name="candidates")
+    op.drop_index("ix_candidates_unreviewed_queue", table_name="candidates")
+    op.drop_index(op.f("ix_candidates_run_id_class_name_decision"), table_name="candidates")
     op.drop_table("candidates")
     op.drop_index(op.f("ix_samples_content_hash"), table_name="samples")
     op.drop_table("samples")

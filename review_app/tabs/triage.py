@@ -1,0 +1,38 @@
+"""The Triage tab (ML leads): decisions, confusion, recall, acceptance, agreement, disagreements."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from review_app.service import ReviewService
+from review_app.tabs.review import ReviewTab
+from review_app.triage_handlers import DISAGREEMENT_COLUMNS, TriageHandlers
+
+
+def build(service: ReviewService, *, tab: gr.Tab, tabs: gr.Tabs, review_tab: ReviewTab,
+          run_names: list[str], default_run: str | None) -> None:
+    """Lay out the triage plots inside ``tab``; they are computed when the tab is selected."""
+    handlers = TriageHandlers(service)
+    with gr.Row():
+        run = gr.Dropdown(run_names, value=default_run, label="Mining run", scale=3, elem_id="triage-run")
+        refresh = gr.Button("Refresh", size="sm", scale=1, elem_id="triage-refresh")
+    summary = gr.Markdown(elem_id="triage-summary")
+    with gr.Row():
+        decisions = gr.Plot(label="Decisions by class", show_label=False, format="png", elem_id="triage-decisions")
+        confusion = gr.Plot(label="Confusion matrix of the pool", show_label=False, format="png", elem_id="triage-confusion")
+    with gr.Row():
+        recall = gr.Plot(label="Recall per class", show_label=False, format="png", elem_id="triage-recall")
+        acceptance = gr.Plot(label="Acceptance of suggested causes", show_label=False, format="png", elem_id="triage-acceptance")
+    with gr.Row():
+        kappa = gr.Plot(label="Agreement between reviewers", show_label=False, format="png", elem_id="triage-kappa")
+        disagreements = gr.Dataframe(
+            headers=DISAGREEMENT_COLUMNS, datatype=["number", "str", "str", "str", "str"],
+            interactive=False, wrap=True, label="Reviewers disagree: click a row to adjudicate it in the review tab",
+            elem_id="triage-disagreements",
+        )
+
+    gr.on([tab.select, run.change, refresh.click], handlers.refresh, run,
+          [summary, decisions, confusion, recall, acceptance, kappa, disagreements],
+          api_name="triage", trigger_mode="always_last")
+    disagreements.select(handlers.select_disagreement, None, [review_tab.open_id, review_tab.run, tabs],
+                         api_name="open_disagreement")

@@ -1,0 +1,68 @@
+"""Triage tab handlers: the run's numbers as plots, and the disagreements to adjudicate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+
+from review_app import insights, plots
+from review_app.gallery_handlers import GalleryHandlers
+from review_app.service import ReviewService
+from store.errors import StoreError
+from store.schema import DECISIONS
+
+DISAGREEMENT_COLUMNS = ["candidate", "class", "given", "suggested", "judgments"]
+
+
+@dataclass
+class TriageHandlers:
+    """Gradio handlers of the triage tab over one :class:`ReviewService`."""
+
+    service: ReviewService
+
+    def refresh(self, run_name):
+        """Summary, five figures and the disagreement table of a run."""
+        if not run_name:
+            raise gr.Error("choose a mining run first")
+        try:
+            data = insights.load_triage(self.service.store, run_name)
+        except StoreError as exc:
+            raise gr.Error(str(exc)) from None
+        rows, decisions = insights.decision_matrix(data.decision_counts, data.class_names)
+        confusion = insights.confusion_matrix(data.label_pairs, data.class_names)
+        recall = insights.per_class_recall(confusion)
+        rates = insights.acceptance_rates(insights.outcomes(data))
+        pairs = insights.kappa_by_pair(data.judgments)
+        disputed = insights.disagreements(data.judgments, data.candidates)
+        table = [
+            [d.candidate_id, d.class_name, d.given_label or "", d.suggested_cause or "",
+             "; ".join(judgment.describe() for judgment in d.judgments)]
+            for d in disputed
+        ]
+        doubly = sum(len(judged) > 1 for judged in data.judgments.values())
+        summary = (
+            f"**{data.run_name}**: {data.n_reviewed} of {data.n_candidates} candidates reviewed · "
+            f"{doubly} judged by two or more reviewers · **{len(disputed)} disagreements** to adjudicate"
+            + (" (click a row to open it in the review tab)" if disputed else "")
+        )
+        return (
+            summary,
+            plots.decisions_figure(rows, DECISIONS, decisions, n_reviewed=data.n_reviewed,
+                                   n_candidates=data.n_candidates),
+            plots.confusion_figure(confusion, data.class_names),
+            plots.recall_figure(data.class_names, recall, confusion),
+            plots.acceptance_figure(rates),
+            plots.kappa_figure(pairs),
+            table,
+        )
+
+    def select_disagreement(self, evt: gr.EventData):
+        """A click on a disagreement row opens that candidate in the review tab."""
+        data = getattr(evt, "_data", None) or {}
+        row = data.get("row_value") or []
+        try:
+            candidate_id = int(row[0])
+        except (IndexError, TypeError, ValueError):
+            raise gr.Error("select a row of the disagreement table") from None
+        return GalleryHandlers(self.service).open_in_review(candidate_id)

@@ -1,0 +1,103 @@
+"""Try tab handlers: a drawn or uploaded image through a run's model under the sliders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import gradio as gr
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from models.transforms import Transform
+from review_app.service import ReviewService
+from review_app.try_model import EmptyImageError, RunModels
+from store.errors import StoreError
+
+DISPLAY = 280
+CANVAS = 280
+
+
+def crisp(image: np.ndarray, size: int = DISPLAY) -> np.ndarray:
+    """Upscale a small model input without smoothing, RGB uint8."""
+    factor = max(1, size // max(image.shape[:2]))
+    big = np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)
+    return np.repeat(big, 3, axis=2) if big.shape[-1] == 1 else big
+
+
+def _image_of(sketch) -> np.ndarray | None:
+    """The composite of a sketchpad value, or an image given directly (API callers)."""
+    if sketch is None:
+        return None
+    if isinstance(sketch, dict):
+        composite = sketch.get("composite")
+        if composite is None:
+            composite = sketch.get("background")
+        return None if composite is None else np.asarray(composite)
+    return np.asarray(sketch)
+
+
+def fit_canvas(image: np.ndarray, size: int = CANVAS) -> np.ndarray:
+    """An RGB image padded to a square with its border colour and resized to the canvas."""
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.shape[-1] in (2, 4):  # composite transparency onto white, as the sketchpad shows it
+        alpha = image[..., -1:].astype(np.float32) / 255.0
+        image = (image[..., :-1] * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
+    if image.shape[-1] == 1:
+        image = np.repeat(image, 3, axis=2)
+    height, width = image.shape[:2]
+    side = max(height, width)
+    border = np.median(np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]]), axis=0)
+    square = np.empty((side, side, 3), np.uint8)
+    square[:] = border.astype(np.uint8)
+    top, left = (side - height) // 2, (side - width) // 2
+    square[top:top + height, left:left + width] = image[..., :3]
+    interpolation = cv2.INTER_AREA if side > size else cv2.INTER_NEAREST
+    return cv2.resize(square, (size, size), interpolation=interpolation)
+
+
+@dataclass
+class TryHandlers:
+    """Gradio handlers of the Try tab over one :class:`ReviewService`."""
+
+    service: ReviewService
+    models: RunModels = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.models = RunModels(self.service)
+
+    def predict(self, run_name, sketch, normalize, rotate, perspective, direction, scale):
+        """Model input (as the model sees it), probabilities and a note for a drawn image."""
+        if not run_name:
+            raise gr.Error("choose a mining run: its model makes the prediction")
+        try:
+            transform = Transform(rotate=float(rotate or 0), perspective=float(perspective or 0),
+                                  direction=float(direction or 0), scale=float(scale or 1))
+        except (TypeError, ValueError) as exc:
+            raise gr.Error(str(exc)) from None
+        image = _image_of(sketch)
+        if image is None:
+            return None, None, "Draw a digit (white background, dark ink) or upload an image."
+        try:
+            result = self.models.predict(run_name, image, transform, normalize=bool(normalize))
+        except EmptyImageError:
+            return None, None, "The canvas is empty: draw a digit or upload an image."
+        except (StoreError, FileNotFoundError, ValueError) as exc:
+            raise gr.Error(str(exc)) from None
+        top = max(result.probabilities, key=result.probabilities.get)
+        note = f"**{top}** at {result.probabilities[top]:.0%} under {transform.describe()}"
+        return crisp(result.image), result.probabilities, note
+
+    def upload(self, path):
+        """An uploaded image file as the sketchpad's background, fitted to the canvas."""
+        if not path:
+            raise gr.Error("choose an image file to upload")
+        try:
+            with Image.open(path) as opened:
+                image = np.asarray(opened.convert("RGBA"))
+        except (UnidentifiedImageError, OSError):
+            raise gr.Error("that file is not an image hardcase can read (PNG, JPEG, WebP, ...)") from None
+        fitted = fit_canvas(image)
+        return {"background": fitted, "layers": [], "composite": fitted}

@@ -106,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="export scores, candidates or the fix list")
     add_db(export)
     export.add_argument("--run", required=True)
-    export.add_argument("--what", choices=["scores", "candidates", "fixes", "reviews"], required=True)
+    export.add_argument("--what", choices=["scores", "candidates", "fixes", "reviews", "images"], required=True,
+                        help="images: the relabeled candidates as an image-folder zip (root/<class>/<id>.png)")
     export.add_argument("--format", choices=["csv", "jsonl", "parquet"], default=None, help="default: from --out's suffix")
     export.add_argument("--out", type=Path, required=True)
 
@@ -220,10 +221,22 @@ def _cmd_users(args) -> int:
 def _cmd_export(args) -> int:
     from store.export import export_rows, write_rows
 
+    store = _open_store(args.db)
+    if args.what == "images":
+        import shutil
+        import tempfile
+
+        from review_app.exports import write_image_folder_zip
+
+        with tempfile.TemporaryDirectory() as folder:
+            report = write_image_folder_zip(store, args.run, Path(folder))
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(report.path, args.out)
+        print(f"wrote {report.n_images} images in {len(report.per_class)} class folders to {args.out}")
+        return 0
     fmt = args.format or args.out.suffix.lstrip(".").lower()
     if fmt not in ("csv", "jsonl", "parquet"):
         raise CliError(f"cannot tell the format of {args.out}; pass --format csv|jsonl|parquet")
-    store = _open_store(args.db)
     columns, rows = export_rows(store, args.run, args.what)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_rows(columns, rows, args.out, fmt)

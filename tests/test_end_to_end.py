@@ -215,3 +215,20 @@ def test_undo_previous_saliency_and_suggested_transform(served_app):
     later = client.predict("demo", "tester", 0, "any", "all", "any", api_name="/next_candidate")
     before = client.predict("demo", int(later[5]) + 1, "any", api_name="/previous_candidate")
     assert int(before[5]) == int(later[5])
+
+
+def test_cli_exports_the_relabeled_image_folder(demo_store, tmp_path, capsys):
+    import zipfile
+
+    store, _, folder = demo_store
+    with store.Session.begin() as session:
+        run = api.require_run(session, "demo")
+        view = api.next_candidate(session, run.id, reviewer="zoe", status="all")
+        api.submit_review(session, view.id, reviewer="zoe", cause="mislabel", new_label="3",
+                          seen_version=view.version)
+    out = tmp_path / "relabeled.zip"
+    db = str(store.engine.url)
+    assert main(["export", "--db", db, "--run", "demo", "--what", "images", "--out", str(out)]) == 0
+    assert "images in" in capsys.readouterr().out
+    names = zipfile.ZipFile(out).namelist()
+    assert any(name.endswith(f"/3/{view.sample_id}.png") for name in names)

@@ -387,19 +387,18 @@ def _finish(store, options, run_id, source, classifier, labels, pred_probs, samp
 
 
 def _store_scores(store, run_id, scores, scored, sample_ids, class_names) -> None:
-    score_keys = [key for key in SCORE_FIELDS if key != "predicted_label"]
+    names = np.asarray(class_names, dtype=object)
     with store.Session.begin() as session:
-        # rows are built and inserted in chunks so memory does not grow with the pool
+        # inserted in chunks so the row dicts never hold the whole pool
         for start in range(0, len(scored), SCORE_CHUNK):
-            rows = []
-            for j in range(start, min(start + SCORE_CHUNK, len(scored))):
-                row = {"sample_id": int(sample_ids[scored[j]]),
-                       "predicted_label": class_names[scores["predicted_label"][j]]}
-                for key in score_keys:
-                    value = float(scores[key][j])
-                    row[key] = None if np.isnan(value) else value
-                rows.append(row)
-            api.add_scores(session, run_id, rows)
+            part = slice(start, start + SCORE_CHUNK)
+            api.add_score_columns(
+                session,
+                run_id,
+                sample_id=sample_ids[scored[part]],
+                predicted_label=names[scores["predicted_label"][part]].tolist(),
+                **{key: scores[key][part] for key in SCORE_FIELDS if key != "predicted_label"},
+            )
 
 
 def _candidate_rows(options, source, scores, given, scored, sample_ids, embeddings, class_names) -> list[dict]:

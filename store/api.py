@@ -1176,3 +1176,49 @@ def previous_candidate(session: Session, run_id: int, *, before_rank: int,
         query = query.where(Candidate.class_name == class_name)
     candidate_id = session.scalar(query.order_by(Candidate.rank.desc()).limit(1))
     return None if candidate_id is None else get_candidate(session, candidate_id)
+
+
+def add_score_columns(
+    session: Session,
+    run_id: int,
+    *,
+    sample_id: Sequence[int],
+    predicted_label: Sequence[str],
+    **columns: Sequence[float],
+) -> None:
+    """Store per-sample scores given as columns (the fast path for whole pools).
+
+    The same contract as :func:`add_scores`: ``confidence, margin, entropy, hardness_score``
+    are required and finite; ``self_confidence, normalized_margin, loss,
+    label_quality_score`` are optional, NaN meaning unknown. Rows already stored are kept.
+    """
+    import numpy as np
+
+    unknown = sorted(set(columns) - set(SCORE_REQUIRED) - set(SCORE_OPTIONAL))
+    if unknown:
+        raise ValueError(f"unknown score columns {', '.join(unknown)}")
+    n = len(sample_id)
+    if len(predicted_label) != n:
+        raise ValueError(f"predicted_label has {len(predicted_label)} entries but sample_id has {n}")
+    values: dict[str, list] = {}
+    for field in (*SCORE_REQUIRED[2:], *SCORE_OPTIONAL):
+        if field not in columns:
+            if field in SCORE_REQUIRED:
+                raise ValueError(f"score column {field} is missing")
+            values[field] = [None] * n
+            continue
+        array = np.asarray(columns[field], dtype=np.float64)
+        if array.shape != (n,):
+            raise ValueError(f"score column {field} has shape {array.shape}, expected ({n},)")
+        finite = np.isfinite(array)
+        if field in SCORE_REQUIRED and not finite.all():
+            raise ValueError(f"score column {field} is not finite at row {int(np.argmin(finite))}")
+        values[field] = [float(v) if ok else None for v, ok in zip(array.tolist(), finite.tolist())]
+    ids = [int(i) for i in sample_id]
+    labels = [_as_label("predicted_label", label) for label in predicted_label]
+    names = list(values)
+    rows = [
+        {"run_id": run_id, "sample_id": ids[i], "predicted_label": labels[i], **{k: values[k][i] for k in names}}
+        for i in range(n)
+    ]
+    _insert_ignoring_duplicates(session, Score.__table__, ("run_id", "sample_id"), rows)

@@ -111,6 +111,22 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=["csv", "jsonl", "parquet"], default=None, help="default: from --out's suffix")
     export.add_argument("--out", type=Path, required=True)
 
+    retrain = commands.add_parser("retrain", help="retrain from the fix list and report the gain, cause by cause")
+    retrain.add_argument("--model", required=True, help="the model the run was mined with (.keras/.h5)")
+    retrain.add_argument("--train-data", required=True, help="labelled training data (same formats as --data)")
+    retrain.add_argument("--train-labels", default=None, help="labels for --train-data, when not inside it")
+    add_db(retrain)
+    retrain.add_argument("--run", required=True, help="the reviewed run whose decisions make the plan")
+    retrain.add_argument("--fixes", default=None, help="an exported fix list (CSV/JSONL/Parquet) instead of the run's reviews")
+    retrain.add_argument("--eval", action="append", default=[], metavar="NAME=PATH", required=True,
+                         help="labelled evaluation set (repeatable); a rotated and a warped copy are added")
+    retrain.add_argument("--out", type=Path, required=True, help="the retrained model (.keras); plan and report beside it")
+    retrain.add_argument("--epochs", type=_positive, default=8)
+    retrain.add_argument("--seed", type=int, default=0)
+    retrain.add_argument("--batch-size", type=_positive, default=64)
+    retrain.add_argument("--ablate", action="store_true", help="also retrain with no fix and with one fix family at a time")
+    retrain.add_argument("--no-stress", action="store_true", help="skip the rotated / perspective copies of the eval sets")
+
     db = commands.add_parser("db", help="database schema migrations")
     db.add_argument("action", choices=["upgrade", "current", "downgrade"])
     db.add_argument("revision", nargs="?", default=None, help="target revision (upgrade: head, downgrade: -1)")
@@ -244,6 +260,36 @@ def _cmd_export(args) -> int:
     return 0
 
 
+def _cmd_retrain(args) -> int:
+    from models.retrain import PlanError
+    from review_app.retrain import RetrainOptions, report_paths, run_retrain
+
+    evals: dict[str, str] = {}
+    for item in args.eval:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise CliError(f"--eval must look like NAME=PATH, got {item!r}")
+        if name in evals:
+            raise CliError(f"--eval name {name!r} is given twice")
+        if not Path(path).exists():
+            raise CliError(f"--eval {name}: {path} does not exist")
+        evals[name] = path
+    if args.out.suffix not in (".keras", ".h5"):
+        raise CliError(f"--out must be a .keras or .h5 file, got {args.out}")
+    store = _open_store(args.db)
+    options = RetrainOptions(
+        model_path=args.model, train_data=args.train_data, train_labels=args.train_labels, run_name=args.run,
+        fixes_path=args.fixes, evals=evals, out=str(args.out), epochs=args.epochs, seed=args.seed,
+        batch_size=args.batch_size, ablate=args.ablate, stress=not args.no_stress,
+    )
+    try:
+        run_retrain(store, options)
+    except PlanError as exc:
+        raise CliError(str(exc)) from None
+    print("wrote " + ", ".join(str(p) for p in [args.out, *report_paths(args.out).values()] if Path(p).exists()))
+    return 0
+
+
 def _cmd_db(args) -> int:
     from store import db
 
@@ -260,7 +306,7 @@ def _cmd_db(args) -> int:
 
 
 COMMANDS = {"demo": _cmd_demo, "mine": _cmd_mine, "serve": _cmd_serve, "export": _cmd_export, "db": _cmd_db,
-            "users": _cmd_users}
+            "users": _cmd_users, "retrain": _cmd_retrain}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,538 @@
+"""From reviewers' decisions to a typed training plan, and retraining with it (Keras side).
+
+A :class:`TrainingPlan` is built from the decided rows of a fix list (``final_cause``,
+``final_label``, ``transform``) and holds one optional fix per cause family:
+
+- ``augment`` (:class:`AugmentFix`): rotation / perspective / scale ranges covering the
+  confirmed transforms, turned into the albumentations pipeline the review sliders use;
+- ``imbalance`` (:class:`ImbalanceFix`): class weights for the confirmed classes from the
+  training counts (``max(1, median count / class count)``, capped);
+- ``mislabel`` (:class:`MislabelFix`): the confirmed relabels, applied to the training data
+  where the sample is in it and used to correct evaluation labels (matched by content hash);
+- ``rare`` (:class:`RareFix`): the confirmed rare samples added to the training data with
+  their labels, oversampled, and listed for "collect more like these".
+
+The plan is plain data (``to_dict`` / ``from_dict``, JSON) and is saved beside the retrained
+model, so every model says what it was trained with.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+
+from models.transforms import MAX_PERSPECTIVE, augmentation_pipeline
+
+FAMILIES: tuple[str, ...] = ("augment", "imbalance", "mislabel", "rare")
+PLAN_VERSION = 1
+MAX_CLASS_WEIGHT = 10.0
+DEFAULT_ROTATE = 15.0
+DEFAULT_PERSPECTIVE = 0.1
+
+
+class PlanError(ValueError):
+    """A fix list or plan that cannot be turned into training (unknown class, bad row)."""
+
+
+# --------------------------------------------------------------------------- plan types
+
+
+@dataclass(frozen=True)
+class AugmentFix:
+    """Random geometric augmentation covering the transforms reviewers confirmed.
+
+    ``rotate_limit`` degrees (rotations drawn from ±limit), ``perspective_limit`` (tilt
+    strength from [0, limit]) and ``scale_limit`` (zoom from 1 ± limit); ``p`` is the
+    probability each operation applies. ``observed`` holds the largest confirmed magnitude per
+    operation, ``n_decisions`` how many augment decisions the ranges come from and
+    ``n_without_transform`` how many carried no slider transform (defaults used when none did).
+    """
+
+    rotate_limit: float = 0.0
+    perspective_limit: float = 0.0
+    scale_limit: float = 0.0
+    p: float = 0.5
+    observed: dict[str, float] = field(default_factory=dict)
+    n_decisions: int = 0
+    n_without_transform: int = 0
+
+    def pipeline(self, fill: float = 0):
+        """The albumentations ``Compose`` (same ops as the review sliders)."""
+        return augmentation_pipeline(
+            rotate_limit=self.rotate_limit,
+            perspective_limit=self.perspective_limit,
+            scale_limit=self.scale_limit,
+            p=self.p,
+            fill=fill,
+        )
+
+    def describe(self) -> str:
+        ops = []
+        if self.perspective_limit > 0:
+            ops.append(f"TiltPerspective(strength=(0, {self.perspective_limit:.3f}), direction=any)")
+        if self.rotate_limit > 0 or self.scale_limit > 0:
+            ops.append(
+                f"Affine(rotate=(-{self.rotate_limit:.0f}, {self.rotate_limit:.0f}), "
+                f"scale=({1 - self.scale_limit:.2f}, {1 + self.scale_limit:.2f}))"
+            )
+        return f"{' + '.join(ops) or 'no-op'}, p={self.p} (from {self.n_decisions} decisions)"
+
+
+@dataclass(frozen=True)
+class ImbalanceFix:
+    """Class weights for the classes reviewers confirmed as under-represented.
+
+    ``class_weight`` maps class name to loss weight (only confirmed classes; others weigh 1);
+    ``train_counts`` are the training counts per class name the weights come from.
+    """
+
+    classes: list[str]
+    class_weight: dict[str, float]
+    train_counts: dict[str, int]
+    median_count: float
+    n_decisions: int = 0
+
+    def describe(self) -> str:
+        parts = [f"{name}: x{self.class_weight[name]:.2f} ({self.train_counts.get(name, 0)} images)"
+                 for name in self.classes]
+        return f"class weights {', '.join(parts)} (median class {self.median_count:.0f} images)"
+
+
+@dataclass(frozen=True)
+class Relabel:
+    """One confirmed relabel of a sample of the mined data set.
+
+    ``train_index`` is the row of the training data holding the same image (None when the
+    sample is not in the training data); ``content_hash`` matches it in evaluation sets.
+    """
+
+    source_index: int
+    old_label: str | None
+    new_label: str
+    sample_id: int | None = None
+    content_hash: str | None = None
+    train_index: int | None = None
+
+
+@dataclass(frozen=True)
+class MislabelFix:
+    relabels: list[Relabel]
+
+    @property
+    def n_in_training(self) -> int:
+        return sum(r.train_index is not None for r in self.relabels)
+
+    def describe(self) -> str:
+        moves = Counter(f"{r.old_label}->{r.new_label}" for r in self.relabels)
+        top = ", ".join(f"{k} x{v}" for k, v in moves.most_common(5))
+        return (f"{len(self.relabels)} relabels ({self.n_in_training} in the training data, "
+                f"the rest correct evaluation labels): {top}")
+
+
+@dataclass(frozen=True)
+class RareSample:
+    source_index: int
+    label: str
+    sample_id: int | None = None
+    neighbours: list[int] = field(default_factory=list)
+    """Source indices of the nearest mined samples (embedding space), for data collection."""
+
+
+@dataclass(frozen=True)
+class RareFix:
+    """Confirmed rare samples of the mined data set, added to training ``oversample`` times each."""
+
+    samples: list[RareSample]
+    oversample: int = 5
+
+    def collect_more(self) -> list[dict[str, Any]]:
+        """The "collect more like these" list: ids, labels and nearest neighbours."""
+        return [asdict(sample) for sample in self.samples]
+
+    def describe(self) -> str:
+        by_class = Counter(s.label for s in self.samples)
+        classes = ", ".join(f"{k} x{v}" for k, v in sorted(by_class.items()))
+        return f"add {len(self.samples)} rare samples x{self.oversample} ({classes}); collect more like them"
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """What a retrain applies, by cause family; JSON-serialisable."""
+
+    class_names: list[str]
+    augment: AugmentFix | None = None
+    imbalance: ImbalanceFix | None = None
+    mislabel: MislabelFix | None = None
+    rare: RareFix | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+    """Where the decisions came from: run, fix file, mined data uri, decision counts."""
+
+    @property
+    def families(self) -> list[str]:
+        return [name for name in FAMILIES if getattr(self, name) is not None]
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.families
+
+    def only(self, *families: str) -> TrainingPlan:
+        """The same plan with only the given fix families (ablation)."""
+        unknown = set(families) - set(FAMILIES)
+        if unknown:
+            raise PlanError(f"unknown fix families {sorted(unknown)}; known: {', '.join(FAMILIES)}")
+        return replace(self, **{name: getattr(self, name) if name in families else None for name in FAMILIES})
+
+    def describe(self) -> str:
+        lines = ["training plan:"]
+        for name in FAMILIES:
+            fix = getattr(self, name)
+            lines.append(f"  {name:9s} {fix.describe() if fix is not None else '-'}")
+        counts = self.provenance.get("decisions")
+        if counts:
+            lines.append("  decisions " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"version": PLAN_VERSION, "class_names": list(self.class_names)}
+        for name in FAMILIES:
+            fix = getattr(self, name)
+            data[name] = None if fix is None else asdict(fix)
+        if self.augment is not None:
+            data["augment"]["albumentations"] = self.augment.describe()
+        if self.rare is not None:
+            data["rare"]["collect_more"] = self.rare.collect_more()
+        data["provenance"] = self.provenance
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainingPlan:
+        if data.get("version") != PLAN_VERSION:
+            raise PlanError(f"unsupported plan version {data.get('version')!r} (expected {PLAN_VERSION})")
+        augment = imbalance = mislabel = rare = None
+        if data.get("augment"):
+            fields = {k: v for k, v in data["augment"].items() if k != "albumentations"}
+            augment = AugmentFix(**fields)
+        if data.get("imbalance"):
+            imbalance = ImbalanceFix(**data["imbalance"])
+        if data.get("mislabel"):
+            mislabel = MislabelFix(relabels=[Relabel(**r) for r in data["mislabel"]["relabels"]])
+        if data.get("rare"):
+            rare = RareFix(samples=[RareSample(**s) for s in data["rare"]["samples"]],
+                           oversample=int(data["rare"]["oversample"]))
+        return cls(class_names=list(data["class_names"]), augment=augment, imbalance=imbalance,
+                   mislabel=mislabel, rare=rare, provenance=dict(data.get("provenance") or {}))
+
+    def save(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n", encoding="utf-8")
+        os.replace(partial, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> TrainingPlan:
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def plan_path_for(model_path: str | os.PathLike) -> Path:
+    """Where a retrained model's plan is kept: ``<model>.plan.json`` (like ``.spec.json``)."""
+    model_path = Path(model_path)
+    if model_path.is_dir():
+        return model_path.parent / f"{model_path.name}.plan.json"
+    return model_path.with_suffix(".plan.json")
+
+
+# --------------------------------------------------------------------------- building a plan
+
+
+def _ceil_to(value: float, step: float) -> float:
+    return math.ceil(value / step - 1e-9) * step
+
+
+def augment_ranges(transforms: Sequence[Mapping[str, Any] | None], *, margin: float = 1.1,
+                   p: float = 0.5) -> AugmentFix:
+    """Ranges covering the confirmed transforms' magnitudes (with ``margin``, rounded up).
+
+    Rotation limit: the largest |rotate| x margin rounded up to 5 degrees (max 180);
+    perspective: the largest strength x margin (max ``MAX_PERSPECTIVE``); scale: the largest
+    |scale - 1| x margin. Decisions without a transform fall back to ±15° and a 0.1 tilt when
+    no decision carries one.
+    """
+    rotate = perspective = scale = 0.0
+    missing = 0
+    for transform in transforms:
+        if not transform or all(float(transform.get(k, d)) == d for k, d in
+                                (("rotate", 0.0), ("perspective", 0.0), ("scale", 1.0))):
+            missing += 1
+            continue
+        rotate = max(rotate, abs(float(transform.get("rotate", 0.0))))
+        perspective = max(perspective, abs(float(transform.get("perspective", 0.0))))
+        scale = max(scale, abs(float(transform.get("scale", 1.0)) - 1.0))
+    observed = {"rotate": rotate, "perspective": perspective, "scale": scale}
+    if missing == len(transforms):
+        rotate, perspective = DEFAULT_ROTATE / margin, DEFAULT_PERSPECTIVE / margin
+    return AugmentFix(
+        rotate_limit=min(180.0, _ceil_to(rotate * margin, 5.0)) if rotate else 0.0,
+        perspective_limit=round(min(MAX_PERSPECTIVE, perspective * margin), 4) if perspective else 0.0,
+        scale_limit=round(min(0.75, scale * margin), 4) if scale else 0.0,
+        p=p,
+        observed=observed,
+        n_decisions=len(transforms),
+        n_without_transform=missing,
+    )
+
+
+def class_weights(train_counts: Mapping[str, int], classes: Iterable[str], *,
+                  cap: float = MAX_CLASS_WEIGHT) -> tuple[dict[str, float], float]:
+    """``max(1, median count / count)`` (capped) for each confirmed class; returns (weights, median)."""
+    counts = np.array([train_counts.get(name, 0) for name in train_counts], dtype=float)
+    median = float(np.median(counts)) if counts.size else 0.0
+    weights = {}
+    for name in classes:
+        count = train_counts.get(name, 0)
+        weight = cap if count == 0 else min(cap, max(1.0, median / count))
+        weights[name] = round(float(weight), 4)
+    return weights, median
+
+
+def _label_of(row: Mapping[str, Any]) -> str | None:
+    return row.get("final_label") or row.get("given_label")
+
+
+def build_plan(
+    fixes: Sequence[Mapping[str, Any]],
+    *,
+    class_names: Sequence[str],
+    train_labels: np.ndarray,
+    pool_hashes: Mapping[int, str] | None = None,
+    train_index_of_hash: Mapping[str, int] | None = None,
+    neighbours: Mapping[int, list[int]] | None = None,
+    rare_oversample: int = 5,
+    augment_p: float = 0.5,
+    provenance: Mapping[str, Any] | None = None,
+) -> TrainingPlan:
+    """A plan from fix-list rows (dicts with the ``FIX_COLUMNS``).
+
+    Parameters
+    ----------
+    fixes
+        Decided rows; only ``final_cause`` in ``FAMILIES`` are used (``not_a_failure`` and
+        ``skip`` are counted but produce no fix).
+    class_names
+        The model's classes, in output order; labels in the rows are class names.
+    train_labels
+        Integer labels of the training data (for the class counts).
+    pool_hashes
+        ``source_index -> content hash`` of the mined samples in the fix list.
+    train_index_of_hash
+        ``content hash -> training row``: which mined samples are in the training data.
+    neighbours
+        ``source_index -> nearest mined source indices`` for the rare "collect more" list.
+    """
+    names = list(class_names)
+    known = set(names)
+    pool_hashes = pool_hashes or {}
+    train_index_of_hash = train_index_of_hash or {}
+    neighbours = neighbours or {}
+    decisions = Counter(str(row.get("final_cause")) for row in fixes)
+    by_cause: dict[str, list[Mapping[str, Any]]] = {name: [] for name in FAMILIES}
+    for number, row in enumerate(fixes):
+        cause = row.get("final_cause")
+        if cause not in by_cause:
+            continue
+        label = _label_of(row)
+        if cause in ("mislabel", "rare", "imbalance") and label not in known:
+            raise PlanError(f"fix row {number} (source_index {row.get('source_index')}): "
+                            f"label {label!r} is not a class of the model {names}")
+        if row.get("source_index") is None:
+            raise PlanError(f"fix row {number}: no source_index")
+        by_cause[cause].append(row)
+
+    augment = None
+    if by_cause["augment"]:
+        augment = augment_ranges([row.get("transform") for row in by_cause["augment"]], p=augment_p)
+
+    imbalance = None
+    if by_cause["imbalance"]:
+        labels = np.asarray(train_labels, dtype=np.int64)
+        counts = {name: int(np.sum(labels == k)) for k, name in enumerate(names)}
+        classes = sorted({_label_of(row) for row in by_cause["imbalance"]}, key=names.index)
+        weights, median = class_weights(counts, classes)
+        imbalance = ImbalanceFix(classes=classes, class_weight=weights, train_counts=counts,
+                                 median_count=median, n_decisions=len(by_cause["imbalance"]))
+
+    mislabel = None
+    if by_cause["mislabel"]:
+        relabels = []
+        for row in by_cause["mislabel"]:
+            index = int(row["source_index"])
+            digest = pool_hashes.get(index)
+            relabels.append(Relabel(
+                source_index=index, old_label=row.get("given_label"), new_label=str(row["final_label"]),
+                sample_id=row.get("sample_id"), content_hash=digest,
+                train_index=train_index_of_hash.get(digest) if digest else None,
+            ))
+        mislabel = MislabelFix(relabels=relabels)
+
+    rare = None
+    if by_cause["rare"]:
+        samples = [RareSample(source_index=int(row["source_index"]), label=str(_label_of(row)),
+                              sample_id=row.get("sample_id"),
+                              neighbours=[int(n) for n in neighbours.get(int(row["source_index"]), [])])
+                   for row in by_cause["rare"]]
+        rare = RareFix(samples=samples, oversample=int(rare_oversample))
+
+    meta = {"decisions": dict(decisions), "n_rows": len(fixes), **(provenance or {})}
+    return TrainingPlan(class_names=names, augment=augment, imbalance=imbalance, mislabel=mislabel,
+                        rare=rare, provenance=meta)
+
+
+# --------------------------------------------------------------------------- applying a plan
+
+
+@dataclass
+class TrainingSet:
+    """Training inputs after a plan: images, labels, per-sample weights, the pipeline."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    sample_weight: np.ndarray | None
+    pipeline: Any
+    n_relabelled: int = 0
+    n_added: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def apply_plan(plan: TrainingPlan, images: np.ndarray, labels: np.ndarray, *,
+               rare_images: np.ndarray | None = None) -> TrainingSet:
+    """Training data with the plan applied.
+
+    ``rare_images`` holds the images of ``plan.rare.samples`` in order (read from the mined
+    data set). Relabels change ``labels`` at their ``train_index``; class weights become
+    per-sample weights (so they combine with oversampling).
+    """
+    index = {name: k for k, name in enumerate(plan.class_names)}
+    labels = np.asarray(labels, dtype=np.int64).copy()
+    notes: list[str] = []
+    n_relabelled = 0
+    if plan.mislabel is not None:
+        for relabel in plan.mislabel.relabels:
+            if relabel.train_index is not None:
+                labels[relabel.train_index] = index[relabel.new_label]
+                n_relabelled += 1
+        notes.append(f"relabelled {n_relabelled} training images")
+    n_added = 0
+    if plan.rare is not None and plan.rare.samples:
+        if rare_images is None or len(rare_images) != len(plan.rare.samples):
+            raise PlanError(f"the plan adds {len(plan.rare.samples)} rare samples but "
+                            f"{0 if rare_images is None else len(rare_images)} images were given")
+        extra = np.repeat(np.asarray(rare_images, dtype=images.dtype), plan.rare.oversample, axis=0)
+        extra_labels = np.repeat([index[s.label] for s in plan.rare.samples], plan.rare.oversample)
+        images = np.concatenate([images, extra])
+        labels = np.concatenate([labels, extra_labels.astype(np.int64)])
+        n_added = len(extra)
+        notes.append(f"added {len(plan.rare.samples)} rare samples x{plan.rare.oversample}")
+    sample_weight = None
+    if plan.imbalance is not None:
+        table = np.ones(len(plan.class_names), dtype=np.float32)
+        for name, weight in plan.imbalance.class_weight.items():
+            table[index[name]] = weight
+        sample_weight = table[labels]
+        notes.append("class weights " + ", ".join(f"{k} x{v:.2f}" for k, v in plan.imbalance.class_weight.items()))
+    pipeline = plan.augment.pipeline() if plan.augment is not None else None
+    if pipeline is not None:
+        notes.append(f"augment {plan.augment.describe()}")
+    return TrainingSet(images=images, labels=labels, sample_weight=sample_weight, pipeline=pipeline,
+                       n_relabelled=n_relabelled, n_added=n_added, notes=notes)
+
+
+def corrected_labels(plan: TrainingPlan, labels: np.ndarray, hashes: Sequence[str]) -> tuple[np.ndarray, int]:
+    """Evaluation labels with the plan's relabels applied where an image's hash matches."""
+    labels = np.asarray(labels, dtype=np.int64).copy()
+    if plan.mislabel is None:
+        return labels, 0
+    index = {name: k for k, name in enumerate(plan.class_names)}
+    new_by_hash = {r.content_hash: index[r.new_label] for r in plan.mislabel.relabels if r.content_hash}
+    changed = 0
+    for row, digest in enumerate(hashes):
+        if digest in new_by_hash and labels[row] != new_by_hash[digest]:
+            labels[row] = new_by_hash[digest]
+            changed += 1
+    return labels, changed
+
+
+def fresh_model(model):
+    """The same architecture with freshly initialised weights (``keras.models.clone_model``)."""
+    import keras
+
+    try:
+        return keras.models.clone_model(model)
+    except Exception as exc:
+        raise PlanError(f"cannot rebuild model {model.name!r} for retraining: {exc}") from None
+
+
+def retrain(plan: TrainingPlan, model, images: np.ndarray, labels: np.ndarray, spec, *,
+            rare_images: np.ndarray | None = None, epochs: int = 8, batch_size: int = 64, seed: int = 0,
+            from_scratch: bool = True, verbose: int = 0):
+    """Train a copy of ``model`` (fresh weights unless ``from_scratch=False``) with the plan.
+
+    Returns ``(new_model, training_set)``. The same plan, data and seed give the same model.
+    """
+    import keras
+
+    from models.training import train_classifier
+
+    data = apply_plan(plan, images, labels, rare_images=rare_images)
+    keras.utils.set_random_seed(seed)
+    new = fresh_model(model)
+    if not from_scratch:
+        new.set_weights(model.get_weights())
+    train_classifier(new, data.images, data.labels, spec, epochs=epochs, batch_size=batch_size, seed=seed,
+                     pipeline=data.pipeline, sample_weight=data.sample_weight, verbose=verbose)
+    return new, data
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def predict_labels(model, spec, images: np.ndarray, *, batch_size: int = 512) -> np.ndarray:
+    """Arg-max predictions of a Keras model on uint8 images."""
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = spec.prepare(np.asarray(images[start:start + batch_size]))
+        out.append(np.asarray(model(x, training=False)).argmax(axis=1))
+    return np.concatenate(out) if out else np.empty(0, np.int64)
+
+
+def accuracy_and_recall(pred: np.ndarray, labels: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
+    known = labels >= 0
+    pred, labels = pred[known], labels[known]
+    recall = {}
+    for k, name in enumerate(class_names):
+        members = labels == k
+        recall[name] = float(np.mean(pred[members] == k)) if members.any() else None
+    return {"n": int(known.sum()), "accuracy": float(np.mean(pred == labels)) if len(labels) else None,
+            "recall": recall}
+
+
+def prediction_flips(before: np.ndarray, after: np.ndarray, labels: np.ndarray) -> dict[str, int]:
+    """Samples right before and wrong after (``broken``), the reverse (``fixed``), any change."""
+    known = labels >= 0
+    right_before = (before == labels) & known
+    right_after = (after == labels) & known
+    return {
+        "fixed": int(np.sum(~right_before & right_after & known)),
+        "broken": int(np.sum(right_before & ~right_after)),
+        "changed": int(np.sum(before != after)),
+    }

@@ -1,0 +1,404 @@
+"""The retrain workflow: fix list -> training plan -> retrained model -> before/after report.
+
+``run_retrain`` reads the decided reviews of a run (or an exported fix list), builds a
+:class:`models.retrain.TrainingPlan`, prints it, retrains a fresh copy of the model with it,
+saves the model with its spec and ``<model>.plan.json``, evaluates old and new models on
+every evaluation set (plus rotated and perspective-warped stress copies), optionally retrains
+once per fix family (``ablate``) and writes ``<model>.report.json``, ``.report.md`` and
+``.report.*.png`` beside the new model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from miner.sources import content_hash, open_source
+from models.retrain import (
+    FAMILIES,
+    PlanError,
+    TrainingPlan,
+    accuracy_and_recall,
+    build_plan,
+    corrected_labels,
+    plan_path_for,
+    predict_labels,
+    prediction_flips,
+    retrain,
+)
+
+STRESS_ROTATE = 45.0
+STRESS_PERSPECTIVE = (0.12, 0.18)
+
+
+@dataclass
+class RetrainOptions:
+    model_path: str
+    train_data: str
+    run_name: str
+    out: str
+    evals: dict[str, str] = field(default_factory=dict)
+    fixes_path: str | None = None
+    train_labels: str | None = None
+    epochs: int = 8
+    seed: int = 0
+    batch_size: int = 64
+    ablate: bool = False
+    rare_oversample: int = 5
+    stress: bool = True
+
+
+# --------------------------------------------------------------------------- data
+
+
+def load_images(path: str, spec, *, labels: str | None = None,
+                require_labels: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """All images of a data source at the model's size, and labels as model class indices."""
+    source = open_source(path, labels=labels, image_size=(spec.height, spec.width), channels=spec.channels,
+                         class_names=list(spec.class_names) if Path(path).is_dir() else None)
+    if require_labels and not source.has_labels:
+        raise PlanError(f"{path} has no labels; retraining and evaluation need labelled data")
+    batch = source.read(np.arange(len(source)))
+    if batch.errors:
+        first = batch.errors[0]
+        raise PlanError(f"{path}: {len(batch.errors)} unreadable images, e.g. row {first.source_index}: {first.reason}")
+    images = batch.images
+    if images.dtype != np.uint8:
+        images = np.clip(np.rint(images), 0, 255).astype(np.uint8)
+    raw = np.asarray(source.labels, dtype=np.int64)
+    if source.class_names is not None:
+        model_classes = list(spec.class_names)
+        missing = sorted(set(source.class_names) - set(model_classes))
+        used = {source.class_names[k] for k in np.unique(raw[raw >= 0])}
+        if used & set(missing):
+            raise PlanError(f"{path}: labels {sorted(used & set(missing))} are not classes of the model")
+        lookup = np.array([model_classes.index(n) if n in model_classes else -1 for n in source.class_names])
+        raw = np.where(raw >= 0, lookup[np.clip(raw, 0, None)], -1)
+    elif raw.size and raw.max() >= len(spec.class_names):
+        raise PlanError(f"{path}: label {int(raw.max())} is outside the model's {len(spec.class_names)} classes")
+    return images, raw
+
+
+def fix_rows(store, run_name: str, fixes_path: str | None = None) -> list[dict[str, Any]]:
+    """The fix list as dicts: from ``fixes_path`` (CSV/JSONL/Parquet export) or the run's reviews."""
+    from store.export import FIX_COLUMNS, export_rows, read_rows
+
+    if fixes_path is not None:
+        columns, rows = read_rows(fixes_path)
+        missing = {"source_index", "final_cause", "final_label", "given_label"} - set(columns)
+        if rows and missing:
+            raise PlanError(f"{fixes_path} is not a fix list: missing columns {sorted(missing)}")
+    else:
+        columns, rows = export_rows(store, run_name, "fixes")
+        columns = columns or FIX_COLUMNS
+    return [dict(zip(columns, row)) for row in rows]
+
+
+def run_dataset(store, run_name: str) -> tuple[str, str | None, str | None]:
+    """The mined data path, its labels path and the run's embeddings path."""
+    from store import api
+    from store.schema import Dataset
+
+    with store.snapshot() as session:
+        run = api.require_run(session, run_name)
+        dataset = session.get(Dataset, run.dataset_id)
+        return dataset.uri, (run.params or {}).get("labels_path"), run.embeddings_path
+
+
+def nearest_neighbours(embeddings_path: str | None, indices: Sequence[int], k: int = 5) -> dict[int, list[int]]:
+    """Cosine nearest mined samples (by source index) of each given source index."""
+    if not indices or not embeddings_path or not Path(embeddings_path).exists():
+        return {}
+    emb = np.load(embeddings_path, mmap_mode="r")
+    full = np.asarray(emb, dtype=np.float32)
+    full /= np.linalg.norm(full, axis=1, keepdims=True) + 1e-8
+    out = {}
+    for index in indices:
+        similarity = full @ full[index]
+        similarity[index] = -np.inf
+        out[int(index)] = [int(i) for i in np.argsort(-similarity)[:k]]
+    return out
+
+
+def make_plan(rows: Sequence[Mapping[str, Any]], *, spec, train_images: np.ndarray, train_labels: np.ndarray,
+              mined_path: str | None, mined_labels: str | None = None, embeddings_path: str | None = None,
+              rare_oversample: int = 5, provenance: Mapping[str, Any] | None = None) -> tuple[TrainingPlan, np.ndarray | None]:
+    """The plan for these fix rows, and the images of its rare samples (from the mined data)."""
+    needs_images = sorted({int(r["source_index"]) for r in rows if r.get("final_cause") in ("mislabel", "rare")})
+    pool_hashes: dict[int, str] = {}
+    source = None
+    if needs_images:
+        if mined_path is None or not Path(mined_path).exists():
+            raise PlanError(f"the mined data set {mined_path} is not readable; mislabel and rare fixes need it")
+        source = open_source(mined_path, labels=mined_labels, image_size=(spec.height, spec.width),
+                             channels=spec.channels,
+                             class_names=list(spec.class_names) if Path(mined_path).is_dir() else None)
+        batch = source.read(needs_images)
+        pool_hashes = {int(i): content_hash(img) for i, img in zip(batch.indices, batch.images)}
+    train_index_of_hash = {}
+    if any(r.get("final_cause") == "mislabel" for r in rows):
+        train_index_of_hash = {content_hash(img): i for i, img in enumerate(train_images)}
+    rare_indices = [int(r["source_index"]) for r in rows if r.get("final_cause") == "rare"]
+    plan = build_plan(rows, class_names=list(spec.class_names), train_labels=train_labels,
+                      pool_hashes=pool_hashes, train_index_of_hash=train_index_of_hash,
+                      neighbours=nearest_neighbours(embeddings_path, rare_indices),
+                      rare_oversample=rare_oversample,
+                      provenance={"mined_data": mined_path, **(provenance or {})})
+    rare_images = None
+    if plan.rare is not None:
+        rare_images = source.read([s.source_index for s in plan.rare.samples]).images
+    return plan, rare_images
+
+
+def stress_sets(images: np.ndarray, labels: np.ndarray, *, seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """A rotated copy (uniform ±45°) and a perspective-warped copy (scale 0.12-0.18) of a set."""
+    import albumentations as A
+    import cv2
+
+    from models.transforms import Transform, apply_transform
+
+    rng = np.random.default_rng(seed)
+    angles = rng.uniform(-STRESS_ROTATE, STRESS_ROTATE, len(images))
+    rotated = np.stack([apply_transform(img, Transform(rotate=float(a))) for img, a in zip(images, angles)])
+    warp = A.Compose([A.Perspective(scale=STRESS_PERSPECTIVE, border_mode=cv2.BORDER_CONSTANT, fill=0, p=1.0)],
+                     seed=seed)
+    warped = np.stack([warp(image=img[..., 0])["image"][..., None] if img.shape[-1] == 1 else warp(image=img)["image"]
+                       for img in images])
+    return {"rotated": (rotated, labels), "perspective": (warped, labels)}
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def compare(before: np.ndarray, after: np.ndarray, labels: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
+    b, a = accuracy_and_recall(before, labels, class_names), accuracy_and_recall(after, labels, class_names)
+    return {"n": b["n"], "before": b, "after": a, "flips": prediction_flips(before, after, labels)}
+
+
+def evaluate_pair(old_model, new_model, spec, sets: Mapping[str, tuple[np.ndarray, np.ndarray]],
+                  plan: TrainingPlan, *, old_preds: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """Before/after metrics per set; sets containing relabelled samples get a ``corrected`` block."""
+    names = list(spec.class_names)
+    out = {}
+    for name, (images, labels) in sets.items():
+        before = old_preds[name] if old_preds and name in old_preds else predict_labels(old_model, spec, images)
+        after = predict_labels(new_model, spec, images)
+        entry = compare(before, after, labels, names)
+        if plan.mislabel is not None:
+            fixed, changed = corrected_labels(plan, labels, [content_hash(img) for img in images])
+            if changed:
+                entry["corrected"] = {"n_corrected": changed, **compare(before, after, fixed, names)}
+        out[name] = entry
+    return out
+
+
+# --------------------------------------------------------------------------- the workflow
+
+
+def run_retrain(store, options: RetrainOptions, *, echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Plan, retrain, evaluate, write the model, its plan and the report; returns the report dict."""
+    import keras
+
+    from models.classifier import load_classifier
+    from models.training import save_with_spec
+
+    if not options.evals:
+        raise PlanError("give at least one evaluation set: --eval NAME=PATH")
+    classifier = load_classifier(options.model_path)
+    spec = classifier.spec
+    train_images, train_labels = load_images(options.train_data, spec, labels=options.train_labels)
+    known = train_labels >= 0
+    train_images, train_labels = train_images[known], train_labels[known]
+    rows = fix_rows(store, options.run_name, options.fixes_path)
+    mined_path, mined_labels, embeddings_path = (None, None, None)
+    if store is not None:
+        mined_path, mined_labels, embeddings_path = run_dataset(store, options.run_name)
+    plan, rare_images = make_plan(
+        rows, spec=spec, train_images=train_images, train_labels=train_labels, mined_path=mined_path,
+        mined_labels=mined_labels, embeddings_path=embeddings_path, rare_oversample=options.rare_oversample,
+        provenance={"run": options.run_name, "fixes_file": options.fixes_path, "model": str(options.model_path),
+                    "train_data": str(options.train_data), "epochs": options.epochs, "seed": options.seed},
+    )
+    echo(plan.describe())
+    if plan.is_empty:
+        echo("the plan holds no fix (no decided augment/imbalance/mislabel/rare reviews): retraining as is")
+
+    sets: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for name, path in options.evals.items():
+        sets[name] = load_images(path, spec)
+    if options.stress:
+        for name in list(options.evals):
+            if mined_path and Path(options.evals[name]).resolve() == Path(mined_path).resolve():
+                continue  # the pool holds its own disturbances
+            for kind, data in stress_sets(*sets[name], seed=options.seed).items():
+                sets[f"{name}:{kind}"] = data
+
+    def train(p: TrainingPlan):
+        model, data = retrain(p, classifier.model, train_images, train_labels, spec,
+                              rare_images=rare_images if p.rare is not None else None,
+                              epochs=options.epochs, batch_size=options.batch_size, seed=options.seed)
+        return model, data
+
+    echo(f"retraining for {options.epochs} epochs (seed {options.seed}) ...")
+    new_model, data = train(plan)
+    out = Path(options.out)
+    save_with_spec(new_model, spec, out)
+    plan_file = plan.save(plan_path_for(out))
+    old_preds = {name: predict_labels(classifier.model, spec, images) for name, (images, _) in sets.items()}
+    report: dict[str, Any] = {
+        "model": str(options.model_path),
+        "retrained_model": str(out),
+        "plan_file": str(plan_file),
+        "plan": plan.to_dict(),
+        "training": {"n_images": int(len(data.images)), "notes": data.notes, "epochs": options.epochs,
+                     "seed": options.seed},
+        "sets": evaluate_pair(classifier.model, new_model, spec, sets, plan, old_preds=old_preds),
+    }
+    if options.ablate:
+        ablation: dict[str, Any] = {}
+        variants = [("none", plan.only())] + [(f, plan.only(f)) for f in plan.families]
+        for label, variant in variants:
+            echo(f"ablation: retraining with {label if label != 'none' else 'no fix'} ...")
+            model, _ = train(variant)
+            ablation[label] = {name: accuracy_and_recall(predict_labels(model, spec, images), labels,
+                                                         spec.class_names)["accuracy"]
+                               for name, (images, labels) in sets.items()}
+            keras.backend.clear_session(free_memory=False)
+        ablation["all"] = {name: entry["after"]["accuracy"] for name, entry in report["sets"].items()}
+        report["ablation"] = {
+            "accuracy": ablation,
+            "gain_vs_no_plan": {f: {name: ablation[f][name] - ablation["none"][name] for name in sets}
+                                for f in [*plan.families, "all"]},
+        }
+    write_report(report, out)
+    echo(summary(report))
+    return report
+
+
+# --------------------------------------------------------------------------- report files
+
+
+def report_paths(out: str | os.PathLike) -> dict[str, Path]:
+    out = Path(out)
+    stem = out.parent / out.stem
+    return {"json": Path(f"{stem}.report.json"), "markdown": Path(f"{stem}.report.md"),
+            "accuracy_png": Path(f"{stem}.report.accuracy.png"), "recall_png": Path(f"{stem}.report.recall.png"),
+            "ablation_png": Path(f"{stem}.report.ablation.png")}
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}"
+
+
+def summary(report: Mapping[str, Any]) -> str:
+    lines = []
+    for name, entry in report["sets"].items():
+        flips = entry["flips"]
+        line = (f"{name}: accuracy {_pct(entry['before']['accuracy'])} -> {_pct(entry['after']['accuracy'])} "
+                f"(fixed {flips['fixed']}, broken {flips['broken']})")
+        if "corrected" in entry:
+            corrected = entry["corrected"]
+            line += (f"; corrected labels ({corrected['n_corrected']}): {_pct(corrected['before']['accuracy'])} -> "
+                     f"{_pct(corrected['after']['accuracy'])}")
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def markdown(report: Mapping[str, Any]) -> str:
+    plan = TrainingPlan.from_dict(report["plan"])
+    out = [f"# Retrain report: {report['retrained_model']}", "", f"From `{report['model']}`; plan `{report['plan_file']}`.",
+           "", "```", plan.describe(), "```", "", "## Before / after", "",
+           "| set | n | accuracy before | accuracy after | fixed | broken | corrected-label accuracy before | after |",
+           "|---|---|---|---|---|---|---|---|"]
+    for name, entry in report["sets"].items():
+        corrected = entry.get("corrected")
+        out.append(f"| {name} | {entry['n']} | {_pct(entry['before']['accuracy'])} | {_pct(entry['after']['accuracy'])} "
+                   f"| {entry['flips']['fixed']} | {entry['flips']['broken']} "
+                   f"| {_pct(corrected['before']['accuracy']) if corrected else '-'} "
+                   f"| {_pct(corrected['after']['accuracy']) if corrected else '-'} |")
+    first = next(iter(report["sets"]))
+    recall_before, recall_after = report["sets"][first]["before"]["recall"], report["sets"][first]["after"]["recall"]
+    out += ["", f"## Per-class recall on {first}", "", "| class | before | after |", "|---|---|---|"]
+    out += [f"| {k} | {_pct(recall_before[k])} | {_pct(recall_after[k])} |" for k in recall_before]
+    if "ablation" in report:
+        gains = report["ablation"]["gain_vs_no_plan"]
+        names = list(report["sets"])
+        out += ["", "## Gain by fix family (accuracy points vs retraining with no plan)", "",
+                "| family | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+        for family, values in gains.items():
+            out.append(f"| {family} | " + " | ".join(f"{100 * values[n]:+.1f}" for n in names) + " |")
+    if plan.rare is not None:
+        out += ["", "## Collect more like these", ""]
+        out += [f"- source index {s.source_index} (class {s.label}); neighbours {s.neighbours}" for s in plan.rare.samples]
+    return "\n".join(out) + "\n"
+
+
+def write_report(report: Mapping[str, Any], out: str | os.PathLike) -> dict[str, Path]:
+    """Write the report as JSON, Markdown and PNG plots next to ``out``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = report_paths(out)
+    paths["json"].write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    paths["markdown"].write_text(markdown(report), encoding="utf-8")
+
+    names = list(report["sets"])
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(max(5, 1.4 * len(names)), 3.5))
+    ax.bar(x - 0.2, [report["sets"][n]["before"]["accuracy"] for n in names], 0.4, label="before")
+    ax.bar(x + 0.2, [report["sets"][n]["after"]["accuracy"] for n in names], 0.4, label="after")
+    ax.set_xticks(x, names, rotation=20, ha="right")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(paths["accuracy_png"], dpi=100)
+    plt.close(fig)
+
+    first = names[0]
+    classes = list(report["sets"][first]["before"]["recall"])
+    x = np.arange(len(classes))
+    fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(classes)), 3.5))
+    for offset, when in ((-0.2, "before"), (0.2, "after")):
+        values = [report["sets"][first][when]["recall"][c] or 0.0 for c in classes]
+        ax.bar(x + offset, values, 0.4, label=when)
+    ax.set_xticks(x, classes)
+    ax.set_ylim(0, 1)
+    ax.set_title(f"per-class recall on {first}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(paths["recall_png"], dpi=100)
+    plt.close(fig)
+
+    if "ablation" in report:
+        gains = report["ablation"]["gain_vs_no_plan"]
+        families = list(gains)
+        x = np.arange(len(names))
+        width = 0.8 / max(1, len(families))
+        fig, ax = plt.subplots(figsize=(max(5, 1.4 * len(names)), 3.5))
+        for j, family in enumerate(families):
+            ax.bar(x + (j - (len(families) - 1) / 2) * width, [100 * gains[family][n] for n in names], width,
+                   label=family)
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_xticks(x, names, rotation=20, ha="right")
+        ax.set_ylabel("accuracy gain vs no plan (points)")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(paths["ablation_png"], dpi=100)
+        plt.close(fig)
+    else:
+        paths.pop("ablation_png")
+    return paths
+
+
+__all__ = ["FAMILIES", "RetrainOptions", "fix_rows", "load_images", "make_plan", "run_retrain", "stress_sets",
+           "write_report"]

@@ -91,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     mine.add_argument("--scale", choices=["0-1", "0-255", "-1-1"], default=None)
     mine.add_argument("--channels", type=int, choices=[1, 3], default=None)
     mine.add_argument("--size", type=_size, default=None, help="model input size, e.g. 28x28")
+    mine.add_argument("--no-suggest", action="store_true", help="skip cause suggestion for the candidates")
     mine.add_argument("--quiet", action="store_true", help="no progress bar")
 
     serve = commands.add_parser("serve", help="serve the review app")
@@ -170,6 +171,7 @@ def _cmd_mine(args) -> int:
         seed=args.seed,
         embedding_layer=args.embedding_layer,
         checkpoint_seconds=args.checkpoint_seconds,
+        suggest=not args.no_suggest,
         scale=args.scale,
         channels=args.channels,
         size=args.size,
@@ -315,12 +317,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:
         warnings.filterwarnings("ignore", category=DeprecationWarning)
     from models.classifier import ModelOutputError
+    from review_app.causes import SuggestionInputError
     from review_app.mining import MiningInputError
     from store.errors import StoreError
 
     try:
         return COMMANDS[args.command](args)
-    except (CliError, StoreError, MiningInputError, ModelOutputError, FileNotFoundError, ValueError) as exc:
+    except (CliError, StoreError, MiningInputError, SuggestionInputError, ModelOutputError, FileNotFoundError,
+            ValueError) as exc:
         if args.verbose:
             raise
         print(f"hardcase {args.command}: error: {exc}", file=sys.stderr)

@@ -55,6 +55,7 @@ class MiningOptions:
     seed: int = 0
     embedding_layer: str | None = None
     checkpoint_seconds: float = 1.0
+    suggest: bool = True
     scale: str | None = None
     channels: int | None = None
     size: tuple[int, int] | None = None
@@ -66,7 +67,7 @@ class MiningOptions:
             "diversity": self.diversity,
             "seed": self.seed,
             "labels_path": self.labels_path,
-            "train_data": self.train_data,
+            "train_data": str(Path(self.train_data).resolve()) if self.train_data else None,
             "embedding_layer": self.embedding_layer,
         }
 
@@ -81,6 +82,7 @@ class MiningReport:
     resumed_from: int = 0
     errors: list[tuple[int, str | None, str]] = field(default_factory=list)
     accuracy: float | None = None
+    suggestions: str | None = None
 
     def summary(self) -> str:
         text = (
@@ -91,6 +93,8 @@ class MiningReport:
             text += f"; accuracy on labelled samples {self.accuracy:.3f}"
         if self.resumed_from:
             text += f" (resumed after {self.resumed_from} already scored)"
+        if self.suggestions:
+            text += f"\n{self.suggestions}"
         return text
 
 
@@ -277,7 +281,16 @@ def mine(store: Store, options: MiningOptions, *, artifacts_dir: Path, progress:
     bar.close()
 
     scored = np.flatnonzero(done == 1)
-    return _finish(store, options, run_id, source, classifier, labels, pred_probs, sample_ids, embeddings, scored, already)
+    report = _finish(store, options, run_id, source, classifier, labels, pred_probs, sample_ids, embeddings,
+                     scored, already)
+    if options.suggest:
+        from review_app.causes import suggest_for_run
+
+        report.suggestions = suggest_for_run(
+            store, options.run_name, artifacts_dir=artifacts_dir, train_data=options.train_data,
+            classifier=classifier, progress=progress, seed=options.seed,
+        ).summary()
+    return report
 
 
 class _Checkpoint:

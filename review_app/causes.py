@@ -1,0 +1,433 @@
+"""Suggest a cause for every candidate of a mined run, with evidence, and store it.
+
+Composes :mod:`models.transform_search` (the batched transform search with the run's model)
+and :mod:`miner.causes` (neighbours, typicality, imbalance, the decision), reading what the
+mining run left behind: the pool's ``pred_probs.npy`` and ``embeddings.npy`` in
+``<artifacts>/<run>/``, the candidates' images in the store, and the run's model file and
+preprocessing spec. Training embeddings are computed once with the same model over the
+training data and cached as ``<artifacts>/<run>/train_embeddings.npz``.
+
+Without training data the pool itself (its labelled rows, candidates excluded) is the
+reference for neighbours and typicality, imbalance is judged on under-prediction alone, and
+the search's false-fix calibration uses clean pool images.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import select
+from tqdm import tqdm
+
+from miner.causes import (
+    DEFAULT_ALPHA,
+    DEFAULT_K,
+    SUGGESTED,
+    class_thresholds,
+    fit_class_density,
+    suggest_causes,
+)
+from miner.sources import open_source
+from models.classifier import Classifier, file_hash, load_classifier
+from models.spec import PreprocessingSpec
+from models.transform_search import calibrate_null, null_reference_rows, search_transforms
+from review_app.mining import decode_png
+from store import api
+from store.db import Store
+from store.schema import Candidate, Dataset, ModelVersion, Sample
+
+log = logging.getLogger(__name__)
+
+TRAIN_CACHE = "train_embeddings.npz"
+
+
+class SuggestionInputError(ValueError):
+    """The run cannot get suggestions (not finished, no embeddings, missing files)."""
+
+
+@dataclass
+class SuggestionReport:
+    """What :func:`suggest_for_run` did, with its cost.
+
+    ``seconds`` is the whole call; ``train_seconds`` the training-embedding pass (0 when
+    cached), ``null_seconds`` the false-fix calibration, ``search_seconds`` the transform
+    search, ``decide_seconds`` neighbours, typicality and the decision, ``model_seconds`` the
+    time inside the model over all of them.
+    """
+
+    run_name: str
+    n_candidates: int
+    counts: dict[str, int]
+    reference: str
+    seconds: float = 0.0
+    train_seconds: float = 0.0
+    null_seconds: float = 0.0
+    search_seconds: float = 0.0
+    decide_seconds: float = 0.0
+    model_seconds: float = 0.0
+    evaluations_per_candidate: float = 0.0
+    null_rate: float | None = None
+    train_cached: bool = False
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def ms_per_candidate(self) -> float:
+        return 1e3 * self.seconds / self.n_candidates if self.n_candidates else 0.0
+
+    @property
+    def model_share(self) -> float:
+        return self.model_seconds / self.seconds if self.seconds else 0.0
+
+    def summary(self) -> str:
+        parts = ", ".join(f"{cause} {count}" for cause, count in self.counts.items() if count)
+        text = (
+            f"run {self.run_name!r}: suggested causes for {self.n_candidates} candidates ({parts or 'none'}) "
+            f"in {self.seconds:.1f} s, {self.ms_per_candidate:.0f} ms per candidate, "
+            f"{self.model_share:.0%} in the model; reference: {self.reference}"
+        )
+        if self.null_rate is not None:
+            text += f"; the search turns {self.null_rate:.0%} of clean references into another class"
+        return text
+
+
+@dataclass
+class _RunInputs:
+    run_id: int
+    run_name: str
+    params: dict
+    model_path: str
+    model_hash: str
+    spec: dict
+    class_names: list[str]
+    dataset_uri: str
+    candidate_ids: np.ndarray
+    candidate_sources: np.ndarray
+    candidate_pngs: list[bytes]
+    label_by_source: np.ndarray
+
+
+def _label_index(names: list[str]) -> dict[str, int]:
+    return {name: k for k, name in enumerate(names)}
+
+
+def _read_run(store: Store, run_name: str) -> _RunInputs:
+    with store.Session.begin() as session:
+        run = api.require_run(session, run_name)
+        if run.status != "done":
+            raise SuggestionInputError(f"run {run_name!r} is {run.status}; finish mining it before suggesting causes")
+        version = session.get(ModelVersion, run.model_version_id)
+        dataset = session.get(Dataset, run.dataset_id)
+        class_names = list(version.class_names)
+        lookup = _label_index(class_names)
+        rows = session.execute(
+            select(Candidate.id, Candidate.image_png, Sample.source_index)
+            .join(Sample, Sample.id == Candidate.sample_id)
+            .where(Candidate.run_id == run.id)
+            .order_by(Candidate.rank)
+        ).all()
+        labels = np.full(dataset.n_samples, -1, dtype=np.int64)
+        for source_index, given in session.execute(
+            select(Sample.source_index, Sample.given_label).where(Sample.dataset_id == dataset.id)
+        ):
+            if given is not None and 0 <= source_index < len(labels):
+                labels[source_index] = lookup.get(given, -1)
+        return _RunInputs(
+            run_id=run.id,
+            run_name=run.name,
+            params=dict(run.params or {}),
+            model_path=version.path,
+            model_hash=version.file_hash,
+            spec=dict(version.spec),
+            class_names=class_names,
+            dataset_uri=dataset.uri,
+            candidate_ids=np.array([r.id for r in rows], dtype=np.int64),
+            candidate_sources=np.array([r.source_index for r in rows], dtype=np.int64),
+            candidate_pngs=[bytes(r.image_png) for r in rows],
+            label_by_source=labels,
+        )
+
+
+def _load_run_classifier(inputs: _RunInputs) -> Classifier:
+    path = Path(inputs.model_path)
+    if not path.exists():
+        raise SuggestionInputError(f"the run's model file is missing: {path}")
+    if file_hash(path) != inputs.model_hash:
+        raise SuggestionInputError(f"the run's model file {path} changed since the run was mined")
+    classifier = load_classifier(path, embedding_layer=inputs.params.get("embedding_layer"))
+    classifier.spec = PreprocessingSpec.from_dict(inputs.spec)
+    return classifier
+
+
+def _open_artifacts(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    paths = {name: folder / f"{name}.npy" for name in ("pred_probs", "embeddings", "done")}
+    missing = [str(p) for p in paths.values() if not p.exists()]
+    if missing:
+        if str(paths["embeddings"]) in missing and len(missing) == 1:
+            raise SuggestionInputError(
+                f"{paths['embeddings']} is missing: the model exposes no embedding layer, and cause "
+                "suggestion needs embeddings (pass --embedding-layer when mining)"
+            )
+        raise SuggestionInputError(f"the run's artifacts are missing: {', '.join(missing)}")
+    return tuple(np.load(paths[name], mmap_mode="r") for name in ("pred_probs", "embeddings", "done"))
+
+
+def _map_source_labels(source, class_names: list[str]) -> np.ndarray:
+    """Source labels as indices into the model's classes (-1 = unknown or not a model class)."""
+    labels = np.asarray(source.labels, dtype=np.int64)
+    if source.class_names is None:
+        return np.where((labels >= 0) & (labels < len(class_names)), labels, -1)
+    lookup = _label_index(class_names)
+    table = np.array([lookup.get(str(name), -1) for name in source.class_names] + [-1], dtype=np.int64)
+    return table[np.where(labels >= 0, labels, len(source.class_names))]
+
+
+def _source_for(path: str, spec: PreprocessingSpec, labels: str | None = None):
+    return open_source(
+        path,
+        labels=labels,
+        class_names=list(spec.class_names) if Path(path).is_dir() else None,
+        image_size=(spec.height, spec.width),
+        channels=spec.channels,
+    )
+
+
+def _cache_meta(train_data: str, inputs: _RunInputs) -> dict:
+    path = Path(train_data).resolve()
+    stat = path.stat()
+    return {
+        "train_data": str(path),
+        "size": stat.st_size if path.is_file() else None,
+        "mtime_ns": stat.st_mtime_ns,
+        "model_hash": inputs.model_hash,
+        "embedding_layer": inputs.params.get("embedding_layer"),
+        "spec": inputs.spec,
+    }
+
+
+def _training_embeddings(train_data: str, inputs: _RunInputs, classifier: Classifier, folder: Path,
+                         progress: bool, batch_size: int) -> tuple[dict, bool, float, float]:
+    """Embeddings, probabilities, labels and ids of the training data; cached per run."""
+    cache = folder / TRAIN_CACHE
+    meta = _cache_meta(train_data, inputs)
+    if cache.exists():
+        with np.load(cache, allow_pickle=False) as stored:
+            if json.loads(str(stored["meta"])) == meta:
+                return {key: stored[key] for key in ("embeddings", "probs", "labels", "ids")}, True, 0.0, 0.0
+    started = time.perf_counter()
+    source = _source_for(train_data, classifier.spec)
+    labels = _map_source_labels(source, inputs.class_names)
+    embeddings, probs, ids = [], [], []
+    model_seconds = 0.0
+    bar = tqdm(total=len(source), unit="img", desc="embedding the training data", disable=not progress)
+    for batch in source.iter_batches(batch_size):
+        if len(batch.indices):
+            t0 = time.perf_counter()
+            p, e = classifier.predict_and_embed_batch(batch.images, batch_label=f"training rows from {batch.indices[0]}")
+            model_seconds += time.perf_counter() - t0
+            embeddings.append(e.astype(np.float16))
+            probs.append(p.astype(np.float16))
+            ids.append(batch.indices)
+        bar.update(len(batch.indices) + len(batch.errors))
+    bar.close()
+    if not ids:
+        raise SuggestionInputError(f"no readable image in the training data {train_data}")
+    ids_all = np.concatenate(ids).astype(np.int64)
+    data = {
+        "embeddings": np.concatenate(embeddings),
+        "probs": np.concatenate(probs),
+        "labels": labels[ids_all],
+        "ids": ids_all,
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    temporary = folder / f".{TRAIN_CACHE}.tmp.npz"
+    np.savez(temporary, meta=np.array(json.dumps(meta)), **data)
+    os.replace(temporary, cache)
+    return data, False, time.perf_counter() - started, model_seconds
+
+
+def _normalized(probs: np.ndarray) -> np.ndarray:
+    probs = np.asarray(probs, dtype=np.float64)
+    return probs / probs.sum(axis=1, keepdims=True)
+
+
+def suggest_for_run(
+    store: Store,
+    run_name: str,
+    *,
+    artifacts_dir: Path,
+    train_data: str | os.PathLike | None = None,
+    classifier: Classifier | None = None,
+    progress: bool = True,
+    k: int = DEFAULT_K,
+    alpha: float = DEFAULT_ALPHA,
+    null_samples: int = 100,
+    chunk_size: int = 64,
+    batch_size: int = 1024,
+    seed: int = 0,
+) -> SuggestionReport:
+    """Suggest a cause with evidence for every candidate of a finished run and store them.
+
+    Parameters
+    ----------
+    store : Store
+    run_name : str
+        A run whose mining finished (status ``done``).
+    artifacts_dir : Path
+        The folder holding ``<run>/pred_probs.npy``, ``embeddings.npy`` and ``done.npy``.
+    train_data : path, optional
+        Training data (any format :func:`miner.sources.open_source` reads); default the
+        run's ``--train-data``. Without any, the pool is the reference (module docstring).
+    classifier : Classifier, optional
+        The run's model, already loaded (default: loaded from the run's model version, with
+        its stored spec; the file must still have the hash it had when mined).
+    progress : bool
+        Show progress bars.
+    k, alpha
+        Neighbours, and the significance level of every test.
+    null_samples : int
+        Clean references for the search's false-fix calibration (0 = none).
+    chunk_size, batch_size
+        Candidates searched together; largest model batch.
+    seed : int
+        Seeds the draw of the calibration references.
+
+    Returns
+    -------
+    SuggestionReport
+
+    Raises
+    ------
+    SuggestionInputError
+        The run is not finished, its artifacts or model are missing, or it has no embeddings.
+    """
+    started = time.perf_counter()
+    inputs = _read_run(store, run_name)
+    folder = Path(artifacts_dir) / inputs.run_name
+    pred_probs, embeddings, done = _open_artifacts(folder)
+    if classifier is None:
+        classifier = _load_run_classifier(inputs)
+    class_names = inputs.class_names
+    n_classes = len(class_names)
+    if pred_probs.shape[1] != n_classes:
+        raise SuggestionInputError(f"{folder / 'pred_probs.npy'} has {pred_probs.shape[1]} classes, the run's model {n_classes}")
+    report = SuggestionReport(run_name=inputs.run_name, n_candidates=len(inputs.candidate_ids),
+                              counts={cause: 0 for cause in SUGGESTED}, reference="")
+    if not len(inputs.candidate_ids):
+        report.reference = "none (no candidates)"
+        report.seconds = time.perf_counter() - started
+        return report
+
+    scored = np.flatnonzero(np.asarray(done) == 1)
+    position = np.full(len(done), -1, dtype=np.int64)
+    position[scored] = np.arange(len(scored))
+    cand = position[inputs.candidate_sources]
+    if (cand < 0).any():
+        bad = int(inputs.candidate_sources[np.flatnonzero(cand < 0)[0]])
+        raise SuggestionInputError(f"candidate at source row {bad} has no stored prediction in {folder}")
+    pool_probs = _normalized(pred_probs[scored])
+    pool_labels = inputs.label_by_source[scored]
+    # float16 as stored (the memory map itself when every row was scored); only candidate
+    # rows and, without training data, the reference rows are converted to float32
+    pool_embeddings = embeddings if len(scored) == len(done) else np.asarray(embeddings[scored])
+    thresholds = class_thresholds(pool_labels, pool_probs)
+    spec = classifier.spec
+
+    # the reference set: training data if any, else the pool's labelled non-candidates
+    train_data = train_data if train_data is not None else inputs.params.get("train_data")
+    model_seconds = 0.0
+    null_images = null_probs = null_labels = None
+    if train_data is not None:
+        if not Path(train_data).exists():
+            raise SuggestionInputError(f"training data not found: {train_data}")
+        data, cached, train_seconds, train_model = _training_embeddings(
+            str(train_data), inputs, classifier, folder, progress, batch_size)
+        report.train_cached, report.train_seconds = cached, train_seconds
+        model_seconds += train_model
+        ref_emb = data["embeddings"].astype(np.float32)
+        ref_labels, ref_ids = data["labels"], data["ids"]
+        imbalance_labels = ref_labels
+        report.reference = f"training data {train_data} ({len(ref_ids)} images)"
+        if null_samples:
+            rows = null_reference_rows(_normalized(data["probs"]), ref_labels, thresholds, n=null_samples, seed=seed)
+            if rows.size:
+                batch = _source_for(str(train_data), spec).read(ref_ids[rows])
+                keep = np.searchsorted(ref_ids[rows], batch.indices)
+                null_images, null_probs, null_labels = batch.images, _normalized(data["probs"])[rows][keep], ref_labels[rows][keep]
+    else:
+        reference = np.setdiff1d(np.flatnonzero(pool_labels >= 0), cand)
+        ref_emb = np.asarray(pool_embeddings[reference], dtype=np.float32)
+        ref_labels, ref_ids = pool_labels[reference], scored[reference]
+        imbalance_labels = ref_labels  # class shares of the reference set stand in for training shares
+        report.reference = f"the pool's {len(reference)} labelled non-candidate samples (no training data)"
+        if null_samples:
+            rows = null_reference_rows(pool_probs[reference], ref_labels, thresholds, n=null_samples, seed=seed)
+            if rows.size:
+                try:
+                    source = _source_for(inputs.dataset_uri, spec, inputs.params.get("labels_path"))
+                    batch = source.read(ref_ids[rows])
+                    keep = np.searchsorted(ref_ids[rows], batch.indices)
+                    null_images, null_probs, null_labels = batch.images, pool_probs[reference][rows][keep], ref_labels[rows][keep]
+                except (OSError, ValueError) as exc:
+                    log.warning("cannot read pool images for the false-fix calibration (%s); skipping it", exc)
+    density = fit_class_density(ref_emb, ref_labels, n_classes=n_classes, k=k)
+
+    null = None
+    if null_images is not None and len(null_images):
+        t0 = time.perf_counter()
+        null = calibrate_null(classifier, np.asarray(null_images, dtype=np.uint8), null_probs, null_labels,
+                              density=density, thresholds=thresholds, alpha=alpha, n=len(null_images),
+                              seed=seed, batch_size=batch_size)
+        report.null_seconds = time.perf_counter() - t0
+        report.null_rate = null.rate
+
+    images = np.stack([decode_png(png) for png in inputs.candidate_pngs])
+    if images.shape[1:] != spec.image_shape:
+        raise SuggestionInputError(f"candidate images have shape {images.shape[1:]}, the model expects {spec.image_shape}")
+    probs_c = pool_probs[cand]
+    targets = np.where(pool_labels[cand] >= 0, pool_labels[cand], probs_c.argmax(axis=1))
+    bar = tqdm(total=len(cand), unit="cand", desc=f"suggesting causes for {inputs.run_name}", disable=not progress)
+    t0 = time.perf_counter()
+    evidence = search_transforms(classifier, images, targets, density=density, thresholds=thresholds, alpha=alpha,
+                                 null=null, chunk_size=chunk_size, batch_size=batch_size, progress=bar.update)
+    bar.close()
+    report.search_seconds = time.perf_counter() - t0
+    model_seconds += evidence.stats["model_seconds"] + (null.stats.get("model_seconds", 0.0) if null is not None else 0.0)
+    report.evaluations_per_candidate = evidence.stats["per_candidate"]
+
+    t0 = time.perf_counter()
+    suggestions = suggest_causes(
+        pool_labels, pool_probs, embeddings=pool_embeddings, candidates=cand, density=density,
+        train_labels=imbalance_labels, transform_evidence=evidence, thresholds=thresholds,
+        train_ids=ref_ids, class_names=class_names, k=k, alpha=alpha,
+    )
+    reference = (
+        {"kind": "training data", "uri": str(Path(train_data).resolve())}
+        if train_data is not None
+        else {"kind": "pool", "uri": inputs.dataset_uri}
+    )
+    for record in suggestions.evidence:
+        record["reference"] = reference  # where the neighbours' train_ids point (source indices)
+    rows = [
+        {
+            "candidate_id": int(candidate_id),
+            "suggested_cause": str(suggestions.cause[j]),
+            "suggested_label": class_names[int(suggestions.suggested_label[j])] if suggestions.suggested_label[j] >= 0 else None,
+            "suggestion_confidence": float(suggestions.confidence[j]),
+            "evidence": suggestions.evidence[j],
+        }
+        for j, candidate_id in enumerate(inputs.candidate_ids)
+    ]
+    with store.Session.begin() as session:
+        api.set_suggestions(session, inputs.run_id, rows)
+    report.decide_seconds = time.perf_counter() - t0
+    report.counts = suggestions.counts()
+    report.model_seconds = model_seconds
+    report.seconds = time.perf_counter() - started
+    report.timings = {"search": evidence.stats}
+    return report

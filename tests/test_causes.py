@@ -1,0 +1,392 @@
+"""Cause suggestion: neighbours, typicality, imbalance, label issues and the decision, on
+constructed ground truth; then the whole workflow on a mined run and the benchmark at small size."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from miner import causes
+from miner.causes import (
+    CauseSuggestions,
+    TransformEvidence,
+    class_imbalance,
+    class_thresholds,
+    class_typicality,
+    fit_class_density,
+    nearest_neighbours,
+    neighbour_label_quality_score,
+    neighbour_votes,
+    rank_label_issues,
+    suggest_causes,
+)
+
+K = 4
+DIM = 8
+
+
+def clusters(rng, per_class=60, spread=0.15, n_classes=K):
+    """Embeddings around one well-separated direction per class (ReLU-like: non-negative)."""
+    centres = np.eye(DIM)[:n_classes] * 4.0 + 0.5
+    labels = np.repeat(np.arange(n_classes), per_class)
+    emb = centres[labels] + spread * rng.standard_normal((len(labels), DIM))
+    return np.abs(emb).astype(np.float32), labels, centres
+
+
+def one_hot_probs(pred, confidence, n_classes=K):
+    probs = np.full((len(pred), n_classes), (1 - confidence) / (n_classes - 1))
+    probs[np.arange(len(pred)), pred] = confidence
+    return probs
+
+
+# ----------------------------------------------------------------------------- neighbours
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_nearest_neighbours_match_brute_force_in_small_blocks(rng, metric):
+    q = rng.standard_normal((37, 5)).astype(np.float32)
+    r = rng.standard_normal((53, 5)).astype(np.float32)
+    if metric == "cosine":
+        qn, rn = q / np.linalg.norm(q, axis=1, keepdims=True), r / np.linalg.norm(r, axis=1, keepdims=True)
+        full = 1 - qn @ rn.T
+    else:
+        full = np.sqrt(((q[:, None] - r[None]) ** 2).sum(-1))
+    expected = np.sort(full, axis=1)[:, :4]
+    got = nearest_neighbours(q, r, k=4, metric=metric)
+    np.testing.assert_allclose(got.distances, expected, atol=1e-5)
+    np.testing.assert_allclose(np.take_along_axis(full, got.indices, 1), expected, atol=1e-5)
+    # tiny blocks force the running top-k merge across many reference blocks
+    d, i = causes._compute_knn(causes._prepare(q, metric), causes._prepare(r, metric), 4, metric, block_elements=20)
+    np.testing.assert_allclose(d, expected, atol=1e-5)
+
+
+def test_leave_one_out_neighbours_skip_the_query_itself(rng):
+    x = rng.standard_normal((30, 3)).astype(np.float32)
+    got = nearest_neighbours(x, x, k=3, metric="euclidean", exclude_self=True)
+    assert not np.any(got.indices == np.arange(30)[:, None])
+    assert np.all(got.distances > 0)
+
+
+def test_neighbour_votes_ignore_unknown_labels():
+    votes = neighbour_votes(np.array([[0, 1, 2], [2, 2, -1]]), np.array([1, 1, 0]), n_classes=2)
+    np.testing.assert_allclose(votes, [[1 / 3, 2 / 3], [1.0, 0.0]])
+
+
+# ----------------------------------------------------------------------------- typicality
+
+
+def test_typicality_pvalues_are_conformal_and_far_points_are_atypical(rng):
+    emb, labels, centres = clusters(rng)
+    density = fit_class_density(emb, labels, n_classes=K, k=5)
+    assert density.counts.tolist() == [60] * K
+    fresh, fresh_labels, _ = clusters(np.random.default_rng(7))
+    typ = class_typicality(fresh, fresh_labels, density=density)
+    # fresh draws from the same distribution: p-values roughly uniform, few below alpha
+    assert 0.3 < np.median(typ.pvalue) < 0.7
+    assert np.mean(typ.pvalue < 0.05) < 0.15
+    far = np.abs(centres[:1] * 3 + 5.0 * np.eye(DIM)[5]).astype(np.float32)
+    typ_far = class_typicality(far, np.array([0]), density=density)
+    assert typ_far.pvalue[0] == pytest.approx(1 / 61)
+    assert typ_far.distance[0] > 3
+    assert np.all(labels[typ_far.neighbours[0]] == 0)
+    # -1 skips a row; a class without training examples is atypical of nothing
+    empty = fit_class_density(emb[labels < 3], labels[labels < 3], n_classes=K, k=5)
+    typ = class_typicality(emb[:2], np.array([-1, 3]), density=empty)
+    assert np.isnan(typ.pvalue[0]) and typ.pvalue[1] == 0.0
+
+
+# ----------------------------------------------------------------------------- imbalance
+
+
+def test_imbalance_flags_the_under_represented_and_under_predicted_class(rng):
+    train_labels = np.concatenate([np.repeat([0, 1, 3], 300), np.repeat(2, 20)])
+    given = np.repeat(np.arange(K), 250)
+    pred = given.copy()
+    pushed = np.flatnonzero(given == 2)[:90]
+    pred[pushed] = 3  # class 2 loses 36% of its pool examples to class 3
+    noise = rng.choice(np.flatnonzero(given != 2), size=30, replace=False)
+    pred[noise] = (given[noise] + 1) % K
+    probs = one_hot_probs(pred, 0.9)
+    imb = class_imbalance(given, probs, train_labels=train_labels)
+    assert imb.imbalanced.tolist() == [False, False, True, False]
+    assert imb.under_represented.tolist() == [False, False, True, False]
+    assert imb.train_share[2] == pytest.approx(20 / 920)
+    assert imb.recall[2] == pytest.approx(160 / 250)
+    assert imb.pushed_into[2] == 3
+    assert imb.predicted_vs_given[2] < 1 < imb.predicted_vs_given[3]
+    # the same pool with a balanced training set: under-predicted, not imbalanced
+    balanced = class_imbalance(given, probs, train_labels=np.repeat(np.arange(K), 300))
+    assert balanced.under_predicted[2] and not balanced.imbalanced.any()
+    # without training labels only under-prediction is tested
+    assert class_imbalance(given, probs).imbalanced.tolist() == [False, False, True, False]
+
+
+# ----------------------------------------------------------------------------- label issues
+
+
+def test_label_issues_rank_typical_members_of_another_class_first(rng):
+    train, train_labels, centres = clusters(rng)
+    density = fit_class_density(train, train_labels, n_classes=K, k=5)
+    pool, true, _ = clusters(np.random.default_rng(3), per_class=50)
+    labels = true.copy()
+    flipped = np.arange(0, 200, 20)  # 10 flips: clean images of class `true`, labelled otherwise
+    labels[flipped] = (true[flipped] + 1) % K
+    odd = np.arange(5, 200, 20)  # 10 odd images far from every class, misclassified by the model
+    pool[odd] = np.abs(rng.standard_normal((10, DIM)) * 3).astype(np.float32)
+    pred = true.copy()
+    pred[odd] = (true[odd] + 2) % K
+    probs = one_hot_probs(pred, 0.97)
+    ranked = rank_label_issues(labels, probs, embeddings=pool, density=density)
+    assert set(ranked[:10]) == set(flipped)
+    score = neighbour_label_quality_score(labels, probs, embeddings=pool, density=density)
+    assert score[flipped].max() < score[odd].min()
+    labels_unknown = labels.copy()
+    labels_unknown[0] = -1
+    assert np.isnan(neighbour_label_quality_score(labels_unknown, probs, embeddings=pool, density=density)[0])
+    assert 0 not in rank_label_issues(labels_unknown, probs, embeddings=pool, density=density)
+
+
+# ----------------------------------------------------------------------------- the decision
+
+
+def _evidence(m, *, restores=(), target=None, typicality=0.5):
+    restores_mask = np.zeros(m, dtype=bool)
+    restores_mask[list(restores)] = True
+    return TransformEvidence(
+        target=np.zeros(m, dtype=np.int64) if target is None else np.asarray(target),
+        family=np.where(restores_mask, "rotate", "none"),
+        transform=tuple({"rotate": -40.0, "perspective": 0.0, "direction": 0.0, "scale": 1.0} if r else
+                        {"rotate": 0.0, "perspective": 0.0, "direction": 0.0, "scale": 1.0} for r in restores_mask),
+        before=np.full(m, 0.05), after=np.where(restores_mask, 0.97, 0.1),
+        predicted_after=np.zeros(m, dtype=np.int64),
+        typicality=np.where(restores_mask, typicality, 0.0),
+        stable=restores_mask, restores=restores_mask,
+        smallest=tuple({"rotate": -30.0} if r else None for r in restores_mask),
+        null_rate=0.1,
+    )
+
+
+def test_each_cause_on_constructed_candidates(rng):
+    train, train_labels, centres = clusters(rng, per_class=80)
+    # class 2 is starved in training
+    keep = (train_labels != 2) | (np.arange(len(train_labels)) % 8 == 0)
+    train, train_labels = train[keep], train_labels[keep]
+    pool, labels, _ = clusters(np.random.default_rng(5), per_class=100)
+    pred = labels.copy()
+    starved = np.flatnonzero(labels == 2)
+    pred[starved[:40]] = 3  # the starved class is under-predicted on the pool
+    probs = one_hot_probs(pred, 0.95)
+    # candidates: 0 a flip (a typical 1 labelled 0); 1 a rotated 0 (atypical, restored by -40°);
+    # 2 a rare 0 (far from everything); 3 a 2 pushed into 3; 4 a correct 0 that is simply fine
+    mislabel, rotated, rare, pushed, fine = 0, 1, 2, int(starved[0]), 3
+    pool[mislabel] = centres[1] + 0.1
+    probs[mislabel] = one_hot_probs([1], 0.99)[0]
+    pool[rotated] = np.abs(rng.standard_normal(DIM) * 3)
+    probs[rotated] = one_hot_probs([3], 0.6)[0]
+    pool[rare] = np.abs(rng.standard_normal(DIM) * 3) + 2.0
+    probs[rare] = one_hot_probs([0], 0.5)[0]
+    cand = np.array([mislabel, rotated, rare, pushed, fine])
+    evidence = _evidence(len(cand), restores=[1], target=labels[cand])
+    out = suggest_causes(labels, probs, embeddings=pool, train_embeddings=train, train_labels=train_labels,
+                         transform_evidence=evidence, candidates=cand, class_names=["zero", "one", "two", "three"])
+    assert isinstance(out, CauseSuggestions)
+    assert out.cause.tolist() == ["mislabel", "augment", "rare", "imbalance", "unclear"]
+    assert out.suggested_label.tolist() == [1, -1, -1, -1, -1]
+    assert np.all((out.confidence >= 0) & (out.confidence <= 1))
+    assert out.confidence[0] > 0.9
+    json.dumps(list(out.evidence))  # JSON-able
+    ev = out.evidence
+    assert "one" in ev[0]["text"] and "nearest training images are 'one'" in ev[0]["text"]
+    assert ev[0]["neighbours"]["labels"].count("one") >= 8 and len(ev[0]["neighbours"]["train_ids"]) == 10
+    assert ev[1]["transform"]["rotate"] == -40.0 and ev[1]["before"] == 0.05 and ev[1]["after"] == 0.97
+    assert ev[1]["text"].startswith("rotating -40° gives 'zero' at 0.97")
+    assert ev[2]["density"]["percentile"] > 95 and len(ev[2]["density"]["train_ids"]) == 10
+    assert ev[3]["imbalance"]["pushed_into"] == "three" and ev[3]["imbalance"]["under_represented"]
+    assert "'two' is" in ev[3]["text"]
+    assert ev[4]["text"].startswith("no test is convincing")
+    assert out.counts() == {"mislabel": 1, "imbalance": 1, "augment": 1, "rare": 1, "unclear": 1}
+    # without transform evidence the rotated candidate cannot be augment
+    plain = suggest_causes(labels, probs, embeddings=pool, train_embeddings=train, train_labels=train_labels,
+                           candidates=cand)
+    assert plain.cause[1] != "augment"
+
+
+def test_unlabelled_candidates_are_judged_against_their_prediction(rng):
+    train, train_labels, centres = clusters(rng)
+    pool, labels, _ = clusters(np.random.default_rng(9), per_class=30)
+    probs = one_hot_probs(labels, 0.9)
+    labels = np.full(len(labels), -1)
+    pool[0] = np.abs(rng.standard_normal(DIM) * 3) + 2.0
+    out = suggest_causes(labels, probs, embeddings=pool, train_embeddings=train, train_labels=train_labels,
+                         candidates=np.array([0, 1]))
+    assert out.cause.tolist() == ["rare", "unclear"]
+    assert out.evidence[0]["given"]["label"] is None
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def test_inputs_are_validated_at_the_door(rng):
+    emb, labels, _ = clusters(rng, per_class=10)
+    probs = one_hot_probs(labels, 0.9)
+    density = fit_class_density(emb, labels, n_classes=K, k=3)
+    with pytest.raises(ValueError, match="metric must be one of cosine, euclidean"):
+        nearest_neighbours(emb, emb, metric="manhattan")
+    with pytest.raises(ValueError, match="k=50 but references has only 40 usable rows"):
+        nearest_neighbours(emb, emb, k=50)
+    with pytest.raises(ValueError, match="queries has D=8 columns but references has D=3"):
+        nearest_neighbours(emb, emb[:, :3])
+    with pytest.raises(ValueError, match="exclude_self needs queries to be the references"):
+        nearest_neighbours(emb[:5], emb, exclude_self=True)
+    with pytest.raises(ValueError, match="queries row 2 contains NaN"):
+        bad = emb.copy()
+        bad[2, 1] = np.nan
+        nearest_neighbours(bad, emb)
+    with pytest.raises(TypeError, match="train_labels must be an integer array"):
+        fit_class_density(emb, labels.astype(float))
+    with pytest.raises(ValueError, match="train_labels has length 39 but train_embeddings has N=40"):
+        fit_class_density(emb, labels[:-1])
+    with pytest.raises(ValueError, match="train_labels has value 4 at index 0 but there are K=2 classes"):
+        fit_class_density(emb, np.full(40, 4), n_classes=2)
+    with pytest.raises(ValueError, match="embeddings has D=3 columns but the density was fitted on D=8"):
+        class_typicality(emb[:, :3], labels, density=density)
+    with pytest.raises(TypeError, match="density must be a ClassDensity"):
+        class_typicality(emb, labels, density="nope")
+    with pytest.raises(ValueError, match="alpha must be strictly between 0 and 1"):
+        class_imbalance(labels, probs, alpha=0.0)
+    with pytest.raises(ValueError, match="pred_probs row 0 sums to 2"):
+        class_thresholds(labels, probs * 2)
+    with pytest.raises(ValueError, match="labels has value 9 at index 0 but pred_probs has K=4 columns"):
+        suggest_causes(np.full(40, 9), probs, embeddings=emb, density=density)
+    with pytest.raises(ValueError, match="embeddings has 39 rows but pred_probs has N=40 rows"):
+        suggest_causes(labels, probs, embeddings=emb[:-1], density=density)
+    with pytest.raises(ValueError, match="pass train_embeddings and train_labels"):
+        suggest_causes(labels, probs, embeddings=emb)
+    with pytest.raises(ValueError, match="candidates repeats a row"):
+        suggest_causes(labels, probs, embeddings=emb, density=density, candidates=[1, 1])
+    with pytest.raises(ValueError, match="candidates has value 40 at position 0 but pred_probs has N=40 rows"):
+        suggest_causes(labels, probs, embeddings=emb, density=density, candidates=[40])
+    with pytest.raises(ValueError, match="transform_evidence has 5 entries but there are 2 candidates"):
+        suggest_causes(labels, probs, embeddings=emb, density=density, candidates=[0, 1],
+                       transform_evidence=_evidence(5))
+    with pytest.raises(TypeError, match="transform_evidence must be a TransformEvidence"):
+        suggest_causes(labels, probs, embeddings=emb, density=density, candidates=[0], transform_evidence={})
+    with pytest.raises(ValueError, match="class_names has 2 names but pred_probs has K=4 columns"):
+        suggest_causes(labels, probs, embeddings=emb, density=density, class_names=["a", "b"])
+    with pytest.raises(ValueError, match="TransformEvidence.before has 1 entries but target has 2"):
+        TransformEvidence(target=np.zeros(2), family=np.array(["none"] * 2), transform=({}, {}),
+                          before=np.zeros(1), after=np.zeros(2), predicted_after=np.zeros(2),
+                          typicality=np.zeros(2), stable=np.zeros(2, bool), restores=np.zeros(2, bool),
+                          smallest=(None, None))
+
+
+# ----------------------------------------------------------------------------- the workflow
+
+
+@pytest.fixture(scope="module")
+def mined_run(tmp_path_factory, demo_model_path, mnist_small):
+    """A mined run over 400 pool images with injected faults, and its training data."""
+    from models.faults import inject_faults
+    from review_app.mining import MiningOptions, mine
+    from store.db import open_store
+
+    train_x, train_y, pool_x, pool_y = mnist_small
+    folder = tmp_path_factory.mktemp("causes")
+    some = np.sort(np.random.default_rng(0).choice(len(pool_y), size=400, replace=False))
+    pool = inject_faults(pool_x[some], pool_y[some], n_classes=10, flip=0.05, rotate=0.05, perspective=0.0,
+                         rare=0.03, seed=1)
+    np.savez(folder / "pool.npz", x=pool.images, y=pool.labels)
+    np.savez(folder / "train.npz", x=train_x, y=train_y)
+    store = open_store(f"sqlite:///{folder}/hc.db")
+    mine(store, MiningOptions(run_name="r", model_path=str(demo_model_path), data_path=str(folder / "pool.npz"),
+                              train_data=str(folder / "train.npz"), per_class=3, seed=0),
+         artifacts_dir=folder / "artifacts", progress=False)
+    yield store, folder, pool
+    store.dispose()
+
+
+def test_suggest_for_run_stores_a_cause_and_evidence_for_every_candidate(mined_run):
+    from sqlalchemy import select
+
+    from review_app.causes import TRAIN_CACHE, suggest_for_run
+    from store import api
+    from store.schema import Candidate, Sample
+
+    store, folder, pool = mined_run
+    report = suggest_for_run(store, "r", artifacts_dir=folder / "artifacts", progress=False, null_samples=20)
+    assert report.n_candidates >= 20 and sum(report.counts.values()) == report.n_candidates
+    assert not report.train_cached and (folder / "artifacts" / "r" / TRAIN_CACHE).exists()
+    assert 0 < report.model_share < 1 and report.ms_per_candidate > 0
+    assert "training data" in report.reference
+    assert f"suggested causes for {report.n_candidates} candidates" in report.summary()
+    with store.Session.begin() as session:
+        rows = session.execute(
+            select(Candidate.id, Candidate.suggested_cause, Candidate.suggested_label, Candidate.suggestion_confidence,
+                   Candidate.evidence, Sample.source_index)
+            .join(Sample, Sample.id == Candidate.sample_id).where(Candidate.run_id == 1)
+        ).all()
+        view = api.get_candidate(session, rows[0].id)
+    assert len(rows) == report.n_candidates
+    assert view.suggested_cause == rows[0].suggested_cause and view.evidence["text"]
+    for row in rows:
+        assert row.suggested_cause in ("augment", "rare", "imbalance", "mislabel", "unclear")
+        assert 0 <= row.suggestion_confidence <= 1
+        assert row.evidence["text"] and "neighbours" in row.evidence and "transform" in row.evidence
+        assert (row.suggested_label is not None) == (row.suggested_cause == "mislabel")
+    flipped = [r for r in rows if pool.fault[r.source_index] == "flip"]
+    assert flipped, "the mined candidates include flipped labels"
+    right = [r for r in flipped if r.suggested_cause == "mislabel" and r.suggested_label == str(pool.true_labels[r.source_index])]
+    assert len(right) >= 0.6 * len(flipped)
+    again = suggest_for_run(store, "r", artifacts_dir=folder / "artifacts", progress=False, null_samples=20)
+    assert again.train_cached and again.counts == report.counts
+
+
+def test_suggest_for_run_without_training_data_uses_the_pool(mined_run, tmp_path):
+    from sqlalchemy import update
+
+    from review_app.causes import SuggestionInputError, suggest_for_run
+    from store.schema import Run
+
+    store, folder, _ = mined_run
+    with store.Session.begin() as session:
+        session.execute(update(Run).values(params={"per_class": 3}))
+    try:
+        report = suggest_for_run(store, "r", artifacts_dir=folder / "artifacts", progress=False, null_samples=10)
+        assert "the pool's" in report.reference and sum(report.counts.values()) == report.n_candidates
+    finally:
+        with store.Session.begin() as session:
+            session.execute(update(Run).values(params={"per_class": 3, "train_data": str(folder / "train.npz")}))
+    with pytest.raises(SuggestionInputError, match="artifacts are missing"):
+        suggest_for_run(store, "r", artifacts_dir=tmp_path, progress=False)
+
+
+# ----------------------------------------------------------------------------- the benchmark
+
+
+@pytest.mark.slow
+def test_fault_benchmark_runs_at_small_size(mnist10k_dir, tmp_path, monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setenv("HARDCASE_SHARED_DATA", str(mnist10k_dir.parent))
+    sys.path.insert(0, str(os.path.join(os.path.dirname(__file__), "..", "bench")))
+    try:
+        import faults as bench
+    finally:
+        sys.path.pop(0)
+    results = bench.main(["--small", "--model-dir", str(tmp_path), "--json", str(tmp_path / "out.json")])
+    printed = capsys.readouterr().out
+    for heading in ("1. label errors", "2. recall of all", "3. causes of", "4. cost"):
+        assert heading in printed
+    assert set(results["models"]) == {"full", "cut"}
+    for r in results["models"].values():
+        le = r["label_errors"]
+        assert 0 <= le["hardcase"]["precision"] <= 1 and 0 <= le["cleanlab"]["precision"] <= 1
+        assert r["hardest"]["hardcase"] >= r["hardest"]["confidence"]
+        assert r["causes"]["per_cause"] and sum(r["candidate_truth"].values()) == 100
+        assert r["cost"]["evaluations_per_candidate"] < 286 / 4  # much less than the exhaustive grid
+        assert r["restore"]["n"] > 0 and r["restore"]["search"] >= r["restore"]["grid"] - 0.2
+    assert "imbalance" in results["models"]["cut"]["causes"]["per_cause"]
+    assert json.loads((tmp_path / "out.json").read_text())["models"]["full"]["causes"]["macro"] >= 0

@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         store = open_store(f"sqlite:///{tmp / 'loop.db'}")
         report = mine(store, MiningOptions(run_name="loop", model_path=str(model_path), data_path=str(tmp / "pool.npz"),
                                            train_data=str(tmp / "train.npz"), per_class=args.per_class,
-                                           checkpoint_seconds=5), artifacts_dir=tmp / "artifacts", progress=False)
+                                           checkpoint_seconds=5, suggest=False), artifacts_dir=tmp / "artifacts", progress=False)
         print(report.summary(), f"({time.perf_counter() - started:.0f} s)")
 
         suggestions_note = None

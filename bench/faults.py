@@ -286,7 +286,7 @@ def run_model(name, args, pool, train, model_path, work: Path) -> dict:
     started = time.perf_counter()
     mining = mine(store, MiningOptions(run_name=name, model_path=str(model_path), data_path=str(data / "pool.npz"),
                                        train_data=str(data / "train.npz"), per_class=args.per_class,
-                                       diversity=args.diversity, seed=args.seed),
+                                       diversity=args.diversity, seed=args.seed, suggest=False),
                   artifacts_dir=artifacts, progress=False)
     mine_seconds = time.perf_counter() - started
     probs = np.load(artifacts / name / "pred_probs.npy").astype(np.float64)

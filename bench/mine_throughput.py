@@ -76,7 +76,7 @@ def mining(model_path: Path, data: Path, labels: Path, batch_size: int, repeats:
         with tempfile.TemporaryDirectory() as folder:
             store = open_store(f"sqlite:///{folder}/bench.db")
             options = MiningOptions(run_name=f"bench{attempt}", model_path=str(model_path), data_path=str(data),
-                                    labels_path=str(labels), per_class=20, batch_size=batch_size)
+                                    labels_path=str(labels), per_class=20, batch_size=batch_size, suggest=False)
             started = time.perf_counter()
             report = mine(store, options, artifacts_dir=Path(folder) / "artifacts", progress=False)
             elapsed = time.perf_counter() - started

@@ -46,7 +46,7 @@ def big_run(store, model_path: Path, n_scored: int, folder: Path) -> None:
         data[start:stop] = base[: stop - start]
     data.flush()
     mine(store, MiningOptions(run_name="big", model_path=str(model_path), data_path=str(folder / "big.npy"),
-                              budget=200), artifacts_dir=folder / "artifacts", progress=False)
+                              budget=200, suggest=False), artifacts_dir=folder / "artifacts", progress=False)
 
 
 def main() -> None:

@@ -3,38 +3,14 @@
 from __future__ import annotations
 
 import re
-import shutil
-from pathlib import Path
 
 import pytest
-from conftest import IN_CI, REPO
+from conftest import ARTIFACTS
 
 from review_app.demo import run_demo
 from store.db import open_store
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = REPO / "test-artifacts"
-
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        if IN_CI:
-            pytest.fail("chromium is missing; .ci/run installs Debian's chromium")
-        pytest.skip("chromium not installed")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--no-first-run", "--disable-sync"],
-        )
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")

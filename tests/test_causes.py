@@ -302,7 +302,7 @@ def mined_run(tmp_path_factory, demo_model_path, mnist_small):
     np.savez(folder / "train.npz", x=train_x, y=train_y)
     store = open_store(f"sqlite:///{folder}/hc.db")
     mine(store, MiningOptions(run_name="r", model_path=str(demo_model_path), data_path=str(folder / "pool.npz"),
-                              train_data=str(folder / "train.npz"), per_class=3, seed=0),
+                              train_data=str(folder / "train.npz"), per_class=3, seed=0, suggest=False),
          artifacts_dir=folder / "artifacts", progress=False)
     yield store, folder, pool
     store.dispose()

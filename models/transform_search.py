@@ -47,6 +47,10 @@ import numpy as np
 from miner.causes import DEFAULT_ALPHA, ClassDensity, TransformEvidence, class_typicality
 from models.transforms import MAX_PERSPECTIVE, Transform, apply_transform
 
+#: Relative difference in normalized distance below which two restoring transforms count as
+#: equally typical (and the smaller one is suggested).
+TYPICALITY_TIE = 0.2
+
 __all__ = [
     "GridResult",
     "NullCalibration",
@@ -363,7 +367,10 @@ def _search_chunk(ev: _Evaluator, rows: np.ndarray, thresholds: np.ndarray, alph
         already = _restores(identity, target, thr, alpha)
         stable = [t for t in shortlist[i] if all(_with_rotation(t, d) in res[i] for d in jitter) and is_stable(i, t)]
         if stable:
-            chosen, steady = stable[0], True
+            # typicality differences within TYPICALITY_TIE are noise: among those, the smallest fix
+            best = res[i][stable[0]][3]
+            near = [t for t in stable if math.isfinite(best) and res[i][t][3] <= best * (1 + TYPICALITY_TIE)]
+            chosen, steady = min(near or stable[:1], key=lambda t: _magnitude(t, space)), True
         elif shortlist[i]:
             chosen, steady = shortlist[i][0], False
         elif already:

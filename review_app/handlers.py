@@ -168,11 +168,8 @@ class Handlers:
         """Transformed image (with the saliency overlay if asked) and probabilities while sliders move."""
         if candidate_id is None or candidate_id < 0:
             return None, None
-        transform = _transform(rotate, perspective, direction, scale)
-        try:
-            prediction = self.service.predict_transformed(int(candidate_id), transform, saliency=bool(saliency))
-        except StoreError as exc:
-            raise gr.Error(str(exc)) from None
+        prediction = self._predict(candidate_id, _transform(rotate, perspective, direction, scale),
+                                   saliency=bool(saliency))
         return upscale(prediction.image), prediction.probabilities
 
     def predict_transformed(
@@ -181,9 +178,9 @@ class Handlers:
         """Class probabilities of a candidate's image under rotate/perspective/scale (API)."""
         return self._predict(candidate_id, _transform(rotate, perspective, direction, scale)).probabilities
 
-    def _predict(self, candidate_id, transform):
+    def _predict(self, candidate_id, transform, *, saliency: bool = False):
         try:
-            return self.service.predict_transformed(int(candidate_id), transform)
+            return self.service.predict_transformed(int(candidate_id), transform, saliency=saliency)
         except StoreError as exc:
             raise gr.Error(str(exc)) from None
 

@@ -106,14 +106,7 @@ COLUMN_KINDS: dict[str, str] = {
     ),
     **dict.fromkeys(
         [
-            "confidence",
-            "margin",
-            "entropy",
-            "self_confidence",
-            "normalized_margin",
-            "loss",
-            "label_quality_score",
-            "hardness_score",
+            *(field for field in SCORE_FIELDS if field != "predicted_label"),
             "pick_distance",
             "suggestion_confidence",
             "agreement",

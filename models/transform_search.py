@@ -371,13 +371,14 @@ def _search_chunk(ev: _Evaluator, rows: np.ndarray, thresholds: np.ndarray, alph
             best = res[i][stable[0]][3]
             near = [t for t in stable if math.isfinite(best) and res[i][t][3] <= best * (1 + TYPICALITY_TIE)]
             chosen, steady = min(near or stable[:1], key=lambda t: _magnitude(t, space)), True
+            decisive = stable[0]  # whether anything restores is judged on the most typical fix
         elif shortlist[i]:
             chosen, steady = shortlist[i][0], False
         elif already:
             chosen, steady = Transform(), True
         else:  # nothing restores: the transform giving the target the highest probability
             chosen, steady = min((t for t in res[i] if not t.is_identity), key=lambda t: key(i, t)), False
-        restores = bool(stable) and _statistic(res[i][chosen]) > null_threshold
+        restores = bool(stable) and _statistic(res[i][decisive]) > null_threshold
         restoring = [t for t in res[i] if not t.is_identity and _restores(res[i][t], target, thr, alpha)]
         smallest = None if already or not restoring else min(restoring, key=lambda t: (_magnitude(t, space), -res[i][t][0]))
         p, predicted, typ, _ = res[i][chosen]

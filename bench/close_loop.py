@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp)
         import keras
 
-        base = build_demo_cnn(spec.image_shape, spec.n_classes)
+        base = build_demo_cnn(spec.image_shape, spec.n_classes, seed=0)
         train_classifier(base, train_x, train_y, spec, epochs=args.epochs, seed=0)
         model_path = tmp / "base.keras"
         save_with_spec(base, spec, model_path)

@@ -74,7 +74,7 @@ def train_demo_model(
     from models.training import build_demo_cnn, save_with_spec, train_classifier
 
     started = time.perf_counter()
-    model = build_demo_cnn(DEMO_SPEC.image_shape, DEMO_SPEC.n_classes)
+    model = build_demo_cnn(DEMO_SPEC.image_shape, DEMO_SPEC.n_classes, seed=seed)
     train_classifier(model, images, labels, DEMO_SPEC, epochs=epochs, seed=seed, verbose=verbose)
     save_with_spec(model, DEMO_SPEC, path)
     return time.perf_counter() - started

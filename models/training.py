@@ -14,8 +14,12 @@ import numpy as np
 from models.spec import PreprocessingSpec, spec_path_for
 
 
-def build_demo_cnn(input_shape: tuple[int, int, int], n_classes: int) -> keras.Model:
-    """A small MNIST CNN: two conv + max-pool blocks (32, 64 filters), a 128-unit embedding, softmax."""
+def build_demo_cnn(input_shape: tuple[int, int, int], n_classes: int, *, seed: int = 0) -> keras.Model:
+    """A small MNIST CNN: two conv + max-pool blocks (32, 64 filters), a 128-unit embedding, softmax.
+
+    The initial weights come from ``seed``, so training the result with a seed is repeatable.
+    """
+    keras.utils.set_random_seed(seed)
     inputs = keras.Input(shape=input_shape, name="image")
     x = keras.layers.Conv2D(32, 3, activation="relu", name="conv1")(inputs)
     x = keras.layers.MaxPooling2D(name="pool1")(x)

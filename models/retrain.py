@@ -29,15 +29,19 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import albumentations as A
+import cv2
 import numpy as np
 
-from models.transforms import MAX_PERSPECTIVE, augmentation_pipeline
+from models.transforms import MAX_PERSPECTIVE, TiltPerspective
 
 FAMILIES: tuple[str, ...] = ("augment", "imbalance", "mislabel", "rare")
-PLAN_VERSION = 1
+PLAN_VERSION = 2
 MAX_CLASS_WEIGHT = 10.0
 DEFAULT_ROTATE = 15.0
 DEFAULT_PERSPECTIVE = 0.1
+AUGMENT_QUANTILE = 0.9
+AUGMENT_MARGIN = 1.1
 
 
 class PlanError(ValueError):
@@ -52,40 +56,69 @@ class AugmentFix:
     """Random geometric augmentation covering the transforms reviewers confirmed.
 
     ``rotate_limit`` degrees (rotations drawn from ±limit), ``perspective_limit`` (tilt
-    strength from [0, limit]) and ``scale_limit`` (zoom from 1 ± limit); ``p`` is the
-    probability each operation applies. ``observed`` holds the largest confirmed magnitude per
-    operation, ``n_decisions`` how many augment decisions the ranges come from and
-    ``n_without_transform`` how many carried no slider transform (defaults used when none did).
+    strength, and the corner jitter of a general perspective warp, from [0, limit]) and
+    ``scale_limit`` (zoom from 1 ± limit), ``shift_limit`` (translation as a share of the
+    image size, from ±limit on each axis). Each limit is a high quantile (``quantile``) of the
+    confirmed magnitudes of that operation times a margin, so one overshooting slider or
+    search result does not widen the range for every image.
+
+    ``copies`` augmented copies of every training image are trained on *alongside* the clean
+    originals (the originals are never disturbed, so clean accuracy holds); ``copies=0``
+    augments the originals in place (plan version 1). ``p`` is the probability each operation
+    applies to an augmented image. ``observed`` holds the largest and the quantile confirmed
+    magnitude per operation, ``n_decisions`` how many augment decisions the ranges come from
+    and ``n_without_transform`` how many carried no slider transform (defaults used when none
+    did).
     """
 
     rotate_limit: float = 0.0
     perspective_limit: float = 0.0
     scale_limit: float = 0.0
-    p: float = 0.5
+    shift_limit: float = 0.0
+    p: float = 1.0
+    copies: int = 1
+    quantile: float = 1.0
     observed: dict[str, float] = field(default_factory=dict)
     n_decisions: int = 0
     n_without_transform: int = 0
 
     def pipeline(self, fill: float = 0):
-        """The albumentations ``Compose`` (same ops as the review sliders)."""
-        return augmentation_pipeline(
-            rotate_limit=self.rotate_limit,
-            perspective_limit=self.perspective_limit,
-            scale_limit=self.scale_limit,
-            p=self.p,
-            fill=fill,
-        )
+        """The albumentations ``Compose`` applied to an augmented image.
+
+        The slider's operations (``TiltPerspective``, ``Affine``); the perspective family is
+        one of the slider's one-edge tilt and albumentations' four-corner ``Perspective`` of
+        the same strength, since a real camera moves every corner, not only one edge.
+        """
+        ops = []
+        if self.perspective_limit > 0:
+            strength = (0.0, self.perspective_limit)
+            ops.append(A.OneOf([
+                TiltPerspective(strength=strength, fill=fill, p=1.0),
+                A.Perspective(scale=strength, keep_size=True, border_mode=cv2.BORDER_CONSTANT, fill=fill, p=1.0),
+            ], p=self.p))
+        if self.rotate_limit > 0 or self.scale_limit > 0 or self.shift_limit > 0:
+            shift = (-self.shift_limit, self.shift_limit)
+            ops.append(A.Affine(rotate=(-self.rotate_limit, self.rotate_limit),
+                                scale=(1 - self.scale_limit, 1 + self.scale_limit),
+                                translate_percent={"x": shift, "y": shift},
+                                border_mode=cv2.BORDER_CONSTANT, fill=fill, p=self.p))
+        return A.Compose(ops)
 
     def describe(self) -> str:
         ops = []
         if self.perspective_limit > 0:
-            ops.append(f"TiltPerspective(strength=(0, {self.perspective_limit:.3f}), direction=any)")
-        if self.rotate_limit > 0 or self.scale_limit > 0:
+            ops.append(f"OneOf(TiltPerspective(strength=(0, {self.perspective_limit:.3f}), direction=any), "
+                       f"Perspective(scale=(0, {self.perspective_limit:.3f})))")
+        if self.rotate_limit > 0 or self.scale_limit > 0 or self.shift_limit > 0:
             ops.append(
                 f"Affine(rotate=(-{self.rotate_limit:.0f}, {self.rotate_limit:.0f}), "
-                f"scale=({1 - self.scale_limit:.2f}, {1 + self.scale_limit:.2f}))"
+                f"scale=({1 - self.scale_limit:.2f}, {1 + self.scale_limit:.2f})"
+                + (f", translate=±{self.shift_limit:.2f})" if self.shift_limit > 0 else ")")
             )
-        return f"{' + '.join(ops) or 'no-op'}, p={self.p} (from {self.n_decisions} decisions)"
+        where = (f"on {self.copies} augmented cop{'y' if self.copies == 1 else 'ies'} of each image beside the "
+                 "clean originals" if self.copies else "on the originals in place")
+        return (f"{' + '.join(ops) or 'no-op'}, p={self.p} {where} "
+                f"(from {self.n_decisions} decisions, q{100 * self.quantile:.0f} of the confirmed magnitudes)")
 
 
 @dataclass(frozen=True)
@@ -216,11 +249,15 @@ class TrainingPlan:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainingPlan:
-        if data.get("version") != PLAN_VERSION:
-            raise PlanError(f"unsupported plan version {data.get('version')!r} (expected {PLAN_VERSION})")
+        version = data.get("version")
+        if version not in (1, PLAN_VERSION):
+            raise PlanError(f"unsupported plan version {version!r} (expected {PLAN_VERSION})")
         augment = imbalance = mislabel = rare = None
         if data.get("augment"):
             fields = {k: v for k, v in data["augment"].items() if k != "albumentations"}
+            if version == 1:  # version 1 augmented the originals in place, from the largest magnitudes
+                fields.setdefault("copies", 0)
+                fields.setdefault("quantile", 1.0)
             augment = AugmentFix(**fields)
         if data.get("imbalance"):
             imbalance = ImbalanceFix(**data["imbalance"])
@@ -260,33 +297,59 @@ def _ceil_to(value: float, step: float) -> float:
     return math.ceil(value / step - 1e-9) * step
 
 
-def augment_ranges(transforms: Sequence[Mapping[str, Any] | None], *, margin: float = 1.1,
-                   p: float = 0.5) -> AugmentFix:
-    """Ranges covering the confirmed transforms' magnitudes (with ``margin``, rounded up).
+def _magnitude_limit(values: Sequence[float], quantile: float, margin: float) -> tuple[float, float, float]:
+    """(largest, quantile, limit = quantile x margin) of the nonzero magnitudes; zeros when none."""
+    values = [v for v in values if v > 0]
+    if not values:
+        return 0.0, 0.0, 0.0
+    high = float(np.quantile(values, quantile))
+    return float(max(values)), high, high * margin
 
-    Rotation limit: the largest |rotate| x margin rounded up to 5 degrees (max 180);
-    perspective: the largest strength x margin (max ``MAX_PERSPECTIVE``); scale: the largest
-    |scale - 1| x margin. Decisions without a transform fall back to ±15° and a 0.1 tilt when
-    no decision carries one.
+
+def augment_ranges(transforms: Sequence[Mapping[str, Any] | None], *, margin: float = AUGMENT_MARGIN,
+                   quantile: float = AUGMENT_QUANTILE, p: float = 1.0, copies: int = 1) -> AugmentFix:
+    """Ranges covering the confirmed transforms' magnitudes, robust to a few overshooting ones.
+
+    For each operation, the ``quantile`` (linear interpolation) of the nonzero confirmed
+    magnitudes times ``margin``: rotation |rotate| rounded up to 5 degrees (max 180),
+    perspective strength (max ``MAX_PERSPECTIVE``), scale |scale - 1| (max 0.75), shift the
+    larger of |shift_x|, |shift_y| (max 0.5). With a few
+    decisions the quantile is close to the largest; with many, the largest few (a slider
+    dragged past the point where the label came back, a search that overshot) no longer set
+    the range. Decisions without a transform fall back to ±15° and a 0.1 tilt when no decision
+    carries one.
     """
-    rotate = perspective = scale = 0.0
+    if not 0.5 <= quantile <= 1.0:
+        raise PlanError(f"augment quantile must be in [0.5, 1], got {quantile}")
+    magnitudes: dict[str, list[float]] = {"rotate": [], "perspective": [], "scale": [], "shift": []}
     missing = 0
     for transform in transforms:
-        if not transform or all(float(transform.get(k, d)) == d for k, d in
-                                (("rotate", 0.0), ("perspective", 0.0), ("scale", 1.0))):
+        transform = transform or {}
+        values = {
+            "rotate": abs(float(transform.get("rotate", 0.0))),
+            "perspective": abs(float(transform.get("perspective", 0.0))),
+            "scale": abs(float(transform.get("scale", 1.0)) - 1.0),
+            "shift": max(abs(float(transform.get("shift_x", 0.0))), abs(float(transform.get("shift_y", 0.0)))),
+        }
+        if not any(values.values()):
             missing += 1
             continue
-        rotate = max(rotate, abs(float(transform.get("rotate", 0.0))))
-        perspective = max(perspective, abs(float(transform.get("perspective", 0.0))))
-        scale = max(scale, abs(float(transform.get("scale", 1.0)) - 1.0))
-    observed = {"rotate": rotate, "perspective": perspective, "scale": scale}
+        for name, value in values.items():
+            magnitudes[name].append(value)
+    limits = {name: _magnitude_limit(values, quantile, margin) for name, values in magnitudes.items()}
+    observed = {name: largest for name, (largest, _, _) in limits.items()}
+    observed.update({f"{name}_q": round(high, 4) for name, (_, high, _) in limits.items()})
+    rotate, perspective, scale, shift = (limits[name][2] for name in ("rotate", "perspective", "scale", "shift"))
     if missing == len(transforms):
-        rotate, perspective = DEFAULT_ROTATE / margin, DEFAULT_PERSPECTIVE / margin
+        rotate, perspective = DEFAULT_ROTATE, DEFAULT_PERSPECTIVE
     return AugmentFix(
-        rotate_limit=min(180.0, _ceil_to(rotate * margin, 5.0)) if rotate else 0.0,
-        perspective_limit=round(min(MAX_PERSPECTIVE, perspective * margin), 4) if perspective else 0.0,
-        scale_limit=round(min(0.75, scale * margin), 4) if scale else 0.0,
+        rotate_limit=min(180.0, _ceil_to(rotate, 5.0)) if rotate else 0.0,
+        perspective_limit=round(min(MAX_PERSPECTIVE, perspective), 4) if perspective else 0.0,
+        scale_limit=round(min(0.75, scale), 4) if scale else 0.0,
+        shift_limit=round(min(0.5, shift), 4) if shift else 0.0,
         p=p,
+        copies=int(copies),
+        quantile=quantile,
         observed=observed,
         n_decisions=len(transforms),
         n_without_transform=missing,
@@ -295,13 +358,20 @@ def augment_ranges(transforms: Sequence[Mapping[str, Any] | None], *, margin: fl
 
 def class_weights(train_counts: Mapping[str, int], classes: Iterable[str], *,
                   cap: float = MAX_CLASS_WEIGHT) -> tuple[dict[str, float], float]:
-    """``max(1, median count / count)`` (capped) for each confirmed class; returns (weights, median)."""
+    """``sqrt(median count / count)`` (at least 1, at most ``cap``) per confirmed class; returns (weights, median).
+
+    The square root of the inverse frequency, not the frequency ratio itself: a class with a
+    tenth of the median count weighs about 3.2, not 10. Full inverse-frequency weights make the
+    rare class's few images dominate their neighbourhood and break correct predictions of the
+    other classes (prediction flips); the square root is the usual gentler compromise. A class
+    with no training image gets ``cap``.
+    """
     counts = np.array([train_counts.get(name, 0) for name in train_counts], dtype=float)
     median = float(np.median(counts)) if counts.size else 0.0
     weights = {}
     for name in classes:
         count = train_counts.get(name, 0)
-        weight = cap if count == 0 else min(cap, max(1.0, median / count))
+        weight = cap if count == 0 else min(cap, max(1.0, math.sqrt(median / count)))
         weights[name] = round(float(weight), 4)
     return weights, median
 
@@ -319,7 +389,8 @@ def build_plan(
     train_index_of_hash: Mapping[str, int] | None = None,
     neighbours: Mapping[int, list[int]] | None = None,
     rare_oversample: int = 5,
-    augment_p: float = 0.5,
+    augment_p: float = 1.0,
+    augment_copies: int = 1,
     provenance: Mapping[str, Any] | None = None,
 ) -> TrainingPlan:
     """A plan from fix-list rows (dicts with the ``FIX_COLUMNS``).
@@ -361,7 +432,8 @@ def build_plan(
 
     augment = None
     if by_cause["augment"]:
-        augment = augment_ranges([row.get("transform") for row in by_cause["augment"]], p=augment_p)
+        augment = augment_ranges([row.get("transform") for row in by_cause["augment"]], p=augment_p,
+                                 copies=augment_copies)
 
     imbalance = None
     if by_cause["imbalance"]:
@@ -403,7 +475,11 @@ def build_plan(
 
 @dataclass
 class TrainingSet:
-    """Training inputs after a plan: images, labels, per-sample weights, the pipeline."""
+    """Training inputs after a plan: images, labels, per-sample weights, the pipeline.
+
+    ``augment_mask`` marks the rows the pipeline disturbs (the augmented copies); None means
+    every row when there is a pipeline. ``n_augmented_copies`` counts the rows added as copies.
+    """
 
     images: np.ndarray
     labels: np.ndarray
@@ -411,6 +487,8 @@ class TrainingSet:
     pipeline: Any
     n_relabelled: int = 0
     n_added: int = 0
+    augment_mask: np.ndarray | None = None
+    n_augmented_copies: int = 0
     notes: list[str] = field(default_factory=list)
 
 
@@ -420,7 +498,9 @@ def apply_plan(plan: TrainingPlan, images: np.ndarray, labels: np.ndarray, *,
 
     ``rare_images`` holds the images of ``plan.rare.samples`` in order (read from the mined
     data set). Relabels change ``labels`` at their ``train_index``; class weights become
-    per-sample weights (so they combine with oversampling).
+    per-sample weights (so they combine with oversampling). With an augment fix of ``copies``
+    k > 0 the images (rare ones included) are followed by k copies of themselves that the
+    pipeline disturbs, and the originals stay clean (``augment_mask``).
     """
     index = {name: k for k, name in enumerate(plan.class_names)}
     labels = np.asarray(labels, dtype=np.int64).copy()
@@ -451,10 +531,22 @@ def apply_plan(plan: TrainingPlan, images: np.ndarray, labels: np.ndarray, *,
         sample_weight = table[labels]
         notes.append("class weights " + ", ".join(f"{k} x{v:.2f}" for k, v in plan.imbalance.class_weight.items()))
     pipeline = plan.augment.pipeline() if plan.augment is not None else None
+    augment_mask = None
+    n_copies = 0
     if pipeline is not None:
         notes.append(f"augment {plan.augment.describe()}")
+        copies = int(plan.augment.copies)
+        if copies > 0:
+            n = len(images)
+            images = np.concatenate([images] * (copies + 1))
+            labels = np.concatenate([labels] * (copies + 1))
+            if sample_weight is not None:
+                sample_weight = np.concatenate([sample_weight] * (copies + 1))
+            augment_mask = np.repeat(np.arange(copies + 1) > 0, n)
+            n_copies = n * copies
     return TrainingSet(images=images, labels=labels, sample_weight=sample_weight, pipeline=pipeline,
-                       n_relabelled=n_relabelled, n_added=n_added, notes=notes)
+                       n_relabelled=n_relabelled, n_added=n_added, augment_mask=augment_mask,
+                       n_augmented_copies=n_copies, notes=notes)
 
 
 def corrected_labels(plan: TrainingPlan, labels: np.ndarray, hashes: Sequence[str]) -> tuple[np.ndarray, int]:
@@ -499,7 +591,8 @@ def retrain(plan: TrainingPlan, model, images: np.ndarray, labels: np.ndarray, s
     if not from_scratch:
         new.set_weights(model.get_weights())
     train_classifier(new, data.images, data.labels, spec, epochs=epochs, batch_size=batch_size, seed=seed,
-                     pipeline=data.pipeline, sample_weight=data.sample_weight, verbose=verbose)
+                     pipeline=data.pipeline, sample_weight=data.sample_weight, augment_mask=data.augment_mask,
+                     verbose=verbose)
     return new, data
 
 

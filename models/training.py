@@ -33,13 +33,18 @@ def build_demo_cnn(input_shape: tuple[int, int, int], n_classes: int, *, seed: i
 
 
 class _AugmentedBatches(keras.utils.PyDataset):
-    """Batches of (prepared images, labels[, weights]) with an albumentations pipeline applied."""
+    """Batches of (prepared images, labels[, weights]) with an albumentations pipeline applied.
 
-    def __init__(self, images, labels, spec, batch_size, pipeline, seed, sample_weight=None):
+    With ``augment_mask`` the pipeline runs only on the rows where it is true (the others are
+    shown as they are); without it, on every row.
+    """
+
+    def __init__(self, images, labels, spec, batch_size, pipeline, seed, sample_weight=None, augment_mask=None):
         super().__init__()
         self.images, self.labels, self.spec = images, labels, spec
         self.batch_size, self.pipeline = batch_size, pipeline
         self.sample_weight = sample_weight
+        self.augment_mask = augment_mask
         self.rng = np.random.default_rng(seed)
         self.order = self.rng.permutation(len(images))
 
@@ -53,7 +58,11 @@ class _AugmentedBatches(keras.utils.PyDataset):
         rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
         batch = self.images[rows]
         if self.pipeline is not None:
-            batch = np.stack([_augment(self.pipeline, image) for image in batch])
+            if self.augment_mask is None:
+                batch = np.stack([_augment(self.pipeline, image) for image in batch])
+            else:
+                batch = np.stack([_augment(self.pipeline, image) if flag else image
+                                  for image, flag in zip(batch, self.augment_mask[rows])])
         x = self.spec.prepare(batch)
         if self.sample_weight is None:
             return x, self.labels[rows]
@@ -79,11 +88,13 @@ def train_classifier(
     pipeline: A.Compose | None = None,
     class_weight: dict[int, float] | None = None,
     sample_weight: np.ndarray | None = None,
+    augment_mask: np.ndarray | None = None,
     verbose: int = 0,
 ) -> keras.callbacks.History:
     """Fit ``model`` on uint8 images (N, H, W, C) and integer labels (N,).
 
-    ``pipeline`` (albumentations) augments each batch on the fly; ``class_weight`` or
+    ``pipeline`` (albumentations) augments each batch on the fly, only the rows where the
+    boolean ``augment_mask`` (N,) is true when it is given; ``class_weight`` or
     ``sample_weight`` reweight the loss. Seeded: the same inputs give the same model.
     """
     keras.utils.set_random_seed(seed)
@@ -95,7 +106,12 @@ def train_classifier(
     if sample_weight is not None and class_weight is not None:
         sample_weight = sample_weight * np.array([class_weight.get(int(y), 1.0) for y in labels])
         class_weight = None
-    data = _AugmentedBatches(images, labels.astype(np.int64), spec, batch_size, pipeline, seed, sample_weight)
+    if augment_mask is not None:
+        augment_mask = np.asarray(augment_mask, dtype=bool)
+        if augment_mask.shape != (len(images),):
+            raise ValueError(f"augment_mask has shape {augment_mask.shape}, expected ({len(images)},)")
+    data = _AugmentedBatches(images, labels.astype(np.int64), spec, batch_size, pipeline, seed, sample_weight,
+                             augment_mask)
     return model.fit(data, epochs=epochs, class_weight=class_weight, verbose=verbose)
 
 

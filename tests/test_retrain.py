@@ -58,13 +58,16 @@ def test_plan_has_each_family_with_its_parameters(decisions, train_labels):
                       pool_hashes={4: "h4", 5: "h5"}, train_index_of_hash={"h4": 17},
                       neighbours={6: [9, 8]}, rare_oversample=4)
     assert plan.families == ["augment", "imbalance", "mislabel", "rare"]
-    # rotation covers 52 degrees with a 10% margin rounded up to 5: 57.2 -> 60
-    assert plan.augment.rotate_limit == 60.0
+    # rotation: the 90% quantile of |31|, |52| (31 + 0.9 x 21 = 49.9) with a 10% margin (54.9), rounded up to 5
+    assert plan.augment.rotate_limit == 55.0
+    assert plan.augment.observed["rotate"] == 52.0 and plan.augment.observed["rotate_q"] == pytest.approx(49.9)
     assert plan.augment.perspective_limit == pytest.approx(0.165)
     assert plan.augment.scale_limit == pytest.approx(0.22)
     assert plan.augment.n_decisions == 2 and plan.augment.n_without_transform == 0
-    assert "Affine(rotate=(-60, 60)" in plan.augment.describe()
-    assert plan.imbalance.classes == ["5"] and plan.imbalance.class_weight == {"5": 10.0}
+    assert plan.augment.copies == 1 and plan.augment.p == 1.0
+    assert "Affine(rotate=(-55, 55)" in plan.augment.describe()
+    # sqrt of the inverse frequency: the median class has 100 images, class 5 has 10 -> sqrt(10)
+    assert plan.imbalance.classes == ["5"] and plan.imbalance.class_weight == {"5": pytest.approx(3.1623)}
     assert plan.imbalance.train_counts["5"] == 10
     relabels = {r.source_index: r for r in plan.mislabel.relabels}
     assert relabels[4].new_label == "8" and relabels[4].train_index == 17
@@ -88,17 +91,84 @@ def test_augment_pipeline_is_the_slider_ops():
     assert names == ["Affine"] and fix.rotate_limit == 45.0 and fix.n_without_transform == 1
     default = augment_ranges([None, {}])
     assert default.rotate_limit == 15.0 and default.perspective_limit == pytest.approx(0.1)
-    assert [type(op).__name__ for op in default.pipeline().transforms] == ["TiltPerspective", "Affine"]
+    ops = default.pipeline().transforms
+    assert [type(op).__name__ for op in ops] == ["OneOf", "Affine"]
+    # the perspective family: the slider's one-edge tilt or a four-corner warp of the same strength
+    assert [type(op).__name__ for op in ops[0].transforms] == ["TiltPerspective", "Perspective"]
+    assert ops[0].transforms[0].strength == (0.0, 0.1) and tuple(ops[0].transforms[1].scale) == (0.0, 0.1)
     image = np.zeros((28, 28), np.uint8)
     assert pipeline(image=image)["image"].shape == (28, 28)
-    assert isinstance(AugmentFix(rotate_limit=10).pipeline().transforms[0].__class__.__name__, str)
+    assert AugmentFix().pipeline().transforms == []
+
+
+def test_augment_range_ignores_a_few_overshooting_transforms():
+    # 19 reviewers restored the label near 40 degrees; one slider was dragged to 170
+    transforms = [{"rotate": (-1) ** k * (38.0 + k % 3)} for k in range(19)] + [{"rotate": 170.0}]
+    fix = augment_ranges(transforms)
+    assert fix.observed["rotate"] == 170.0 and fix.observed["rotate_q"] == pytest.approx(40.0)
+    assert fix.rotate_limit == 45.0  # 40 x 1.1 rounded up to 5; the largest would have given 180
+    assert augment_ranges(transforms, quantile=1.0).rotate_limit == 180.0
+    with pytest.raises(PlanError, match="quantile"):
+        augment_ranges(transforms, quantile=0.2)
+
+
+def test_augment_range_covers_shifts():
+    fix = augment_ranges([{"shift_x": -0.1}, {"shift_x": 0.05, "shift_y": 0.2}])
+    # the larger axis of each: 0.1, 0.2 -> 90% quantile 0.19, x1.1
+    assert fix.shift_limit == pytest.approx(0.209) and fix.rotate_limit == 0.0 and fix.n_without_transform == 0
+    affine = fix.pipeline().transforms[-1]
+    assert type(affine).__name__ == "Affine" and "translate=±0.21" in fix.describe()
+
+
+def test_augmented_copies_beside_clean_originals(decisions, train_labels):
+    plan = build_plan(decisions, class_names=NAMES, train_labels=train_labels).only("augment", "imbalance")
+    images = np.arange(len(train_labels), dtype=np.uint8)[:, None, None, None] * np.ones((1, 4, 4, 1), np.uint8)
+    data = apply_plan(plan, images, train_labels)
+    n = len(train_labels)
+    assert len(data.images) == 2 * n and data.n_augmented_copies == n
+    assert data.augment_mask.tolist() == [False] * n + [True] * n
+    assert (data.images[:n] == images).all() and (data.images[n:] == images).all()
+    assert (data.labels[n:] == train_labels).all() and (data.sample_weight[n:] == data.sample_weight[:n]).all()
+    assert data.sample_weight[:n][train_labels == 5][0] == pytest.approx(3.1623)
+    in_place = apply_plan(TrainingPlan(class_names=NAMES, augment=AugmentFix(rotate_limit=10, copies=0)),
+                          images, train_labels)
+    assert len(in_place.images) == n and in_place.augment_mask is None and in_place.pipeline is not None
+
+
+def test_training_batches_augment_only_the_masked_rows():
+    import albumentations as A
+
+    from models.spec import PreprocessingSpec
+    from models.training import _AugmentedBatches
+
+    spec = PreprocessingSpec(height=4, width=4, channels=1, class_names=tuple("ab"))
+    images = np.full((6, 4, 4, 1), 10, np.uint8)
+    mask = np.array([False, True, False, True, True, False])
+    batches = _AugmentedBatches(images, np.zeros(6, np.int64), spec, 6, A.Compose([A.InvertImg(p=1.0)]), 0,
+                                augment_mask=mask)
+    x, _ = batches[0]
+    inverted = np.isclose(x.reshape(6, -1).mean(axis=1), spec.prepare(np.full((1, 4, 4, 1), 245, np.uint8)).mean())
+    assert inverted.tolist() == mask[batches.order].tolist()
+
+
+def test_version_1_plans_still_load():
+    old = {"version": 1, "class_names": NAMES, "provenance": {},
+           "augment": {"rotate_limit": 80.0, "perspective_limit": 0.165, "scale_limit": 0.0, "p": 0.5,
+                       "observed": {"rotate": 70.0}, "n_decisions": 3, "n_without_transform": 0,
+                       "albumentations": "..."}}
+    plan = TrainingPlan.from_dict(old)
+    assert plan.augment.copies == 0 and plan.augment.p == 0.5 and plan.augment.rotate_limit == 80.0
+    with pytest.raises(PlanError, match="version"):
+        TrainingPlan.from_dict({**old, "version": 99})
 
 
 def test_class_weight_arithmetic():
     counts = {"a": 100, "b": 50, "c": 200, "d": 0}
     weights, median = class_weights(counts, ["a", "b", "d"])
     assert median == 75.0
-    assert weights == {"a": 1.0, "b": 1.5, "d": 10.0}  # never below 1, capped at 10 (0 images)
+    # sqrt(75 / 50) for b; never below 1 (a: sqrt(0.75)); capped at 10 (d has no image)
+    assert weights == {"a": 1.0, "b": pytest.approx(1.2247), "d": 10.0}
+    assert class_weights({"a": 1000, "b": 1000, "c": 1}, ["c"])[0] == {"c": 10.0}  # sqrt(1000) = 31.6, capped
 
 
 def test_relabel_arithmetic_train_and_eval(decisions, train_labels):
@@ -108,8 +178,8 @@ def test_relabel_arithmetic_train_and_eval(decisions, train_labels):
     data = apply_plan(plan.only("mislabel", "imbalance"), images, train_labels)
     assert data.n_relabelled == 1 and data.labels[17] == 8 and train_labels[17] == 0
     assert (data.labels != train_labels).sum() == 1
-    # class 5 weighs 10, everything else 1 (sample weights follow the corrected labels)
-    assert data.sample_weight[train_labels == 5].tolist() == [10.0] * 10
+    # class 5 weighs sqrt(100 / 10), everything else 1 (sample weights follow the corrected labels)
+    assert data.sample_weight[train_labels == 5] == pytest.approx([3.1623] * 10)
     assert data.sample_weight[17] == 1.0 and data.pipeline is None
     # an evaluation set holding the relabelled pool images gets corrected labels
     eval_labels = np.array([3, 1, 3, 2])
@@ -203,7 +273,7 @@ def test_tiny_retrain_end_to_end_writes_model_plan_and_report(reviewed_run, demo
     assert set(saved["ablation"]["gain_vs_no_plan"]) == {"augment", "imbalance", "mislabel", "rare", "all"}
     assert "## Before / after" in paths["markdown"].read_text()
     assert paths["accuracy_png"].read_bytes()[:4] == b"\x89PNG"
-    assert report["training"]["n_images"] == 300 + 5  # one rare sample x5
+    assert report["training"]["n_images"] == 2 * (300 + 5)  # one rare sample x5, and an augmented copy of each
 
 
 def test_retrain_from_an_exported_fix_list(reviewed_run, demo_model_path, tmp_path):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ from models.retrain import (
 )
 
 STRESS_ROTATE = 45.0
+REPORTS_INDEX = "retrain_reports.jsonl"
 STRESS_PERSPECTIVE = (0.12, 0.18)
 
 
@@ -277,9 +279,51 @@ def run_retrain(store, options: RetrainOptions, *, echo: Callable[[str], None] =
             "gain_vs_no_plan": {f: {name: ablation[f][name] - ablation["none"][name] for name in sets}
                                 for f in [*plan.families, "all"]},
         }
-    write_report(report, out)
+    paths = write_report(report, out)
+    if store is not None:
+        record_report(store, options.run_name, paths)
     echo(summary(report))
     return report
+
+
+# --------------------------------------------------------------------------- the run's reports
+
+
+def run_folder(store, run_name: str) -> Path | None:
+    """The run's artifacts folder (beside its embeddings), or None when the run has none."""
+    _, _, embeddings_path = run_dataset(store, run_name)
+    return Path(embeddings_path).parent if embeddings_path else None
+
+
+def record_report(store, run_name: str, paths: Mapping[str, Path]) -> Path | None:
+    """Append the report's files to ``<run artifacts>/retrain_reports.jsonl`` (what the triage tab shows)."""
+    folder = run_folder(store, run_name)
+    if folder is None:
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    index = folder / REPORTS_INDEX
+    entry = {"written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+             **{key: str(Path(path).resolve()) for key, path in paths.items()}}
+    with index.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(entry) + "\n")
+    return index
+
+
+def run_reports(store, run_name: str) -> list[dict[str, str]]:
+    """The retrain reports recorded for a run, oldest first, whose JSON file still exists."""
+    folder = run_folder(store, run_name)
+    index = folder / REPORTS_INDEX if folder is not None else None
+    if index is None or not index.exists():
+        return []
+    entries = []
+    for line in index.read_text(encoding="utf-8").splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by a crash
+        if isinstance(entry, dict) and entry.get("json") and Path(entry["json"]).exists():
+            entries.append(entry)
+    return entries
 
 
 # --------------------------------------------------------------------------- report files
@@ -400,5 +444,5 @@ def write_report(report: Mapping[str, Any], out: str | os.PathLike) -> dict[str,
     return paths
 
 
-__all__ = ["FAMILIES", "RetrainOptions", "fix_rows", "load_images", "make_plan", "run_retrain", "stress_sets",
-           "write_report"]
+__all__ = ["FAMILIES", "RetrainOptions", "fix_rows", "load_images", "make_plan", "record_report", "run_reports",
+           "run_retrain", "stress_sets", "write_report"]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 import gradio as gr
 
 from review_app import insights, plots
+from review_app.export_handlers import export_folder
 from review_app.gallery_handlers import GalleryHandlers
 from review_app.service import ReviewService
 from store.errors import StoreError
@@ -56,6 +59,37 @@ class TriageHandlers:
             plots.kappa_figure(pairs),
             table,
         )
+
+    def retrain_report(self, run_name):
+        """The latest retrain report of a run: its Markdown, its plots and its files to download.
+
+        ``hardcase retrain --run NAME`` records every report it writes in the run's artifacts
+        folder; the files are copied to a private temporary folder for Gradio to serve.
+        """
+        from review_app.retrain import run_reports
+
+        if not run_name:
+            raise gr.Error("choose a mining run first")
+        try:
+            reports = run_reports(self.service.store, run_name)
+        except StoreError as exc:
+            raise gr.Error(str(exc)) from None
+        if not reports:
+            return (f"No retrain report for **{run_name}** yet: `hardcase retrain --run {run_name} ...` "
+                    "writes one and it shows here.", [], None)
+        latest = reports[-1]
+        folder = export_folder()
+        copies = {key: str(shutil.copy(latest[key], folder / Path(latest[key]).name))
+                  for key in ("json", "markdown", "accuracy_png", "recall_png", "ablation_png")
+                  if latest.get(key) and Path(latest[key]).exists()}
+        captions = {"accuracy_png": "accuracy before / after per set", "recall_png": "per-class recall before / after",
+                    "ablation_png": "accuracy gain of each fix family vs no plan"}
+        gallery = [(copies[key], caption) for key, caption in captions.items() if key in copies]
+        header = (f"Latest of {len(reports)} retrain report{'s' if len(reports) != 1 else ''} of **{run_name}** "
+                  f"(written {latest.get('written_at', '?')}).\n\n")
+        body = Path(copies["markdown"]).read_text(encoding="utf-8") if "markdown" in copies else ""
+        files = [copies[key] for key in ("json", "markdown") if key in copies]
+        return header + body, gallery, files
 
     def select_disagreement(self, evt: gr.EventData):
         """A click on a disagreement row opens that candidate in the review tab."""

@@ -19,7 +19,8 @@ from store.export import read_rows
 PER_CLASS = 3
 MNIST = PreprocessingSpec(height=28, width=28, channels=1, class_names=tuple("0123456789"))
 TAB_ENDPOINTS = {"/gallery", "/gallery_classes", "/gallery_select", "/open_in_review", "/try_predict",
-                 "/try_upload", "/try_reset", "/triage", "/open_disagreement", "/export", "/export_image_folder"}
+                 "/try_upload", "/try_reset", "/triage", "/open_disagreement", "/retrain_report", "/export",
+                 "/export_image_folder"}
 
 
 @pytest.fixture(scope="module")
@@ -210,6 +211,40 @@ def test_triage_plots_and_disagreements(served, reviewed):
         client.predict(api_name="/open_disagreement")
     with pytest.raises(AppError, match="choose a mining run"):
         client.predict(None, api_name="/triage")
+
+
+def test_triage_shows_the_runs_latest_retrain_report(served, reviewed, demo_model_path, mnist_small, tmp_path):
+    """No report before a retrain; after ``run_retrain`` on the run, its Markdown, plots and files."""
+    import json
+    from pathlib import Path
+
+    from gradio_client.exceptions import AppError
+
+    from review_app.retrain import RetrainOptions, run_retrain
+
+    store, client, _ = served
+    text, plots, files = client.predict("demo", api_name="/retrain_report")
+    assert "No retrain report for **demo**" in text and not plots and not files
+    train_x, train_y, pool_x, pool_y = mnist_small
+    np.savez(tmp_path / "train.npz", x=train_x[:200], y=train_y[:200])
+    np.savez(tmp_path / "heldout.npz", x=pool_x[:120], y=pool_y[:120])
+    report = run_retrain(store, RetrainOptions(
+        model_path=str(demo_model_path), train_data=str(tmp_path / "train.npz"), run_name="demo",
+        out=str(tmp_path / "new.keras"), evals={"heldout": str(tmp_path / "heldout.npz")}, epochs=1, stress=False),
+        echo=lambda _: None)
+
+    text, plots, files = client.predict("demo", api_name="/retrain_report")
+    assert "Latest of 1 retrain report of **demo**" in text and "## Before / after" in text
+    held = report["sets"]["heldout"]
+    assert (f"| heldout | 120 | {100 * held['before']['accuracy']:.1f} | {100 * held['after']['accuracy']:.1f} "
+            f"| {held['flips']['fixed']} | {held['flips']['broken']} |") in text
+    assert [item["caption"] for item in plots] == ["accuracy before / after per set", "per-class recall before / after"]
+    assert all(Path(item["image"]).read_bytes()[:4] == b"\x89PNG" for item in plots)
+    by_suffix = {Path(f).name.split(".", 1)[1]: f for f in files}
+    assert set(by_suffix) == {"report.json", "report.md"}
+    assert json.loads(Path(by_suffix["report.json"]).read_text())["sets"]["heldout"]["n"] == 120
+    with pytest.raises(AppError, match="choose a mining run"):
+        client.predict(None, api_name="/retrain_report")
 
 
 # --- Export ---------------------------------------------------------------------------------------

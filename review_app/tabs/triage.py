@@ -1,4 +1,5 @@
-"""The Triage tab (ML leads): decisions, confusion, recall, acceptance, agreement, disagreements."""
+"""The Triage tab (ML leads): decisions, confusion, recall, acceptance, agreement, disagreements,
+and the run's latest retrain report."""
 
 from __future__ import annotations
 
@@ -30,9 +31,17 @@ def build(service: ReviewService, *, tab: gr.Tab, tabs: gr.Tabs, review_tab: Rev
             interactive=False, wrap=True, label="Reviewers disagree: click a row to adjudicate it in the review tab",
             elem_id="triage-disagreements",
         )
+    with gr.Accordion("Retrain report", open=True, elem_id="triage-retrain"):
+        retrain_summary = gr.Markdown(elem_id="triage-retrain-report")
+        retrain_plots = gr.Gallery(label="Retrain plots", columns=3, height="auto", format="png", interactive=False,
+                                   elem_id="triage-retrain-plots")
+        retrain_files = gr.File(label="Report files", file_count="multiple", interactive=False,
+                                elem_id="triage-retrain-files")
 
     gr.on([tab.select, run.change, refresh.click], handlers.refresh, run,
           [summary, decisions, confusion, recall, acceptance, kappa, disagreements],
           api_name="triage", trigger_mode="always_last")
+    gr.on([tab.select, run.change, refresh.click], handlers.retrain_report, run,
+          [retrain_summary, retrain_plots, retrain_files], api_name="retrain_report", trigger_mode="always_last")
     disagreements.select(handlers.select_disagreement, None, [review_tab.open_id, review_tab.run, tabs],
                          api_name="open_disagreement")

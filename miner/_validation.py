@@ -244,6 +244,35 @@ def check_thresholds(thresholds, *, n_classes: int, name: str = "thresholds") ->
     return arr
 
 
+def check_class_sums(counts, sums, *, tol: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
+    """Validate per-class (counts, sums of self-confidence); returns (int64, float64) arrays.
+
+    ``counts``: shape (K,), K >= 1, non-negative integers. ``sums``: shape (K,), finite,
+    within ``[0, counts]`` (up to ``tol`` times the count, for float rounding).
+    """
+    c = _as_array(counts, "counts")
+    _require_integer(c, "counts")
+    if c.ndim != 1 or c.shape[0] < 1:
+        raise ValueError(f"counts must have shape (K,) with K >= 1, got shape {c.shape}")
+    c = c.astype(np.int64)
+    neg = np.flatnonzero(c < 0)
+    if neg.size:
+        raise ValueError(f"counts has {int(c[neg[0]])} at class {int(neg[0])}; must be >= 0")
+    s = _as_array(sums, "sums")
+    _require_numeric(s, "sums")
+    if s.shape != c.shape:
+        raise ValueError(f"sums must have the shape of counts {c.shape}, got {s.shape}")
+    s = s.astype(np.float64)
+    bad = np.flatnonzero(~np.isfinite(s) | (s < -tol * c) | (s > c * (1 + tol)))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(
+            f"sums has {float(s[i])!r} at class {i} for a count of {int(c[i])}; must be finite "
+            f"and in [0, count]"
+        )
+    return c, s
+
+
 def check_embeddings(
     embeddings, *, name: str = "embeddings", n: int | None = None, n_name: str = "hardness"
 ) -> np.ndarray:
@@ -364,4 +393,11 @@ def check_fraction(value, *, name: str) -> float:
     value = float(value)
     if not (0.0 <= value <= 1.0):  # also rejects NaN
         raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+    return value
+
+
+def check_choice(value, *, name: str, choices: tuple[str, ...]) -> str:
+    """Validate that ``value`` is one of the strings ``choices`` and return it."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
     return value

@@ -18,6 +18,7 @@ import numpy as np
 
 from miner._validation import (
     PROB_SUM_ATOL,
+    check_class_sums,
     check_labels,
     check_outputs,
     check_pred_probs,
@@ -26,9 +27,11 @@ from miner._validation import (
 
 __all__ = [
     "SCORE_FIELDS",
+    "class_confidence_sums",
     "compute_scores",
     "confidence_score",
     "confident_thresholds",
+    "confident_thresholds_from_sums",
     "cross_entropy_loss",
     "detect_logits",
     "hardness_score",
@@ -134,12 +137,21 @@ def _compute_loss(labels: np.ndarray, pred_probs: np.ndarray, min_prob: float) -
     return -np.log(np.clip(p, min_prob, None))
 
 
-def _compute_confident_thresholds(labels: np.ndarray, pred_probs: np.ndarray) -> np.ndarray:
+def _compute_class_sums(labels: np.ndarray, pred_probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     k = pred_probs.shape[1]
     known = labels >= 0
     lab = labels[known]
     counts = np.bincount(lab, minlength=k)
     sums = np.bincount(lab, weights=pred_probs[known, lab], minlength=k)
+    return counts, sums
+
+
+def _compute_confident_thresholds(labels: np.ndarray, pred_probs: np.ndarray) -> np.ndarray:
+    return _thresholds_from_sums(*_compute_class_sums(labels, pred_probs))
+
+
+def _thresholds_from_sums(counts: np.ndarray, sums: np.ndarray) -> np.ndarray:
+    k = counts.shape[0]
     present = counts > 0
     thresholds = np.empty(k)
     thresholds[present] = sums[present] / counts[present]
@@ -323,6 +335,50 @@ def confident_thresholds(labels, pred_probs) -> np.ndarray:
     pred_probs = check_pred_probs(pred_probs)
     labels = _check_labels_for(labels, pred_probs)
     return _compute_confident_thresholds(labels, pred_probs)
+
+
+def class_confidence_sums(labels, pred_probs) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class count of labeled rows and sum of their self-confidence.
+
+    The parts of :func:`confident_thresholds` that add up over chunks: for a pool read
+    chunk by chunk, add the chunks' counts and sums and pass the totals to
+    :func:`confident_thresholds_from_sums` (equal to ``confident_thresholds`` of the whole
+    pool up to float rounding), so the pool's ``pred_probs`` never need to be in memory at once.
+
+    Parameters
+    ----------
+    labels : np.ndarray, shape (N,)
+        Given labels in ``0 .. K-1``; ``-1`` = unknown (ignored).
+    pred_probs : np.ndarray, shape (N, K)
+
+    Returns
+    -------
+    counts : np.ndarray, shape (K,), int64
+    sums : np.ndarray, shape (K,), float64
+    """
+    pred_probs = check_pred_probs(pred_probs)
+    return _compute_class_sums(_check_labels_for(labels, pred_probs), pred_probs)
+
+
+def confident_thresholds_from_sums(counts, sums) -> np.ndarray:
+    """Confident thresholds from per-class totals of :func:`class_confidence_sums`.
+
+    Same rules as :func:`confident_thresholds` (a class nobody labeled gets the mean of the
+    labeled classes' thresholds; no label at all gives ``1/K``; clipped below at 2e-6).
+
+    Parameters
+    ----------
+    counts : np.ndarray, shape (K,)
+        Non-negative integers.
+    sums : np.ndarray, shape (K,)
+        Finite, ``0 <= sums <= counts``.
+
+    Returns
+    -------
+    np.ndarray, shape (K,), float64
+    """
+    counts, sums = check_class_sums(counts, sums)
+    return _thresholds_from_sums(counts, sums)
 
 
 def label_quality_score(labels, pred_probs, *, thresholds=None) -> np.ndarray:

@@ -136,6 +136,23 @@ def test_row_order_invariance(data, rnd):
 
 
 @SETTINGS
+@given(labeled_st(max_n=40), st.integers(1, 40))
+def test_chunked_thresholds_equal_whole_pool(data, chunk):
+    """Per-class sums added over chunks give the whole pool's thresholds (mining reads the
+    pool's pred_probs back chunk by chunk)."""
+    p, labels = data
+    counts, sums = np.zeros(p.shape[1], np.int64), np.zeros(p.shape[1])
+    for start in range(0, p.shape[0], chunk):
+        c, t = S.class_confidence_sums(labels[start : start + chunk], p[start : start + chunk])
+        counts += c
+        sums += t
+    np.testing.assert_array_equal(counts, np.bincount(labels[labels >= 0], minlength=p.shape[1]))
+    np.testing.assert_allclose(
+        S.confident_thresholds_from_sums(counts, sums), S.confident_thresholds(labels, p), rtol=1e-12
+    )
+
+
+@SETTINGS
 @given(labeled_st())
 def test_score_relations(data):
     p, labels = data
@@ -472,6 +489,10 @@ def _nan_row_17():
             r"labels has length 1 but pred_probs has N=2 rows",
         ),
         (lambda: S.cross_entropy_loss([0], [[0.5, 0.5]], min_prob=0.0), ValueError, r"min_prob"),
+        (lambda: S.confident_thresholds_from_sums([1, -1], [0.5, 0.0]), ValueError, r"counts has -1 at class 1"),
+        (lambda: S.confident_thresholds_from_sums([1, 2], [0.5]), ValueError, r"sums must have the shape"),
+        (lambda: S.confident_thresholds_from_sums([1, 2], [0.5, 2.5]), ValueError, r"sums has 2.5 at class 1"),
+        (lambda: S.confident_thresholds_from_sums([1.0, 2.0], [0.5, 1]), TypeError, r"counts must be an integer"),
         (lambda: S.softmax([1.0, 2.0]), ValueError, r"outputs must be 2-D"),
     ],
 )

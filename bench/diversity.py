@@ -3,9 +3,11 @@
 On the MNIST test set with injected faults (flipped labels, rotations, perspective warps,
 dilated strokes; ``models.faults``), hardcase's selection (hardness + k-center diversity) is
 compared with the same number of hardest samples by max-probability confidence alone, in one
-run on the same predictions.
+run on the same predictions. Each ``--seeds`` entry injects a different set of faults (and
+seeds the selection); the selection is shown with its default metric (cosine) and with
+Euclidean distances, and the pure-hardness order (``--diversity 0``) for reference.
 
-Usage: ``python bench/diversity.py [--budget 200] [--diversity 0.5] [--seed 0]``
+Usage: ``python bench/diversity.py [--budget 200 | --per-class 20] [--diversity 0.5] [--seeds 0 1 2]``
 """
 
 from __future__ import annotations
@@ -21,13 +23,20 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 
 
+def distinct_pairs(pool, indices: np.ndarray) -> tuple[int, int]:
+    """(distinct (true class, fault) pairs, number of faulty samples) among ``indices``."""
+    faulty = indices[pool.fault[indices] != "clean"]
+    return len({(int(pool.true_labels[i]), pool.fault[i]) for i in faulty}), len(faulty)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", type=int, default=200)
     parser.add_argument("--per-class", type=int, default=None,
                         help="select this many per class (the CLI's default mode) instead of a total budget")
     parser.add_argument("--diversity", type=float, default=0.5)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                        help="fault-injection (and selection) seeds: one pool each")
     parser.add_argument("--model", type=Path, default=None)
     args = parser.parse_args()
 
@@ -42,29 +51,42 @@ def main() -> None:
     folder = shared_mnist()
     source = open_source(folder / "t10k-images-idx3-ubyte.gz", labels=folder / "t10k-labels-idx1-ubyte.gz")
     images = next(source.iter_batches(len(source))).images
-    pool = inject_faults(images, source.labels, n_classes=10, seed=args.seed)
-    fault_counts = {str(k): int(v) for k, v in zip(*np.unique(pool.fault, return_counts=True))}
     classifier = load_classifier(demo_model(args.model))
-    probs, embeddings = zip(*classifier.iter_predictions(pool.images))
-    probs, embeddings = np.concatenate(probs), np.concatenate(embeddings)
-    scores = compute_scores(probs, labels=pool.labels)
-
-    def distinct_pairs(indices: np.ndarray) -> tuple[int, int]:
-        faulty = indices[pool.fault[indices] != "clean"]
-        return len({(int(pool.true_labels[i]), pool.fault[i]) for i in faulty}), len(faulty)
-
     mode = {"per_class": args.per_class} if args.per_class else {"budget": args.budget}
-    selection = select_candidates(scores["hardness_score"], groups=pool.labels, embeddings=embeddings,
-                                  diversity=args.diversity, seed=args.seed, **mode)
-    hardest = np.argsort(scores["confidence"], kind="stable")[: len(selection.indices)]
-    possible = len({(int(c), f) for c, f in zip(pool.true_labels, pool.fault) if f != "clean"})
-    print(f"pool: {len(images)} MNIST test images, faults {fault_counts}")
-    print(f"{'selection of ' + str(len(selection.indices)) + ' (' + str(mode) + ')':<46} {'(class, fault) pairs':>20} {'faulty picks':>13}")
-    ours_pairs, ours_faulty = distinct_pairs(selection.indices)
-    base_pairs, base_faulty = distinct_pairs(hardest)
-    print(f"{'hardcase (hardness + diversity ' + str(args.diversity) + ')':<46} {ours_pairs:>20} {ours_faulty:>13}")
-    print(f"{'lowest max-probability confidence':<46} {base_pairs:>20} {base_faulty:>13}")
-    print(f"{'possible':<46} {possible:>20}")
+    methods = [
+        (f"hardcase, cosine (default), diversity {args.diversity}", {"metric": "cosine", "diversity": args.diversity}),
+        (f"hardcase, euclidean, diversity {args.diversity}", {"metric": "euclidean", "diversity": args.diversity}),
+        ("hardcase, diversity 0 (hardness order)", {"diversity": 0.0}),
+    ]
+    table: dict[str, list[tuple[int, int]]] = {name: [] for name, _ in methods}
+    table["lowest max-probability confidence"] = []
+    possible = []
+    for seed in args.seeds:
+        pool = inject_faults(images, source.labels, n_classes=10, seed=seed)
+        probs, embeddings = zip(*classifier.iter_predictions(pool.images))
+        probs, embeddings = np.concatenate(probs), np.concatenate(embeddings)
+        scores = compute_scores(probs, labels=pool.labels)
+
+        n_selected = 0
+        for name, options in methods:
+            selection = select_candidates(scores["hardness_score"], groups=pool.labels, embeddings=embeddings,
+                                          seed=seed, **options, **mode)
+            table[name].append(distinct_pairs(pool, selection.indices))
+            n_selected = len(selection.indices)
+        hardest = np.argsort(scores["confidence"], kind="stable")[:n_selected]
+        table["lowest max-probability confidence"].append(distinct_pairs(pool, hardest))
+        possible.append(len({(int(c), f) for c, f in zip(pool.true_labels, pool.fault) if f != "clean"}))
+        if seed == args.seeds[0]:
+            fault_counts = {str(k): int(v) for k, v in zip(*np.unique(pool.fault, return_counts=True))}
+            print(f"pool: {len(images)} MNIST test images, faults {fault_counts}")
+
+    print(f"selection of {n_selected} ({mode}); distinct (class, fault) pairs [faulty picks] per fault seed "
+          f"{args.seeds}")
+    for name, counts in table.items():
+        cells = " ".join(f"{pairs:>3} [{faulty:>3}]" for pairs, faulty in counts)
+        mean = np.mean([pairs for pairs, _ in counts])
+        print(f"  {name:<46} {cells}   mean {mean:5.1f}")
+    print(f"  {'possible':<46} {' '.join(f'{p:>3}      ' for p in possible)}")
 
 
 if __name__ == "__main__":

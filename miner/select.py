@@ -9,8 +9,10 @@ Two building blocks:
   greedily, trading hardness against distance to what is already picked with a
   ``diversity`` weight in [0, 1] (0 = pure hardness order, 1 = pure k-center).
 
-Embeddings are compared by Euclidean distance in float32. Everything is
-deterministic for a given ``seed``.
+:func:`farthest_point_sampling` compares embeddings by Euclidean distance;
+:func:`select_candidates` by default by the angle between them (cosine: the
+Euclidean distance between unit-length rows), see its ``metric``. All in
+float32. Everything is deterministic for a given ``seed``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from miner._validation import (
+    check_choice,
     check_embeddings,
     check_fraction,
     check_indices,
@@ -31,6 +34,9 @@ from miner._validation import (
 )
 
 __all__ = [
+    "MAX_POOL",
+    "MAX_POOL_FACTOR",
+    "METRICS",
     "POOL_FACTOR",
     "POOL_QUANTILE",
     "Selection",
@@ -39,11 +45,17 @@ __all__ = [
 ]
 
 #: Default hard pool (see :func:`select_candidates`): the hardest
-#: ``max(POOL_FACTOR * k, ceil(POOL_QUANTILE * n))`` examples of a group of n
-#: from which k are picked, i.e. the group's hardest quarter but never fewer
-#: than 5 candidates per pick.
+#: ``max(POOL_FACTOR * k, min(ceil(POOL_QUANTILE * n), max_pool))`` examples of
+#: a group of n from which k are picked, i.e. the group's hardest quarter but
+#: never fewer than 5 candidates per pick, and never more than ``max_pool``
+#: (default ``max(MAX_POOL_FACTOR * k, MAX_POOL)``), so that memory and time do
+#: not grow with n.
 POOL_FACTOR = 5
 POOL_QUANTILE = 0.25
+MAX_POOL_FACTOR = 50
+MAX_POOL = 10_000
+#: Distances :func:`select_candidates` can compare embeddings by.
+METRICS = ("cosine", "euclidean")
 
 
 @dataclass(frozen=True)
@@ -69,9 +81,11 @@ class Selection:
     hardness_score : np.ndarray, float64
         Its hardness (lower = harder).
     pick_distance : np.ndarray, float64
-        Euclidean distance from the candidate to the nearest candidate already
-        picked in its group at the moment it was picked (the distance that got
-        it picked). NaN for pure hardness picks: every pick when
+        Distance (in the selection's ``metric``: for ``"cosine"`` the Euclidean
+        distance between the unit-length embeddings, ``sqrt(2 - 2 cos)`` in
+        [0, 2]) from the candidate to the nearest candidate already picked in
+        its group at the moment it was picked (the distance that got it
+        picked). NaN for pure hardness picks: every pick when
         ``diversity == 0`` and the first pick of each group.
     """
 
@@ -258,8 +272,12 @@ def _greedy_pick(
     return order, dists
 
 
-def _default_pool(k: int, n: int) -> int:
-    return max(POOL_FACTOR * k, math.ceil(POOL_QUANTILE * n))
+def _default_max_pool(k: int) -> int:
+    return max(MAX_POOL_FACTOR * k, MAX_POOL)
+
+
+def _default_pool(k: int, n: int, max_pool: int) -> int:
+    return max(POOL_FACTOR * k, min(math.ceil(POOL_QUANTILE * n), max_pool))
 
 
 def _largest_remainder(total: int, weights: np.ndarray, keys: np.ndarray) -> np.ndarray:
@@ -291,6 +309,8 @@ def select_candidates(
     budget=None,
     diversity=0.5,
     pool_size=None,
+    max_pool=None,
+    metric="cosine",
     seed=0,
 ) -> Selection:
     """Pick a small, diverse set of hard examples per group for review.
@@ -308,11 +328,17 @@ def select_candidates(
     3. **Hard pool.** With ``per_class`` the pool of a group of ``n_g``
        examples is its ``pool_size`` hardest; with ``budget`` it is the group's
        part of the ``pool_size`` hardest overall. Default ``pool_size``:
-       ``max(POOL_FACTOR * k, ceil(POOL_QUANTILE * n))`` with ``POOL_FACTOR =
-       5``, ``POOL_QUANTILE = 0.25``, and ``k, n`` = (``per_class``, ``n_g``)
-       per group or (``budget``, ``N``) overall. That is the hardest quarter
-       (below the lower quartile of hardness, a cut that needs no calibration
-       of the scores) but at least 5 candidates per pick. Why not only a
+       ``max(POOL_FACTOR * k, min(ceil(POOL_QUANTILE * n), max_pool))`` with
+       ``POOL_FACTOR = 5``, ``POOL_QUANTILE = 0.25``, and ``k, n`` =
+       (``per_class``, ``n_g``) per group or (``budget``, ``N``) overall. That
+       is the hardest quarter (below the lower quartile of hardness, a cut that
+       needs no calibration of the scores) but at least 5 candidates per pick
+       and at most ``max_pool`` (default ``max(MAX_POOL_FACTOR * k, MAX_POOL)``
+       = ``max(50 k, 10_000)``): the cap keeps the pool's float32 embeddings
+       (``max_pool * D * 4`` bytes, 5 MB for D = 128) and the greedy pick's
+       O(k * pool * D) time independent of the data size; below
+       ``4 * max_pool`` examples per group (budget: overall) it never binds.
+       Why not only a
        multiple of ``k``: near-copies of one failure have near-identical
        scores, so they fill a contiguous block of the hardness order; a pool of
        ``5k`` is swallowed by 200 copies when ``k = 10`` and diversity could
@@ -321,18 +347,30 @@ def select_candidates(
        every 5 hardness-order picks in small groups. Pool members far down the
        order are picked only when they are much farther from what is picked
        than the harder ones (the hardness term keeps them at a disadvantage).
-       Cost: O(k * pool * D) per group.
+       Cost: O(k * pool * D) time per group; memory: the pool's embeddings
+       plus a few (N,) vectors (the tie-breaking permutation, one partition
+       copy of ``hardness``); the embeddings are read only at the pool's rows,
+       so a float16 memory map is never copied whole.
     4. **Greedy pick** within each group's pool (sorted hardest first). The
        first pick is the hardest example. Each next pick maximises
        ``(1 - diversity) * g + diversity * d / d_max``, where
        ``g = (h_max - h) / (h_max - h_min)`` is the min-max scaled hardness over
-       the pool (1 = hardest), ``d`` the Euclidean distance to the nearest
+       the pool (1 = hardest), ``d`` the distance (see ``metric``) to the nearest
        example already picked in the group and ``d_max`` the largest such
        distance among the unpicked: both terms lie in [0, 1], and the distance
        term is rescaled every step so the trade-off does not fade as the picks
        close in. ``diversity=0`` gives exactly the ``k`` hardest;
        ``diversity=1`` is farthest-point (k-center) sampling over the pool
        started at the hardest example; ties go to the harder example.
+    5. **Metric.** ``metric="cosine"`` (default) compares the directions of
+       the embeddings (each pool row scaled to unit length; an all-zero row
+       stays at the origin), ``"euclidean"`` the raw vectors. Why cosine: the
+       length of a penultimate-layer (ReLU) embedding mostly tracks how
+       strongly the network responds, i.e. its confidence, which the hardness
+       term already weighs; with raw distances, low-confidence failures
+       (rotated, warped digits) huddle near the origin, look alike and lose
+       the farthest-point contest to confident outliers, while the direction
+       says *what* the network sees, which is the diversity a reviewer wants.
 
     Parameters
     ----------
@@ -352,7 +390,14 @@ def select_candidates(
     pool_size : int, optional
         Size of the hard pool: per group with ``per_class`` (must be >=
         ``per_class``), overall with ``budget`` (must be >= ``budget``).
-        Default: ``max(POOL_FACTOR * k, ceil(POOL_QUANTILE * n))`` (see 3.).
+        Default: ``max(POOL_FACTOR * k, min(ceil(POOL_QUANTILE * n),
+        max_pool))`` (see 3.).
+    metric : {"cosine", "euclidean"}
+        Distance between embeddings for the diversity term (see 5.).
+    max_pool : int, optional
+        Upper bound of the default pool (ignored when ``pool_size`` is given);
+        must be >= ``per_class`` / ``budget``. Default
+        ``max(MAX_POOL_FACTOR * k, MAX_POOL)``.
     seed : int
         Seeds the tie-breaking permutation.
 
@@ -385,6 +430,13 @@ def select_candidates(
         pool = check_positive_int(pool_size, name="pool_size")
         if pool < k:
             raise ValueError(f"pool_size={pool} must be >= {mode}={k}")
+    if max_pool is None:
+        cap = _default_max_pool(k)
+    else:
+        cap = check_positive_int(max_pool, name="max_pool")
+        if cap < k:
+            raise ValueError(f"max_pool={cap} must be >= {mode}={k}")
+    metric = check_choice(metric, name="metric", choices=METRICS)
     seed = check_nonnegative_int(seed, name="seed")
     x = None
     if diversity > 0:
@@ -396,7 +448,7 @@ def select_candidates(
         x = _checked_in_chunks(embeddings, n)
     elif embeddings is not None:
         _checked_in_chunks(embeddings, n)
-    return _compute_selection(h, g, x, mode, k, pool, diversity, seed)
+    return _compute_selection(h, g, x, mode, k, pool, cap, diversity, metric, seed)
 
 
 _CHECK_CHUNK = 65_536
@@ -421,6 +473,23 @@ def _checked_in_chunks(embeddings, n: int):
     return embeddings
 
 
+def _hardest(candidates: np.ndarray | None, h: np.ndarray, tiebreak: np.ndarray, m: int) -> np.ndarray:
+    """The ``m`` hardest of ``candidates`` (rows; None = all), hardest first, ties by ``tiebreak``.
+
+    Equal to ``candidates[np.lexsort((tiebreak[candidates], h[candidates]))[:m]]`` but sorts
+    only the rows at or below the m-th smallest hardness (one partition, no full sort).
+    """
+    hc = h if candidates is None else h[candidates]
+    if m < hc.shape[0]:
+        cut = np.partition(hc, m - 1)[m - 1]
+        keep = np.flatnonzero(hc <= cut)
+        candidates = keep if candidates is None else candidates[keep]
+        hc = hc[keep]
+    elif candidates is None:
+        candidates = np.arange(hc.shape[0])
+    return candidates[np.lexsort((tiebreak[candidates], hc))[:m]]
+
+
 def _compute_selection(
     h: np.ndarray,
     g: np.ndarray,
@@ -428,36 +497,42 @@ def _compute_selection(
     mode: str,
     k: int,
     pool: int | None,
+    cap: int,
     diversity: float,
+    metric: str,
     seed: int,
 ) -> Selection:
     n = h.shape[0]
+    # a permutation of 0..n-1 breaks ties; int32 halves its memory and sorts the same
     tiebreak = np.random.default_rng(seed).permutation(n)
-    order = np.lexsort((tiebreak, h))  # hardest first
-    position = np.empty(n, dtype=np.int64)
-    position[order] = np.arange(n)
+    if n < 2**31:
+        tiebreak = tiebreak.astype(np.int32)
 
+    # each group's pool, hardest first (ties by tiebreak); pools/quotas in group-id order
     if mode == "budget":
-        order = order[: min(n, _default_pool(k, n) if pool is None else pool)]
-    # group members, each group hardest first
-    by_group = order[np.argsort(g[order], kind="stable")]
-    group_ids, starts, counts = np.unique(g[by_group], return_index=True, return_counts=True)
-    if mode == "per_class":
-        if pool is None:
-            pool_sizes = np.array([min(c, _default_pool(k, c)) for c in counts], dtype=np.int64)
-        else:
-            pool_sizes = np.minimum(counts, pool)
-        quotas = np.minimum(counts, k)
-    else:
-        pool_sizes = counts
+        top = _hardest(None, h, tiebreak, min(n, _default_pool(k, n, cap) if pool is None else pool))
+        by_group = top[np.argsort(g[top], kind="stable")]
+        group_ids, starts, counts = np.unique(g[by_group], return_index=True, return_counts=True)
+        pools = [by_group[a : a + c] for a, c in zip(starts, counts, strict=True)]
         quotas = _largest_remainder(k, counts, group_ids)
+    else:
+        group_ids = np.unique(g)
+        pools, quotas = [], []
+        for gid in group_ids:
+            members = np.flatnonzero(g == gid)
+            c = members.shape[0]
+            m = min(c, _default_pool(k, c, cap) if pool is None else pool)
+            pools.append(_hardest(members, h, tiebreak, m))
+            quotas.append(min(c, k))
 
     sel_idx, sel_round, sel_dist = [], [], []
-    for start, m, q in zip(starts, pool_sizes, quotas, strict=True):
+    for members, q in zip(pools, quotas, strict=True):
         if q == 0:
             continue
-        members = by_group[start : start + m]
         xp = None if x is None else np.ascontiguousarray(x[members], dtype=np.float32)
+        if xp is not None and metric == "cosine":
+            norms = np.sqrt(np.einsum("ij,ij->i", xp, xp))
+            xp /= np.where(norms > 0, norms, 1.0)[:, None]
         local, dist = _greedy_pick(h[members], xp, int(q), diversity)
         sel_idx.append(members[local])
         sel_round.append(np.arange(q))
@@ -469,7 +544,8 @@ def _compute_selection(
     idx = np.concatenate(sel_idx)
     rounds = np.concatenate(sel_round)
     dist = np.concatenate(sel_dist)
-    ranked = np.lexsort((position[idx], rounds))
+    # round-robin; within a round, in the global hardness order (ties by tiebreak)
+    ranked = np.lexsort((tiebreak[idx], h[idx], rounds))
     idx, dist = idx[ranked], dist[ranked]
     return Selection(
         indices=idx,

@@ -276,8 +276,14 @@ def test_diversity_escapes_near_duplicates():
     assert hits[0.0] == {0}  # pure hardness: ten copies of one failure
     assert len(hits[0.3]) > 1
     assert hits[0.5] == hits[1.0] == {0, 1, 2, 3, 4, 5}
-    sel = select_candidates(hardness, groups=groups, embeddings=emb, per_class=10, diversity=0.5)
+    sel = select_candidates(hardness, groups=groups, embeddings=emb, per_class=10, diversity=0.5,
+                            metric="euclidean")
+    assert set(cluster[sel.indices].tolist()) == {0, 1, 2, 3, 4, 5}
     assert np.isnan(sel.pick_distance[0]) and (sel.pick_distance[1:] > 1).all()
+    # cosine (default): the five picks opening a new cluster are far apart on the unit sphere,
+    # the later ones (inside clusters) close
+    sel = select_candidates(hardness, groups=groups, embeddings=emb, per_class=10, diversity=0.5)
+    assert (sel.pick_distance[1:6] > 1).all() and (sel.pick_distance[6:] < 0.3).all()
     # the default pool is the hardest quarter: a pool of only 5k is swallowed by the copies
     small = select_candidates(
         hardness,
@@ -290,29 +296,34 @@ def test_diversity_escapes_near_duplicates():
     assert set(cluster[small.indices].tolist()) == {0}
 
 
-def test_diversity_one_is_kcenter_over_the_pool_from_the_hardest():
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_diversity_one_is_kcenter_over_the_pool_from_the_hardest(metric):
     rng = np.random.default_rng(4)
     n = 400
     hardness = rng.random(n)
-    emb = rng.standard_normal((n, 8)).astype(np.float32)
+    emb = rng.standard_normal((n, 8)).astype(np.float32) * rng.uniform(0.1, 10, (n, 1)).astype(np.float32)
     groups = np.zeros(n, dtype=int)
     sel = select_candidates(
-        hardness, groups=groups, embeddings=emb, per_class=12, diversity=1.0, pool_size=150
+        hardness, groups=groups, embeddings=emb, per_class=12, diversity=1.0, pool_size=150, metric=metric
     )
     pool = np.argsort(hardness)[:150]
-    idx, dist = farthest_point_sampling(emb[pool], 11, initial=[0])
+    x = emb[pool] if metric == "euclidean" else emb[pool] / np.linalg.norm(emb[pool], axis=1, keepdims=True)
+    idx, dist = farthest_point_sampling(x, 11, initial=[0])
     # picks in pick order = rank order (a single group)
     np.testing.assert_array_equal(sel.indices, np.concatenate([[pool[0]], pool[idx]]))
     np.testing.assert_allclose(sel.pick_distance[1:], dist, rtol=1e-6)
 
 
-def test_pick_distance_is_distance_to_earlier_picks_of_the_group():
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_pick_distance_is_distance_to_earlier_picks_of_the_group(metric):
     rng = np.random.default_rng(5)
     n = 300
     hardness = rng.random(n)
     groups = rng.integers(0, 3, n)
     emb = rng.standard_normal((n, 5)).astype(np.float32)
-    sel = select_candidates(hardness, groups=groups, embeddings=emb, per_class=6, diversity=0.7)
+    sel = select_candidates(hardness, groups=groups, embeddings=emb, per_class=6, diversity=0.7, metric=metric)
+    if metric == "cosine":
+        emb = emb / np.linalg.norm(emb, axis=1, keepdims=True)
     for grp in range(3):
         picks = sel.indices[sel.group == grp]  # rank order = pick order within a group
         dist = sel.pick_distance[sel.group == grp]
@@ -320,6 +331,57 @@ def test_pick_distance_is_distance_to_earlier_picks_of_the_group():
         for i in range(1, len(picks)):
             expected = pairwise(emb[picks[i : i + 1]], emb[picks[:i]]).min()
             assert dist[i] == pytest.approx(expected, rel=1e-4)
+
+
+def test_cosine_diversity_covers_directions_not_magnitudes():
+    """Five failure kinds that the network answers weakly (short embeddings in five
+    directions) and one it answers strongly at varying strength (one direction, lengths
+    5..50): cosine picks one of each kind, Euclidean spends its picks along the long one."""
+    rng = np.random.default_rng(6)
+    d = 16
+    directions = np.linalg.qr(rng.standard_normal((d, 6)))[0].T  # 6 orthonormal directions
+    weak = np.concatenate([0.5 * u + 0.01 * rng.standard_normal((20, d)) for u in directions[:5]])
+    strong = rng.uniform(5, 50, (100, 1)) * directions[5] + 0.01 * rng.standard_normal((100, d))
+    emb = np.concatenate([weak, strong]).astype(np.float32)
+    kind = np.concatenate([np.repeat(np.arange(5), 20), np.full(100, 5)])
+    hardness = rng.uniform(0.0, 0.1, len(kind))
+    hardness[np.argmax(kind == 5)] = 0.0  # the hardest is a strong one
+    groups = np.zeros(len(kind), dtype=int)
+    picked = {}
+    for metric in ("cosine", "euclidean"):
+        sel = select_candidates(hardness, groups=groups, embeddings=emb, per_class=6, diversity=1.0,
+                                pool_size=len(kind), metric=metric)
+        picked[metric] = set(kind[sel.indices].tolist())
+    assert picked["cosine"] == {0, 1, 2, 3, 4, 5}
+    assert len(picked["euclidean"]) < 6
+
+
+def test_max_pool_caps_the_default_pool():
+    rng = np.random.default_rng(7)
+    n = 4000
+    hardness = rng.random(n)
+    emb = rng.standard_normal((n, 4)).astype(np.float32)
+    groups = rng.integers(0, 2, n)
+
+    def within(sel, size, grp=None):
+        members = np.arange(n) if grp is None else np.flatnonzero(groups == grp)
+        allowed = members[np.argsort(hardness[members])[:size]]
+        got = sel.indices if grp is None else sel.indices[sel.group == grp]
+        return set(got.tolist()) <= set(allowed.tolist())
+
+    kw = {"groups": groups, "embeddings": emb, "diversity": 1.0}
+    # per class (~2000 each, quarter ~500): capped at 60, floored at POOL_FACTOR * k = 25
+    assert not all(within(select_candidates(hardness, per_class=5, **kw), 60, grp) for grp in (0, 1))
+    assert all(within(select_candidates(hardness, per_class=5, max_pool=60, **kw), 60, grp) for grp in (0, 1))
+    assert all(within(select_candidates(hardness, per_class=5, max_pool=5, **kw), POOL_FACTOR * 5, grp)
+               for grp in (0, 1))
+    # budget: the overall pool (quarter = 1000)
+    assert not within(select_candidates(hardness, budget=10, **kw), 60)
+    assert within(select_candidates(hardness, budget=10, max_pool=60, **kw), 60)
+    # a cap the quarter does not reach changes nothing
+    a = select_candidates(hardness, budget=10, **kw)
+    b = select_candidates(hardness, budget=10, max_pool=1000, **kw)
+    np.testing.assert_array_equal(a.indices, b.indices)
 
 
 def test_select_is_deterministic_for_a_seed():
@@ -426,6 +488,8 @@ def test_selection_is_immutable():
         ({"per_class": 2, "diversity": "high"}, TypeError, r"diversity must be a real number"),
         ({"per_class": 2, "pool_size": 1}, ValueError, r"pool_size=1 must be >= per_class=2"),
         ({"budget": 4, "pool_size": 3}, ValueError, r"pool_size=3 must be >= budget=4"),
+        ({"budget": 4, "max_pool": 3}, ValueError, r"max_pool=3 must be >= budget=4"),
+        ({"per_class": 2, "metric": "cityblock"}, ValueError, r"metric must be one of 'cosine', 'euclidean'"),
         ({"per_class": 2, "seed": -3}, ValueError, r"seed must be >= 0, got -3"),
         (
             {"per_class": 2, "hardness": [0.1, np.nan, 0.3, 0.4]},

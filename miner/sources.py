@@ -66,8 +66,9 @@ Memory
     Batches are read on demand and memory is bounded by the batch size. Arrays are read row
     range by row range with plain file reads (``.npy`` and raw IDX: at the memmap's offset, so
     resident memory does not grow with N the way touching every memmap page would); gzip IDX
-    files and compressed ``.npz`` members are decompressed as a stream - validating a gzip IDX
-    file at open time costs one decompression pass (streamed, not kept in memory) and a later
+    files and compressed ``.npz`` members are decompressed as a stream - a gzip IDX file's size
+    is validated at open time from its trailer (a full decompression pass only when the trailer
+    disagrees, to name the size found), its CRC when the stream is read to the end, and a
     backwards seek re-decompresses from the start. Image files are decoded per batch.
 
 API
@@ -236,12 +237,26 @@ def _idx_header(path: Path) -> _IdxHeader | None:
     return _IdxHeader(_IDX_CODES[head[2]], shape, 4 + 4 * ndim, gz)
 
 
+def _gzip_trailer_size(path: Path) -> int | None:
+    """ISIZE of a gzip file's last member (uncompressed size mod 2^32), None if too short."""
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell() < 18:  # 10-byte header + 8-byte trailer
+            return None
+        f.seek(-4, os.SEEK_END)
+        return int.from_bytes(f.read(4), "little")
+
+
 def _check_idx_size(path: Path, hdr: _IdxHeader) -> None:
     """Raise a ValueError naming the file when its payload is not exactly what the header says."""
     expected = hdr.header_bytes + hdr.data_bytes
     if not hdr.gz:
         actual = os.path.getsize(path)
-    else:  # one streamed decompression pass, nothing kept
+    elif _gzip_trailer_size(path) == expected % 2**32:
+        # the gzip trailer records the payload size (mod 2^32): O(1) instead of a full
+        # decompression pass; the stream's CRC is still verified when it is read to the end
+        return
+    else:  # one streamed decompression pass, nothing kept: the exact size for the message
         actual = 0
         try:
             with gzip.open(path, "rb") as f:
@@ -366,14 +381,19 @@ class _RowReader:
                 buf = np.empty(need, dtype=np.uint8)
                 mv = memoryview(buf)
                 got = 0
-                while got < need:
-                    n = fh.readinto(mv[got:])
-                    if not n:
-                        raise ValueError(
-                            f"{self.uri}: file ended early at rows {a}..{b} "
-                            f"(changed or truncated since it was opened?)"
-                        )
-                    got += n
+                try:
+                    while got < need:
+                        n = fh.readinto(mv[got:])
+                        if not n:
+                            raise ValueError(
+                                f"{self.uri}: file ended early at rows {a}..{b} "
+                                f"(changed or truncated since it was opened?)"
+                            )
+                        got += n
+                    if b == self.shape[0] and isinstance(fh, gzip.GzipFile) and fh.read(1):
+                        raise ValueError(f"{self.uri}: gzip stream has data after the last row")
+                except (EOFError, OSError, zlib.error) as exc:  # a corrupt stream; CRC at its end
+                    raise ValueError(f"{self.uri}: unreadable at rows {a}..{b} ({exc})") from None
                 pos[0] = start + need
                 out = buf.view(self.dtype).reshape((b - a, *self.shape[1:]))
                 if not out.dtype.isnative:

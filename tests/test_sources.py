@@ -126,6 +126,16 @@ def test_truncated_idx_raw_and_gz(tmp_path):
     with pytest.raises(ValueError, match=r"cut-idx3-ubyte\.gz.*656 bytes"):
         open_source(cut)
 
+    # right length in the gzip trailer but corrupt data: found while reading, naming the file
+    data = bytearray(gzip.compress(good, compresslevel=0))  # stored blocks: pixels verbatim
+    data[200] ^= 0xFF
+    bad = tmp_path / "flipped-idx3-ubyte.gz"
+    bad.write_bytes(bytes(data))
+    source = open_source(bad)
+    with pytest.raises(ValueError, match=r"flipped-idx3-ubyte\.gz.*unreadable.*CRC"):
+        for _ in source.iter_batches(4):
+            pass
+
     # header cut short
     head = tmp_path / "head-idx3-ubyte"
     head.write_bytes(good[:9])

@@ -2,14 +2,22 @@
 
 Composes ``models`` (forward pass), ``miner`` (scores, selection, data sources) and ``store``
 (persistence). Resumable: per-batch outputs go to memory-mapped arrays in the run's artifact
-folder and a ``done`` mask is flushed after each batch, so a run killed at any point and
-started again with the same name continues where it stopped and ends with the same result.
+folder, samples and their scores to the database, and a ``done`` mask is flushed after each
+checkpoint, so a run killed at any point and started again with the same name continues where
+it stopped and ends with the same result.
+
+Memory does not grow with the pool beyond the stored embeddings (and a few bytes per sample of
+1-D bookkeeping: the done mask, hardness, groups, selection's tie-break permutation): scores
+are stored while the model runs, the per-run arrays' pages are dropped from the resident set
+at every checkpoint, the end-of-run pass reads ``pred_probs`` back in chunks, and selection
+reads only its (capped) hard pool's embeddings.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import mmap
 import threading
 import time
 from collections.abc import Iterator
@@ -22,7 +30,14 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from miner.scores import SCORE_FIELDS, compute_scores
+from miner.scores import (
+    SCORE_FIELDS,
+    class_confidence_sums,
+    compute_scores,
+    confident_thresholds_from_sums,
+    hardness_score,
+    label_quality_score,
+)
 from miner.select import select_candidates
 from miner.sources import Batch, DataSource, content_hash, open_source
 from models.classifier import Classifier, file_hash, load_classifier
@@ -240,7 +255,7 @@ def mine(store: Store, options: MiningOptions, *, artifacts_dir: Path, progress:
     label_names = np.array(class_names + [""], dtype=object)
 
     checkpoint = _Checkpoint(store, run_id, dataset_id, pred_probs, sample_ids, done, embeddings,
-                             seconds=options.checkpoint_seconds)
+                             class_names=class_names, seconds=options.checkpoint_seconds)
 
     def store_batch(batch, probs, emb) -> None:
         """Keep one scored batch; runs on the writer thread while the model scores the next."""
@@ -249,8 +264,12 @@ def mine(store: Store, options: MiningOptions, *, artifacts_dir: Path, progress:
             if embeddings is not None:
                 embeddings[batch.indices] = emb.astype(np.float16)
             given = labels[batch.indices] if labels is not None else np.full(len(batch.indices), -1)
+            scores = compute_scores(probs, labels=given)
+            # needs the whole pool's per-class thresholds: filled in by _finish
+            scores["label_quality_score"] = np.full(len(batch.indices), np.nan)
             checkpoint.add_samples(
                 batch.indices,
+                scores=scores,
                 content_hash=[content_hash(image) for image in batch.images],
                 uri=[source.uris[i] if source.uris is not None else None for i in batch.indices],
                 given_label=[label_names[g] or None for g in given],
@@ -296,22 +315,29 @@ def mine(store: Store, options: MiningOptions, *, artifacts_dir: Path, progress:
 class _Checkpoint:
     """Makes scored batches durable together, about once a second.
 
-    Order matters for resuming: samples and errors are committed to the database and the
-    per-run arrays flushed *before* their rows are marked done, so a run killed at any point
-    restarts from the last checkpoint and recomputes only what came after it.
+    Order matters for resuming: samples, their scores and errors are committed to the database
+    and the per-run arrays flushed *before* their rows are marked done, so a run killed at any
+    point restarts from the last checkpoint and recomputes only what came after it (rows
+    stored again are ignored). After each checkpoint the arrays' pages are dropped from the
+    process's resident set (they stay in the page cache), so RSS does not grow with the pool.
     """
 
-    def __init__(self, store, run_id, dataset_id, pred_probs, sample_ids, done, embeddings, *, seconds: float = 1.0):
+    def __init__(self, store, run_id, dataset_id, pred_probs, sample_ids, done, embeddings, *,
+                 class_names, seconds: float = 1.0):
         self.store, self.run_id, self.dataset_id = store, run_id, dataset_id
         self.arrays = [a for a in (pred_probs, sample_ids, embeddings) if a is not None]
+        self.released = [pred_probs, sample_ids, done]  # the embeddings stay resident for selection
         self.sample_ids, self.done, self.seconds = sample_ids, done, seconds
+        self.names = np.asarray(class_names, dtype=object)
         self.indices: list[np.ndarray] = []
+        self.scores: list[dict[str, np.ndarray]] = []
         self.columns: dict[str, list] = {"content_hash": [], "uri": [], "given_label": [], "timestamp": []}
         self.errors: list = []
         self.last = time.monotonic()
 
-    def add_samples(self, indices: np.ndarray, **columns: list) -> None:
+    def add_samples(self, indices: np.ndarray, *, scores: dict[str, np.ndarray], **columns: list) -> None:
         self.indices.append(indices)
+        self.scores.append(scores)
         for name, values in columns.items():
             self.columns[name].extend(values)
 
@@ -330,17 +356,35 @@ class _Checkpoint:
                     {"source_index": e.source_index, "uri": e.uri, "reason": e.reason} for e in self.errors
                 ])
             if len(indices):
-                self.sample_ids[indices] = api.upsert_samples(
-                    session, self.dataset_id, source_index=indices.tolist(), **self.columns
+                ids = api.upsert_samples(session, self.dataset_id, source_index=indices.tolist(), **self.columns)
+                self.sample_ids[indices] = ids
+                scores = {key: np.concatenate([part[key] for part in self.scores]) for key in SCORE_FIELDS}
+                api.add_score_columns(
+                    session, self.run_id, sample_id=ids,
+                    predicted_label=self.names[scores.pop("predicted_label")].tolist(), **scores,
                 )
         for array in self.arrays:
             array.flush()
         self.done[indices] = 1
         self.done[[e.source_index for e in self.errors]] = 2
         self.done.flush()
-        self.indices, self.errors = [], []
+        for array in self.released:
+            _release(array)
+        self.indices, self.scores, self.errors = [], [], []
         self.columns = {name: [] for name in self.columns}
         self.last = time.monotonic()
+
+
+def _release(array: np.ndarray) -> None:
+    """Drop a flushed memory map's pages from this process's resident set.
+
+    The pages stay in the page cache and on disk (for a shared file mapping the kernel keeps
+    dirty data), so reading them again costs no I/O; only RSS stops counting them.
+    """
+    handle = getattr(array, "_mmap", None)
+    advice = getattr(mmap, "MADV_DONTNEED", None)
+    if handle is not None and advice is not None and hasattr(handle, "madvise"):
+        handle.madvise(advice)
 
 
 def _read_ahead(batches: Iterator[Batch], depth: int = 2) -> Iterator[Batch]:
@@ -370,13 +414,14 @@ def _is_folder_like(path: str) -> bool:
 
 def _finish(store, options, run_id, source, classifier, labels, pred_probs, sample_ids, embeddings, scored, already):
     class_names = list(classifier.class_names)
-    probs = np.asarray(pred_probs[scored], dtype=np.float64)
     given = labels[scored] if labels is not None else None
-    scores = compute_scores(probs, labels=given)
+    hardness, predicted, thresholds = _pool_pass(pred_probs, scored, given)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hardcase-writer") as writer:
-        # scores are stored on the writer thread while candidates are selected here
-        stored = writer.submit(_store_scores, store, run_id, scores, scored, sample_ids, class_names)
-        candidate_rows = _candidate_rows(options, source, scores, given, scored, sample_ids, embeddings, class_names)
+        # the pool's label quality is stored on the writer thread while candidates are selected here
+        stored = writer.submit(_complete_scores, store, run_id, pred_probs, scored, given, sample_ids,
+                               thresholds, class_names)
+        candidate_rows = _candidate_rows(options, source, hardness, predicted, given, scored, sample_ids,
+                                         embeddings, class_names)
         stored.result()
     n_errors_total = len(source) - len(scored)
     with store.Session.begin() as session:
@@ -387,7 +432,7 @@ def _finish(store, options, run_id, source, classifier, labels, pred_probs, samp
     accuracy = None
     if given is not None and np.any(given >= 0):
         known = given >= 0
-        accuracy = float(np.mean(scores["predicted_label"][known] == given[known]))
+        accuracy = float(np.mean(predicted[known] == given[known]))
     return MiningReport(
         run_name=options.run_name,
         n_total=len(source),
@@ -399,39 +444,100 @@ def _finish(store, options, run_id, source, classifier, labels, pred_probs, samp
     )
 
 
-def _store_scores(store, run_id, scores, scored, sample_ids, class_names) -> None:
+def _chunks(n: int):
+    for start in range(0, n, SCORE_CHUNK):
+        yield slice(start, min(n, start + SCORE_CHUNK))
+
+
+def _pool_pass(pred_probs, scored, given):
+    """Hardness and predicted class of every scored row, and the pool's confident thresholds
+    (None without labels), reading ``pred_probs`` in chunks (no full float64 copy)."""
+    n, k = len(scored), pred_probs.shape[1]
+    hardness = np.empty(n, dtype=np.float64)
+    predicted = np.empty(n, dtype=np.int64)
+    counts, sums = np.zeros(k, dtype=np.int64), np.zeros(k)
+    for part in _chunks(n):
+        probs = pred_probs[scored[part]]
+        lab = given[part] if given is not None else None
+        hardness[part] = hardness_score(probs, labels=lab)
+        predicted[part] = probs.argmax(axis=1)
+        if lab is not None:
+            c, t = class_confidence_sums(lab, probs)
+            counts += c
+            sums += t
+    _release(pred_probs)
+    labelled = given is not None and counts.sum() > 0
+    return hardness, predicted, confident_thresholds_from_sums(counts, sums) if labelled else None
+
+
+def _complete_scores(store, run_id, pred_probs, scored, given, sample_ids, thresholds, class_names) -> None:
+    """Store what the streamed scores lack: label quality needs the whole pool's thresholds.
+
+    A run started by an older version may have stored no scores while it streamed: those are
+    inserted here (rows already stored are kept).
+    """
+    with store.snapshot() as session:
+        missing = api.count_scores(session, run_id) < len(scored)
+    if not missing and thresholds is None:
+        return
     names = np.asarray(class_names, dtype=object)
     with store.Session.begin() as session:
-        # inserted in chunks so the row dicts never hold the whole pool
-        for start in range(0, len(scored), SCORE_CHUNK):
-            part = slice(start, start + SCORE_CHUNK)
-            api.add_score_columns(
-                session,
-                run_id,
-                sample_id=sample_ids[scored[part]],
-                predicted_label=names[scores["predicted_label"][part]].tolist(),
-                **{key: scores[key][part] for key in SCORE_FIELDS if key != "predicted_label"},
-            )
+        for part in _chunks(len(scored)):
+            probs = pred_probs[scored[part]]
+            ids = sample_ids[scored[part]]
+            lab = given[part] if given is not None else None
+            if missing:
+                scores = compute_scores(probs, labels=lab, thresholds=thresholds)
+                api.add_score_columns(
+                    session, run_id, sample_id=ids, predicted_label=names[scores["predicted_label"]].tolist(),
+                    **{key: scores[key] for key in SCORE_FIELDS if key != "predicted_label"},
+                )
+            if thresholds is not None:
+                known = lab >= 0
+                if known.any():
+                    api.update_score_column(
+                        session, run_id, "label_quality_score", sample_id=ids[known],
+                        values=label_quality_score(lab[known], probs[known], thresholds=thresholds),
+                    )
+    _release(pred_probs)
+    _release(sample_ids)
 
 
-def _candidate_rows(options, source, scores, given, scored, sample_ids, embeddings, class_names) -> list[dict]:
+class _Rows:
+    """Rows ``rows`` of a 2-D array, indexable like one (no copy): scored rows of the embeddings."""
+
+    def __init__(self, array, rows: np.ndarray):
+        self.array, self.rows = array, rows
+        self.shape = (len(rows), *array.shape[1:])
+        self.ndim = array.ndim
+        self.dtype = array.dtype
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key):
+        return self.array[self.rows[key]]
+
+
+def _candidate_rows(options, source, hardness, predicted, given, scored, sample_ids, embeddings,
+                    class_names) -> list[dict]:
     """Select the candidates and build their rows (with the original image as PNG)."""
-    groups = given.copy() if given is not None else scores["predicted_label"].copy()
+    groups = given.copy() if given is not None else predicted
     if given is not None:
         unknown = groups < 0
-        groups[unknown] = scores["predicted_label"][unknown]
+        groups[unknown] = predicted[unknown]
     if embeddings is None:
         emb = None
     elif len(scored) == len(embeddings):
         emb = embeddings  # the float16 memory map itself: selection converts only the hard pool
     else:
-        emb = embeddings[scored]
+        emb = _Rows(embeddings, scored)  # the scored rows, still without a copy
     diversity = options.diversity
     if emb is None and diversity > 0:
         log.warning("the model exposes no embedding layer; selecting by hardness alone")
         diversity = 0.0
     selection = select_candidates(
-        scores["hardness_score"],
+        hardness,
         groups=groups,
         embeddings=emb,
         per_class=options.per_class if options.budget is None else None,

@@ -1222,3 +1222,41 @@ def add_score_columns(
         for i in range(n)
     ]
     _insert_ignoring_duplicates(session, Score.__table__, ("run_id", "sample_id"), rows)
+
+
+def update_score_column(
+    session: Session, run_id: int, column: str, *, sample_id: Sequence[int], values: Sequence[float]
+) -> None:
+    """Overwrite one optional score column of scores already stored (NaN = unknown, NULL).
+
+    For scores that need the whole pool before they are known, e.g. ``label_quality_score``
+    (per-class thresholds of the pool): the other columns are stored while mining streams,
+    this one once the pool is complete. Rows not stored are ignored.
+    """
+    import numpy as np
+
+    if column not in SCORE_OPTIONAL:
+        raise ValueError(f"update_score_column: {column!r} is not one of {', '.join(SCORE_OPTIONAL)}")
+    array = np.asarray(values, dtype=np.float64)
+    n = len(sample_id)
+    if array.shape != (n,):
+        raise ValueError(f"values has shape {array.shape}, expected ({n},)")
+    table = Score.__table__
+    statement = (
+        update(table)
+        .where(table.c.run_id == bindparam("b_run_id"), table.c.sample_id == bindparam("b_sample_id"))
+        .values({column: bindparam("b_value")})
+    )
+    ids = [int(i) for i in sample_id]
+    finite = np.isfinite(array).tolist()
+    as_list = array.tolist()
+    for chunk in _chunks(n):
+        session.execute(statement, [
+            {"b_run_id": run_id, "b_sample_id": ids[i], "b_value": as_list[i] if finite[i] else None}
+            for i in chunk
+        ])
+
+
+def count_scores(session: Session, run_id: int) -> int:
+    """Number of samples with stored scores in a run."""
+    return int(session.scalar(select(func.count()).select_from(Score).where(Score.run_id == run_id)) or 0)

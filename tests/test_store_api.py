@@ -245,6 +245,32 @@ def test_scores_are_idempotent_and_resumable(store, seeded):
         api.add_scores(session, seeded.run_id, [row | {"margin": math.nan}])
 
 
+def test_score_columns_streamed_then_completed(store, seeded):
+    """Mining streams scores without label quality, then fills it in for the whole pool."""
+    with store.Session.begin() as session:
+        ids = api.upsert_samples(session, seeded.dataset_id, source_index=[200, 201, 202],
+                                 content_hash=["a", "b", "c"], uri=None, given_label=["cat", None, "dog"])
+        before = api.count_scores(session, seeded.run_id)
+        api.add_score_columns(
+            session, seeded.run_id, sample_id=ids, predicted_label=["cat", "dog", "dog"],
+            confidence=[0.9, 0.6, 0.5], margin=[0.8, 0.2, 0.1], entropy=[0.1, 0.5, 0.6],
+            hardness_score=[0.9, 0.6, 0.4], label_quality_score=[np.nan, np.nan, np.nan],
+        )
+        assert api.count_scores(session, seeded.run_id) == before + 3
+        api.update_score_column(session, seeded.run_id, "label_quality_score",
+                                 sample_id=[ids[0], ids[2]], values=[0.75, np.nan])
+        stored = [session.get(Score, (seeded.run_id, i)).label_quality_score for i in ids]
+        assert stored == [0.75, None, None]
+        other = session.get(Score, (seeded.run_id, seeded.sample_ids[0])).label_quality_score
+    with store.Session.begin() as session:  # other rows and other runs are untouched
+        assert session.get(Score, (seeded.run_id, seeded.sample_ids[0])).label_quality_score == other
+    with pytest.raises(ValueError, match="'confidence' is not one of"), store.Session.begin() as session:
+        api.update_score_column(session, seeded.run_id, "confidence", sample_id=ids, values=[1, 1, 1])
+    with pytest.raises(ValueError, match=r"values has shape \(2,\), expected \(3,\)"), \
+            store.Session.begin() as session:
+        api.update_score_column(session, seeded.run_id, "loss", sample_id=ids, values=[1, 1])
+
+
 def test_errors_are_idempotent(store, seeded):
     with store.Session.begin() as session:
         api.add_errors(

@@ -201,7 +201,13 @@ def test_undo_previous_saliency_and_suggested_transform(served_app):
         }])
     rotate, perspective, direction, scale = client.predict(candidate_id, api_name="/apply_suggestion")
     assert (rotate, perspective, direction, scale) == (-40.0, 0.0, 0.0, 1.0)
-    augment_only = client.predict("demo", "tester", -1, "any", "all", "augment", api_name="/next_candidate")
+    # the filter shows only candidates suggested as augment (the demo's own suggestions may put
+    # others before this one), and reaches the one just marked
+    first_augment = client.predict("demo", "tester", -1, "any", "all", "augment", api_name="/next_candidate")
+    with store.Session.begin() as session:
+        assert api.get_candidate(session, int(first_augment[3])).suggested_cause == "augment"
+    augment_only = client.predict("demo", "tester", view.rank - 1, "any", "all", "augment",
+                                  api_name="/next_candidate")
     assert int(augment_only[3]) == candidate_id
 
     plain, _ = client.predict(candidate_id, 0, 0, 0, 1, False, api_name="/preview_saliency")

@@ -36,7 +36,13 @@ from miner.causes import (
 from miner.sources import open_source
 from models.classifier import Classifier, file_hash, load_classifier
 from models.spec import PreprocessingSpec
-from models.transform_search import calibrate_null, null_reference_rows, search_transforms
+from models.transform_search import (
+    calibrate_null,
+    class_moments,
+    image_moments,
+    null_reference_rows,
+    search_transforms,
+)
 from review_app.mining import decode_png
 from store import api
 from store.db import Store
@@ -212,17 +218,18 @@ def _cache_meta(train_data: str, inputs: _RunInputs) -> dict:
 
 def _training_embeddings(train_data: str, inputs: _RunInputs, classifier: Classifier, folder: Path,
                          progress: bool, batch_size: int) -> tuple[dict, bool, float, float]:
-    """Embeddings, probabilities, labels and ids of the training data; cached per run."""
+    """Embeddings, probabilities, image moments, labels and ids of the training data; cached per run."""
     cache = folder / TRAIN_CACHE
     meta = _cache_meta(train_data, inputs)
+    keys = ("embeddings", "probs", "moments", "labels", "ids")
     if cache.exists():
         with np.load(cache, allow_pickle=False) as stored:
-            if json.loads(str(stored["meta"])) == meta:
-                return {key: stored[key] for key in ("embeddings", "probs", "labels", "ids")}, True, 0.0, 0.0
+            if json.loads(str(stored["meta"])) == meta and all(key in stored for key in keys):
+                return {key: stored[key] for key in keys}, True, 0.0, 0.0
     started = time.perf_counter()
     source = _source_for(train_data, classifier.spec)
     labels = _map_source_labels(source, inputs.class_names)
-    embeddings, probs, ids = [], [], []
+    embeddings, probs, moments, ids = [], [], [], []
     model_seconds = 0.0
     bar = tqdm(total=len(source), unit="img", desc="embedding the training data", disable=not progress)
     for batch in source.iter_batches(batch_size):
@@ -232,6 +239,7 @@ def _training_embeddings(train_data: str, inputs: _RunInputs, classifier: Classi
             model_seconds += time.perf_counter() - t0
             embeddings.append(e.astype(np.float16))
             probs.append(p.astype(np.float16))
+            moments.append(image_moments(batch.images))
             ids.append(batch.indices)
         bar.update(len(batch.indices) + len(batch.errors))
     bar.close()
@@ -241,6 +249,7 @@ def _training_embeddings(train_data: str, inputs: _RunInputs, classifier: Classi
     data = {
         "embeddings": np.concatenate(embeddings),
         "probs": np.concatenate(probs),
+        "moments": np.concatenate(moments),
         "labels": labels[ids_all],
         "ids": ids_all,
     }
@@ -351,6 +360,7 @@ def suggest_for_run(
         model_seconds += train_model
         ref_emb = data["embeddings"].astype(np.float32)
         ref_labels, ref_ids = data["labels"], data["ids"]
+        moments = class_moments(data["moments"], ref_labels, n_classes=n_classes)
         imbalance_labels = ref_labels
         report.reference = f"training data {train_data} ({len(ref_ids)} images)"
         if null_samples:
@@ -376,12 +386,15 @@ def suggest_for_run(
                 except (OSError, ValueError) as exc:
                     log.warning("cannot read pool images for the false-fix calibration (%s); skipping it", exc)
     density = fit_class_density(ref_emb, ref_labels, n_classes=n_classes, k=k)
+    if train_data is None:  # the clean references read for the calibration stand in for training images
+        moments = (class_moments(image_moments(null_images), null_labels, n_classes=n_classes)
+                   if null_images is not None and len(null_images) else None)
 
     null = None
     if null_images is not None and len(null_images):
         t0 = time.perf_counter()
         null = calibrate_null(classifier, np.asarray(null_images, dtype=np.uint8), null_probs, null_labels,
-                              density=density, thresholds=thresholds, alpha=alpha, n=len(null_images),
+                              density=density, thresholds=thresholds, alpha=alpha, moments=moments, n=len(null_images),
                               seed=seed, batch_size=batch_size)
         report.null_seconds = time.perf_counter() - t0
         report.null_rate = null.rate
@@ -394,7 +407,7 @@ def suggest_for_run(
     bar = tqdm(total=len(cand), unit="cand", desc=f"suggesting causes for {inputs.run_name}", disable=not progress)
     t0 = time.perf_counter()
     evidence = search_transforms(classifier, images, targets, density=density, thresholds=thresholds, alpha=alpha,
-                                 null=null, chunk_size=chunk_size, batch_size=batch_size, progress=bar.update)
+                                 null=null, moments=moments, chunk_size=chunk_size, batch_size=batch_size, progress=bar.update)
     bar.close()
     report.search_seconds = time.perf_counter() - t0
     model_seconds += evidence.stats["model_seconds"] + (null.stats.get("model_seconds", 0.0) if null is not None else 0.0)

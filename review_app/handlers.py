@@ -23,7 +23,7 @@ DECISION_LABELS = {
     "skip": "skip",
 }
 DISPLAY_SIZE = 280
-SHOWN_OUTPUTS = 15  # the review tab's candidate outputs, in the order Handlers._show returns them
+SHOWN_OUTPUTS = 17  # the review tab's candidate outputs, in the order Handlers._show returns them
 ANY = "any"
 
 
@@ -34,13 +34,15 @@ def upscale(image: np.ndarray, target: int = DISPLAY_SIZE) -> np.ndarray:
     return np.repeat(big, 3, axis=2) if big.shape[-1] == 1 else big
 
 
-def _transform(rotate, perspective, direction, scale) -> Transform:
+def _transform(rotate, perspective, direction, scale, shift_x=0.0, shift_y=0.0) -> Transform:
     try:
         return Transform(
             rotate=float(rotate or 0),
             perspective=float(perspective or 0),
             direction=float(direction or 0),
             scale=float(scale or 1),
+            shift_x=float(shift_x or 0),
+            shift_y=float(shift_y or 0),
         )
     except (TypeError, ValueError) as exc:
         raise gr.Error(str(exc)) from None
@@ -75,7 +77,7 @@ class Handlers:
                 None,
                 0,
                 -1,
-                0, 0, 0, 1,
+                0, 0, 0, 1, 0, 0,
                 gr.update(choices=classes, value=None),
                 "",
                 [],
@@ -91,7 +93,7 @@ class Handlers:
             view.id,
             view.version,
             view.rank,
-            0, 0, 0, 1,
+            0, 0, 0, 1, 0, 0,
             gr.update(choices=classes, value=None),
             "",
             neighbours,
@@ -162,21 +164,24 @@ class Handlers:
         transform = self.service.suggested_transform(int(candidate_id))
         if transform is None:
             raise gr.Error("this candidate's suggestion has no transform")
-        return transform.rotate, transform.perspective, transform.direction, transform.scale
+        return (transform.rotate, transform.perspective, transform.direction, transform.scale,
+                transform.shift_x, transform.shift_y)
 
-    def preview_transformed(self, candidate_id, rotate, perspective, direction, scale, saliency=False):
+    def preview_transformed(self, candidate_id, rotate, perspective, direction, scale, shift_x, shift_y,
+                            saliency=False):
         """Transformed image (with the saliency overlay if asked) and probabilities while sliders move."""
         if candidate_id is None or candidate_id < 0:
             return None, None
-        prediction = self._predict(candidate_id, _transform(rotate, perspective, direction, scale),
+        prediction = self._predict(candidate_id, _transform(rotate, perspective, direction, scale, shift_x, shift_y),
                                    saliency=bool(saliency))
         return upscale(prediction.image), prediction.probabilities
 
     def predict_transformed(
-        self, candidate_id: int, rotate: float = 0.0, perspective: float = 0.0, scale: float = 1.0, direction: float = 0.0
+        self, candidate_id: int, rotate: float = 0.0, perspective: float = 0.0, scale: float = 1.0,
+        direction: float = 0.0, shift_x: float = 0.0, shift_y: float = 0.0,
     ) -> dict[str, float]:
-        """Class probabilities of a candidate's image under rotate/perspective/scale (API)."""
-        return self._predict(candidate_id, _transform(rotate, perspective, direction, scale)).probabilities
+        """Class probabilities of a candidate's image under rotate/perspective/scale/shift (API)."""
+        return self._predict(candidate_id, _transform(rotate, perspective, direction, scale, shift_x, shift_y)).probabilities
 
     def _predict(self, candidate_id, transform, *, saliency: bool = False):
         try:
@@ -197,6 +202,8 @@ class Handlers:
         scale: float,
         seen_version: int,
         reviewer_typed: str,
+        shift_x: float = 0.0,
+        shift_y: float = 0.0,
         request: gr.Request = None,
     ) -> dict:
         """Store a decision; returns {review_id, version, conflict, message}."""
@@ -210,7 +217,7 @@ class Handlers:
                 cause=cause,
                 new_label=new_label,
                 note=note,
-                transform=_transform(rotate, perspective, direction, scale),
+                transform=_transform(rotate, perspective, direction, scale, shift_x, shift_y),
                 seen_version=int(seen_version or 0),
             )
         except (ReviewInputError, StoreError) as exc:
@@ -227,11 +234,11 @@ class Handlers:
         }
 
     def decide_and_advance(self, cause, run_name, candidate_id, new_label, note, rotate, perspective, direction, scale,
-                           seen_version, reviewer_typed, rank, class_filter, status_filter, cause_filter,
-                           request: gr.Request = None):
+                           shift_x, shift_y, seen_version, reviewer_typed, rank, class_filter, status_filter,
+                           cause_filter, request: gr.Request = None):
         """Button handler: store the decision, then show the next candidate."""
         outcome = self.submit_review(candidate_id, cause, new_label, note, rotate, perspective, direction, scale,
-                                     seen_version, reviewer_typed, request)
+                                     seen_version, reviewer_typed, shift_x, shift_y, request)
         shown = self.next_candidate(run_name, reviewer_typed, rank, class_filter, status_filter, cause_filter, request)
         return (*shown[:-1], outcome["message"])
 

@@ -197,10 +197,10 @@ def test_undo_previous_saliency_and_suggested_transform(served_app):
         api.set_suggestions(session, view.run_id, [{
             "candidate_id": candidate_id, "suggested_cause": "augment", "suggested_label": view.given_label,
             "suggestion_confidence": 0.9,
-            "evidence": {"transform": {"rotate": -40.0}, "text": "rotating -40 degrees restores it"},
+            "evidence": {"transform": {"rotate": -40.0, "shift_x": 0.1}, "text": "rotating -40 degrees restores it"},
         }])
-    rotate, perspective, direction, scale = client.predict(candidate_id, api_name="/apply_suggestion")
-    assert (rotate, perspective, direction, scale) == (-40.0, 0.0, 0.0, 1.0)
+    sliders = client.predict(candidate_id, api_name="/apply_suggestion")
+    assert tuple(sliders) == (-40.0, 0.0, 0.0, 1.0, 0.1, 0.0)
     # the filter shows only candidates suggested as augment (the demo's own suggestions may put
     # others before this one), and reaches the one just marked
     first_augment = client.predict("demo", "tester", -1, "any", "all", "augment", api_name="/next_candidate")

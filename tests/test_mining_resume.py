@@ -83,3 +83,41 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, demo_model_pat
     fresh_scores, fresh_candidates = _snapshot(fresh, "r")
     assert resumed_scores == fresh_scores
     assert resumed_candidates == fresh_candidates
+
+
+def test_streamed_scores_equal_whole_pool_scores_and_missing_ones_are_completed(tmp_path, demo_model_path,
+                                                                                 mnist_small):
+    """Scores stored batch by batch (label quality at the end, from the pool's thresholds) equal
+    compute_scores over the whole pool; a run whose stored scores went missing (e.g. started by a
+    version that stored them only at the end) gets them when it is finished again."""
+    from miner.scores import SCORE_FIELDS, compute_scores
+    from store import api
+
+    train_x, train_y, pool_x, pool_y = mnist_small
+    images, labels = pool_x[:600, ..., 0], pool_y[:600].copy()
+    labels[::7] = -1  # some unknown labels
+    data = tmp_path / "pool.npz"
+    np.savez(data, x=images, y=labels)
+    store = open_store(f"sqlite:///{tmp_path / 's.db'}")
+    options = MiningOptions(run_name="s", model_path=str(demo_model_path), data_path=str(data), per_class=3,
+                            batch_size=64, suggest=False, checkpoint_seconds=0)
+    artifacts = tmp_path / "art"
+    mine(store, options, artifacts_dir=artifacts, progress=False)
+    probs = np.load(artifacts / "s" / "pred_probs.npy")
+    expected = compute_scores(probs.astype(np.float64), labels=labels)
+    columns, rows = export_rows(store, "s", "scores")
+    rows = sorted(rows, key=lambda row: row[columns.index("source_index")])
+    assert len(rows) == 600
+    for field in SCORE_FIELDS[1:]:
+        got = np.array([np.nan if row[columns.index(field)] in (None, "") else float(row[columns.index(field)])
+                        for row in rows])
+        np.testing.assert_allclose(got, expected[field], rtol=1e-12, atol=1e-15, equal_nan=True, err_msg=field)
+    assert np.isnan(expected["label_quality_score"][::7]).all() and np.isfinite(expected["label_quality_score"][1::7]).all()
+    before = _snapshot(store, "s")
+
+    with store.Session.begin() as session:
+        run = api.require_run(session, "s")
+        session.execute(Score.__table__.delete().where(Score.run_id == run.id, Score.sample_id % 2 == 0))
+        api.set_run_status(session, run.id, "running")
+    mine(store, options, artifacts_dir=artifacts, progress=False)
+    assert _snapshot(store, "s") == before

@@ -10,7 +10,7 @@ import pytest
 
 from models.classifier import Classifier, ModelOutputError, detect_spec, file_hash, load_classifier
 from models.spec import PreprocessingSpec, as_uint8, spec_path_for
-from models.transforms import Transform, apply_transform, augmentation_pipeline, tilt_corners
+from models.transforms import Transform, apply_transform, apply_transform_pipeline, augmentation_pipeline, tilt_corners
 
 
 # --- spec ------------------------------------------------------------------------------
@@ -190,22 +190,50 @@ def test_tilt_perspective_is_deterministic_and_grows_with_strength():
     np.testing.assert_allclose(corners[[0, 3]], [[0, 0], [0, 28]])
 
 
-@pytest.mark.parametrize("kwargs", [{"rotate": 200}, {"perspective": 0.9}, {"scale": 0}, {"rotate": float("nan")}])
+def test_shift_moves_content_by_whole_pixels_after_scaling_about_the_centre():
+    image = np.zeros((28, 28, 1), np.uint8)
+    image[4, 4] = 255
+    moved = apply_transform(image, Transform(scale=0.5, shift_x=0.25, shift_y=-0.25))
+    # (4, 4) -> centre 13.5 + 0.5 * (4 - 13.5) = 8.75, then +7 px right and 7 px up
+    assert np.argwhere(moved[..., 0] > 0).tolist() == [[2, 16]]
+    assert Transform(shift_x=0.1).describe() == "shift +10% x, +0% y"
+
+
+def test_functional_transform_is_pixel_for_pixel_the_albumentations_pipeline(rng):
+    for n in range(120):
+        shape = (28, 28, 1) if n % 2 else (20, 31, 3)
+        image = rng.integers(0, 256, size=shape, dtype=np.uint8)
+        transform = Transform(
+            rotate=float(rng.uniform(-90, 90)) * (rng.random() < 0.7),
+            perspective=float(rng.uniform(0, 0.35)) * (rng.random() < 0.5),
+            direction=float(rng.uniform(0, 360)),
+            scale=float(rng.uniform(0.5, 2)) if rng.random() < 0.5 else 1.0,
+            shift_x=float(rng.uniform(-0.3, 0.3)) * (rng.random() < 0.5),
+            shift_y=float(rng.uniform(-0.3, 0.3)) * (rng.random() < 0.5),
+        )
+        np.testing.assert_array_equal(apply_transform(image, transform), apply_transform_pipeline(image, transform),
+                                      err_msg=str(transform))
+
+
+@pytest.mark.parametrize("kwargs", [{"rotate": 200}, {"perspective": 0.9}, {"scale": 0}, {"rotate": float("nan")},
+                                    {"shift_x": 0.7}, {"shift_y": -0.6}])
 def test_transform_validation(kwargs):
     with pytest.raises(ValueError, match="transform"):
         Transform(**kwargs)
 
 
 def test_transform_dict_round_trip_and_description():
-    transform = Transform(rotate=-40, perspective=0.1, direction=90, scale=1.1)
+    transform = Transform(rotate=-40, perspective=0.1, direction=90, scale=1.1, shift_y=0.05)
     assert Transform.from_dict(transform.to_dict()) == transform
+    assert Transform.from_dict({"rotate": 5}) == Transform(rotate=5)  # evidence stored before shifts existed
     assert "rotate -40°" in transform.describe()
     with pytest.raises(ValueError, match="unknown transform keys"):
         Transform.from_dict({"shear": 3})
 
 
 def test_augmentation_pipeline_varies_images():
-    pipeline = augmentation_pipeline(rotate_limit=30, perspective_limit=0.1, p=1.0)
     image = _blob()[..., 0]
-    outputs = {pipeline(image=image)["image"].tobytes() for _ in range(6)}
-    assert len(outputs) > 3
+    for kwargs in ({"rotate_limit": 30, "perspective_limit": 0.1}, {"shift_limit": 0.2}):
+        pipeline = augmentation_pipeline(**kwargs, p=1.0)
+        outputs = {pipeline(image=image)["image"].tobytes() for _ in range(6)}
+        assert len(outputs) > 3

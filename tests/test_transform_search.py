@@ -14,8 +14,10 @@ from models.transform_search import (
     SearchSpace,
     _apply_stacked,
     calibrate_null,
+    class_moments,
     exhaustive_grid,
     family_of,
+    image_moments,
     search_transforms,
 )
 from models.transforms import Transform, apply_transform
@@ -158,6 +160,46 @@ def test_correct_images_need_no_transform_and_the_null_and_grid_work(world):
     assert grid.evaluations == 4 * (1 + len([a for a in GRID_ANGLES if a]) + 256)
     assert np.mean(grid.predicted_after == pool_y[chosen]) >= 0.75
     assert len(grid.transform) == 4 and grid.seconds >= grid.model_seconds > 0
+
+
+def test_image_and_class_moments_on_constructed_images():
+    images = np.zeros((3, 10, 20), np.uint8)
+    images[0, 2, 4] = 255  # one pixel: centroid at its centre, no spread
+    images[1, 5, 0] = images[1, 5, 10] = 100  # two pixels 10 apart: spread 5 px
+    moments = image_moments(images)
+    np.testing.assert_allclose(moments[0], [4.5 / 20, 2.5 / 10, 0.0])
+    np.testing.assert_allclose(moments[1], [5.5 / 20, 5.5 / 10, 5 / np.sqrt(200)])
+    assert moments[2, :2].tolist() == [0.5, 0.5] and np.isnan(moments[2, 2])  # blank: centre, no spread
+    table = class_moments(moments, np.array([0, 0, 1]), n_classes=3)
+    np.testing.assert_allclose(table.centroid[0], np.median(moments[:2, :2], axis=0))
+    # class 1 has only a blank image and class 2 none: both get the overall median
+    np.testing.assert_allclose(table.spread[1:], np.median(moments[:2, 2]))
+    with pytest.raises(ValueError, match="moments must have shape"):
+        class_moments(moments[:, :2], np.zeros(3), n_classes=1)
+    with pytest.raises(ValueError, match="no reference image has any intensity"):
+        class_moments(moments[2:], np.zeros(1), n_classes=1)
+
+
+def test_zoomed_and_shifted_digits_are_restored_by_the_moment_fit(world):
+    """A digit enlarged 1.4x and moved off-centre (as a hard perspective warp does): the guided
+    search proposes the inverse zoom and shift; without the reference moments far fewer restore."""
+    train_x, train_y, _, _ = world["train"]
+    pool_x, pool_y, _, _ = world["pool"]
+    classifier, density, thresholds = world["classifier"], world["density"], world["thresholds"]
+    warp = Transform(scale=1.4, shift_x=0.14, shift_y=-0.14)
+    warped = np.stack([apply_transform(pool_x[i], warp) for i in world["chosen"]])
+    failed = classifier.predict_proba(warped).argmax(1) != pool_y[world["chosen"]]
+    assert failed.sum() >= 6
+    warped, targets = warped[failed], pool_y[world["chosen"]][failed]
+    moments = class_moments(image_moments(train_x), train_y, n_classes=10)
+    guided = search_transforms(classifier, warped, targets, density=density, thresholds=thresholds, moments=moments)
+    plain = search_transforms(classifier, warped, targets, density=density, thresholds=thresholds)
+    assert guided.restores.mean() >= 0.7, guided.transform
+    assert guided.restores.sum() > plain.restores.sum()
+    fits = [t for t, ok in zip(guided.transform, guided.restores) if ok and t["scale"] != 1]
+    assert len(fits) >= 0.5 * guided.restores.sum()
+    for t in fits:  # the inverse: zoom ~1/1.4, content moved back left and down
+        assert 0.55 <= t["scale"] <= 0.9 and t["shift_x"] < 0 < t["shift_y"], t
 
 
 def test_search_inputs_are_checked(world):

@@ -33,11 +33,11 @@ SHORTCUTS_JS = """
 
 
 def _decider(handlers: Handlers, cause: str):
-    def decide(run_name, candidate_id, new_label, note, rotate, perspective, direction, scale,
+    def decide(run_name, candidate_id, new_label, note, rotate, perspective, direction, scale, shift_x, shift_y,
                seen_version, reviewer, rank, class_filter, status_filter, cause_filter, request: gr.Request):
         return handlers.decide_and_advance(cause, run_name, candidate_id, new_label, note, rotate, perspective,
-                                           direction, scale, seen_version, reviewer, rank, class_filter,
-                                           status_filter, cause_filter, request)
+                                           direction, scale, shift_x, shift_y, seen_version, reviewer, rank,
+                                           class_filter, status_filter, cause_filter, request)
 
     decide.__name__ = f"decide_{cause}"
     return decide
@@ -76,6 +76,11 @@ def build(app: gr.Blocks, handlers: Handlers, *, run_names: list[str], default_r
             direction = gr.Slider(-180, 180, value=0, step=5, label="Tilt direction (degrees)", elem_id="direction")
             scale = gr.Slider(0.5, 2.0, value=1.0, step=0.05, label="Scale", elem_id="scale")
             with gr.Row():
+                shift_x = gr.Slider(-0.25, 0.25, value=0, step=0.01, label="Shift right (share of width)",
+                                    elem_id="shift_x")
+                shift_y = gr.Slider(-0.25, 0.25, value=0, step=0.01, label="Shift down (share of height)",
+                                    elem_id="shift_y")
+            with gr.Row():
                 apply_suggestion = gr.Button("Apply suggested transform", size="sm", elem_id="apply-suggestion")
                 reset = gr.Button("Reset transform", size="sm", elem_id="reset")
                 saliency = gr.Checkbox(False, label="Saliency overlay", elem_id="saliency")
@@ -99,7 +104,7 @@ def build(app: gr.Blocks, handlers: Handlers, *, run_names: list[str], default_r
     open_id = gr.Number(value=None, visible=False, precision=0)
 
     shown = [image, info, probabilities, candidate_id, seen_version, rank,
-             rotate, perspective, direction, scale, new_label, note, neighbours, progress, status]
+             rotate, perspective, direction, scale, shift_x, shift_y, new_label, note, neighbours, progress, status]
     filters = [class_filter, status_filter, cause_filter]
 
     def remember_name(name):
@@ -120,21 +125,19 @@ def build(app: gr.Blocks, handlers: Handlers, *, run_names: list[str], default_r
         lambda: None, None, open_id, api_name=False)  # cleared, so opening the same candidate again works
     previous_button.click(handlers.previous_candidate, [run, rank, class_filter], shown, api_name="previous_candidate")
     undo_button.click(handlers.undo, [run, candidate_id, reviewer], shown, api_name="undo")
-    apply_suggestion.click(handlers.apply_suggestion, candidate_id, [rotate, perspective, direction, scale],
-                           api_name="apply_suggestion")
+    sliders = [rotate, perspective, direction, scale, shift_x, shift_y]
+    apply_suggestion.click(handlers.apply_suggestion, candidate_id, sliders, api_name="apply_suggestion")
 
-    slider_inputs = [candidate_id, rotate, perspective, direction, scale, saliency]
+    slider_inputs = [candidate_id, *sliders, saliency]
     saliency.change(handlers.preview_transformed, slider_inputs, [image, probabilities], api_name="preview_saliency",
                     show_progress="hidden", concurrency_id=MODEL_CONCURRENCY, concurrency_limit=2)
-    for slider in (rotate, perspective, direction, scale):
+    for slider in sliders:
         slider.change(handlers.preview_transformed, slider_inputs, [image, probabilities],
                       api_name=f"preview_{slider.elem_id}", trigger_mode="always_last",
                       show_progress="hidden", concurrency_id=MODEL_CONCURRENCY, concurrency_limit=2)
-    reset.click(lambda: (0, 0, 0, 1), None, [rotate, perspective, direction, scale], api_name="reset_transform",
-                queue=False)
+    reset.click(lambda: (0, 0, 0, 1, 0, 0), None, sliders, api_name="reset_transform", queue=False)
 
-    decision_inputs = [run, candidate_id, new_label, note, rotate, perspective, direction, scale,
-                       seen_version, reviewer, rank, *filters]
+    decision_inputs = [run, candidate_id, new_label, note, *sliders, seen_version, reviewer, rank, *filters]
     for cause, button in buttons.items():
         button.click(_decider(handlers, cause), decision_inputs, shown, api_name=f"decide_{cause}")
 

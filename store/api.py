@@ -1217,11 +1217,32 @@ def add_score_columns(
     ids = [int(i) for i in sample_id]
     labels = [_as_label("predicted_label", label) for label in predicted_label]
     names = list(values)
-    rows = [
-        {"run_id": run_id, "sample_id": ids[i], "predicted_label": labels[i], **{k: values[k][i] for k in names}}
-        for i in range(n)
-    ]
-    _insert_ignoring_duplicates(session, Score.__table__, ("run_id", "sample_id"), rows)
+    table = Score.__table__
+    # one driver-level executemany over plain tuples: whole pools are inserted while mining
+    # streams, and building SQLAlchemy parameter dicts cost more than the insert itself
+    column_list = ", ".join(["run_id", "sample_id", "predicted_label", *names])
+    marks = ", ".join(["?"] * (3 + len(names)))
+    rows = list(zip([run_id] * n, ids, labels, *(values[k] for k in names), strict=True))
+    _executemany(
+        session,
+        f"INSERT INTO {table.name} ({column_list}) VALUES ({marks}) ON CONFLICT (run_id, sample_id) DO NOTHING",
+        rows,
+    )
+
+
+def _executemany(session: Session, sql: str, rows: Sequence[tuple]) -> None:
+    """Run ``sql`` (written with ``?`` placeholders) once per row through the DB-API driver.
+
+    Only for statements built here from column names, never from user input. Both supported
+    dialects accept ``INSERT ... ON CONFLICT (...) DO NOTHING``.
+    """
+    connection = session.connection()
+    if connection.dialect.name not in ("sqlite", "postgresql"):
+        raise StoreError(f"unsupported database dialect {connection.dialect.name!r}")
+    if connection.dialect.paramstyle != "qmark":
+        sql = sql.replace("?", "%s")
+    for chunk in _chunks(len(rows)):
+        connection.exec_driver_sql(sql, [rows[i] for i in chunk])
 
 
 def update_score_column(
@@ -1241,20 +1262,10 @@ def update_score_column(
     n = len(sample_id)
     if array.shape != (n,):
         raise ValueError(f"values has shape {array.shape}, expected ({n},)")
-    table = Score.__table__
-    statement = (
-        update(table)
-        .where(table.c.run_id == bindparam("b_run_id"), table.c.sample_id == bindparam("b_sample_id"))
-        .values({column: bindparam("b_value")})
-    )
     ids = [int(i) for i in sample_id]
     finite = np.isfinite(array).tolist()
-    as_list = array.tolist()
-    for chunk in _chunks(n):
-        session.execute(statement, [
-            {"b_run_id": run_id, "b_sample_id": ids[i], "b_value": as_list[i] if finite[i] else None}
-            for i in chunk
-        ])
+    rows = [(v if ok else None, run_id, i) for v, ok, i in zip(array.tolist(), finite, ids, strict=True)]
+    _executemany(session, f"UPDATE {Score.__table__.name} SET {column} = ? WHERE run_id = ? AND sample_id = ?", rows)
 
 
 def count_scores(session: Session, run_id: int) -> int:

@@ -210,8 +210,8 @@ def test_undo_previous_saliency_and_suggested_transform(served_app):
                                   api_name="/next_candidate")
     assert int(augment_only[3]) == candidate_id
 
-    plain, _ = client.predict(candidate_id, 0, 0, 0, 1, False, api_name="/preview_saliency")
-    overlaid, _ = client.predict(candidate_id, 0, 0, 0, 1, True, api_name="/preview_saliency")
+    plain, _ = client.predict(candidate_id, 0, 0, 0, 1, 0, 0, False, api_name="/preview_saliency")
+    overlaid, _ = client.predict(candidate_id, 0, 0, 0, 1, 0, 0, True, api_name="/preview_saliency")
     from PIL import Image
 
     plain_pixels = np.asarray(Image.open(plain).convert("RGB"), dtype=int)

@@ -856,6 +856,10 @@ def describe_transform(transform: dict | None) -> str:
         parts.append(f"tilting {perspective:.2f} toward {float(transform.get('direction', 0.0)):.0f}°")
     if scale != 1.0:
         parts.append(f"scaling by {scale:.2f}")
+    shift_x, shift_y = float(transform.get("shift_x", 0.0)), float(transform.get("shift_y", 0.0))
+    if shift_x or shift_y:
+        moves = [f"{100 * abs(v):.0f}% {word[v > 0]}" for v, word in ((shift_x, ("left", "right")), (shift_y, ("up", "down"))) if v]
+        parts.append("shifting " + " and ".join(moves))
     return " and ".join(parts) or "no transform"
 
 

@@ -16,6 +16,7 @@ from miner.causes import (
     class_imbalance,
     class_thresholds,
     class_typicality,
+    describe_transform,
     fit_class_density,
     nearest_neighbours,
     neighbour_label_quality_score,
@@ -390,3 +391,10 @@ def test_fault_benchmark_runs_at_small_size(mnist10k_dir, tmp_path, monkeypatch,
         assert r["restore"]["n"] > 0 and r["restore"]["search"] >= r["restore"]["grid"] - 0.2
     assert "imbalance" in results["models"]["cut"]["causes"]["per_cause"]
     assert json.loads((tmp_path / "out.json").read_text())["models"]["full"]["causes"]["macro"] >= 0
+
+
+def test_transforms_are_described_in_words():
+    assert describe_transform(None) == "no transform"
+    assert describe_transform({"rotate": -40.0, "scale": 1.0}) == "rotating -40°"
+    assert (describe_transform({"perspective": 0.15, "direction": 90.0, "scale": 0.75, "shift_x": -0.1, "shift_y": 0.04})
+            == "tilting 0.15 toward 90° and scaling by 0.75 and shifting 10% left and 4% down")

@@ -10,7 +10,13 @@ import pytest
 
 from models.classifier import Classifier, ModelOutputError, detect_spec, file_hash, load_classifier
 from models.spec import PreprocessingSpec, as_uint8, spec_path_for
-from models.transforms import Transform, apply_transform, apply_transform_pipeline, augmentation_pipeline, tilt_corners
+from models.transforms import (
+    Transform,
+    apply_transform,
+    apply_transform_pipeline,
+    augmentation_pipeline,
+    tilt_corners,
+)
 
 
 # --- spec ------------------------------------------------------------------------------

@@ -309,9 +309,10 @@ def upsert_samples(
     if len(set(indices)) != count:
         raise ValueError("source_index contains repeated values")
     hashes = [str(value) for value in content_hash]
-    table = Sample.__table__
-    statement = _dialect_insert(session, table).on_conflict_do_nothing(
-        index_elements=[table.c.dataset_id, table.c.source_index]
+    # driver-level executemany over tuples (mining inserts every sample of the pool)
+    statement = (
+        f"INSERT INTO {Sample.__table__.name} (dataset_id, source_index, content_hash, uri, given_label, "
+        "timestamp) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (dataset_id, source_index) DO NOTHING"
     )
     # Work through the rows in source-index order, so that each chunk's ids can be
     # read back with one index range scan (a long IN list makes PostgreSQL fall
@@ -322,16 +323,12 @@ def upsert_samples(
         positions = [order[rank] for rank in chunk]
         rows = []
         for position in positions:
-            row = {
-                "dataset_id": dataset_id,
-                "source_index": indices[position],
-                "content_hash": hashes[position],
-            }
-            for what, values in optional_columns.items():
+            row = [dataset_id, indices[position], hashes[position]]
+            for values in optional_columns.values():  # uri, given_label, timestamp
                 value = None if values is None else values[position]
-                row[what] = None if value is None else str(value)
-            rows.append(row)
-        session.execute(statement, rows)
+                row.append(None if value is None else str(value))
+            rows.append(tuple(row))
+        _executemany(session, statement, rows)
         wanted = [indices[position] for position in positions]
         lowest, highest = wanted[0], wanted[-1]
         if highest - lowest < 4 * len(wanted):

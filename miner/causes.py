@@ -224,6 +224,10 @@ def _compute_knn(
                 rows = np.arange(q0, q0 + q.shape[0])
                 inside = (rows >= r0) & (rows < r0 + r.shape[0])
                 block[np.flatnonzero(inside), rows[inside] - r0] = np.inf
+            if r.shape[0] == m:  # one block holds every reference: no running best to merge
+                best_i = np.argpartition(block, k - 1, axis=1)[:, :k]
+                best_d = np.take_along_axis(block, best_i, axis=1)
+                continue
             cand_d = np.concatenate([best_d, block], axis=1)
             cand_i = np.concatenate(
                 [best_i, np.broadcast_to(np.arange(r0, r0 + r.shape[0]), block.shape)], axis=1

@@ -42,12 +42,14 @@ restoring transform is reported beside it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from miner.causes import DEFAULT_ALPHA, ClassDensity, TransformEvidence, class_typicality
 from models.transforms import MAX_PERSPECTIVE, MAX_SHIFT, Transform, apply_transform
@@ -148,6 +150,7 @@ class SearchSpace:
         return out
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def family_of(transform: Transform) -> str:
     """``rotate``, ``perspective``, ``scale``, ``shift``, ``combined`` or ``none``."""
     used = [
@@ -165,6 +168,7 @@ def family_of(transform: Transform) -> str:
     return used[0] if len(used) == 1 else "combined"
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _magnitude(transform: Transform, space: SearchSpace) -> float:
     """Size of a transform: each parameter as a share of its search range, summed."""
     scale_range = max(abs(math.log(s)) for s in (*space.scales, *space.fit_scales))
@@ -233,7 +237,10 @@ class _Evaluator:
         predicted = probs.argmax(axis=1)
         if self.density is not None and embs[0] is not None:
             emb = np.concatenate(embs).astype(np.float32)
-            typicality = class_typicality(emb, targets, density=self.density)
+            # small per-class products between model calls: BLAS threads only spin against
+            # the model's own thread pool (10x slower on 2 busy cores)
+            with threadpool_limits(limits=1, user_api="blas"):
+                typicality = class_typicality(emb, targets, density=self.density)
             typ, dist = typicality.pvalue, typicality.distance
         else:
             typ = dist = np.full(len(rows), np.nan)

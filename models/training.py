@@ -47,6 +47,8 @@ class _AugmentedBatches(keras.utils.PyDataset):
         self.augment_mask = augment_mask
         self.rng = np.random.default_rng(seed)
         self.order = self.rng.permutation(len(images))
+        if pipeline is not None:
+            pipeline.set_random_seed(seed)  # the augmentations, too, are the same for the same seed
 
     def __len__(self) -> int:
         return int(np.ceil(len(self.images) / self.batch_size))

@@ -151,6 +151,24 @@ def test_training_batches_augment_only_the_masked_rows():
     assert inverted.tolist() == mask[batches.order].tolist()
 
 
+def test_same_seed_same_model_with_augmentation(mnist_small):
+    from models.demo import DEMO_SPEC
+    from models.training import build_demo_cnn, train_classifier
+    from models.transforms import augmentation_pipeline
+
+    train_x, train_y = mnist_small[0][:256], mnist_small[1][:256]
+
+    def weights(seed):
+        model = build_demo_cnn(DEMO_SPEC.image_shape, DEMO_SPEC.n_classes, seed=seed)
+        pipeline = augmentation_pipeline(rotate_limit=40, shift_limit=0.1, p=0.5)
+        train_classifier(model, train_x, train_y, DEMO_SPEC, epochs=1, seed=seed, pipeline=pipeline)
+        return model.get_weights()
+
+    first, again, other = weights(3), weights(3), weights(4)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert not all(np.array_equal(a, b) for a, b in zip(first, other))
+
+
 def test_version_1_plans_still_load():
     old = {"version": 1, "class_names": NAMES, "provenance": {},
            "augment": {"rotate_limit": 80.0, "perspective_limit": 0.165, "scale_limit": 0.0, "p": 0.5,

@@ -282,9 +282,17 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     if hdr is None:
         raise ValueError(f"{p}: not an IDX file (bad magic number)")
     _check_idx_size(p, hdr)
-    with _open_maybe_gz(p, hdr.gz) as f:
-        f.seek(hdr.header_bytes)
-        buf = f.read(hdr.data_bytes)
+    try:
+        with _open_maybe_gz(p, hdr.gz) as f:
+            f.seek(hdr.header_bytes)
+            buf = f.read(hdr.data_bytes)
+            # reading past the payload makes gzip verify the stream's CRC and length
+            if f.read(1):
+                raise ValueError(f"{p}: IDX file has trailing data after {hdr.data_bytes} payload bytes")
+    except (EOFError, OSError, zlib.error) as exc:
+        raise ValueError(f"{p}: truncated or corrupt {'gzip stream' if hdr.gz else 'file'} ({exc})") from None
+    if len(buf) != hdr.data_bytes:
+        raise ValueError(f"{p}: IDX file truncated: header {hdr.shape} needs {hdr.data_bytes} bytes, found {len(buf)}")
     arr = np.frombuffer(buf, dtype=hdr.dtype).reshape(hdr.shape)
     return arr.astype(hdr.dtype.newbyteorder("="))
 

@@ -136,6 +136,15 @@ def test_truncated_idx_raw_and_gz(tmp_path):
         for _ in source.iter_batches(4):
             pass
 
+    # the same corruption in a labels file (read whole by read_idx): an error, not wrong labels
+    labels = write_idx(tmp_path / "good-idx1-ubyte", np.arange(40) % 10).read_bytes()
+    data = bytearray(gzip.compress(labels, compresslevel=0))
+    data[-20] ^= 0x01
+    bad_labels = tmp_path / "flipped-idx1-ubyte.gz"
+    bad_labels.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"flipped-idx1-ubyte\.gz.*corrupt.*CRC"):
+        read_idx(bad_labels)
+
     # header cut short
     head = tmp_path / "head-idx3-ubyte"
     head.write_bytes(good[:9])

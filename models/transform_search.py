@@ -52,7 +52,14 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from miner.causes import DEFAULT_ALPHA, ClassDensity, TransformEvidence, class_typicality
-from models.transforms import MAX_PERSPECTIVE, MAX_SHIFT, Transform, apply_transform
+from models.transforms import (
+    MAX_PERSPECTIVE,
+    MAX_SHIFT,
+    Transform,
+    applied_shift,
+    apply_transform,
+    snap_shift,
+)
 
 #: Relative difference in normalized distance below which two restoring transforms count as
 #: equally typical (and the smaller one is suggested).
@@ -358,12 +365,13 @@ def _fitted(ev: _Evaluator, bases: list[tuple[int, Transform]], moments: ClassMo
         shift_x = moments.centroid[targets, 0] - (centre_x + scale * (m[:, 0] - centre_x))
         shift_y = moments.centroid[targets, 1] - (centre_y + scale * (m[:, 1] - centre_y))
         limit = space.max_shift
+        height, width = ev.images.shape[1:3]
         for j, i in enumerate(rows):
             out.append((i, dataclasses.replace(
                 base,
                 scale=round(float(scale[j]), 3),
-                shift_x=round(float(np.clip(shift_x[j], -limit, limit)), 3),
-                shift_y=round(float(np.clip(shift_y[j], -limit, limit)), 3),
+                shift_x=snap_shift(float(np.clip(shift_x[j], -limit, limit)), width),
+                shift_y=snap_shift(float(np.clip(shift_y[j], -limit, limit)), height),
             )))
     return out
 
@@ -574,19 +582,23 @@ def _refitted(ev: _Evaluator, fits: list[tuple[int, Transform]], moments: ClassM
     out = []
     low, high = space.fit_scales
     limit = space.max_shift
+    height, width = ev.images.shape[1:3]
     for i, t in fits:
         m = image_moments(apply_transform(ev.images[i], t)[None])[0]
         target = int(ev.targets[i])
         if not np.isfinite(m[2]) or m[2] <= 0:
             continue
         factor = float(np.clip(t.scale * moments.spread[target] / m[2], low, high)) / t.scale
-        shift_x = factor * t.shift_x + moments.centroid[target, 0] - (0.5 + factor * (m[0] - 0.5))
-        shift_y = factor * t.shift_y + moments.centroid[target, 1] - (0.5 + factor * (m[1] - 0.5))
+        # the shift t actually applied (whole pixels), scaled by the extra zoom, plus what is missing
+        shift_x = (factor * applied_shift(t.shift_x, width)
+                   + moments.centroid[target, 0] - (0.5 + factor * (m[0] - 0.5)))
+        shift_y = (factor * applied_shift(t.shift_y, height)
+                   + moments.centroid[target, 1] - (0.5 + factor * (m[1] - 0.5)))
         out.append((i, dataclasses.replace(
             t,
             scale=round(t.scale * factor, 3),
-            shift_x=round(float(np.clip(shift_x, -limit, limit)), 3),
-            shift_y=round(float(np.clip(shift_y, -limit, limit)), 3),
+            shift_x=snap_shift(float(np.clip(shift_x, -limit, limit)), width),
+            shift_y=snap_shift(float(np.clip(shift_y, -limit, limit)), height),
         )))
     return out
 

@@ -138,6 +138,25 @@ class TiltPerspective(A.Perspective):
         return ("strength", "direction", "fill")
 
 
+def snap_shift(share: float, size: int) -> float:
+    """The shift share that moves content by ``round(share * size)`` whole pixels.
+
+    Shifts apply as whole pixels truncated toward zero (as albumentations' ``Affine`` does), so a
+    share computed from image moments is placed mid-pixel: ``apply_transform`` then moves
+    exactly the rounded number of pixels, not one fewer.
+    """
+    pixels = round(share * size)
+    if pixels == 0:
+        return 0.0
+    snapped = round((pixels + math.copysign(0.5, pixels)) / size, 6)
+    return float(min(MAX_SHIFT, max(-MAX_SHIFT, snapped)))
+
+
+def applied_shift(share: float, size: int) -> float:
+    """The share of ``size`` that a shift of ``share`` actually moves (whole pixels, toward zero)."""
+    return int(share * size) / size
+
+
 def tilt_corners(image_shape: tuple[int, int], strength: float, direction_rad: float) -> np.ndarray:
     """Source corners (tl, tr, br, bl) in pixels for a tilt of ``strength`` toward a direction."""
     height, width = image_shape

@@ -12,9 +12,11 @@ from models.classifier import Classifier, ModelOutputError, detect_spec, file_ha
 from models.spec import PreprocessingSpec, as_uint8, spec_path_for
 from models.transforms import (
     Transform,
+    applied_shift,
     apply_transform,
     apply_transform_pipeline,
     augmentation_pipeline,
+    snap_shift,
     tilt_corners,
 )
 
@@ -243,3 +245,14 @@ def test_augmentation_pipeline_varies_images():
         pipeline = augmentation_pipeline(**kwargs, p=1.0)
         outputs = {pipeline(image=image)["image"].tobytes() for _ in range(6)}
         assert len(outputs) > 3
+
+
+def test_snapped_shifts_move_the_rounded_number_of_pixels():
+    image = np.zeros((28, 28, 1), np.uint8)
+    image[14, 14] = 255
+    for share in (0.0714, 0.107, -0.11, -0.2143, 0.25):
+        snapped = snap_shift(share, 28)
+        moved = apply_transform(image, Transform(shift_x=snapped))
+        assert np.argwhere(moved[..., 0] > 0).tolist() == [[14, 14 + round(share * 28)]], share
+        assert applied_shift(snapped, 28) == round(share * 28) / 28
+    assert snap_shift(0.01, 28) == 0.0  # less than half a pixel does nothing, and says so

@@ -198,8 +198,9 @@ def test_zoomed_and_shifted_digits_are_restored_by_the_moment_fit(world):
     assert guided.restores.sum() > plain.restores.sum()
     fits = [t for t, ok in zip(guided.transform, guided.restores) if ok and t["scale"] != 1]
     assert len(fits) >= 0.5 * guided.restores.sum()
-    for t in fits:  # the inverse: zoom ~1/1.4, content moved back left and down
-        assert 0.55 <= t["scale"] <= 0.9 and t["shift_x"] < 0 < t["shift_y"], t
+    for t in fits:  # the inverse: zoom ~1/1.4, content moved back left and down (whole pixels)
+        assert 0.55 <= t["scale"] <= 0.9 and t["shift_x"] <= 0 <= t["shift_y"], t
+    assert np.mean([t["shift_x"] < 0 < t["shift_y"] for t in fits]) >= 0.6, fits
 
 
 def test_search_inputs_are_checked(world):

@@ -167,8 +167,8 @@ class Handlers:
         return (transform.rotate, transform.perspective, transform.direction, transform.scale,
                 transform.shift_x, transform.shift_y)
 
-    def preview_transformed(self, candidate_id, rotate, perspective, direction, scale, shift_x, shift_y,
-                            saliency=False):
+    def preview_transformed(self, candidate_id, rotate, perspective, direction, scale, saliency=False,
+                            shift_x=0.0, shift_y=0.0):
         """Transformed image (with the saliency overlay if asked) and probabilities while sliders move."""
         if candidate_id is None or candidate_id < 0:
             return None, None

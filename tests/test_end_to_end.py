@@ -210,13 +210,19 @@ def test_undo_previous_saliency_and_suggested_transform(served_app):
                                   api_name="/next_candidate")
     assert int(augment_only[3]) == candidate_id
 
-    plain, _ = client.predict(candidate_id, 0, 0, 0, 1, 0, 0, False, api_name="/preview_saliency")
-    overlaid, _ = client.predict(candidate_id, 0, 0, 0, 1, 0, 0, True, api_name="/preview_saliency")
+    plain, _ = client.predict(candidate_id, 0, 0, 0, 1, False, api_name="/preview_saliency")
+    overlaid, _ = client.predict(candidate_id, 0, 0, 0, 1, True, api_name="/preview_saliency")
     from PIL import Image
 
     plain_pixels = np.asarray(Image.open(plain).convert("RGB"), dtype=int)
     overlaid_pixels = np.asarray(Image.open(overlaid).convert("RGB"), dtype=int)
     assert np.abs(plain_pixels - overlaid_pixels).mean() > 1  # the heat map is drawn over the digit
+    shifted, _ = client.predict(candidate_id, 0, 0, 0, 1, False, 0.25, 0, api_name="/preview_saliency")
+    shifted_pixels = np.asarray(Image.open(shifted).convert("RGB"), dtype=int)
+    # 7 of 28 pixels to the right: the upscaled image's columns move by a quarter of its width
+    quarter = plain_pixels.shape[1] // 4
+    moved = np.abs(shifted_pixels[:, quarter:] - plain_pixels[:, :-quarter]).mean()
+    assert moved < 0.2 * np.abs(shifted_pixels - plain_pixels).mean(), moved  # lossy image encoding
 
     later = client.predict("demo", "tester", 0, "any", "all", "any", api_name="/next_candidate")
     before = client.predict("demo", int(later[5]) + 1, "any", api_name="/previous_candidate")

@@ -33,8 +33,9 @@ SHORTCUTS_JS = """
 
 
 def _decider(handlers: Handlers, cause: str):
-    def decide(run_name, candidate_id, new_label, note, rotate, perspective, direction, scale, shift_x, shift_y,
-               seen_version, reviewer, rank, class_filter, status_filter, cause_filter, request: gr.Request):
+    def decide(run_name, candidate_id, new_label, note, rotate, perspective, direction, scale,
+               seen_version, reviewer, rank, class_filter, status_filter, cause_filter, shift_x, shift_y,
+               request: gr.Request):
         return handlers.decide_and_advance(cause, run_name, candidate_id, new_label, note, rotate, perspective,
                                            direction, scale, shift_x, shift_y, seen_version, reviewer, rank,
                                            class_filter, status_filter, cause_filter, request)
@@ -128,7 +129,8 @@ def build(app: gr.Blocks, handlers: Handlers, *, run_names: list[str], default_r
     sliders = [rotate, perspective, direction, scale, shift_x, shift_y]
     apply_suggestion.click(handlers.apply_suggestion, candidate_id, sliders, api_name="apply_suggestion")
 
-    slider_inputs = [candidate_id, *sliders, saliency]
+    # inputs added later (the shifts) come last, so positional API calls keep working
+    slider_inputs = [candidate_id, rotate, perspective, direction, scale, saliency, shift_x, shift_y]
     saliency.change(handlers.preview_transformed, slider_inputs, [image, probabilities], api_name="preview_saliency",
                     show_progress="hidden", concurrency_id=MODEL_CONCURRENCY, concurrency_limit=2)
     for slider in sliders:
@@ -137,7 +139,8 @@ def build(app: gr.Blocks, handlers: Handlers, *, run_names: list[str], default_r
                       show_progress="hidden", concurrency_id=MODEL_CONCURRENCY, concurrency_limit=2)
     reset.click(lambda: (0, 0, 0, 1, 0, 0), None, sliders, api_name="reset_transform", queue=False)
 
-    decision_inputs = [run, candidate_id, new_label, note, *sliders, seen_version, reviewer, rank, *filters]
+    decision_inputs = [run, candidate_id, new_label, note, rotate, perspective, direction, scale,
+                       seen_version, reviewer, rank, *filters, shift_x, shift_y]
     for cause, button in buttons.items():
         button.click(_decider(handlers, cause), decision_inputs, shown, api_name=f"decide_{cause}")
 

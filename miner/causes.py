@@ -791,7 +791,7 @@ class TransformEvidence:
     target : np.ndarray, shape (M,), int64
         The class the search tried to restore (the given label, else the prediction).
     family : np.ndarray, shape (M,), str
-        ``rotate``, ``perspective``, ``scale``, ``combined`` or ``none`` (identity).
+        ``rotate``, ``perspective``, ``scale``, ``shift``, ``combined`` or ``none`` (identity).
     transform : tuple of dict
         The suggested transform as ``Transform.to_dict()``: the most typical restoring one,
         else the one giving the target the highest probability.

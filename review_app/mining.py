@@ -68,6 +68,8 @@ class MiningOptions:
     per_class: int | None = 20
     budget: int | None = None
     diversity: float = 0.5
+    metric: str = "cosine"
+    max_pool: int | None = None
     batch_size: int = 256
     seed: int = 0
     embedding_layer: str | None = None
@@ -82,6 +84,8 @@ class MiningOptions:
             "per_class": self.per_class,
             "budget": self.budget,
             "diversity": self.diversity,
+            "metric": self.metric,  # of the selection's distances (pick_distance)
+            "max_pool": self.max_pool,
             "seed": self.seed,
             "labels_path": self.labels_path,
             "train_data": str(Path(self.train_data).resolve()) if self.train_data else None,
@@ -545,6 +549,8 @@ def _candidate_rows(options, source, hardness, predicted, given, scored, sample_
         per_class=options.per_class if options.budget is None else None,
         budget=options.budget,
         diversity=diversity,
+        metric=options.metric,
+        max_pool=options.max_pool,
         seed=options.seed,
     )
     images = _read_images(source, scored[selection.indices])

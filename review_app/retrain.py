@@ -265,10 +265,12 @@ def run_retrain(store, options: RetrainOptions, *, echo: Callable[[str], None] =
     }
     if options.ablate:
         ablation: dict[str, Any] = {}
+        images_per_variant = {"all": int(len(data.images))}
         variants = [("none", plan.only())] + [(f, plan.only(f)) for f in plan.families]
         for label, variant in variants:
             echo(f"ablation: retraining with {label if label != 'none' else 'no fix'} ...")
-            model, _ = train(variant)
+            model, variant_data = train(variant)
+            images_per_variant[label] = int(len(variant_data.images))
             ablation[label] = {name: accuracy_and_recall(predict_labels(model, spec, images), labels,
                                                          spec.class_names)["accuracy"]
                                for name, (images, labels) in sets.items()}
@@ -278,6 +280,8 @@ def run_retrain(store, options: RetrainOptions, *, echo: Callable[[str], None] =
             "accuracy": ablation,
             "gain_vs_no_plan": {f: {name: ablation[f][name] - ablation["none"][name] for name in sets}
                                 for f in [*plan.families, "all"]},
+            # same epochs for every variant: one with augmented copies also takes more steps
+            "training_images": images_per_variant,
         }
     paths = write_report(report, out)
     if store is not None:
@@ -383,6 +387,11 @@ def markdown(report: Mapping[str, Any]) -> str:
                 "| family | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
         for family, values in gains.items():
             out.append(f"| {family} | " + " | ".join(f"{100 * values[n]:+.1f}" for n in names) + " |")
+        sizes = report["ablation"].get("training_images")
+        if sizes:
+            out += ["", "Every variant trains for the same epochs on its own training set, so a variant with "
+                    "augmented copies also takes more gradient steps: "
+                    + ", ".join(f"{family} {count:,} images" for family, count in sizes.items()) + "."]
     if plan.rare is not None:
         out += ["", "## Collect more like these", ""]
         out += [f"- source index {s.source_index} (class {s.label}); neighbours {s.neighbours}" for s in plan.rare.samples]

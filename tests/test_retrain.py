@@ -289,6 +289,8 @@ def test_tiny_retrain_end_to_end_writes_model_plan_and_report(reviewed_run, demo
     assert "corrected" in saved["sets"]["pool"]  # the relabelled pool sample is corrected in the pool eval
     assert saved["sets"]["pool"]["corrected"]["n_corrected"] == 1
     assert set(saved["ablation"]["gain_vs_no_plan"]) == {"augment", "imbalance", "mislabel", "rare", "all"}
+    sizes = saved["ablation"]["training_images"]
+    assert sizes["none"] == 300 and sizes["augment"] == 600 and sizes["all"] == 610  # copies cost steps: said
     text = paths["markdown"].read_text()
     assert "## Before / after" in text and "Trained on 610 images for 1 epochs (seed 0)" in text
     assert paths["accuracy_png"].read_bytes()[:4] == b"\x89PNG"

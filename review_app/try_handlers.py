@@ -68,13 +68,14 @@ class TryHandlers:
     def __post_init__(self) -> None:
         self.models = RunModels(self.service)
 
-    def predict(self, run_name, sketch, normalize, rotate, perspective, direction, scale):
+    def predict(self, run_name, sketch, normalize, rotate, perspective, direction, scale, shift_x=0.0, shift_y=0.0):
         """Model input (as the model sees it), probabilities and a note for a drawn image."""
         if not run_name:
             raise gr.Error("choose a mining run: its model makes the prediction")
         try:
             transform = Transform(rotate=float(rotate or 0), perspective=float(perspective or 0),
-                                  direction=float(direction or 0), scale=float(scale or 1))
+                                  direction=float(direction or 0), scale=float(scale or 1),
+                                  shift_x=float(shift_x or 0), shift_y=float(shift_y or 0))
         except (TypeError, ValueError) as exc:
             raise gr.Error(str(exc)) from None
         image = _image_of(sketch)

@@ -158,6 +158,9 @@ def test_try_predicts_a_drawing_under_the_sliders(served, tmp_path):
     assert np.asarray(Image.open(image)).shape[:2] == (280, 280)  # the 28x28 input, upscaled crisply
     _, turned, note = client.predict("demo", _sketch(path), True, 90, 0, 0, 1, api_name="/try_predict")
     assert turned["label"] != "1" and "rotate +90°" in note
+    moved, _, note = client.predict("demo", _sketch(path), True, 0, 0, 0, 1, 0.25, 0, api_name="/try_predict")
+    assert "shift +25% x" in note
+    assert not np.array_equal(np.asarray(Image.open(moved)), np.asarray(Image.open(image)))
 
     empty = _canvas_png(tmp_path / "empty.png", np.zeros((280, 280, 4), np.uint8))
     image, probabilities, note = client.predict("demo", _sketch(empty), True, 0, 0, 0, 1, api_name="/try_predict")
@@ -166,7 +169,7 @@ def test_try_predicts_a_drawing_under_the_sliders(served, tmp_path):
         client.predict(None, _sketch(path), True, 0, 0, 0, 1, api_name="/try_predict")
     with pytest.raises(AppError, match="greater than maximum"):
         client.predict("demo", _sketch(path), True, 0, 0, 0, 9, api_name="/try_predict")
-    assert tuple(client.predict(api_name="/try_reset")) == (0, 0, 0, 1)
+    assert tuple(client.predict(api_name="/try_reset")) == (0, 0, 0, 1, 0, 0)
     from gradio_client import handle_file
 
     not_an_image = tmp_path / "notes.png"

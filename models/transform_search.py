@@ -17,7 +17,7 @@ given the reference images' typical centroid and spread per class (:class:`Class
 after its best rotation - its target class's typical centroid and spread, with the best fitted
 tilt refined again and the best fit corrected once on its own result (a hard perspective warp
 enlarges and moves a digit as much as it tilts it); then combinations of the best rotation, tilt and scale, then a stability check of the best
-restoration (and of the runner-up when it fails): about 51 model evaluations per candidate,
+restoration (and of the runner-up when it fails): about 50 model evaluations per candidate,
 against 286 for an exhaustive grid of 29 angles and 257 perspective warps.
 
 When does a transform *restore* the target? Maximizing the target's probability alone

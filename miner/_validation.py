@@ -244,11 +244,11 @@ def check_thresholds(thresholds, *, n_classes: int, name: str = "thresholds") ->
     return arr
 
 
-def check_class_sums(counts, sums, *, tol: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
+def check_class_sums(counts, sums, *, tol: float = PROB_SUM_ATOL) -> tuple[np.ndarray, np.ndarray]:
     """Validate per-class (counts, sums of self-confidence); returns (int64, float64) arrays.
 
     ``counts``: shape (K,), K >= 1, non-negative integers. ``sums``: shape (K,), finite,
-    within ``[0, counts]`` (up to ``tol`` times the count, for float rounding).
+    within ``[0, counts]`` (up to ``tol`` times the count: probabilities are accepted within PROB_SUM_ATOL).
     """
     c = _as_array(counts, "counts")
     _require_integer(c, "counts")

@@ -135,6 +135,11 @@ def test_row_order_invariance(data, rnd):
     )
 
 
+def test_sums_within_the_probability_tolerance_are_accepted():
+    # 1000 self-confidences of 1.0005 each: rows summing to 1 within 1e-3 allow such entries
+    np.testing.assert_allclose(S.confident_thresholds_from_sums([1000, 1], [1000.5, 0.5]), [1.0005, 0.5])
+
+
 @SETTINGS
 @given(labeled_st(max_n=40), st.integers(1, 40))
 def test_chunked_thresholds_equal_whole_pool(data, chunk):
@@ -492,6 +497,8 @@ def _nan_row_17():
         (lambda: S.confident_thresholds_from_sums([1, -1], [0.5, 0.0]), ValueError, r"counts has -1 at class 1"),
         (lambda: S.confident_thresholds_from_sums([1, 2], [0.5]), ValueError, r"sums must have the shape"),
         (lambda: S.confident_thresholds_from_sums([1, 2], [0.5, 2.5]), ValueError, r"sums has 2.5 at class 1"),
+        # accepted probabilities may exceed 1 by up to PROB_SUM_ATOL; more than that is an error
+        (lambda: S.confident_thresholds_from_sums([1, 1000], [0.5, 1000 * (1 + 2e-3)]), ValueError, r"sums has"),
         (lambda: S.confident_thresholds_from_sums([1.0, 2.0], [0.5, 1]), TypeError, r"counts must be an integer"),
         (lambda: S.softmax([1.0, 2.0]), ValueError, r"outputs must be 2-D"),
     ],

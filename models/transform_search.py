@@ -346,33 +346,46 @@ def class_moments(moments, labels, *, n_classes: int) -> ClassMoments:
     return ClassMoments(centroid=table[:, :2].copy(), spread=table[:, 2].copy())
 
 
+def _fit_to_class(t: Transform, m: np.ndarray, target: int, moments: ClassMoments, space: SearchSpace,
+                  shape: tuple[int, int]) -> Transform:
+    """``t`` with the zoom and shift that move the moments ``m`` of its result (one
+    :func:`image_moments` row) to the target class's typical centroid and spread.
+
+    A zoom by ``factor`` about the centre moves a point to ``centre + factor * (point - centre)``
+    and scales the shift ``t`` already applies (whole pixels); the new shift adds what is missing.
+    A result without spread keeps ``t``'s zoom.
+    """
+    height, width = shape
+    low, high = space.fit_scales
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = float(np.clip(t.scale * moments.spread[target] / m[2], low, high))
+    if not math.isfinite(scale):
+        scale = t.scale
+    factor = scale / t.scale
+    shift_x = factor * applied_shift(t.shift_x, width) + moments.centroid[target, 0] - (0.5 + factor * (m[0] - 0.5))
+    shift_y = factor * applied_shift(t.shift_y, height) + moments.centroid[target, 1] - (0.5 + factor * (m[1] - 0.5))
+    limit = space.max_shift
+    return dataclasses.replace(
+        t,
+        scale=round(scale, 3),
+        shift_x=snap_shift(float(np.clip(shift_x, -limit, limit)), width),
+        shift_y=snap_shift(float(np.clip(shift_y, -limit, limit)), height),
+    )
+
+
 def _fitted(ev: _Evaluator, bases: list[tuple[int, Transform]], moments: ClassMoments,
             space: SearchSpace) -> list[tuple[int, Transform]]:
     """Each base transform (rotation and/or tilt) completed by the zoom and shift that give
-    the transformed image its target class's typical centroid and spread."""
+    the transformed image its target class's typical centroid and spread (:func:`_fit_to_class`;
+    a base shared by many candidates is applied to all of them at once)."""
     by_base: dict[Transform, list[int]] = defaultdict(list)
     for i, t in dict.fromkeys(bases):
         by_base[t].append(i)
     out = []
-    low, high = space.fit_scales
     for base, rows in by_base.items():
         m = image_moments(_apply_stacked(ev.images[rows], base))
-        targets = ev.targets[rows]
-        scale = np.clip(moments.spread[targets] / m[:, 2], low, high)
-        scale = np.where(np.isfinite(scale), scale, 1.0)
-        # zoom about the centre moves the centroid to centre + scale * (centroid - centre)
-        centre_x, centre_y = 0.5, 0.5
-        shift_x = moments.centroid[targets, 0] - (centre_x + scale * (m[:, 0] - centre_x))
-        shift_y = moments.centroid[targets, 1] - (centre_y + scale * (m[:, 1] - centre_y))
-        limit = space.max_shift
-        height, width = ev.images.shape[1:3]
-        for j, i in enumerate(rows):
-            out.append((i, dataclasses.replace(
-                base,
-                scale=round(float(scale[j]), 3),
-                shift_x=snap_shift(float(np.clip(shift_x[j], -limit, limit)), width),
-                shift_y=snap_shift(float(np.clip(shift_y[j], -limit, limit)), height),
-            )))
+        out += [(i, _fit_to_class(base, m[j], int(ev.targets[i]), moments, space, ev.images.shape[1:3]))
+                for j, i in enumerate(rows)]
     return out
 
 
@@ -577,29 +590,13 @@ def _search_chunk(ev: _Evaluator, rows: np.ndarray, thresholds: np.ndarray, alph
 
 def _refitted(ev: _Evaluator, fits: list[tuple[int, Transform]], moments: ClassMoments,
               space: SearchSpace) -> list[tuple[int, Transform]]:
-    """Each fitted transform corrected once: the zoom and shift that its own result still
-    lacks to reach the target class's typical centroid and spread, folded into it."""
+    """Each fitted transform corrected once: :func:`_fit_to_class` measured on its own result
+    (the zoom and shift it still lacks, folded into it); a result without spread is left out."""
     out = []
-    low, high = space.fit_scales
-    limit = space.max_shift
-    height, width = ev.images.shape[1:3]
     for i, t in fits:
         m = image_moments(apply_transform(ev.images[i], t)[None])[0]
-        target = int(ev.targets[i])
-        if not np.isfinite(m[2]) or m[2] <= 0:
-            continue
-        factor = float(np.clip(t.scale * moments.spread[target] / m[2], low, high)) / t.scale
-        # the shift t actually applied (whole pixels), scaled by the extra zoom, plus what is missing
-        shift_x = (factor * applied_shift(t.shift_x, width)
-                   + moments.centroid[target, 0] - (0.5 + factor * (m[0] - 0.5)))
-        shift_y = (factor * applied_shift(t.shift_y, height)
-                   + moments.centroid[target, 1] - (0.5 + factor * (m[1] - 0.5)))
-        out.append((i, dataclasses.replace(
-            t,
-            scale=round(t.scale * factor, 3),
-            shift_x=snap_shift(float(np.clip(shift_x, -limit, limit)), width),
-            shift_y=snap_shift(float(np.clip(shift_y, -limit, limit)), height),
-        )))
+        if np.isfinite(m[2]) and m[2] > 0:
+            out.append((i, _fit_to_class(t, m, int(ev.targets[i]), moments, space, ev.images.shape[1:3])))
     return out
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import gradio as gr
 import numpy as np
 
-from models.transforms import Transform
+from models.transforms import FIELDS, Transform
 from review_app.service import ReviewInputError, ReviewService
 from store.errors import StoreError
 
@@ -23,6 +23,8 @@ DECISION_LABELS = {
     "skip": "skip",
 }
 DISPLAY_SIZE = 280
+#: Slider values of the identity transform, in ``Transform`` field order (the sliders' order).
+RESET_TRANSFORM = tuple(Transform().to_dict()[name] for name in FIELDS)
 SHOWN_OUTPUTS = 17  # the review tab's candidate outputs, in the order Handlers._show returns them
 ANY = "any"
 
@@ -77,7 +79,7 @@ class Handlers:
                 None,
                 0,
                 -1,
-                0, 0, 0, 1, 0, 0,
+                *RESET_TRANSFORM,
                 gr.update(choices=classes, value=None),
                 "",
                 [],
@@ -93,7 +95,7 @@ class Handlers:
             view.id,
             view.version,
             view.rank,
-            0, 0, 0, 1, 0, 0,
+            *RESET_TRANSFORM,
             gr.update(choices=classes, value=None),
             "",
             neighbours,

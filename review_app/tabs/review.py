@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from models.transforms import MAX_PERSPECTIVE
-from review_app.handlers import ANY, DECISION_LABELS, Handlers
+from review_app.handlers import ANY, DECISION_LABELS, RESET_TRANSFORM, Handlers
 from store.schema import SUGGESTED_CAUSES
 
 MODEL_CONCURRENCY = "model"
@@ -30,6 +30,26 @@ SHORTCUTS_JS = """
   });
 }
 """
+
+
+def transform_sliders(elem_prefix: str = "") -> list[gr.Slider]:
+    """The transform sliders (rotate, tilt, direction, scale, shift x, shift y: ``Transform`` field order),
+    laid out in the current block; element ids are the field names after ``elem_prefix``."""
+    sliders = [
+        gr.Slider(-180, 180, value=0, step=1, label="Rotate (degrees)", elem_id=f"{elem_prefix}rotate"),
+        gr.Slider(0, MAX_PERSPECTIVE, value=0, step=0.01, label="Perspective tilt",
+                  elem_id=f"{elem_prefix}perspective"),
+        gr.Slider(-180, 180, value=0, step=5, label="Tilt direction (degrees)", elem_id=f"{elem_prefix}direction"),
+        gr.Slider(0.5, 2.0, value=1.0, step=0.05, label="Scale", elem_id=f"{elem_prefix}scale"),
+    ]
+    with gr.Row():
+        sliders += [
+            gr.Slider(-0.25, 0.25, value=0, step=0.01, label="Shift right (share of width)",
+                      elem_id=f"{elem_prefix}shift_x"),
+            gr.Slider(-0.25, 0.25, value=0, step=0.01, label="Shift down (share of height)",
+                      elem_id=f"{elem_prefix}shift_y"),
+        ]
+    return sliders
 
 
 def _decider(handlers: Handlers, cause: str):
@@ -72,15 +92,8 @@ def build(app: gr.Blocks, handlers: Handlers, *, run_names: list[str], default_r
                                     height=150, elem_id="neighbours", allow_preview=False)
         with gr.Column(scale=1):
             probabilities = gr.Label(num_top_classes=3, label="Model prediction (top 3)", elem_id="probabilities")
-            rotate = gr.Slider(-180, 180, value=0, step=1, label="Rotate (degrees)", elem_id="rotate")
-            perspective = gr.Slider(0, MAX_PERSPECTIVE, value=0, step=0.01, label="Perspective tilt", elem_id="perspective")
-            direction = gr.Slider(-180, 180, value=0, step=5, label="Tilt direction (degrees)", elem_id="direction")
-            scale = gr.Slider(0.5, 2.0, value=1.0, step=0.05, label="Scale", elem_id="scale")
-            with gr.Row():
-                shift_x = gr.Slider(-0.25, 0.25, value=0, step=0.01, label="Shift right (share of width)",
-                                    elem_id="shift_x")
-                shift_y = gr.Slider(-0.25, 0.25, value=0, step=0.01, label="Shift down (share of height)",
-                                    elem_id="shift_y")
+            sliders = transform_sliders()
+            rotate, perspective, direction, scale, shift_x, shift_y = sliders
             with gr.Row():
                 apply_suggestion = gr.Button("Apply suggested transform", size="sm", elem_id="apply-suggestion")
                 reset = gr.Button("Reset transform", size="sm", elem_id="reset")
@@ -126,7 +139,6 @@ def build(app: gr.Blocks, handlers: Handlers, *, run_names: list[str], default_r
         lambda: None, None, open_id, api_name=False)  # cleared, so opening the same candidate again works
     previous_button.click(handlers.previous_candidate, [run, rank, class_filter], shown, api_name="previous_candidate")
     undo_button.click(handlers.undo, [run, candidate_id, reviewer], shown, api_name="undo")
-    sliders = [rotate, perspective, direction, scale, shift_x, shift_y]
     apply_suggestion.click(handlers.apply_suggestion, candidate_id, sliders, api_name="apply_suggestion")
 
     # inputs added later (the shifts) come last, so positional API calls keep working
@@ -137,7 +149,7 @@ def build(app: gr.Blocks, handlers: Handlers, *, run_names: list[str], default_r
         slider.change(handlers.preview_transformed, slider_inputs, [image, probabilities],
                       api_name=f"preview_{slider.elem_id}", trigger_mode="always_last",
                       show_progress="hidden", concurrency_id=MODEL_CONCURRENCY, concurrency_limit=2)
-    reset.click(lambda: (0, 0, 0, 1, 0, 0), None, sliders, api_name="reset_transform", queue=False)
+    reset.click(lambda: RESET_TRANSFORM, None, sliders, api_name="reset_transform", queue=False)
 
     decision_inputs = [run, candidate_id, new_label, note, rotate, perspective, direction, scale,
                        seen_version, reviewer, rank, *filters, shift_x, shift_y]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import gradio as gr
 
-from models.transforms import MAX_PERSPECTIVE
+from review_app.handlers import RESET_TRANSFORM
 from review_app.service import ReviewService
-from review_app.tabs.review import MODEL_CONCURRENCY
+from review_app.tabs.review import MODEL_CONCURRENCY, transform_sliders
 from review_app.try_handlers import CANVAS, TryHandlers
 
 
@@ -38,22 +38,12 @@ def build(service: ReviewService, *, run_names: list[str], default_run: str | No
                                       buttons=[], format="png", elem_id="try-model-input")
                 probabilities = gr.Label(num_top_classes=3, label="Prediction (top 3)", elem_id="try-probabilities")
             note = gr.Markdown(elem_id="try-note")
-            rotate = gr.Slider(-180, 180, value=0, step=1, label="Rotate (degrees)", elem_id="try-rotate")
-            perspective = gr.Slider(0, MAX_PERSPECTIVE, value=0, step=0.01, label="Perspective tilt",
-                                    elem_id="try-perspective")
-            direction = gr.Slider(-180, 180, value=0, step=5, label="Tilt direction (degrees)", elem_id="try-direction")
-            scale = gr.Slider(0.5, 2.0, value=1.0, step=0.05, label="Scale", elem_id="try-scale")
-            with gr.Row():
-                shift_x = gr.Slider(-0.25, 0.25, value=0, step=0.01, label="Shift right (share of width)",
-                                    elem_id="try-shift_x")
-                shift_y = gr.Slider(-0.25, 0.25, value=0, step=0.01, label="Shift down (share of height)",
-                                    elem_id="try-shift_y")
+            sliders = transform_sliders("try-")
             reset = gr.Button("Reset transform", size="sm", elem_id="try-reset")
 
-    sliders = [rotate, perspective, direction, scale, shift_x, shift_y]
     gr.on([sketch.change, run.change, normalize.change, *(slider.change for slider in sliders)],
           handlers.predict, [run, sketch, normalize, *sliders], [model_view, probabilities, note],
           api_name="try_predict", trigger_mode="always_last", show_progress="hidden",
           concurrency_id=MODEL_CONCURRENCY, concurrency_limit=2)
     upload.upload(handlers.upload, upload, sketch, api_name="try_upload")
-    reset.click(lambda: (0, 0, 0, 1, 0, 0), None, sliders, api_name="try_reset", queue=False)
+    reset.click(lambda: RESET_TRANSFORM, None, sliders, api_name="try_reset", queue=False)

@@ -36,7 +36,8 @@ def upscale(image: np.ndarray, target: int = DISPLAY_SIZE) -> np.ndarray:
     return np.repeat(big, 3, axis=2) if big.shape[-1] == 1 else big
 
 
-def _transform(rotate, perspective, direction, scale, shift_x=0.0, shift_y=0.0) -> Transform:
+def transform_from_sliders(rotate, perspective, direction, scale, shift_x=0.0, shift_y=0.0) -> Transform:
+    """The slider values as a Transform; a bad value is a ``gr.Error`` naming it."""
     try:
         return Transform(
             rotate=float(rotate or 0),
@@ -174,7 +175,7 @@ class Handlers:
         """Transformed image (with the saliency overlay if asked) and probabilities while sliders move."""
         if candidate_id is None or candidate_id < 0:
             return None, None
-        prediction = self._predict(candidate_id, _transform(rotate, perspective, direction, scale, shift_x, shift_y),
+        prediction = self._predict(candidate_id, transform_from_sliders(rotate, perspective, direction, scale, shift_x, shift_y),
                                    saliency=bool(saliency))
         return upscale(prediction.image), prediction.probabilities
 
@@ -183,7 +184,7 @@ class Handlers:
         direction: float = 0.0, shift_x: float = 0.0, shift_y: float = 0.0,
     ) -> dict[str, float]:
         """Class probabilities of a candidate's image under rotate/perspective/scale/shift (API)."""
-        return self._predict(candidate_id, _transform(rotate, perspective, direction, scale, shift_x, shift_y)).probabilities
+        return self._predict(candidate_id, transform_from_sliders(rotate, perspective, direction, scale, shift_x, shift_y)).probabilities
 
     def _predict(self, candidate_id, transform, *, saliency: bool = False):
         try:
@@ -219,7 +220,7 @@ class Handlers:
                 cause=cause,
                 new_label=new_label,
                 note=note,
-                transform=_transform(rotate, perspective, direction, scale, shift_x, shift_y),
+                transform=transform_from_sliders(rotate, perspective, direction, scale, shift_x, shift_y),
                 seen_version=int(seen_version or 0),
             )
         except (ReviewInputError, StoreError) as exc:

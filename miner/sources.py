@@ -400,7 +400,7 @@ class _RowReader:
                         got += n
                     if b == self.shape[0] and isinstance(fh, gzip.GzipFile) and fh.read(1):
                         raise ValueError(f"{self.uri}: gzip stream has data after the last row")
-                except (EOFError, OSError, zlib.error) as exc:  # a corrupt stream; CRC at its end
+                except (EOFError, OSError, zlib.error, zipfile.BadZipFile) as exc:  # corrupt; CRC at its end
                     raise ValueError(f"{self.uri}: unreadable at rows {a}..{b} ({exc})") from None
                 pos[0] = start + need
                 out = buf.view(self.dtype).reshape((b - a, *self.shape[1:]))
@@ -1085,9 +1085,12 @@ def _open_npz(p: Path, labels, class_names, channels, image_size):
                 f"save images as x=..., labels as y=..."
             )
         info = zf.getinfo(members["x"])
-        with zf.open(info) as fh:
-            shape, fortran, dtype = _npy_header(fh, f"{where}[x]")
-            offset = fh.tell()
+        try:
+            with zf.open(info) as fh:
+                shape, fortran, dtype = _npy_header(fh, f"{where}[x]")
+                offset = fh.tell()
+        except (zipfile.BadZipFile, zlib.error, EOFError) as exc:  # a small member is read whole: CRC
+            raise ValueError(f"{where}: cannot read 'x' ({exc})") from None
         expected = offset + int(math.prod(shape)) * dtype.itemsize
         if info.file_size < expected:
             raise ValueError(
@@ -1102,7 +1105,7 @@ def _open_npz(p: Path, labels, class_names, channels, image_size):
         with np.load(p, allow_pickle=False) as z:
             reader: Any = _ArrayRows(z["x"])
     else:
-        reader = _RowReader(where, _zip_member_opener(p, members["x"]), offset, dtype, shape)
+        reader = _RowReader(f"{where}['x']", _zip_member_opener(p, members["x"]), offset, dtype, shape)
     n = shape[0]
 
     def small(key: str):
@@ -1111,7 +1114,7 @@ def _open_npz(p: Path, labels, class_names, channels, image_size):
         try:
             with np.load(p, allow_pickle=False) as z:
                 arr = z[key]
-        except ValueError as exc:
+        except (ValueError, zipfile.BadZipFile, zlib.error, EOFError) as exc:
             raise ValueError(f"{where}: cannot read '{key}' ({exc})") from None
         if arr.ndim == 2 and arr.shape[1] == 1:
             arr = arr[:, 0]

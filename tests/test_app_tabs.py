@@ -7,13 +7,12 @@ import zipfile
 
 import numpy as np
 import pytest
+from apputil import demo_store, served_app
 from PIL import Image
 
 from models.spec import PreprocessingSpec
-from review_app.demo import run_demo
 from review_app.try_model import EmptyImageError, to_model_input
 from store import api
-from store.db import open_store
 from store.export import read_rows
 
 PER_CLASS = 3
@@ -28,22 +27,14 @@ def served(tmp_path_factory, demo_model_path):
     """The demo run served by the full app, with a gradio_client on it."""
     from gradio_client import Client
 
-    from review_app.app import build_app, launch_options
     from review_app.service import ReviewService
 
     folder = tmp_path_factory.mktemp("tabs")
-    store = open_store(f"sqlite:///{folder / 'hardcase.db'}")
-    run_demo(store, artifacts_dir=folder / "artifacts", model_path=demo_model_path, per_class=PER_CLASS,
-             progress=False)
-    app = build_app(ReviewService(store), run_name="demo")
-    app.queue(max_size=64)
-    options = launch_options(port=0)
-    options.pop("server_port")
-    app.launch(prevent_thread_lock=True, quiet=True, **options)
-    client = Client(app.local_url, verbose=False)
-    yield store, client, folder
-    client.close()
-    app.close()
+    store = demo_store(folder, demo_model_path, per_class=PER_CLASS)
+    with served_app(ReviewService(store)) as app:
+        client = Client(app.local_url, verbose=False)
+        yield store, client, folder
+        client.close()
     store.dispose()
 
 

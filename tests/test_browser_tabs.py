@@ -5,12 +5,11 @@ from __future__ import annotations
 import re
 
 import pytest
+from apputil import demo_store, served_app
 from conftest import ARTIFACTS
 from sqlalchemy import select
 
-from review_app.demo import run_demo
 from store import api
-from store.db import open_store
 from store.schema import Candidate
 
 WAIT = 30_000
@@ -41,20 +40,12 @@ def _review_some(store):
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory, demo_model_path):
-    from review_app.app import build_app, launch_options
     from review_app.service import ReviewService
 
-    folder = tmp_path_factory.mktemp("browser-tabs")
-    store = open_store(f"sqlite:///{folder / 'hardcase.db'}")
-    run_demo(store, artifacts_dir=folder / "artifacts", model_path=demo_model_path, per_class=3, progress=False)
+    store = demo_store(tmp_path_factory.mktemp("browser-tabs"), demo_model_path, per_class=3)
     _review_some(store)
-    app = build_app(ReviewService(store), run_name="demo")
-    app.queue(max_size=64)
-    options = launch_options(port=0)
-    options.pop("server_port")
-    app.launch(prevent_thread_lock=True, quiet=True, **options)
-    yield app.local_url
-    app.close()
+    with served_app(ReviewService(store)) as app:
+        yield app.local_url
     store.dispose()
 
 

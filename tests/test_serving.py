@@ -6,12 +6,11 @@ import urllib.error
 import urllib.request
 
 import pytest
+from apputil import demo_store, served_app
 
 from review_app.auth import authenticator, hash_password, load_accounts, verify_password
 from review_app.cli import main
-from review_app.demo import run_demo
 from store import api
-from store.db import open_store
 
 
 def test_password_hashes_verify_and_differ():
@@ -52,22 +51,9 @@ def test_serving_beyond_loopback_without_auth_is_refused(tmp_path, capsys):
 def demo_service(tmp_path_factory, demo_model_path):
     from review_app.service import ReviewService
 
-    folder = tmp_path_factory.mktemp("serving")
-    store = open_store(f"sqlite:///{folder / 'h.db'}")
-    run_demo(store, artifacts_dir=folder / "artifacts", model_path=demo_model_path, per_class=2, progress=False)
+    store = demo_store(tmp_path_factory.mktemp("serving"), demo_model_path, per_class=2)
     yield ReviewService(store)
     store.dispose()
-
-
-def _launch(service, **extra):
-    from review_app.app import build_app, launch_options
-
-    app = build_app(service, run_name="demo")
-    app.queue(max_size=16)
-    options = launch_options(port=0)
-    options.pop("server_port")
-    app.launch(prevent_thread_lock=True, quiet=True, **options, **extra)
-    return app
 
 
 @pytest.fixture(scope="module")
@@ -75,16 +61,14 @@ def authed_app(demo_service):
     from review_app.auth import Account
 
     accounts = {"gina": Account("gina", "annotator", hash_password("pw"))}
-    app = _launch(demo_service, auth=authenticator(accounts))
-    yield demo_service.store, app.local_url
-    app.close()
+    with served_app(demo_service, queue_size=16, auth=authenticator(accounts)) as app:
+        yield demo_service.store, app.local_url
 
 
 @pytest.fixture(scope="module")
 def open_app(demo_service):
-    app = _launch(demo_service)
-    yield app.local_url
-    app.close()
+    with served_app(demo_service, queue_size=16) as app:
+        yield app.local_url
 
 
 def test_reviews_are_stored_under_the_signed_in_user(authed_app):

@@ -25,7 +25,10 @@ DECISION_LABELS = {
 DISPLAY_SIZE = 280
 #: Slider values of the identity transform, in ``Transform`` field order (the sliders' order).
 RESET_TRANSFORM = tuple(Transform().to_dict()[name] for name in FIELDS)
-SHOWN_OUTPUTS = 17  # the review tab's candidate outputs, in the order Handlers._show returns them
+#: What the review tab shows of a candidate, in the order ``Handlers._show`` returns it; the tab
+#: lists its output components by these names (the transform sliders by ``Transform`` field).
+SHOWN = ("image", "info", "probabilities", "candidate_id", "seen_version", "rank", *FIELDS,
+         "new_label", "note", "neighbours", "progress", "status")
 ANY = "any"
 
 
@@ -72,37 +75,20 @@ class Handlers:
         n_candidates, n_reviewed = self.service.progress(run_name)
         progress = f"**{n_reviewed} of {n_candidates} reviewed**"
         classes = self.service.class_names(run_name)
+        values = {**dict(zip(FIELDS, RESET_TRANSFORM)), "new_label": gr.update(choices=classes, value=None),
+                  "note": "", "progress": progress}
         if view is None:
-            return (
-                None,
-                f"No candidate left to review here. {message}",
-                None,
-                None,
-                0,
-                -1,
-                *RESET_TRANSFORM,
-                gr.update(choices=classes, value=None),
-                "",
-                [],
-                progress,
-                "",
+            values.update(image=None, info=f"No candidate left to review here. {message}", probabilities=None,
+                          candidate_id=None, seen_version=0, rank=-1, neighbours=[], status="")
+        else:
+            prediction = self.service.predict_transformed(view.id, Transform())
+            values.update(
+                image=upscale(prediction.image), info=_describe(view), probabilities=prediction.probabilities,
+                candidate_id=view.id, seen_version=view.version, rank=view.rank,
+                neighbours=[(upscale(image, 112), caption) for image, caption in self.service.neighbour_images(view.id)],
+                status=message,
             )
-        prediction = self.service.predict_transformed(view.id, Transform())
-        neighbours = [(upscale(image, 112), caption) for image, caption in self.service.neighbour_images(view.id)]
-        return (
-            upscale(prediction.image),
-            _describe(view),
-            prediction.probabilities,
-            view.id,
-            view.version,
-            view.rank,
-            *RESET_TRANSFORM,
-            gr.update(choices=classes, value=None),
-            "",
-            neighbours,
-            progress,
-            message,
-        )
+        return tuple(values[name] for name in SHOWN)
 
     def next_candidate(self, run_name, reviewer_typed, rank, class_filter, status_filter, cause_filter=ANY,
                        request: gr.Request = None):
@@ -128,7 +114,7 @@ class Handlers:
     def open_candidate(self, candidate_id, run_name):
         """Show one candidate by id (from the gallery), without taking its lease."""
         if candidate_id is None:
-            return tuple(gr.skip() for _ in range(SHOWN_OUTPUTS))
+            return tuple(gr.skip() for _ in SHOWN)
         if candidate_id < 0:
             raise gr.Error("no candidate chosen")
         try:

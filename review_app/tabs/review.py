@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from models.transforms import MAX_PERSPECTIVE
-from review_app.handlers import ANY, DECISION_LABELS, RESET_TRANSFORM, Handlers
+from models.transforms import FIELDS, MAX_PERSPECTIVE
+from review_app.handlers import ANY, DECISION_LABELS, RESET_TRANSFORM, SHOWN, Handlers
 from store.schema import SUGGESTED_CAUSES
 
 MODEL_CONCURRENCY = "model"
@@ -117,8 +117,10 @@ def build(app: gr.Blocks, handlers: Handlers, *, run_names: list[str], default_r
     rank = gr.Number(value=-1, visible=False, precision=0)
     open_id = gr.Number(value=None, visible=False, precision=0)
 
-    shown = [image, info, probabilities, candidate_id, seen_version, rank,
-             rotate, perspective, direction, scale, shift_x, shift_y, new_label, note, neighbours, progress, status]
+    components = {"image": image, "info": info, "probabilities": probabilities, "candidate_id": candidate_id,
+                  "seen_version": seen_version, "rank": rank, **dict(zip(FIELDS, sliders)), "new_label": new_label,
+                  "note": note, "neighbours": neighbours, "progress": progress, "status": status}
+    shown = [components[name] for name in SHOWN]
     filters = [class_filter, status_filter, cause_filter]
 
     def remember_name(name):

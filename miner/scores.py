@@ -26,6 +26,7 @@ from miner._validation import (
 )
 
 __all__ = [
+    "LABEL_SCORE_FIELDS",
     "SCORE_FIELDS",
     "class_confidence_sums",
     "compute_scores",
@@ -55,6 +56,9 @@ SCORE_FIELDS = (
     "label_quality_score",
     "hardness_score",
 )
+
+#: The scores that need a given label (NaN where the label is unknown); the others always exist.
+LABEL_SCORE_FIELDS = ("self_confidence", "normalized_margin", "loss", "label_quality_score")
 
 #: Probabilities are clipped from below to this value before taking logs, as
 #: Keras' ``categorical_crossentropy`` does (``keras.config.epsilon()``), so the

@@ -32,6 +32,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from miner.scores import LABEL_SCORE_FIELDS, SCORE_FIELDS
 from store.errors import StoreError
 from store.schema import (
     DECISIONS,
@@ -61,15 +62,8 @@ DEFAULT_LEASE_SECONDS = 600
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
-SCORE_REQUIRED = (
-    "sample_id",
-    "predicted_label",
-    "confidence",
-    "margin",
-    "entropy",
-    "hardness_score",
-)
-SCORE_OPTIONAL = ("self_confidence", "normalized_margin", "loss", "label_quality_score")
+SCORE_REQUIRED = ("sample_id", *(name for name in SCORE_FIELDS if name not in LABEL_SCORE_FIELDS))
+SCORE_OPTIONAL = LABEL_SCORE_FIELDS
 CANDIDATE_REQUIRED = ("sample_id", "rank", "class_name", "hardness_score", "image_png")
 CANDIDATE_OPTIONAL = (
     "pick_distance",

@@ -512,3 +512,12 @@ def test_empty_pool():
     out = S.compute_scores(np.empty((0, 3)), labels=np.empty(0, dtype=int))
     assert all(v.shape == (0,) for v in out.values())
     np.testing.assert_allclose(S.confident_thresholds([], np.empty((0, 3))), [1 / 3] * 3)
+
+
+def test_label_score_fields_are_exactly_the_scores_an_unknown_label_leaves_empty():
+    probs = np.random.default_rng(0).dirichlet(np.ones(4), 6)
+    unlabelled = S.compute_scores(probs, labels=np.full(6, -1))
+    empty = {name for name, values in unlabelled.items() if np.isnan(np.asarray(values, dtype=float)).all()}
+    assert empty == set(S.LABEL_SCORE_FIELDS)
+    labelled = S.compute_scores(probs, labels=np.arange(6) % 4)
+    assert not any(np.isnan(np.asarray(values, dtype=float)).any() for values in labelled.values())

@@ -8,12 +8,16 @@
    mine, bare, ...) so that both see the same load on a shared machine; the headline is the
    ratio of the medians, printed with the ratio of the best rounds and the median of the
    per-round ratios.
+   With ``--tile N`` the same is measured once more on the test images repeated to N rows (a
+   raw IDX file): a run's fixed costs (loading and tracing the model, selecting and storing
+   the candidates) weigh less on a larger pool, so the ratio at N shows what the batch loop
+   itself costs against the model.
 2. Peak RSS of ``hardcase mine --no-suggest`` in a fresh process over synthetic
    memory-mapped ``.npy`` sources of growing N: it must not grow with N beyond the stored
    embeddings (``--rss-suggest`` measures with cause suggestion too).
 
-Usage: ``python bench/mine_throughput.py [--rounds 6] [--rss-sizes 100000 1000000] [--rss-suggest]
-[--batch-size 256]``
+Usage: ``python bench/mine_throughput.py [--rounds 6] [--tile 100000] [--rss-sizes 100000 1000000]
+[--rss-suggest] [--batch-size 256]``
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+#: The bare forward pass speed the issue measured on 2 cores for its reference model (images/s).
+REFERENCE_RATE = 1900
 
 
 def shared_mnist() -> Path:
@@ -108,6 +114,42 @@ def interleaved(model_path: Path, data: Path, labels: Path, images: np.ndarray, 
     return bare_rates, mined_rates, summary
 
 
+def tiled_throughput(model_path: Path, images: np.ndarray, labels_path: Path, n: int,
+                     batch_size: int, rounds: int) -> tuple[float, float]:
+    """Bare and end-to-end images/s (medians) on the test images repeated to ``n`` rows (raw IDX
+    files), in ``rounds`` interleaved rounds."""
+    from miner.sources import read_idx, write_idx
+
+    reps = -(-n // len(images))
+    tiled = np.concatenate([images] * reps)[:n]
+    tiled_labels = np.concatenate([read_idx(labels_path)] * reps)[:n]
+    with tempfile.TemporaryDirectory() as folder:
+        data = write_idx(Path(folder) / "tiled-images-idx3-ubyte", tiled[..., 0] if tiled.ndim == 4 else tiled)
+        labels = write_idx(Path(folder) / "tiled-labels-idx1-ubyte", tiled_labels)
+        bare_runs, mined_runs, _ = interleaved(model_path, data, labels, tiled, batch_size, rounds)
+    bare = float(np.median([rate for rate, _ in bare_runs]))
+    mined = float(np.median([rate for rate, _ in mined_runs]))
+    print(f"\nthe test images repeated to {n:,} rows (raw IDX), {rounds} interleaved rounds")
+    print(f"  bare {bare:8.0f} images/s, mining {mined:8.0f} images/s, ratio {mined / bare:.2f}"
+          f"   ({n / bare:.1f} s against {n / mined:.1f} s)")
+    return bare, mined
+
+
+def overhead(n_small: int, rates_small: tuple[float, float], n_large: int, rates_large: tuple[float, float]) -> None:
+    """Mining time minus the bare pass, as a cost per run plus a cost per image, from two sizes;
+    and the ratio that overhead would give a model running at ``REFERENCE_RATE`` images/s."""
+    extra_small = n_small / rates_small[1] - n_small / rates_small[0]
+    extra_large = n_large / rates_large[1] - n_large / rates_large[0]
+    per_image = (extra_large - extra_small) / (n_large - n_small)
+    per_run = extra_small - per_image * n_small
+    print(f"  mining = the bare pass + {1e6 * per_image:.0f} µs per image + {per_run:.2f} s per run "
+          "(two-size fit; scoring, hashing and storing share the cores with the model)")
+    for n in (n_small, n_large):
+        seconds = n / REFERENCE_RATE
+        print(f"  the same overhead on a model at {REFERENCE_RATE:,} images/s (the issue's reference): ratio "
+              f"{seconds / (seconds + per_run + per_image * n):.2f} at {n:,} images")
+
+
 def peak_rss_of_mining(model_path: Path, n: int, batch_size: int, suggest: bool = False) -> tuple[float, float, float]:
     """(peak RSS MiB, embeddings MiB, seconds) of ``hardcase mine`` over an N-image memmap
     (``--no-suggest`` unless ``suggest``: cause suggestion is measured by bench/faults.py)."""
@@ -147,6 +189,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=6,
                         help="interleaved rounds of one bare pass and one mining run each")
+    parser.add_argument("--tile", type=int, default=0, metavar="N",
+                        help="also measure on the test images repeated to N rows (as many interleaved rounds)")
     parser.add_argument("--rss-sizes", type=int, nargs="*", default=[100_000, 400_000])
     parser.add_argument("--rss-suggest", action="store_true",
                         help="measure RSS with cause suggestion too (hardcase mine's default)")
@@ -177,6 +221,10 @@ def main() -> None:
     print(f"  CPU seconds (median)       : bare {cpu_bare:.2f}, mining {cpu_mined:.2f}, ratio "
           f"{cpu_bare / cpu_mined:.2f}   (process CPU time, less sensitive to other processes' load;"
           " includes model load and tracing for mining)")
+
+    if args.tile:
+        large = tiled_throughput(model_path, images, labels, args.tile, args.batch_size, args.rounds)
+        overhead(len(images), (med_bare, med_mined), args.tile, large)
 
     if args.rss_sizes:
         print("\npeak RSS of `hardcase mine --budget 200` over a memory-mapped .npy source")

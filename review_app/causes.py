@@ -260,9 +260,16 @@ def _training_embeddings(train_data: str, inputs: _RunInputs, classifier: Classi
     return data, False, time.perf_counter() - started, model_seconds
 
 
-def _normalized(probs: np.ndarray) -> np.ndarray:
-    probs = np.asarray(probs, dtype=np.float64)
-    return probs / probs.sum(axis=1, keepdims=True)
+def _normalized(probs: np.ndarray, rows: np.ndarray | None = None, *, chunk: int = 65536) -> np.ndarray:
+    """float64 rows of ``probs`` (all, or ``rows``) scaled to sum to 1, filled chunk by chunk:
+    the stored float32 pool (often a memory map) is never copied whole."""
+    n = probs.shape[0] if rows is None else len(rows)
+    out = np.empty((n, probs.shape[1]), dtype=np.float64)
+    for start in range(0, n, chunk):
+        part = out[start : start + chunk]
+        part[:] = probs[start : start + chunk] if rows is None else probs[rows[start : start + chunk]]
+        part /= part.sum(axis=1, keepdims=True)
+    return out
 
 
 def suggest_for_run(
@@ -339,7 +346,7 @@ def suggest_for_run(
     if (cand < 0).any():
         bad = int(inputs.candidate_sources[np.flatnonzero(cand < 0)[0]])
         raise SuggestionInputError(f"candidate at source row {bad} has no stored prediction in {folder}")
-    pool_probs = _normalized(pred_probs[scored])
+    pool_probs = _normalized(pred_probs, scored)
     pool_labels = inputs.label_by_source[scored]
     # float16 as stored (the memory map itself when every row was scored); only candidate
     # rows and, without training data, the reference rows are converted to float32

@@ -516,11 +516,12 @@ def _compute_selection(
         pools = [by_group[a : a + c] for a, c in zip(starts, counts, strict=True)]
         quotas = _largest_remainder(k, counts, group_ids)
     else:
-        group_ids = np.unique(g)
+        # one stable sort groups the rows (ascending within a group), not one scan per group
+        by_group = np.argsort(g, kind="stable")
+        group_ids, starts, counts = np.unique(g[by_group], return_index=True, return_counts=True)
         pools, quotas = [], []
-        for gid in group_ids:
-            members = np.flatnonzero(g == gid)
-            c = members.shape[0]
+        for a, c in zip(starts.tolist(), counts.tolist(), strict=True):
+            members = by_group[a : a + c]
             m = min(c, _default_pool(k, c, cap) if pool is None else pool)
             pools.append(_hardest(members, h, tiebreak, m))
             quotas.append(min(c, k))

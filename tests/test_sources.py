@@ -20,6 +20,7 @@ from miner.sources import (
     DataSource,
     RowError,
     content_hash,
+    content_hashes,
     load_labels,
     open_source,
     read_idx,
@@ -577,6 +578,22 @@ def test_content_hash_is_stable():
     assert content_hash(b) != h
     # pinned value: changing the recipe would orphan hashes stored by earlier runs
     assert content_hash(np.zeros((2, 2), np.uint8)) == PINNED_ZEROS_HASH
+
+
+@pytest.mark.parametrize("batch", [
+    np.random.default_rng(0).integers(0, 256, size=(7, 5, 4, 1), dtype=np.uint8),
+    np.asfortranarray(np.random.default_rng(1).integers(0, 256, size=(3, 6, 2), dtype=np.uint8)),
+    np.random.default_rng(2).random((4, 3, 3, 3)).astype(">f4"),
+    np.random.default_rng(3).integers(0, 256, size=(9, 8, 8), dtype=np.uint8)[::2, :, ::-1],
+    np.zeros((3, 0, 4), np.uint8),
+    np.zeros((0, 2, 2), np.uint8),
+])
+def test_content_hashes_of_a_batch_equal_each_images_content_hash(batch):
+    assert content_hashes(batch) == [content_hash(image) for image in batch]
+
+
+def test_content_hashes_keeps_the_pinned_recipe():
+    assert content_hashes(np.zeros((2, 2, 2), np.uint8)) == [PINNED_ZEROS_HASH] * 2
 
 
 PINNED_ZEROS_HASH = "0f4c62411b6196a695272d6bef0af63c4d9613562c4b88e5ba79b8e98c68fa64"  # sha256(b"|u1(2, 2)" + 4 zero bytes)

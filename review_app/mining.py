@@ -22,11 +22,13 @@ import logging
 import mmap
 import threading
 import time
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from queue import Queue
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -41,13 +43,17 @@ from miner.scores import (
     label_quality_score,
 )
 from miner.select import select_candidates
-from miner.sources import Batch, DataSource, content_hash, open_source
+from miner.sources import Batch, DataSource, content_hashes, open_source
 from models.classifier import Classifier, file_hash, load_classifier
 from models.spec import as_uint8
 from store import api
 from store.db import Store
 
 log = logging.getLogger(__name__)
+#: Scored batches that may wait for the writer thread: a checkpoint (a second's worth of rows
+#: committed at once) must not stall the model; a waiting batch holds its probabilities,
+#: embeddings and hashes, not its images.
+WRITE_AHEAD = 16
 SCORE_CHUNK = 20_000
 
 
@@ -263,45 +269,47 @@ def mine(store: Store, options: MiningOptions, *, artifacts_dir: Path, progress:
     checkpoint = _Checkpoint(store, run_id, dataset_id, pred_probs, sample_ids, done, embeddings,
                              class_names=class_names, seconds=options.checkpoint_seconds)
 
-    def store_batch(batch, probs, emb) -> None:
+    def store_batch(indices, errors, hashes, probs, emb) -> None:
         """Keep one scored batch; runs on the writer thread while the model scores the next."""
-        if len(batch.indices):
-            pred_probs[batch.indices] = probs
+        if len(indices):
+            pred_probs[indices] = probs
             if embeddings is not None:
-                embeddings[batch.indices] = emb.astype(np.float16)
-            given = labels[batch.indices] if labels is not None else np.full(len(batch.indices), -1)
+                embeddings[indices] = emb.astype(np.float16)
+            given = labels[indices] if labels is not None else np.full(len(indices), -1)
             scores = compute_scores(probs, labels=given)
             # needs the whole pool's per-class thresholds: filled in by _finish
-            scores["label_quality_score"] = np.full(len(batch.indices), np.nan)
+            scores["label_quality_score"] = np.full(len(indices), np.nan)
             checkpoint.add_samples(
-                batch.indices,
+                indices,
                 scores=scores,
-                content_hash=[content_hash(image) for image in batch.images],
-                uri=[source.uris[i] if source.uris is not None else None for i in batch.indices],
+                content_hash=hashes,
+                uri=[source.uris[i] if source.uris is not None else None for i in indices],
                 given_label=[label_names[g] or None for g in given],
                 timestamp=[str(source.timestamps[i]) if source.timestamps is not None else None
-                           for i in batch.indices],
+                           for i in indices],
             )
-        checkpoint.add_errors(batch.errors)
+        checkpoint.add_errors(errors)
         checkpoint.maybe_commit()
 
     warming.join()
     bar = tqdm(total=n, initial=already, unit="img", desc=f"mining {options.run_name}", disable=not progress)
-    batches = _read_ahead(source.iter_batches(options.batch_size, skip=done.astype(bool)))
+    # images are hashed on the reader thread, so the writer's queue holds no images
+    batches = _read_ahead(source.iter_batches(options.batch_size, skip=done.astype(bool)),
+                          prepare=lambda batch: (batch, content_hashes(batch.images) if len(batch.indices) else []))
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hardcase-writer") as writer:
-        pending = None
-        for batch in batches:
+        pending: deque = deque()
+        for batch, hashes in batches:
             probs = emb = None
             if len(batch.indices):
                 probs, emb = classifier.predict_and_embed_batch(
                     batch.images, batch_label=f"the batch of source rows {batch.indices[0]}..{batch.indices[-1]}"
                 )
-            if pending is not None:
-                pending.result()  # one batch in flight: memory stays bounded, errors surface here
-            pending = writer.submit(store_batch, batch, probs, emb)
+            if len(pending) >= WRITE_AHEAD:
+                pending.popleft().result()  # bounded: memory stays flat, errors surface here
+            pending.append(writer.submit(store_batch, batch.indices, batch.errors, hashes, probs, emb))
             bar.update(len(batch.indices) + len(batch.errors))
-        if pending is not None:
-            pending.result()
+        while pending:
+            pending.popleft().result()
         writer.submit(checkpoint.commit).result()
     bar.close()
 
@@ -393,15 +401,16 @@ def _release(array: np.ndarray) -> None:
         handle.madvise(advice)
 
 
-def _read_ahead(batches: Iterator[Batch], depth: int = 2) -> Iterator[Batch]:
-    """Iterate ``batches`` with up to ``depth`` read ahead on a thread (decoding overlaps scoring)."""
+def _read_ahead(batches: Iterator[Batch], depth: int = 2, prepare: Callable[[Batch], Any] | None = None) -> Iterator:
+    """Iterate ``batches`` with up to ``depth`` read ahead on a thread (decoding overlaps scoring);
+    with ``prepare``, yield ``prepare(batch)`` computed on that thread instead."""
     queue: Queue = Queue(maxsize=depth)
     finished = object()
 
     def produce() -> None:
         try:
             for batch in batches:
-                queue.put(batch)
+                queue.put(batch if prepare is None else prepare(batch))
         except BaseException as exc:  # handed to the consumer, raised there
             queue.put(exc)
         queue.put(finished)

@@ -329,13 +329,14 @@ def upsert_samples(
             in_chunk = Sample.source_index.between(lowest, highest)
         else:  # sparse indices: a range would read too many unrelated rows
             in_chunk = Sample.source_index.in_(wanted)
+        # Core rows unpacked as tuples: ORM row loading cost more than the insert itself
         stored = {
-            row.source_index: (row.id, row.content_hash)
-            for row in session.execute(
+            source_index: (sample_id, stored_hash)
+            for source_index, sample_id, stored_hash in session.connection().execute(
                 select(Sample.source_index, Sample.id, Sample.content_hash).where(
                     Sample.dataset_id == dataset_id, in_chunk
                 )
-            )
+            ).all()
         }
         for position in positions:
             sample_id, stored_hash = stored[indices[position]]

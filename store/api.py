@@ -313,16 +313,12 @@ def upsert_samples(
     # back to a sequential scan while the new table has no statistics yet).
     order = sorted(range(count), key=indices.__getitem__)
     sample_ids: list[int] = [0] * count
+    texts = [[None] * count if values is None else [None if v is None else str(v) for v in values]
+             for values in optional_columns.values()]  # uri, given_label, timestamp
     for chunk in _chunks(count):
         positions = [order[rank] for rank in chunk]
-        rows = []
-        for position in positions:
-            row = [dataset_id, indices[position], hashes[position]]
-            for values in optional_columns.values():  # uri, given_label, timestamp
-                value = None if values is None else values[position]
-                row.append(None if value is None else str(value))
-            rows.append(tuple(row))
-        _executemany(session, statement, rows)
+        columns = [[column[position] for position in positions] for column in (indices, hashes, *texts)]
+        _executemany(session, statement, list(zip([dataset_id] * len(positions), *columns)))
         wanted = [indices[position] for position in positions]
         lowest, highest = wanted[0], wanted[-1]
         if highest - lowest < 4 * len(wanted):
@@ -1205,7 +1201,7 @@ def add_score_columns(
         finite = np.isfinite(array)
         if field in SCORE_REQUIRED and not finite.all():
             raise ValueError(f"score column {field} is not finite at row {int(np.argmin(finite))}")
-        values[field] = [float(v) if ok else None for v, ok in zip(array.tolist(), finite.tolist())]
+        values[field] = np.where(finite, array, None).tolist()  # NaN -> NULL
     ids = [int(i) for i in sample_id]
     labels = [_as_label("predicted_label", label) for label in predicted_label]
     names = list(values)

@@ -163,10 +163,14 @@ def peak_rss_of_mining(model_path: Path, n: int, batch_size: int, suggest: bool 
             array[start:stop] = block[: stop - start]
         array.flush()
         del array
+        # the child's own high-water mark (VmHWM): ru_maxrss would also count the parent's peak,
+        # which Linux carries into a child that execs right after a (v)fork of this big process
         code = (
-            "import resource, sys; from review_app.cli import main; "
-            "rc = main(sys.argv[1:]); "
-            "print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)"
+            "import re, resource, sys; from pathlib import Path; from review_app.cli import main; "
+            "rc = main(sys.argv[1:]); status = Path('/proc/self/status'); "
+            "hwm = re.search(r'VmHWM:\\s+(\\d+)', status.read_text()) if status.exists() else None; "
+            "print('PEAK_RSS_KB', int(hwm.group(1)) if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); "
+            "sys.exit(rc)"
         )
         started = time.perf_counter()
         result = subprocess.run(

@@ -192,7 +192,9 @@ def content_hashes(images: np.ndarray) -> list[str]:
         raise ValueError(f"content_hashes: expected a batch of shape (B, ...), got shape {arr.shape}")
     le = arr.dtype if arr.dtype.byteorder == "|" else arr.dtype.newbyteorder("<")
     arr = np.ascontiguousarray(arr, dtype=le)
-    prefix = hashlib.sha256(f"{arr.dtype.str}{tuple(int(s) for s in arr.shape[1:])}".encode())
+    # content_hash sees a scalar element as shape (1,) (ascontiguousarray returns ndim >= 1)
+    item_shape = tuple(int(s) for s in arr.shape[1:]) or (1,)
+    prefix = hashlib.sha256(f"{arr.dtype.str}{item_shape}".encode())
     rows = memoryview(arr.reshape(len(arr), -1)).cast("B") if arr.size else None
     if rows is None:
         return [prefix.hexdigest() for _ in range(len(arr))]
@@ -1129,8 +1131,11 @@ def _open_npz(p: Path, labels, class_names, channels, image_size):
     layout = _layout_of(shape, f"{where}[x]", image_size)
     _check_image_dtype(dtype, f"{where}[x]")
     if fortran:  # cannot stream rows of a Fortran-ordered member: load it (documented)
-        with np.load(p, allow_pickle=False) as z:
-            reader: Any = _ArrayRows(z["x"])
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                reader: Any = _ArrayRows(z["x"])
+        except (ValueError, zipfile.BadZipFile, zlib.error, EOFError) as exc:
+            raise ValueError(f"{where}: cannot read 'x' ({exc})") from None
     else:
         reader = _RowReader(f"{where}['x']", _zip_member_opener(p, members["x"]), offset, dtype, shape)
     n = shape[0]

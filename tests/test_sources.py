@@ -287,15 +287,15 @@ def test_npz_errors(tmp_path):
         open_source(tmp_path / "bad.npz")
 
 
-@pytest.mark.parametrize("member", ["x", "y"])
-def test_npz_member_with_a_bad_crc_is_an_error_naming_the_file(tmp_path, member):
+@pytest.mark.parametrize(("member", "fortran"), [("x", False), ("y", False), ("x", True)])
+def test_npz_member_with_a_bad_crc_is_an_error_naming_the_file(tmp_path, member, fortran):
     # a flipped byte inside a member passes the zip directory checks; the member's CRC
     # fails when it is read, and the error names the archive and the member
     import zipfile
 
     x, y = digits(200, h=28, w=28), np.arange(200) % 3  # x is read in row ranges, past the first buffer
     path = tmp_path / f"flip-{member}.npz"
-    np.savez(path, x=x, y=y)  # stored members: the array bytes verbatim
+    np.savez(path, x=np.asfortranarray(x) if fortran else x, y=y)  # stored members: the bytes verbatim
     with zipfile.ZipFile(path) as zf:
         info = zf.getinfo(f"{member}.npy")
     data = bytearray(path.read_bytes())
@@ -587,6 +587,7 @@ def test_content_hash_is_stable():
     np.random.default_rng(3).integers(0, 256, size=(9, 8, 8), dtype=np.uint8)[::2, :, ::-1],
     np.zeros((3, 0, 4), np.uint8),
     np.zeros((0, 2, 2), np.uint8),
+    np.arange(5, dtype=">i8"),  # a batch of scalars
 ])
 def test_content_hashes_of_a_batch_equal_each_images_content_hash(batch):
     assert content_hashes(batch) == [content_hash(image) for image in batch]

@@ -269,8 +269,19 @@ def mine(store: Store, options: MiningOptions, *, artifacts_dir: Path, progress:
     checkpoint = _Checkpoint(store, run_id, dataset_id, pred_probs, sample_ids, done, embeddings,
                              class_names=class_names, seconds=options.checkpoint_seconds)
 
+    writer_failed = threading.Event()
+
     def store_batch(indices, errors, hashes, probs, emb) -> None:
         """Keep one scored batch; runs on the writer thread while the model scores the next."""
+        if writer_failed.is_set():
+            return  # an earlier batch failed: its error stops the run, the queue only drains
+        try:
+            _store_batch(indices, errors, hashes, probs, emb)
+        except BaseException:
+            writer_failed.set()
+            raise
+
+    def _store_batch(indices, errors, hashes, probs, emb) -> None:
         if len(indices):
             pred_probs[indices] = probs
             if embeddings is not None:
@@ -304,8 +315,8 @@ def mine(store: Store, options: MiningOptions, *, artifacts_dir: Path, progress:
                 probs, emb = classifier.predict_and_embed_batch(
                     batch.images, batch_label=f"the batch of source rows {batch.indices[0]}..{batch.indices[-1]}"
                 )
-            if len(pending) >= WRITE_AHEAD:
-                pending.popleft().result()  # bounded: memory stays flat, errors surface here
+            while pending and (pending[0].done() or len(pending) >= WRITE_AHEAD):
+                pending.popleft().result()  # bounded: memory stays flat; a writer error surfaces here
             pending.append(writer.submit(store_batch, batch.indices, batch.errors, hashes, probs, emb))
             bar.update(len(batch.indices) + len(batch.errors))
         while pending:

@@ -121,3 +121,27 @@ def test_streamed_scores_equal_whole_pool_scores_and_missing_ones_are_completed(
         api.set_run_status(session, run.id, "running")
     mine(store, options, artifacts_dir=artifacts, progress=False)
     assert _snapshot(store, "s") == before
+
+
+def test_a_writer_error_stops_the_run_with_its_message_and_keeps_what_was_stored(tmp_path, demo_model_path,
+                                                                                 mnist_small):
+    # the same file (same dataset) changed under a later run: the writer thread's hash check
+    # fails at the changed row; the error reaches the caller and the first run is untouched
+    import pytest
+
+    from store.errors import StoreError
+
+    data = _pool(tmp_path, mnist_small)
+    store = open_store(f"sqlite:///{tmp_path / 'h.db'}")
+    mine(store, _options(demo_model_path, data, run="first"), artifacts_dir=tmp_path / "a", progress=False)
+    before = _snapshot(store, "first")
+    with np.load(data) as z:
+        images, labels = z["x"].copy(), z["y"]
+    images[3000] = 255 - images[3000]
+    np.savez(data, x=images, y=labels)
+    with pytest.raises(StoreError, match=r"sample 3000 of dataset \d+ changed"):
+        mine(store, _options(demo_model_path, data, run="second"), artifacts_dir=tmp_path / "a", progress=False)
+    assert _snapshot(store, "first") == before
+    done = np.load(tmp_path / "a" / "second" / "done.npy")
+    assert done[3000] == 0 and done.sum() < N  # the failed rows are not marked scored: a rerun retries them
+    store.dispose()

@@ -13,7 +13,12 @@ from store.db import Store, open_store
 def demo_store(folder: Path, model_path: Path, *, per_class: int) -> Store:
     """A SQLite store in ``folder`` holding the demo run mined with ``per_class`` candidates a class."""
     store = open_store(f"sqlite:///{folder / 'hardcase.db'}")
-    run_demo(store, artifacts_dir=folder / "artifacts", model_path=model_path, per_class=per_class, progress=False)
+    try:
+        run_demo(store, artifacts_dir=folder / "artifacts", model_path=model_path, per_class=per_class,
+                 progress=False)
+    except BaseException:
+        store.dispose()
+        raise
     return store
 
 
@@ -26,8 +31,8 @@ def served_app(service, *, queue_size: int = 64, **launch_extra) -> Iterator:
     app.queue(max_size=queue_size)
     options = launch_options(port=0)
     options.pop("server_port")  # let the OS pick a free port
-    app.launch(prevent_thread_lock=True, quiet=True, **options, **launch_extra)
     try:
+        app.launch(prevent_thread_lock=True, quiet=True, **options, **launch_extra)
         yield app
     finally:
         app.close()

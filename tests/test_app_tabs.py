@@ -291,3 +291,12 @@ def test_export_image_folder_loads_with_keras(served, reviewed, tmp_path):
     loaded = sorted(dataset.class_names[int(k)] for k in labels.numpy())
     assert loaded == sorted(v.decided_label or v.given_label for v in views)
     assert "7" in loaded  # the mislabel decision moved its image to the new class
+
+
+def test_review_outputs_are_named_once_with_the_status_line_last():
+    # _show fills the outputs by name, and undo / decide replace the last one with their message
+    from models.transforms import FIELDS
+    from review_app.handlers import SHOWN
+
+    assert len(set(SHOWN)) == len(SHOWN)
+    assert set(FIELDS) <= set(SHOWN) and SHOWN[-1] == "status"

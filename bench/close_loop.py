@@ -125,6 +125,15 @@ def measure(model, spec, sets, plan, base_preds) -> dict[str, float]:
     return out
 
 
+def with_copies(plan, copies: int):
+    """The plan with ``copies`` augmented copies per training image in its augment fix."""
+    from dataclasses import replace
+
+    if plan.augment is None or plan.augment.copies == copies:
+        return plan
+    return replace(plan, augment=replace(plan.augment, copies=int(copies)))
+
+
 def summarize(values: list[dict[str, float]]) -> dict[str, tuple[float, float]]:
     return {key: (float(np.mean([v[key] for v in values])), float(np.std([v[key] for v in values])))
             for key in values[0]}
@@ -147,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-suggestions", action="store_true", help="skip the suggestion-accepting pass")
     parser.add_argument("--matched-steps", action="store_true",
                         help="also retrain with no plan for as many gradient steps as the plan takes (a control)")
+    parser.add_argument("--augment-copies", type=int, default=1, metavar="K",
+                        help="augmented copies of every training image in the plans' augment fix (default 1; "
+                             "the no-plan runs keep the same epochs, so K copies take (K + 1)x the steps)")
     parser.add_argument("--reference", action="store_true",
                         help="also retrain on the rotated copy's own distribution (±45°, one copy), no plan: "
                              "the rotated-copy accuracy an evaluation-aware augmentation reaches")
@@ -246,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         oracle_plan, oracle_rare = make_plan(fix_rows(store, "loop"), spec=spec, train_images=train_x,
                                              train_labels=train_y, mined_path=mined_path, mined_labels=mined_labels,
                                              embeddings_path=embeddings_path, provenance={"run": "loop"})
+        oracle_plan = with_copies(oracle_plan, args.augment_copies)
         print(oracle_plan.describe())
 
         stress = stress_sets(held_x, held_y, seed=args.split_seed)
@@ -291,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
             s_plan, s_rare = make_plan(rows, spec=spec, train_images=train_x, train_labels=train_y,
                                        mined_path=mined_path, mined_labels=mined_labels,
                                        embeddings_path=embeddings_path, provenance={"run": "loop", "pass": "suggestions"})
+            s_plan = with_copies(s_plan, args.augment_copies)
             print("suggestion-accepting pass:\n" + s_plan.describe())
             suggestion = summarize(run_variant(s_plan, s_rare))
         else:

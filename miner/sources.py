@@ -168,31 +168,24 @@ def content_hash(image: np.ndarray) -> str:
     little-endian, so a strided view or a big-endian copy hashes like the plain array, while
     the same bytes with another shape or dtype hash differently.
     """
-    arr = np.asarray(image)
-    if arr.dtype.hasobject:
-        raise TypeError(f"content_hash: object arrays cannot be hashed (dtype {arr.dtype})")
-    le = arr.dtype if arr.dtype.byteorder == "|" else arr.dtype.newbyteorder("<")
-    arr = np.ascontiguousarray(arr, dtype=le)  # dtype.str is then "|u1", "<f4", ...
-    h = hashlib.sha256()
-    h.update(f"{arr.dtype.str}{tuple(int(s) for s in arr.shape)}".encode())
-    h.update(memoryview(arr).cast("B") if arr.size else b"")
-    return h.hexdigest()
+    return content_hashes(np.asarray(image)[None])[0]
 
 
 def content_hashes(images: np.ndarray) -> list[str]:
-    """:func:`content_hash` of every image of a batch (B, ...), B digests equal to it.
+    """:func:`content_hash` of every image of a batch (B, ...): one digest per image.
 
-    The batch is made contiguous and little-endian once and the dtype-and-shape prefix is
+    The recipe: sha256 of the little-endian dtype string and the image shape, then the image's
+    C-contiguous bytes. The batch is made contiguous and little-endian once and that prefix is
     hashed once, so a whole pool is hashed at a fraction of the per-image cost.
     """
     arr = np.asarray(images)
     if arr.dtype.hasobject:
-        raise TypeError(f"content_hashes: object arrays cannot be hashed (dtype {arr.dtype})")
+        raise TypeError(f"content_hash: object arrays cannot be hashed (dtype {arr.dtype})")
     if arr.ndim < 1:
         raise ValueError(f"content_hashes: expected a batch of shape (B, ...), got shape {arr.shape}")
     le = arr.dtype if arr.dtype.byteorder == "|" else arr.dtype.newbyteorder("<")
-    arr = np.ascontiguousarray(arr, dtype=le)
-    # content_hash sees a scalar element as shape (1,) (ascontiguousarray returns ndim >= 1)
+    arr = np.ascontiguousarray(arr, dtype=le)  # dtype.str is then "|u1", "<f4", ...
+    # a scalar image hashes with shape (1,), as it did when hashed on its own (pinned hashes)
     item_shape = tuple(int(s) for s in arr.shape[1:]) or (1,)
     prefix = hashlib.sha256(f"{arr.dtype.str}{item_shape}".encode())
     rows = memoryview(arr.reshape(len(arr), -1)).cast("B") if arr.size else None

@@ -306,7 +306,7 @@ def mine(store: Store, options: MiningOptions, *, artifacts_dir: Path, progress:
     bar = tqdm(total=n, initial=already, unit="img", desc=f"mining {options.run_name}", disable=not progress)
     # images are hashed on the reader thread, so the writer's queue holds no images
     batches = _read_ahead(source.iter_batches(options.batch_size, skip=done.astype(bool)),
-                          prepare=lambda batch: (batch, content_hashes(batch.images) if len(batch.indices) else []))
+                          prepare=lambda batch: (batch, content_hashes(batch.images)))
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hardcase-writer") as writer:
         pending: deque = deque()
         for batch, hashes in batches:

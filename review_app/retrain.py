@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from miner.sources import content_hash, open_source
+from miner.sources import content_hashes, open_source
 from models.retrain import (
     FAMILIES,
     PlanError,
@@ -143,10 +143,10 @@ def make_plan(rows: Sequence[Mapping[str, Any]], *, spec, train_images: np.ndarr
                              channels=spec.channels,
                              class_names=list(spec.class_names) if Path(mined_path).is_dir() else None)
         batch = source.read(needs_images)
-        pool_hashes = {int(i): content_hash(img) for i, img in zip(batch.indices, batch.images)}
+        pool_hashes = dict(zip(batch.indices.tolist(), content_hashes(batch.images)))
     train_index_of_hash = {}
     if any(r.get("final_cause") == "mislabel" for r in rows):
-        train_index_of_hash = {content_hash(img): i for i, img in enumerate(train_images)}
+        train_index_of_hash = {digest: i for i, digest in enumerate(content_hashes(train_images))}
     rare_indices = [int(r["source_index"]) for r in rows if r.get("final_cause") == "rare"]
     plan = build_plan(rows, class_names=list(spec.class_names), train_labels=train_labels,
                       pool_hashes=pool_hashes, train_index_of_hash=train_index_of_hash,
@@ -194,7 +194,7 @@ def evaluate_pair(old_model, new_model, spec, sets: Mapping[str, tuple[np.ndarra
         after = predict_labels(new_model, spec, images)
         entry = compare(before, after, labels, names)
         if plan.mislabel is not None:
-            fixed, changed = corrected_labels(plan, labels, [content_hash(img) for img in images])
+            fixed, changed = corrected_labels(plan, labels, content_hashes(images))
             if changed:
                 entry["corrected"] = {"n_corrected": changed, **compare(before, after, fixed, names)}
         out[name] = entry

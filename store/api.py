@@ -319,7 +319,7 @@ def upsert_samples(
         positions = [order[rank] for rank in chunk]
         columns = [[column[position] for position in positions] for column in (indices, hashes, *texts)]
         _executemany(session, statement, list(zip([dataset_id] * len(positions), *columns)))
-        wanted = [indices[position] for position in positions]
+        wanted = columns[0]  # the chunk's source indices, ascending
         lowest, highest = wanted[0], wanted[-1]
         if highest - lowest < 4 * len(wanted):
             in_chunk = Sample.source_index.between(lowest, highest)

@@ -864,6 +864,11 @@ def describe_transform(transform: dict | None) -> str:
     if shift_x or shift_y:
         moves = [f"{100 * abs(v):.0f}% {word[v > 0]}" for v, word in ((shift_x, ("left", "right")), (shift_y, ("up", "down"))) if v]
         parts.append("shifting " + " and ".join(moves))
+    aspect, shear = float(transform.get("aspect", 1.0)), float(transform.get("shear", 0.0))
+    if aspect != 1.0:
+        parts.append(f"stretching {'wider' if aspect > 1 else 'taller'} by {max(aspect, 1 / aspect):.2f}")
+    if shear:
+        parts.append(f"shearing {shear:+.0f}°")
     return " and ".join(parts) or "no transform"
 
 

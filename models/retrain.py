@@ -60,7 +60,9 @@ class AugmentFix:
     ``rotate_limit`` degrees (rotations drawn from ±limit), ``perspective_limit`` (tilt
     strength, and the corner jitter of a general perspective warp, from [0, limit]) and
     ``scale_limit`` (zoom from 1 ± limit), ``shift_limit`` (translation as a share of the
-    image size, from ±limit on each axis). Each limit is a high quantile (``quantile``) of the
+    image size, from ±limit on each axis), ``shear_limit`` degrees (horizontal shear from
+    ±limit) and ``aspect_limit`` (width over height stretch from 1/(1 + limit) to 1 + limit;
+    the x and y zoom are drawn apart). Each limit is a high quantile (``quantile``) of the
     confirmed magnitudes of that operation times a margin, so one overshooting slider or
     search result does not widen the range for every image.
 
@@ -77,6 +79,8 @@ class AugmentFix:
     perspective_limit: float = 0.0
     scale_limit: float = 0.0
     shift_limit: float = 0.0
+    shear_limit: float = 0.0
+    aspect_limit: float = 0.0
     p: float = 1.0
     copies: int = 1
     quantile: float = 1.0
@@ -98,24 +102,36 @@ class AugmentFix:
                 TiltPerspective(strength=strength, fill=fill, p=1.0),
                 A.Perspective(scale=strength, keep_size=True, border_mode=cv2.BORDER_CONSTANT, fill=fill, p=1.0),
             ], p=self.p))
-        if self.rotate_limit > 0 or self.scale_limit > 0 or self.shift_limit > 0:
+        if self._affine:
             shift = (-self.shift_limit, self.shift_limit)
+            # x and y zoom drawn apart over the stretch's extra range: their ratio covers the stretch
+            stretch = math.sqrt(1 + self.aspect_limit)
+            zoom = (round((1 - self.scale_limit) / stretch, 6), round((1 + self.scale_limit) * stretch, 6))
             ops.append(A.Affine(rotate=(-self.rotate_limit, self.rotate_limit),
-                                scale=(1 - self.scale_limit, 1 + self.scale_limit),
+                                scale={"x": zoom, "y": zoom},
                                 translate_percent={"x": shift, "y": shift},
+                                shear={"x": (-self.shear_limit, self.shear_limit), "y": (0.0, 0.0)},
                                 border_mode=cv2.BORDER_CONSTANT, fill=fill, p=self.p))
         return A.Compose(ops)
+
+    @property
+    def _affine(self) -> bool:
+        return any(limit > 0 for limit in (self.rotate_limit, self.scale_limit, self.shift_limit, self.shear_limit,
+                                           self.aspect_limit))
 
     def describe(self) -> str:
         ops = []
         if self.perspective_limit > 0:
             ops.append(f"OneOf(TiltPerspective(strength=(0, {self.perspective_limit:.3f}), direction=any), "
                        f"Perspective(scale=(0, {self.perspective_limit:.3f})))")
-        if self.rotate_limit > 0 or self.scale_limit > 0 or self.shift_limit > 0:
+        if self._affine:
             ops.append(
                 f"Affine(rotate=(-{self.rotate_limit:.0f}, {self.rotate_limit:.0f}), "
                 f"scale=({1 - self.scale_limit:.2f}, {1 + self.scale_limit:.2f})"
-                + (f", translate=±{self.shift_limit:.2f})" if self.shift_limit > 0 else ")")
+                + (f", translate=±{self.shift_limit:.2f}" if self.shift_limit > 0 else "")
+                + (f", shear=±{self.shear_limit:.0f}" if self.shear_limit > 0 else "")
+                + (f", stretch up to {1 + self.aspect_limit:.2f}" if self.aspect_limit > 0 else "")
+                + ")"
             )
         where = (f"on {self.copies} augmented cop{'y' if self.copies == 1 else 'ies'} of each image beside the "
                  "clean originals" if self.copies else "on the originals in place")
@@ -309,6 +325,11 @@ def _magnitude_limit(values: Sequence[float], quantile: float, margin: float) ->
     return float(max(values)), high, high * margin
 
 
+def _stretch(aspect: float) -> float:
+    """How far a width/height ratio is from 1, either way: max(aspect, 1/aspect) - 1."""
+    return max(aspect, 1.0 / aspect) - 1.0 if aspect > 0 else 0.0
+
+
 def augment_ranges(transforms: Sequence[Mapping[str, Any] | None], *, margin: float = AUGMENT_MARGIN,
                    quantile: float = AUGMENT_QUANTILE, p: float = 1.0, copies: int = 1) -> AugmentFix:
     """Ranges covering the confirmed transforms' magnitudes, robust to a few overshooting ones.
@@ -316,7 +337,8 @@ def augment_ranges(transforms: Sequence[Mapping[str, Any] | None], *, margin: fl
     For each operation, the ``quantile`` (linear interpolation) of the nonzero confirmed
     magnitudes times ``margin``: rotation |rotate| rounded up to 5 degrees (max 180),
     perspective strength (max ``MAX_PERSPECTIVE``), scale |scale - 1| (max 0.75), shift the
-    larger of |shift_x|, |shift_y| (max 0.5). With a few
+    larger of |shift_x|, |shift_y| (max 0.5), shear |shear| rounded up to a degree (max 45),
+    stretch max(aspect, 1/aspect) - 1 (max 1). With a few
     decisions the quantile is close to the largest; with many, the largest few (a slider
     dragged past the point where the label came back, a search that overshot) no longer set
     the range. Decisions without a transform fall back to ±15° and a 0.1 tilt when no decision
@@ -324,7 +346,8 @@ def augment_ranges(transforms: Sequence[Mapping[str, Any] | None], *, margin: fl
     """
     if not 0.5 <= quantile <= 1.0:
         raise PlanError(f"augment quantile must be in [0.5, 1], got {quantile}")
-    magnitudes: dict[str, list[float]] = {"rotate": [], "perspective": [], "scale": [], "shift": []}
+    magnitudes: dict[str, list[float]] = {"rotate": [], "perspective": [], "scale": [], "shift": [], "shear": [],
+                                          "aspect": []}
     missing = 0
     for transform in transforms:
         transform = transform or {}
@@ -333,6 +356,8 @@ def augment_ranges(transforms: Sequence[Mapping[str, Any] | None], *, margin: fl
             "perspective": abs(float(transform.get("perspective", 0.0))),
             "scale": abs(float(transform.get("scale", 1.0)) - 1.0),
             "shift": max(abs(float(transform.get("shift_x", 0.0))), abs(float(transform.get("shift_y", 0.0)))),
+            "shear": abs(float(transform.get("shear", 0.0))),
+            "aspect": _stretch(float(transform.get("aspect", 1.0))),
         }
         if not any(values.values()):
             missing += 1
@@ -342,7 +367,8 @@ def augment_ranges(transforms: Sequence[Mapping[str, Any] | None], *, margin: fl
     limits = {name: _magnitude_limit(values, quantile, margin) for name, values in magnitudes.items()}
     observed = {name: largest for name, (largest, _, _) in limits.items()}
     observed.update({f"{name}_q": round(high, 4) for name, (_, high, _) in limits.items()})
-    rotate, perspective, scale, shift = (limits[name][2] for name in ("rotate", "perspective", "scale", "shift"))
+    rotate, perspective, scale, shift, shear, aspect = (
+        limits[name][2] for name in ("rotate", "perspective", "scale", "shift", "shear", "aspect"))
     if missing == len(transforms):
         rotate, perspective = DEFAULT_ROTATE, DEFAULT_PERSPECTIVE
     return AugmentFix(
@@ -350,6 +376,8 @@ def augment_ranges(transforms: Sequence[Mapping[str, Any] | None], *, margin: fl
         perspective_limit=round(min(MAX_PERSPECTIVE, perspective), 4) if perspective else 0.0,
         scale_limit=round(min(0.75, scale), 4) if scale else 0.0,
         shift_limit=round(min(0.5, shift), 4) if shift else 0.0,
+        shear_limit=min(45.0, float(math.ceil(shear - 1e-9))) if shear else 0.0,
+        aspect_limit=round(min(1.0, aspect), 4) if aspect else 0.0,
         p=p,
         copies=int(copies),
         quantile=quantile,

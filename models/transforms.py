@@ -24,7 +24,9 @@ MAX_SHIFT = 0.5
 
 
 #: The parameters of a :class:`Transform`, in the order the review sliders show them.
-FIELDS = ("rotate", "perspective", "direction", "scale", "shift_x", "shift_y")
+FIELDS = ("rotate", "perspective", "direction", "scale", "shift_x", "shift_y", "aspect", "shear")
+#: Largest shear, in degrees.
+MAX_SHEAR = 45.0
 
 
 @dataclass(frozen=True)
@@ -45,8 +47,15 @@ class Transform:
     shift_x, shift_y : float
         Translation as a share of the image width and height, in [-MAX_SHIFT, MAX_SHIFT]
         (+x moves the content right, +y moves it down).
+    aspect : float
+        Width over height stretch, 1.0 = unchanged: the zoom is ``scale * sqrt(aspect)``
+        horizontally and ``scale / sqrt(aspect)`` vertically, in [0.5, 2].
+    shear : float
+        Horizontal shear in degrees, in [-MAX_SHEAR, MAX_SHEAR] (albumentations' ``Affine``
+        ``shear={"x": ...}``).
 
-    The tilt is applied first, then rotation and scale about the centre, then the shift.
+    The tilt is applied first, then rotation, zoom, stretch and shear about the centre, then
+    the shift. A tilt, stretch and shear together reach any four-corner warp a camera gives.
     """
 
     rotate: float = 0.0
@@ -55,6 +64,8 @@ class Transform:
     scale: float = 1.0
     shift_x: float = 0.0
     shift_y: float = 0.0
+    aspect: float = 1.0
+    shear: float = 0.0
 
     def __post_init__(self) -> None:
         for name in FIELDS:
@@ -69,13 +80,32 @@ class Transform:
             )
         if not 0.25 <= self.scale <= 4.0:
             raise ValueError(f"transform scale must be in [0.25, 4], got {self.scale}")
+        if not 0.5 <= self.aspect <= 2.0:
+            raise ValueError(f"transform aspect must be in [0.5, 2], got {self.aspect}")
+        if not -MAX_SHEAR <= self.shear <= MAX_SHEAR:
+            raise ValueError(f"transform shear must be in [-{MAX_SHEAR}, {MAX_SHEAR}] degrees, got {self.shear}")
         for name in ("shift_x", "shift_y"):
             if not -MAX_SHIFT <= getattr(self, name) <= MAX_SHIFT:
                 raise ValueError(f"transform {name} must be in [-{MAX_SHIFT}, {MAX_SHIFT}], got {getattr(self, name)}")
 
     @property
     def is_identity(self) -> bool:
-        return self.rotate == 0 and self.perspective == 0 and self.scale == 1 and not self.shifts
+        return self.rotate == 0 and self.perspective == 0 and self.scale == 1 and not self.shifts and not self.skews
+
+    @property
+    def skews(self) -> bool:
+        """Whether it stretches or shears (the ``Affine`` parameters beyond rotation, zoom and shift)."""
+        return self.aspect != 1 or self.shear != 0
+
+    @property
+    def affine(self) -> bool:
+        """Whether it needs the ``Affine`` operation (anything but the tilt)."""
+        return bool(self.rotate or self.scale != 1 or self.shifts or self.skews)
+
+    def axis_scales(self) -> dict[str, float]:
+        """The zoom along x and y (``scale`` and ``aspect`` together)."""
+        root = math.sqrt(self.aspect)
+        return {"x": self.scale * root, "y": self.scale / root}
 
     @property
     def shifts(self) -> bool:
@@ -103,6 +133,10 @@ class Transform:
             parts.append(f"scale {self.scale:.2f}")
         if self.shifts:
             parts.append(f"shift {100 * self.shift_x:+.0f}% x, {100 * self.shift_y:+.0f}% y")
+        if self.aspect != 1:
+            parts.append(f"stretch {self.aspect:.2f}")
+        if self.shear:
+            parts.append(f"shear {self.shear:+.0f}°")
         return ", ".join(parts) or "no transform"
 
 
@@ -182,11 +216,13 @@ def _ops(transform: Transform, fill: float) -> list[A.BasicTransform]:
                 fill=fill,
             )
         )
-    if transform.rotate or transform.scale != 1 or transform.shifts:
+    if transform.affine:
+        scales = transform.axis_scales()
         ops.append(
             A.Affine(
                 rotate=(transform.rotate, transform.rotate),
-                scale=(transform.scale, transform.scale),
+                scale={"x": (scales["x"],) * 2, "y": (scales["y"],) * 2},
+                shear={"x": (transform.shear,) * 2, "y": (0.0, 0.0)},
                 translate_percent={"x": (transform.shift_x,) * 2, "y": (transform.shift_y,) * 2},
                 border_mode=cv2.BORDER_CONSTANT,
                 fill=fill,
@@ -214,13 +250,13 @@ def apply_transform(image: np.ndarray, transform: Transform, *, fill: float = 0)
         matrix, max_width, max_height = fgeometric.compute_perspective_params(corners, shape)
         out = fgeometric.perspective(out, matrix, max_width, max_height, fill, cv2.BORDER_CONSTANT, True,
                                      cv2.INTER_LINEAR)
-    if transform.rotate or transform.scale != 1 or transform.shifts:
+    if transform.affine:
         height, width = shape
         matrix = fgeometric.create_affine_transformation_matrix(
             # as Affine(translate_percent=...): whole pixels, truncated toward zero
             {"x": int(transform.shift_x * width), "y": int(transform.shift_y * height)},
-            {"x": -0.0, "y": -0.0},
-            {"x": transform.scale, "y": transform.scale},
+            {"x": -transform.shear, "y": -0.0},  # Affine negates the sampled shear
+            transform.axis_scales(),
             transform.rotate,
             fgeometric.center(shape),
         )
@@ -252,6 +288,8 @@ def augmentation_pipeline(
     perspective_limit: float = 0.0,
     scale_limit: float = 0.0,
     shift_limit: float = 0.0,
+    shear_limit: float = 0.0,
+    aspect_limit: float = 0.0,
     p: float = 0.5,
     fill: float = 0,
 ) -> A.Compose:
@@ -267,17 +305,24 @@ def augmentation_pipeline(
         Zoom from [1 - scale_limit, 1 + scale_limit].
     shift_limit : float
         Shifts from [-shift_limit, shift_limit] of the image size, on each axis.
+    shear_limit : float
+        Horizontal shear from [-shear_limit, shear_limit] degrees.
+    aspect_limit : float
+        Width/height stretch up to ``1 + aspect_limit`` either way (x and y zoom drawn apart).
     p : float
         Probability that each operation is applied to an image.
     """
     ops: list[A.BasicTransform] = []
     if perspective_limit > 0:
         ops.append(TiltPerspective(strength=(0.0, perspective_limit), fill=fill, p=p))
-    if rotate_limit > 0 or scale_limit > 0 or shift_limit > 0:
+    if any(limit > 0 for limit in (rotate_limit, scale_limit, shift_limit, shear_limit, aspect_limit)):
+        stretch = math.sqrt(1 + aspect_limit)
+        zoom = ((1 - scale_limit) / stretch, (1 + scale_limit) * stretch)
         ops.append(
             A.Affine(
                 rotate=(-rotate_limit, rotate_limit),
-                scale=(1 - scale_limit, 1 + scale_limit),
+                scale={"x": zoom, "y": zoom},
+                shear={"x": (-shear_limit, shear_limit), "y": (0.0, 0.0)},
                 translate_percent={"x": (-shift_limit, shift_limit), "y": (-shift_limit, shift_limit)},
                 border_mode=cv2.BORDER_CONSTANT,
                 fill=fill,

@@ -39,7 +39,8 @@ def upscale(image: np.ndarray, target: int = DISPLAY_SIZE) -> np.ndarray:
     return np.repeat(big, 3, axis=2) if big.shape[-1] == 1 else big
 
 
-def transform_from_sliders(rotate, perspective, direction, scale, shift_x=0.0, shift_y=0.0) -> Transform:
+def transform_from_sliders(rotate, perspective, direction, scale, shift_x=0.0, shift_y=0.0, aspect=1.0,
+                           shear=0.0) -> Transform:
     """The slider values as a Transform; a bad value is a ``gr.Error`` naming it."""
     try:
         return Transform(
@@ -49,6 +50,8 @@ def transform_from_sliders(rotate, perspective, direction, scale, shift_x=0.0, s
             scale=float(scale or 1),
             shift_x=float(shift_x or 0),
             shift_y=float(shift_y or 0),
+            aspect=float(aspect or 1),
+            shear=float(shear or 0),
         )
     except (TypeError, ValueError) as exc:
         raise gr.Error(str(exc)) from None
@@ -154,23 +157,24 @@ class Handlers:
         if transform is None:
             raise gr.Error("this candidate's suggestion has no transform")
         return (transform.rotate, transform.perspective, transform.direction, transform.scale,
-                transform.shift_x, transform.shift_y)
+                transform.shift_x, transform.shift_y, transform.aspect, transform.shear)
 
     def preview_transformed(self, candidate_id, rotate, perspective, direction, scale, saliency=False,
-                            shift_x=0.0, shift_y=0.0):
+                            shift_x=0.0, shift_y=0.0, aspect=1.0, shear=0.0):
         """Transformed image (with the saliency overlay if asked) and probabilities while sliders move."""
         if candidate_id is None or candidate_id < 0:
             return None, None
-        prediction = self._predict(candidate_id, transform_from_sliders(rotate, perspective, direction, scale, shift_x, shift_y),
-                                   saliency=bool(saliency))
+        transform = transform_from_sliders(rotate, perspective, direction, scale, shift_x, shift_y, aspect, shear)
+        prediction = self._predict(candidate_id, transform, saliency=bool(saliency))
         return upscale(prediction.image), prediction.probabilities
 
     def predict_transformed(
         self, candidate_id: int, rotate: float = 0.0, perspective: float = 0.0, scale: float = 1.0,
-        direction: float = 0.0, shift_x: float = 0.0, shift_y: float = 0.0,
+        direction: float = 0.0, shift_x: float = 0.0, shift_y: float = 0.0, aspect: float = 1.0, shear: float = 0.0,
     ) -> dict[str, float]:
-        """Class probabilities of a candidate's image under rotate/perspective/scale/shift (API)."""
-        return self._predict(candidate_id, transform_from_sliders(rotate, perspective, direction, scale, shift_x, shift_y)).probabilities
+        """Class probabilities of a candidate's image under rotate/perspective/scale/shift/stretch/shear (API)."""
+        transform = transform_from_sliders(rotate, perspective, direction, scale, shift_x, shift_y, aspect, shear)
+        return self._predict(candidate_id, transform).probabilities
 
     def _predict(self, candidate_id, transform, *, saliency: bool = False):
         try:
@@ -193,6 +197,8 @@ class Handlers:
         reviewer_typed: str,
         shift_x: float = 0.0,
         shift_y: float = 0.0,
+        aspect: float = 1.0,
+        shear: float = 0.0,
         request: gr.Request = None,
     ) -> dict:
         """Store a decision; returns {review_id, version, conflict, message}."""
@@ -206,7 +212,7 @@ class Handlers:
                 cause=cause,
                 new_label=new_label,
                 note=note,
-                transform=transform_from_sliders(rotate, perspective, direction, scale, shift_x, shift_y),
+                transform=transform_from_sliders(rotate, perspective, direction, scale, shift_x, shift_y, aspect, shear),
                 seen_version=int(seen_version or 0),
             )
         except (ReviewInputError, StoreError) as exc:
@@ -224,10 +230,10 @@ class Handlers:
 
     def decide_and_advance(self, cause, run_name, candidate_id, new_label, note, rotate, perspective, direction, scale,
                            shift_x, shift_y, seen_version, reviewer_typed, rank, class_filter, status_filter,
-                           cause_filter, request: gr.Request = None):
+                           cause_filter, aspect=1.0, shear=0.0, request: gr.Request = None):
         """Button handler: store the decision, then show the next candidate."""
         outcome = self.submit_review(candidate_id, cause, new_label, note, rotate, perspective, direction, scale,
-                                     seen_version, reviewer_typed, shift_x, shift_y, request)
+                                     seen_version, reviewer_typed, shift_x, shift_y, aspect, shear, request)
         shown = self.next_candidate(run_name, reviewer_typed, rank, class_filter, status_filter, cause_filter, request)
         return (*shown[:-1], outcome["message"])
 

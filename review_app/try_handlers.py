@@ -68,11 +68,12 @@ class TryHandlers:
     def __post_init__(self) -> None:
         self.models = RunModels(self.service)
 
-    def predict(self, run_name, sketch, normalize, rotate, perspective, direction, scale, shift_x=0.0, shift_y=0.0):
+    def predict(self, run_name, sketch, normalize, rotate, perspective, direction, scale, shift_x=0.0, shift_y=0.0,
+                aspect=1.0, shear=0.0):
         """Model input (as the model sees it), probabilities and a note for a drawn image."""
         if not run_name:
             raise gr.Error("choose a mining run: its model makes the prediction")
-        transform = transform_from_sliders(rotate, perspective, direction, scale, shift_x, shift_y)
+        transform = transform_from_sliders(rotate, perspective, direction, scale, shift_x, shift_y, aspect, shear)
         image = _image_of(sketch)
         if image is None:
             return None, None, "Draw a digit (white background, dark ink) or upload an image."

@@ -151,6 +151,8 @@ def test_try_predicts_a_drawing_under_the_sliders(served, tmp_path):
     assert turned["label"] != "1" and "rotate +90°" in note
     moved, _, note = client.predict("demo", _sketch(path), True, 0, 0, 0, 1, 0.25, 0, api_name="/try_predict")
     assert "shift +25% x" in note
+    _, _, note = client.predict("demo", _sketch(path), True, 0, 0, 0, 1, 0, 0, 1.4, 20, api_name="/try_predict")
+    assert "stretch 1.40" in note and "shear +20°" in note
     assert not np.array_equal(np.asarray(Image.open(moved)), np.asarray(Image.open(image)))
 
     empty = _canvas_png(tmp_path / "empty.png", np.zeros((280, 280, 4), np.uint8))
@@ -160,7 +162,7 @@ def test_try_predicts_a_drawing_under_the_sliders(served, tmp_path):
         client.predict(None, _sketch(path), True, 0, 0, 0, 1, api_name="/try_predict")
     with pytest.raises(AppError, match="greater than maximum"):
         client.predict("demo", _sketch(path), True, 0, 0, 0, 9, api_name="/try_predict")
-    assert tuple(client.predict(api_name="/try_reset")) == (0, 0, 0, 1, 0, 0)
+    assert tuple(client.predict(api_name="/try_reset")) == (0, 0, 0, 1, 0, 0, 1, 0)
     from gradio_client import handle_file
 
     not_an_image = tmp_path / "notes.png"

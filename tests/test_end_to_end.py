@@ -151,6 +151,8 @@ def test_live_prediction_changes_with_rotation(served_app):
     assert set(upright) == {str(k) for k in range(10)}
     assert abs(sum(upright.values()) - 1) < 1e-3
     assert max(abs(upright[k] - rotated[k]) for k in upright) > 0.01
+    sheared = client.predict(candidate_id, 0, 0, 1, 0, 0, 0, 1.6, 40, api_name="/predict_transformed")
+    assert max(abs(upright[k] - sheared[k]) for k in upright) > 0.01
 
 
 def test_review_is_stored_and_read_back(served_app):
@@ -168,6 +170,12 @@ def test_review_is_stored_and_read_back(served_app):
     with store.Session.begin() as session:
         transforms = [r.transform for r in api.reviews_for(session, candidate_id)]
     assert transforms[-1]["rotate"] == 30
+    # stretch and shear come last (optional), so older positional calls keep working
+    skewed = client.predict(candidate_id, "augment", None, "", 0, 0, 0, 1, version + 2, "bob", 0, 0, 1.3, -10,
+                            api_name="/submit_review")
+    with store.Session.begin() as session:
+        stored = api.reviews_for(session, candidate_id)[-1].transform
+    assert skewed["review_id"] and (stored["aspect"], stored["shear"]) == (1.3, -10.0)
 
 
 def test_review_mistakes_are_gradio_errors(served_app):
@@ -197,10 +205,11 @@ def test_undo_previous_saliency_and_suggested_transform(served_app):
         api.set_suggestions(session, view.run_id, [{
             "candidate_id": candidate_id, "suggested_cause": "augment", "suggested_label": view.given_label,
             "suggestion_confidence": 0.9,
-            "evidence": {"transform": {"rotate": -40.0, "shift_x": 0.1}, "text": "rotating -40 degrees restores it"},
+            "evidence": {"transform": {"rotate": -40.0, "shift_x": 0.1, "shear": -6.0},
+                         "text": "rotating -40 degrees restores it"},
         }])
     sliders = client.predict(candidate_id, api_name="/apply_suggestion")
-    assert tuple(sliders) == (-40.0, 0.0, 0.0, 1.0, 0.1, 0.0)
+    assert tuple(sliders) == (-40.0, 0.0, 0.0, 1.0, 0.1, 0.0, 1.0, -6.0)
     # the filter shows only candidates suggested as augment (the demo's own suggestions may put
     # others before this one), and reaches the one just marked
     first_augment = client.predict("demo", "tester", -1, "any", "all", "augment", api_name="/next_candidate")

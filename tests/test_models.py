@@ -218,13 +218,15 @@ def test_functional_transform_is_pixel_for_pixel_the_albumentations_pipeline(rng
             scale=float(rng.uniform(0.5, 2)) if rng.random() < 0.5 else 1.0,
             shift_x=float(rng.uniform(-0.3, 0.3)) * (rng.random() < 0.5),
             shift_y=float(rng.uniform(-0.3, 0.3)) * (rng.random() < 0.5),
+            aspect=float(rng.uniform(0.6, 1.6)) if rng.random() < 0.4 else 1.0,
+            shear=float(rng.uniform(-30, 30)) * (rng.random() < 0.4),
         )
         np.testing.assert_array_equal(apply_transform(image, transform), apply_transform_pipeline(image, transform),
                                       err_msg=str(transform))
 
 
 @pytest.mark.parametrize("kwargs", [{"rotate": 200}, {"perspective": 0.9}, {"scale": 0}, {"rotate": float("nan")},
-                                    {"shift_x": 0.7}, {"shift_y": -0.6}])
+                                    {"shift_x": 0.7}, {"shift_y": -0.6}, {"aspect": 3.0}, {"shear": 60}])
 def test_transform_validation(kwargs):
     with pytest.raises(ValueError, match="transform"):
         Transform(**kwargs)
@@ -236,12 +238,16 @@ def test_transform_dict_round_trip_and_description():
     assert Transform.from_dict({"rotate": 5}) == Transform(rotate=5)  # evidence stored before shifts existed
     assert "rotate -40°" in transform.describe()
     with pytest.raises(ValueError, match="unknown transform keys"):
-        Transform.from_dict({"shear": 3})
+        Transform.from_dict({"skew": 3})
+    skewed = Transform(aspect=1.2, shear=-8)
+    assert Transform.from_dict(skewed.to_dict()) == skewed and not skewed.is_identity
+    assert "stretch 1.20" in skewed.describe() and "shear -8°" in skewed.describe()
 
 
 def test_augmentation_pipeline_varies_images():
     image = _blob()[..., 0]
-    for kwargs in ({"rotate_limit": 30, "perspective_limit": 0.1}, {"shift_limit": 0.2}):
+    for kwargs in ({"rotate_limit": 30, "perspective_limit": 0.1}, {"shift_limit": 0.2}, {"shear_limit": 15},
+                   {"aspect_limit": 0.3}):
         pipeline = augmentation_pipeline(**kwargs, p=1.0)
         outputs = {pipeline(image=image)["image"].tobytes() for _ in range(6)}
         assert len(outputs) > 3

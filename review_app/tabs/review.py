@@ -33,7 +33,7 @@ SHORTCUTS_JS = """
 
 
 def transform_sliders(elem_prefix: str = "") -> list[gr.Slider]:
-    """The transform sliders (rotate, tilt, direction, scale, shift x, shift y: ``Transform`` field order),
+    """The transform sliders (rotate, tilt, direction, scale, shift x, shift y, stretch, shear: ``Transform`` field order),
     laid out in the current block; element ids are the field names after ``elem_prefix``."""
     sliders = [
         gr.Slider(-180, 180, value=0, step=1, label="Rotate (degrees)", elem_id=f"{elem_prefix}rotate"),
@@ -49,16 +49,21 @@ def transform_sliders(elem_prefix: str = "") -> list[gr.Slider]:
             gr.Slider(-0.25, 0.25, value=0, step=0.01, label="Shift down (share of height)",
                       elem_id=f"{elem_prefix}shift_y"),
         ]
+    with gr.Row():
+        sliders += [
+            gr.Slider(0.5, 2.0, value=1.0, step=0.01, label="Stretch (width / height)", elem_id=f"{elem_prefix}aspect"),
+            gr.Slider(-45, 45, value=0, step=1, label="Shear (degrees)", elem_id=f"{elem_prefix}shear"),
+        ]
     return sliders
 
 
 def _decider(handlers: Handlers, cause: str):
     def decide(run_name, candidate_id, new_label, note, rotate, perspective, direction, scale,
                seen_version, reviewer, rank, class_filter, status_filter, cause_filter, shift_x, shift_y,
-               request: gr.Request):
+               aspect, shear, request: gr.Request):
         return handlers.decide_and_advance(cause, run_name, candidate_id, new_label, note, rotate, perspective,
                                            direction, scale, shift_x, shift_y, seen_version, reviewer, rank,
-                                           class_filter, status_filter, cause_filter, request)
+                                           class_filter, status_filter, cause_filter, aspect, shear, request)
 
     decide.__name__ = f"decide_{cause}"
     return decide
@@ -93,7 +98,7 @@ def build(app: gr.Blocks, handlers: Handlers, *, run_names: list[str], default_r
         with gr.Column(scale=1):
             probabilities = gr.Label(num_top_classes=3, label="Model prediction (top 3)", elem_id="probabilities")
             sliders = transform_sliders()
-            rotate, perspective, direction, scale, shift_x, shift_y = sliders
+            rotate, perspective, direction, scale, shift_x, shift_y, aspect, shear = sliders
             with gr.Row():
                 apply_suggestion = gr.Button("Apply suggested transform", size="sm", elem_id="apply-suggestion")
                 reset = gr.Button("Reset transform", size="sm", elem_id="reset")
@@ -145,8 +150,8 @@ def build(app: gr.Blocks, handlers: Handlers, *, run_names: list[str], default_r
     undo_button.click(handlers.undo, [run, candidate_id, reviewer], shown, api_name="undo")
     apply_suggestion.click(handlers.apply_suggestion, candidate_id, sliders, api_name="apply_suggestion")
 
-    # inputs added later (the shifts) come last, so positional API calls keep working
-    slider_inputs = [candidate_id, rotate, perspective, direction, scale, saliency, shift_x, shift_y]
+    # inputs added later (the shifts, then stretch and shear) come last, so positional API calls keep working
+    slider_inputs = [candidate_id, rotate, perspective, direction, scale, saliency, shift_x, shift_y, aspect, shear]
     saliency.change(handlers.preview_transformed, slider_inputs, [image, probabilities], api_name="preview_saliency",
                     show_progress="hidden", concurrency_id=MODEL_CONCURRENCY, concurrency_limit=2)
     for slider in sliders:
@@ -156,7 +161,7 @@ def build(app: gr.Blocks, handlers: Handlers, *, run_names: list[str], default_r
     reset.click(lambda: RESET_TRANSFORM, None, sliders, api_name="reset_transform", queue=False)
 
     decision_inputs = [run, candidate_id, new_label, note, rotate, perspective, direction, scale,
-                       seen_version, reviewer, rank, *filters, shift_x, shift_y]
+                       seen_version, reviewer, rank, *filters, shift_x, shift_y, aspect, shear]
     for cause, button in buttons.items():
         button.click(_decider(handlers, cause), decision_inputs, shown, api_name=f"decide_{cause}")
 

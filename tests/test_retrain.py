@@ -323,3 +323,21 @@ def test_close_loop_bench_small(mnist10k_dir, tmp_path):
     table = json.loads((tmp_path / "bench.json").read_text())
     assert {"plan", "no_plan"} <= set(table["oracle"])
     assert "held-out accuracy" in result.stdout
+
+
+def test_augment_ranges_cover_confirmed_stretch_and_shear():
+    # two reviewers undid a four-corner warp with a stretch and a shear; one only rotated
+    fix = augment_ranges([{"shear": -10.0, "aspect": 1.25}, {"shear": 6.0, "aspect": 0.8}, {"rotate": 20.0}],
+                         quantile=1.0)
+    assert fix.shear_limit == 11.0  # 10 x 1.1, rounded up to a degree
+    assert fix.aspect_limit == pytest.approx(0.275)  # a 1.25 stretch either way, x 1.1
+    assert "shear=±11" in fix.describe() and "stretch up to 1.27" in fix.describe()
+    affine = fix.pipeline().transforms[-1]
+    assert type(affine).__name__ == "Affine" and tuple(affine.shear["x"]) == (-11.0, 11.0)
+    # x and y zoom drawn apart: their ratio reaches the stretch either way
+    low, high = affine.scale["x"]
+    assert high / low == pytest.approx(1.275, abs=1e-4) and tuple(affine.scale["y"]) == (low, high)
+    image = np.zeros((28, 28), np.uint8)
+    image[8:20, 12:16] = 255
+    outputs = {fix.pipeline()(image=image)["image"].tobytes() for _ in range(6)}
+    assert len(outputs) > 3

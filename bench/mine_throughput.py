@@ -12,17 +12,23 @@
    and repeated to N rows): a run's fixed costs (loading and tracing the model, selecting and
    storing the candidates) weigh less on a larger pool, and the two sizes split mining's
    overhead into a cost per run and a cost per image.
+   With ``--ceiling`` the same rounds are repeated with parts of mining switched off inside
+   the bench process (a diagnostic, not a mode of the product): once without the per-sample
+   database rows (samples, scores, label quality), once without those and without selecting
+   and storing candidates, and the model's load and trace are timed on their own: what the
+   ratio could reach if storing, or storing and selecting, cost nothing.
 2. Peak RSS of ``hardcase mine --no-suggest`` in a fresh process over synthetic
    memory-mapped ``.npy`` sources of growing N: it must not grow with N beyond the stored
    embeddings (``--rss-suggest`` measures with cause suggestion too).
 
-Usage: ``python bench/mine_throughput.py [--rounds 6] [--tile 100000] [--rss-sizes 100000 1000000]
-[--rss-suggest] [--batch-size 256]``
+Usage: ``python bench/mine_throughput.py [--rounds 6] [--tile 100000] [--ceiling]
+[--rss-sizes 100000 1000000] [--rss-suggest] [--batch-size 256]``
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -150,6 +156,60 @@ def overhead(n_small: int, rates_small: tuple[float, float], n_large: int, rates
               f"{seconds / (seconds + per_run + per_image * n):.2f} at {n:,} images")
 
 
+@contextlib.contextmanager
+def switched_off(part: str):
+    """Mining with ``part`` switched off in this process: ``rows`` (the per-sample database rows)
+    or ``rows+select`` (those and the candidates). Only for the ``--ceiling`` diagnostic."""
+    import review_app.mining as mining
+    from store import api
+
+    saved_api = {name: getattr(api, name) for name in
+                 ("upsert_samples", "add_score_columns", "update_score_column", "count_scores", "add_candidates")}
+    saved_rows = mining._candidate_rows
+    api.upsert_samples = lambda session, dataset_id, *, source_index, **_: [i + 1 for i in source_index]
+    api.add_score_columns = api.update_score_column = lambda *a, **k: None
+    api.count_scores = lambda *a, **k: 1 << 62  # "all stored": nothing left to complete
+    api.add_candidates = lambda *a, **k: []
+    if part == "rows+select":
+        mining._candidate_rows = lambda *a, **k: []
+    try:
+        yield
+    finally:
+        for name, function in saved_api.items():
+            setattr(api, name, function)
+        mining._candidate_rows = saved_rows
+
+
+def fixed_costs(model_path: Path, batch_size: int, repeats: int = 3) -> tuple[float, float]:
+    """Median seconds to load the model and to trace its compiled forward pass (as mining does)."""
+    from models.classifier import load_classifier
+
+    loads, traces = [], []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        classifier = load_classifier(model_path)
+        loads.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        classifier.warm_up()
+        traces.append(time.perf_counter() - started)
+    return float(np.median(loads)), float(np.median(traces))
+
+
+def ceiling(model_path: Path, data: Path, labels: Path, images: np.ndarray, batch_size: int, rounds: int) -> None:
+    """The ratio with the per-sample rows, then also the candidates, switched off."""
+    print("\nwhat the ratio could reach (diagnostic: parts of mining switched off in this process)")
+    for part, words in (("rows", "without the per-sample database rows"),
+                        ("rows+select", "without those rows and without selecting candidates")):
+        with switched_off(part):
+            bare_runs, mined_runs, _ = interleaved(model_path, data, labels, images, batch_size, rounds)
+        bare = float(np.median([rate for rate, _ in bare_runs]))
+        mined = float(np.median([rate for rate, _ in mined_runs]))
+        print(f"  {words:52}: bare {bare:6.0f}, mining {mined:6.0f} images/s, ratio {mined / bare:.2f}")
+    load, trace = fixed_costs(model_path, batch_size)
+    print(f"  per run, before the first image: loading the model {load:.2f} s, tracing its forward pass {trace:.2f} s "
+          f"(the bare pass is timed after both)")
+
+
 def peak_rss_of_mining(model_path: Path, n: int, batch_size: int, suggest: bool = False) -> tuple[float, float, float]:
     """(peak RSS MiB, embeddings MiB, seconds) of ``hardcase mine`` over an N-image memmap
     (``--no-suggest`` unless ``suggest``: cause suggestion is measured by bench/faults.py)."""
@@ -195,6 +255,8 @@ def main() -> None:
                         help="interleaved rounds of one bare pass and one mining run each")
     parser.add_argument("--tile", type=int, default=0, metavar="N",
                         help="also measure on the test images repeated to N rows (as many interleaved rounds)")
+    parser.add_argument("--ceiling", action="store_true",
+                        help="also measure with the per-sample rows, then the candidates, switched off (diagnostic)")
     parser.add_argument("--rss-sizes", type=int, nargs="*", default=[100_000, 400_000])
     parser.add_argument("--rss-suggest", action="store_true",
                         help="measure RSS with cause suggestion too (hardcase mine's default)")
@@ -225,6 +287,9 @@ def main() -> None:
     print(f"  CPU seconds (median)       : bare {cpu_bare:.2f}, mining {cpu_mined:.2f}, ratio "
           f"{cpu_bare / cpu_mined:.2f}   (process CPU time, less sensitive to other processes' load;"
           " includes model load and tracing for mining)")
+
+    if args.ceiling:
+        ceiling(model_path, data, labels, images, args.batch_size, args.rounds)
 
     if args.tile:
         if args.tile <= len(images):

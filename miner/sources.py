@@ -128,6 +128,9 @@ _GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 _MAX_READ_ROWS_BYTES = 64 << 20  # split array reads larger than this into pieces
 _THREADED_DECODE_PIXELS = 128 * 128  # decode image files in threads from this size on
+#: What a truncated or corrupt compressed stream raises while it is read (gzip, zip members:
+#: their CRC is checked at the end); each becomes a ValueError naming the file and rows.
+_CORRUPT_STREAM = (EOFError, OSError, zlib.error, zipfile.BadZipFile)
 
 # --------------------------------------------------------------------------- small types
 
@@ -284,7 +287,7 @@ def _check_idx_size(path: Path, hdr: _IdxHeader) -> None:
             with gzip.open(path, "rb") as f:
                 while chunk := f.read(1 << 22):
                     actual += len(chunk)
-        except (EOFError, OSError, zlib.error) as exc:
+        except _CORRUPT_STREAM as exc:
             raise ValueError(
                 f"{path}: truncated or corrupt gzip stream ({exc}); IDX header {hdr.shape} "
                 f"needs {expected} bytes, only {actual} could be decompressed"
@@ -311,7 +314,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
             # reading past the payload makes gzip verify the stream's CRC and length
             if f.read(1):
                 raise ValueError(f"{p}: IDX file has trailing data after {hdr.data_bytes} payload bytes")
-    except (EOFError, OSError, zlib.error) as exc:
+    except _CORRUPT_STREAM as exc:
         raise ValueError(f"{p}: truncated or corrupt {'gzip stream' if hdr.gz else 'file'} ({exc})") from None
     if len(buf) != hdr.data_bytes:
         raise ValueError(f"{p}: IDX file truncated: header {hdr.shape} needs {hdr.data_bytes} bytes, found {len(buf)}")
@@ -422,7 +425,7 @@ class _RowReader:
                         got += n
                     if b == self.shape[0] and isinstance(fh, gzip.GzipFile) and fh.read(1):
                         raise ValueError(f"{self.uri}: gzip stream has data after the last row")
-                except (EOFError, OSError, zlib.error, zipfile.BadZipFile) as exc:  # corrupt; CRC at its end
+                except _CORRUPT_STREAM as exc:  # corrupt; CRC at its end
                     raise ValueError(f"{self.uri}: unreadable at rows {a}..{b} ({exc})") from None
                 pos[0] = start + need
                 out = buf.view(self.dtype).reshape((b - a, *self.shape[1:]))
@@ -1111,7 +1114,7 @@ def _open_npz(p: Path, labels, class_names, channels, image_size):
             with zf.open(info) as fh:
                 shape, fortran, dtype = _npy_header(fh, f"{where}[x]")
                 offset = fh.tell()
-        except (zipfile.BadZipFile, zlib.error, EOFError) as exc:  # a small member is read whole: CRC
+        except _CORRUPT_STREAM as exc:  # a small member is read whole: CRC
             raise ValueError(f"{where}: cannot read 'x' ({exc})") from None
         expected = offset + int(math.prod(shape)) * dtype.itemsize
         if info.file_size < expected:
@@ -1127,7 +1130,7 @@ def _open_npz(p: Path, labels, class_names, channels, image_size):
         try:
             with np.load(p, allow_pickle=False) as z:
                 reader: Any = _ArrayRows(z["x"])
-        except (ValueError, zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        except (ValueError, *_CORRUPT_STREAM) as exc:
             raise ValueError(f"{where}: cannot read 'x' ({exc})") from None
     else:
         reader = _RowReader(f"{where}['x']", _zip_member_opener(p, members["x"]), offset, dtype, shape)
@@ -1139,7 +1142,7 @@ def _open_npz(p: Path, labels, class_names, channels, image_size):
         try:
             with np.load(p, allow_pickle=False) as z:
                 arr = z[key]
-        except (ValueError, zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        except (ValueError, *_CORRUPT_STREAM) as exc:
             raise ValueError(f"{where}: cannot read '{key}' ({exc})") from None
         if arr.ndim == 2 and arr.shape[1] == 1:
             arr = arr[:, 0]

@@ -16,12 +16,9 @@ given the reference images' typical centroid and spread per class (:class:`Class
 *moment fit*: the zoom and shift that give the image - as it is, after each coarse tilt and
 after its best rotation - its target class's typical centroid and spread, with the best fitted
 tilt refined again and the best fit corrected once on its own result (a hard perspective warp
-enlarges and moves a digit as much as it tilts it); then combinations of the best rotation, tilt
-and scale; then, for candidates not yet convincingly restored, a descent that stretches and
-shears the best transform (a camera's four-corner warp is a tilt plus a stretch and a shear);
-then a stability check of the best restoration (and of the runner-up when it fails): about 55
-model evaluations per candidate, against 286 for an exhaustive grid of 29 angles and 257
-perspective warps.
+enlarges and moves a digit as much as it tilts it); then combinations of the best rotation, tilt and scale, then a stability check of the best
+restoration (and of the runner-up when it fails): about 50 model evaluations per candidate,
+against 286 for an exhaustive grid of 29 angles and 257 perspective warps.
 
 When does a transform *restore* the target? Maximizing the target's probability alone
 "fixes" many images that are hard for other reasons (a mislabeled 3 rotated until it reads
@@ -57,7 +54,6 @@ from threadpoolctl import threadpool_limits
 from miner.causes import DEFAULT_ALPHA, ClassDensity, TransformEvidence, class_typicality
 from models.transforms import (
     MAX_PERSPECTIVE,
-    MAX_SHEAR,
     MAX_SHIFT,
     Transform,
     applied_shift,
@@ -113,9 +109,6 @@ class SearchSpace:
         The (min, max) zoom a moment fit may propose (see :class:`ClassMoments`).
     max_shift : float
         The largest shift (share of the image size, per axis) a moment fit may propose.
-    skew_steps : tuple of (float, float)
-        Rounds of the stretch-and-shear descent, coarse to fine: (shear step in degrees,
-        stretch factor) each; empty skips that stage.
     """
 
     max_rotation: float = 90.0
@@ -129,7 +122,6 @@ class SearchSpace:
     stability_rotation: float = 5.0
     fit_scales: tuple[float, float] = (0.6, 1.6)
     max_shift: float = 0.25
-    skew_steps: tuple[tuple[float, float], ...] = ((8.0, 1.15), (4.0, 1.07))
 
     def __post_init__(self) -> None:
         if not 0 < self.max_rotation <= 175:
@@ -148,10 +140,6 @@ class SearchSpace:
             raise ValueError(f"fit_scales must be (min, max), got {self.fit_scales}")
         if not 0 <= self.max_shift <= MAX_SHIFT:
             raise ValueError(f"max_shift must be in [0, {MAX_SHIFT}], got {self.max_shift}")
-        for shear_step, stretch in self.skew_steps:
-            if not (0 < shear_step <= MAX_SHEAR and 1 < stretch <= 2):
-                raise ValueError(f"skew_steps must be (shear step in (0, {MAX_SHEAR}], stretch in (1, 2]), "
-                                 f"got {(shear_step, stretch)}")
 
     def coarse(self) -> list[Transform]:
         """Identity first, then the shared coarse transforms."""
@@ -171,7 +159,7 @@ class SearchSpace:
 
 @functools.lru_cache(maxsize=1 << 16)
 def family_of(transform: Transform) -> str:
-    """``rotate``, ``perspective``, ``scale``, ``shift``, ``combined`` or ``none``."""
+    """``rotate``, ``perspective``, ``scale``, ``shift``, ``skew`` (stretch or shear), ``combined`` or ``none``."""
     used = [
         name
         for name, on in (
@@ -197,8 +185,6 @@ def _magnitude(transform: Transform, space: SearchSpace) -> float:
         + transform.perspective / MAX_PERSPECTIVE
         + abs(math.log(transform.scale)) / max(scale_range, 1e-9)
         + (abs(transform.shift_x) + abs(transform.shift_y)) / max(space.max_shift, 1e-9)
-        + (abs(transform.shear) / (2 * space.skew_steps[0][0]) if space.skew_steps else 0.0)
-        + (abs(math.log(transform.aspect)) / (2 * math.log(space.skew_steps[0][1])) if space.skew_steps else 0.0)
     )
 
 
@@ -544,10 +530,6 @@ def _search_chunk(ev: _Evaluator, rows: np.ndarray, thresholds: np.ndarray, alph
             requests += [(i, _combine(combo)) for combo in combos]
         ev.run(requests)
 
-    null_threshold = null.threshold if null is not None else -math.inf
-    if space.skew_steps:
-        _skew_descent(ev, rows, thresholds, alpha, space, null_threshold, key)
-
     # the best restoration of each candidate, and its stability (the runner-up when it fails)
     jitter = (-space.stability_rotation, space.stability_rotation)
 
@@ -568,6 +550,7 @@ def _search_chunk(ev: _Evaluator, rows: np.ndarray, thresholds: np.ndarray, alph
     ev.run([(i, _with_rotation(ts[1], d)) for i, ts in shortlist.items()
             if len(ts) > 1 and not is_stable(i, ts[0]) for d in jitter])
 
+    null_threshold = null.threshold if null is not None else -math.inf
     out = []
     for i in map(int, rows):
         target = int(tgt[i])
@@ -604,43 +587,6 @@ def _search_chunk(ev: _Evaluator, rows: np.ndarray, thresholds: np.ndarray, alph
             "smallest": smallest.to_dict() if smallest is not None else None,
         })
     return out
-
-
-def _skew_descent(ev: _Evaluator, rows: np.ndarray, thresholds: np.ndarray, alpha: float, space: SearchSpace,
-                  null_threshold: float, key) -> None:
-    """Stretch and shear the best transform of each candidate not yet convincingly restored,
-    coarse to fine, keeping a step while it brings the image nearer its target class (a
-    camera's four-corner warp is a tilt plus a stretch and a shear; the tilt alone leaves it
-    recognisable but atypical)."""
-    res, tgt = ev.results, ev.targets
-
-    def nearness(i: int, t: Transform):
-        p, predicted, _, dist = res[i][t]
-        if predicted == int(tgt[i]) and math.isfinite(dist):
-            return (0, dist)
-        return (1, -p)
-
-    current: dict[int, Transform] = {}
-    for i in map(int, rows):
-        target = int(tgt[i])
-        thr = float(thresholds[target])
-        best = min(res[i], key=lambda t, i=i: key(i, t))
-        if _restores(res[i][best], target, thr, alpha) and _statistic(res[i][best]) > null_threshold:
-            continue
-        current[i] = best
-    for shear_step, aspect_step in space.skew_steps:
-        moves: dict[int, list[Transform]] = {}
-        for i, t in current.items():
-            moves[i] = [
-                dataclasses.replace(t, shear=float(np.clip(t.shear + d, -MAX_SHEAR, MAX_SHEAR)))
-                for d in (-shear_step, shear_step)
-            ] + [
-                dataclasses.replace(t, aspect=float(np.clip(round(t.aspect * f, 4), 0.5, 2.0)))
-                for f in (aspect_step, 1.0 / aspect_step)
-            ]
-        ev.run([(i, t) for i, ts in moves.items() for t in ts])
-        for i, ts in moves.items():
-            current[i] = min([current[i], *ts], key=lambda t, i=i: nearness(i, t))
 
 
 def _refitted(ev: _Evaluator, fits: list[tuple[int, Transform]], moments: ClassMoments,

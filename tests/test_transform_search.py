@@ -4,7 +4,6 @@ digits are restored near the inverse angle, flipped labels and dilated digits ar
 
 from __future__ import annotations
 
-import albumentations as A
 import cv2
 import numpy as np
 import pytest
@@ -109,7 +108,7 @@ def test_flipped_labels_are_mislabel_with_the_right_label_and_not_fixed(world):
     labels[chosen] = (pool_y[chosen] + 1 + np.arange(len(chosen)) % 9) % 10
     evidence = search_transforms(world["classifier"], pool_x[chosen], labels[chosen], density=world["density"],
                                  thresholds=world["thresholds"])
-    assert evidence.restores.sum() <= 3  # a search maximizing confidence alone "fixes" far more
+    assert evidence.restores.sum() <= 2  # a search maximizing confidence alone "fixes" far more
     # the false-fix calibration on clean training images rejects what is left
     train_x, train_y, train_probs, _ = world["train"]
     null = calibrate_null(world["classifier"], train_x, train_probs, train_y, density=world["density"],
@@ -228,27 +227,3 @@ def test_search_inputs_are_checked(world):
     # without a density the typicality test is skipped, the rest works
     evidence = search_transforms(classifier, images, np.array([1, 2]), density=None)
     assert len(evidence) == 2 and np.all(np.isnan(evidence.typicality))
-
-
-
-def test_four_corner_warps_are_restored_more_often_with_the_skew_descent(world):
-    """Digits warped by albumentations' four-corner ``Perspective`` (what a camera does, beyond
-    the search's one-edge tilt) and misclassified: stretching and shearing the best transform
-    restores more of them than the search without that stage."""
-    pool_x, pool_y, pool_probs, _ = world["pool"]
-    classifier, density, thresholds = world["classifier"], world["density"], world["thresholds"]
-    train_x, train_y, _, _ = world["train"]
-    moments = class_moments(image_moments(train_x), train_y, n_classes=10)
-    right = np.flatnonzero(pool_probs.argmax(1) == pool_y)[:150]
-    warp = A.Compose([A.Perspective(scale=(0.12, 0.18), border_mode=cv2.BORDER_CONSTANT, fill=0, p=1.0)], seed=0)
-    warped = np.stack([warp(image=pool_x[i][..., 0])["image"][..., None] for i in right])
-    broken = classifier.predict_proba(warped).argmax(1) != pool_y[right]
-    assert broken.sum() >= 30, broken.sum()
-    warped, targets = warped[broken], pool_y[right][broken]
-    skewed = search_transforms(classifier, warped, targets, density=density, thresholds=thresholds, moments=moments)
-    plain = search_transforms(classifier, warped, targets, density=density, thresholds=thresholds, moments=moments,
-                              space=SearchSpace(skew_steps=()))
-    assert skewed.restores.sum() >= plain.restores.sum() + 0.03 * len(targets), (skewed.restores.sum(), plain.restores.sum())
-    skews = [t for t, ok in zip(skewed.transform, skewed.restores) if ok and (t["shear"] or t["aspect"] != 1)]
-    assert skews, skewed.transform  # some suggestions stretch or shear
-    assert plain.stats["per_candidate"] < skewed.stats["per_candidate"] < plain.stats["per_candidate"] + 12

@@ -180,7 +180,7 @@ def switched_off(part: str):
         mining._candidate_rows = saved_rows
 
 
-def fixed_costs(model_path: Path, batch_size: int, repeats: int = 3) -> tuple[float, float]:
+def fixed_costs(model_path: Path, repeats: int = 3) -> tuple[float, float]:
     """Median seconds to load the model and to trace its compiled forward pass (as mining does)."""
     from models.classifier import load_classifier
 
@@ -205,7 +205,7 @@ def ceiling(model_path: Path, data: Path, labels: Path, images: np.ndarray, batc
         bare = float(np.median([rate for rate, _ in bare_runs]))
         mined = float(np.median([rate for rate, _ in mined_runs]))
         print(f"  {words:52}: bare {bare:6.0f}, mining {mined:6.0f} images/s, ratio {mined / bare:.2f}")
-    load, trace = fixed_costs(model_path, batch_size)
+    load, trace = fixed_costs(model_path)
     print(f"  per run, before the first image: loading the model {load:.2f} s, tracing its forward pass {trace:.2f} s "
           f"(the bare pass is timed after both)")
 

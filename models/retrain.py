@@ -35,10 +35,10 @@ import albumentations as A
 import cv2
 import numpy as np
 
-from models.transforms import MAX_PERSPECTIVE, TiltPerspective
+from models.transforms import MAX_PERSPECTIVE, TiltPerspective, random_affine_ops
 
 FAMILIES: tuple[str, ...] = ("augment", "imbalance", "mislabel", "rare")
-PLAN_VERSION = 2
+PLAN_VERSION = 3
 MAX_CLASS_WEIGHT = 10.0
 DEFAULT_ROTATE = 15.0
 DEFAULT_PERSPECTIVE = 0.1
@@ -61,8 +61,8 @@ class AugmentFix:
     strength, and the corner jitter of a general perspective warp, from [0, limit]) and
     ``scale_limit`` (zoom from 1 ± limit), ``shift_limit`` (translation as a share of the
     image size, from ±limit on each axis), ``shear_limit`` degrees (horizontal shear from
-    ±limit) and ``aspect_limit`` (width over height stretch from 1/(1 + limit) to 1 + limit;
-    the x and y zoom are drawn apart). Each limit is a high quantile (``quantile``) of the
+    ±limit) and ``aspect_limit`` (the width alone scaled by 1/(1 + limit) .. 1 + limit, a
+    stretch either way). Each limit is a high quantile (``quantile``) of the
     confirmed magnitudes of that operation times a margin, so one overshooting slider or
     search result does not widen the range for every image.
 
@@ -91,7 +91,8 @@ class AugmentFix:
     def pipeline(self, fill: float = 0):
         """The albumentations ``Compose`` applied to an augmented image.
 
-        The slider's operations (``TiltPerspective``, ``Affine``); the perspective family is
+        The slider's operations (``TiltPerspective``, ``Affine``, see
+        :func:`models.transforms.random_affine_ops`); the perspective family is
         one of the slider's one-edge tilt and albumentations' four-corner ``Perspective`` of
         the same strength, since a real camera moves every corner, not only one edge.
         """
@@ -102,37 +103,26 @@ class AugmentFix:
                 TiltPerspective(strength=strength, fill=fill, p=1.0),
                 A.Perspective(scale=strength, keep_size=True, border_mode=cv2.BORDER_CONSTANT, fill=fill, p=1.0),
             ], p=self.p))
-        if self._affine:
-            shift = (-self.shift_limit, self.shift_limit)
-            # x and y zoom drawn apart over the stretch's extra range: their ratio covers the stretch
-            stretch = math.sqrt(1 + self.aspect_limit)
-            zoom = (round((1 - self.scale_limit) / stretch, 6), round((1 + self.scale_limit) * stretch, 6))
-            ops.append(A.Affine(rotate=(-self.rotate_limit, self.rotate_limit),
-                                scale={"x": zoom, "y": zoom},
-                                translate_percent={"x": shift, "y": shift},
-                                shear={"x": (-self.shear_limit, self.shear_limit), "y": (0.0, 0.0)},
-                                border_mode=cv2.BORDER_CONSTANT, fill=fill, p=self.p))
+        ops += random_affine_ops(rotate_limit=self.rotate_limit, scale_limit=self.scale_limit,
+                                 shift_limit=self.shift_limit, shear_limit=self.shear_limit,
+                                 aspect_limit=self.aspect_limit, p=self.p, fill=fill)
         return A.Compose(ops)
-
-    @property
-    def _affine(self) -> bool:
-        return any(limit > 0 for limit in (self.rotate_limit, self.scale_limit, self.shift_limit, self.shear_limit,
-                                           self.aspect_limit))
 
     def describe(self) -> str:
         ops = []
         if self.perspective_limit > 0:
             ops.append(f"OneOf(TiltPerspective(strength=(0, {self.perspective_limit:.3f}), direction=any), "
                        f"Perspective(scale=(0, {self.perspective_limit:.3f})))")
-        if self._affine:
+        if any(limit > 0 for limit in (self.rotate_limit, self.scale_limit, self.shift_limit, self.shear_limit)):
             ops.append(
                 f"Affine(rotate=(-{self.rotate_limit:.0f}, {self.rotate_limit:.0f}), "
                 f"scale=({1 - self.scale_limit:.2f}, {1 + self.scale_limit:.2f})"
                 + (f", translate=±{self.shift_limit:.2f}" if self.shift_limit > 0 else "")
                 + (f", shear=±{self.shear_limit:.0f}" if self.shear_limit > 0 else "")
-                + (f", stretch up to {1 + self.aspect_limit:.2f}" if self.aspect_limit > 0 else "")
                 + ")"
             )
+        if self.aspect_limit > 0:
+            ops.append(f"Affine(scale_x=({1 / (1 + self.aspect_limit):.2f}, {1 + self.aspect_limit:.2f}))")
         where = (f"on {self.copies} augmented cop{'y' if self.copies == 1 else 'ies'} of each image beside the "
                  "clean originals" if self.copies else "on the originals in place")
         return (f"{' + '.join(ops) or 'no-op'}, p={self.p} {where} "
@@ -269,7 +259,7 @@ class TrainingPlan:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainingPlan:
         version = data.get("version")
-        if version not in (1, PLAN_VERSION):
+        if version not in (1, 2, PLAN_VERSION):
             raise PlanError(f"unsupported plan version {version!r} (expected {PLAN_VERSION})")
         augment = imbalance = mislabel = rare = None
         if data.get("augment"):

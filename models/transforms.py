@@ -54,8 +54,9 @@ class Transform:
         Horizontal shear in degrees, in [-MAX_SHEAR, MAX_SHEAR] (albumentations' ``Affine``
         ``shear={"x": ...}``).
 
-    The tilt is applied first, then rotation, zoom, stretch and shear about the centre, then
-    the shift. A tilt, stretch and shear together reach any four-corner warp a camera gives.
+    The tilt is applied first; then, about the centre, the zoom and stretch (along the image's
+    axes), the rotation and the shear; then the shift (albumentations' ``Affine`` order). With
+    the stretch and shear, the eight parameters reach any four-corner warp a camera gives.
     """
 
     rotate: float = 0.0
@@ -308,25 +309,39 @@ def augmentation_pipeline(
     shear_limit : float
         Horizontal shear from [-shear_limit, shear_limit] degrees.
     aspect_limit : float
-        Width/height stretch up to ``1 + aspect_limit`` either way (x and y zoom drawn apart).
+        Width/height stretch up to ``1 + aspect_limit`` either way.
     p : float
         Probability that each operation is applied to an image.
     """
     ops: list[A.BasicTransform] = []
     if perspective_limit > 0:
         ops.append(TiltPerspective(strength=(0.0, perspective_limit), fill=fill, p=p))
-    if any(limit > 0 for limit in (rotate_limit, scale_limit, shift_limit, shear_limit, aspect_limit)):
-        stretch = math.sqrt(1 + aspect_limit)
-        zoom = ((1 - scale_limit) / stretch, (1 + scale_limit) * stretch)
-        ops.append(
-            A.Affine(
-                rotate=(-rotate_limit, rotate_limit),
-                scale={"x": zoom, "y": zoom},
-                shear={"x": (-shear_limit, shear_limit), "y": (0.0, 0.0)},
-                translate_percent={"x": (-shift_limit, shift_limit), "y": (-shift_limit, shift_limit)},
-                border_mode=cv2.BORDER_CONSTANT,
-                fill=fill,
-                p=p,
-            )
-        )
+    ops += random_affine_ops(rotate_limit=rotate_limit, scale_limit=scale_limit, shift_limit=shift_limit,
+                             shear_limit=shear_limit, aspect_limit=aspect_limit, p=p, fill=fill)
     return A.Compose(ops)
+
+
+def random_affine_ops(*, rotate_limit: float = 0.0, scale_limit: float = 0.0, shift_limit: float = 0.0,
+                      shear_limit: float = 0.0, aspect_limit: float = 0.0, p: float = 0.5,
+                      fill: float = 0) -> list[A.BasicTransform]:
+    """The slider's ``Affine`` with random parameters: rotation, zoom (the same on both axes, as
+    the scale slider), shift and shear in one operation, and the stretch as its own ``Affine``
+    (the width alone scaled by 1/(1 + aspect_limit) .. 1 + aspect_limit), so a confirmed stretch
+    is drawn as often as any other range and adds no zoom of its own. Empty when every limit is 0.
+    """
+    ops: list[A.BasicTransform] = []
+    if any(limit > 0 for limit in (rotate_limit, scale_limit, shift_limit, shear_limit)):
+        ops.append(A.Affine(
+            rotate=(-rotate_limit, rotate_limit),
+            scale=(1 - scale_limit, 1 + scale_limit),
+            keep_ratio=True,
+            translate_percent={"x": (-shift_limit, shift_limit), "y": (-shift_limit, shift_limit)},
+            shear={"x": (-shear_limit, shear_limit), "y": (0.0, 0.0)},
+            border_mode=cv2.BORDER_CONSTANT,
+            fill=fill,
+            p=p,
+        ))
+    if aspect_limit > 0:
+        ops.append(A.Affine(scale={"x": (1 / (1 + aspect_limit), 1 + aspect_limit), "y": (1.0, 1.0)},
+                            border_mode=cv2.BORDER_CONSTANT, fill=fill, p=p))
+    return ops

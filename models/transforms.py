@@ -18,6 +18,8 @@ import albumentations.augmentations.geometric.functional as fgeometric
 import cv2
 import numpy as np
 
+from miner.causes import describe_transform
+
 MAX_PERSPECTIVE = 0.35
 #: Largest shift, as a share of the image width or height.
 MAX_SHIFT = 0.5
@@ -125,20 +127,8 @@ class Transform:
         return cls(**{key: float(value) for key, value in data.items()})
 
     def describe(self) -> str:
-        parts = []
-        if self.rotate:
-            parts.append(f"rotate {self.rotate:+.0f}°")
-        if self.perspective:
-            parts.append(f"perspective {self.perspective:.2f} toward {self.direction:.0f}°")
-        if self.scale != 1:
-            parts.append(f"scale {self.scale:.2f}")
-        if self.shifts:
-            parts.append(f"shift {100 * self.shift_x:+.0f}% x, {100 * self.shift_y:+.0f}% y")
-        if self.aspect != 1:
-            parts.append(f"stretch {self.aspect:.2f}")
-        if self.shear:
-            parts.append(f"shear {self.shear:+.0f}°")
-        return ", ".join(parts) or "no transform"
+        """In words, as the cause evidence says it: ``rotating -40° and shifting 10% left``."""
+        return describe_transform(self.to_dict())
 
 
 class TiltPerspective(A.Perspective):

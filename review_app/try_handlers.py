@@ -84,7 +84,8 @@ class TryHandlers:
         except (StoreError, FileNotFoundError, ValueError) as exc:
             raise gr.Error(str(exc)) from None
         top = max(result.probabilities, key=result.probabilities.get)
-        note = f"**{top}** at {result.probabilities[top]:.0%} under {transform.describe()}"
+        how = "as drawn" if transform.is_identity else f"after {transform.describe()}"
+        note = f"**{top}** at {result.probabilities[top]:.0%} {how}"
         return crisp(result.image), result.probabilities, note
 
     def upload(self, path):

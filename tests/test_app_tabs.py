@@ -145,14 +145,14 @@ def test_try_predicts_a_drawing_under_the_sliders(served, tmp_path):
     canvas[40:240, 125:150] = (0, 0, 0, 255)  # a vertical stroke: a "1"
     path = _canvas_png(tmp_path / "one.png", canvas)
     image, probabilities, note = client.predict("demo", _sketch(path), True, 0, 0, 0, 1, api_name="/try_predict")
-    assert probabilities["label"] == "1" and "**1**" in note
+    assert probabilities["label"] == "1" and "**1**" in note and note.endswith("as drawn")
     assert np.asarray(Image.open(image)).shape[:2] == (280, 280)  # the 28x28 input, upscaled crisply
     _, turned, note = client.predict("demo", _sketch(path), True, 90, 0, 0, 1, api_name="/try_predict")
-    assert turned["label"] != "1" and "rotate +90°" in note
+    assert turned["label"] != "1" and "after rotating +90°" in note
     moved, _, note = client.predict("demo", _sketch(path), True, 0, 0, 0, 1, 0.25, 0, api_name="/try_predict")
-    assert "shift +25% x" in note
+    assert "shifting 25% right" in note
     _, _, note = client.predict("demo", _sketch(path), True, 0, 0, 0, 1, 0, 0, 1.4, 20, api_name="/try_predict")
-    assert "stretch 1.40" in note and "shear +20°" in note
+    assert "stretching wider by 1.40 and shearing +20°" in note
     assert not np.array_equal(np.asarray(Image.open(moved)), np.asarray(Image.open(image)))
 
     empty = _canvas_png(tmp_path / "empty.png", np.zeros((280, 280, 4), np.uint8))

@@ -398,3 +398,4 @@ def test_transforms_are_described_in_words():
     assert describe_transform({"rotate": -40.0, "scale": 1.0}) == "rotating -40°"
     assert (describe_transform({"perspective": 0.15, "direction": 90.0, "scale": 0.75, "shift_x": -0.1, "shift_y": 0.04})
             == "tilting 0.15 toward 90° and scaling by 0.75 and shifting 10% left and 4% down")
+    assert describe_transform({"aspect": 0.8, "shear": 12.0}) == "stretching taller by 1.25 and shearing +12°"

@@ -91,14 +91,14 @@ def test_each_tab_in_the_browser(browser, app_url):
     for step in range(1, 31):
         page.mouse.move(x + 5 - step * 0.5, y - 100 + step * 200 / 30)
     page.mouse.up()
-    page.wait_for_function("document.querySelector('#try-note')?.innerText.includes('under no transform')",
+    page.wait_for_function("document.querySelector('#try-note')?.innerText.includes('as drawn')",
                            timeout=WAIT)
     assert page.locator("#try-note").inner_text().startswith("1 at")
     _shoot(page, "try")
     rotate = page.locator("#try-rotate input[type=number]")
     rotate.fill("90")
     rotate.press("Enter")
-    page.wait_for_function("document.querySelector('#try-note')?.innerText.includes('rotate +90°')", timeout=WAIT)
+    page.wait_for_function("document.querySelector('#try-note')?.innerText.includes('after rotating +90°')", timeout=WAIT)
 
     # Triage: five plots, and a disagreement opens in the review tab
     _open_tab(page, "Triage")

@@ -1126,12 +1126,16 @@ def _open_npz(p: Path, labels, class_names, channels, image_size):
         raise TypeError(f"{where}: 'x' is an object array, not images")
     layout = _layout_of(shape, f"{where}[x]", image_size)
     _check_image_dtype(dtype, f"{where}[x]")
-    if fortran:  # cannot stream rows of a Fortran-ordered member: load it (documented)
+    def load_member(key: str) -> np.ndarray:
+        """A whole member, read at once (its CRC is checked); a corrupt one names the archive."""
         try:
             with np.load(p, allow_pickle=False) as z:
-                reader: Any = _ArrayRows(z["x"])
+                return z[key]
         except (ValueError, *_CORRUPT_STREAM) as exc:
-            raise ValueError(f"{where}: cannot read 'x' ({exc})") from None
+            raise ValueError(f"{where}: cannot read '{key}' ({exc})") from None
+
+    if fortran:  # cannot stream rows of a Fortran-ordered member: load it (documented)
+        reader: Any = _ArrayRows(load_member("x"))
     else:
         reader = _RowReader(f"{where}['x']", _zip_member_opener(p, members["x"]), offset, dtype, shape)
     n = shape[0]
@@ -1139,11 +1143,7 @@ def _open_npz(p: Path, labels, class_names, channels, image_size):
     def small(key: str):
         if key not in members:
             return None
-        try:
-            with np.load(p, allow_pickle=False) as z:
-                arr = z[key]
-        except (ValueError, *_CORRUPT_STREAM) as exc:
-            raise ValueError(f"{where}: cannot read '{key}' ({exc})") from None
+        arr = load_member(key)
         if arr.ndim == 2 and arr.shape[1] == 1:
             arr = arr[:, 0]
         if arr.ndim != 1:

@@ -93,7 +93,7 @@ class Transform:
 
     @property
     def is_identity(self) -> bool:
-        return self.rotate == 0 and self.perspective == 0 and self.scale == 1 and not self.shifts and not self.skews
+        return self.perspective == 0 and not self.affine
 
     @property
     def skews(self) -> bool:

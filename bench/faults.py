@@ -22,7 +22,9 @@ Per model, in one run:
    per-cause and macro accuracy over the candidates whose true cause is one of the four (what
    ``clean`` candidates got is shown beside), and the share of ``augment`` candidates whose
    suggested transform restores the true label, against an exhaustive grid (29 angles, 257
-   perspective warps) on the same candidates;
+   perspective warps) on the same candidates, and against an oracle: the exact inverse of each
+   injected warp, judged by the search's own restoration tests (how many a perfect search
+   could at best claim);
 4. cost: milliseconds per candidate of cause suggestion and the share spent in the model.
 
 Usage: ``python bench/faults.py [--small] [--per-class 100] [--seed 0] [--model-dir DIR] [--json FILE]``
@@ -236,15 +238,18 @@ def cause_metrics(rows, truth, true_labels, causes_here):
     }
 
 
-def restore_shares(rows, truth, pool, classifier, images_by_source):
-    from models.transform_search import exhaustive_grid
+def restore_shares(rows, truth, pool, classifier, *, density, thresholds, alpha, null_threshold):
+    """Of the ``augment`` candidates: whose suggested transform restores the true label, against
+    the exhaustive grid; and how many the exact inverse of the injected warp (an oracle) would
+    get past the same restoration tests the search applies."""
+    from models.transform_search import exhaustive_grid, judge_restorations
     from models.transforms import Transform, apply_transform
 
     chosen = [row for row in rows if truth[row.source_index] == "augment"]
     if not chosen:
         return {"n": 0}
     sources = np.array([row.source_index for row in chosen])
-    images = images_by_source[sources]
+    images = pool.images[sources]
     true = pool.true_labels[sources]
     transformed = np.stack([
         apply_transform(image, Transform.from_dict((row.evidence or {}).get("transform")))
@@ -253,11 +258,15 @@ def restore_shares(rows, truth, pool, classifier, images_by_source):
     ours = classifier.predict_proba(transformed).argmax(axis=1) == true
     declared = np.array([bool((row.evidence or {}).get("restores")) for row in chosen])
     grid = exhaustive_grid(classifier, images, true)
+    oracle = judge_restorations(classifier, pool.undone(sources), true, density=density, thresholds=thresholds,
+                                alpha=alpha, null_threshold=null_threshold)
+    shares = {"search": ours, "grid": grid.predicted_after == true, "declared": declared,
+              "oracle_right": oracle.predicted == true, "oracle_restores": oracle.restores}
     by_fault = {}
     for fault in ("rotate", "perspective"):
         mask = pool.fault[sources] == fault
-        by_fault[fault] = {"n": int(mask.sum()), "search": float(ours[mask].mean()) if mask.any() else float("nan"),
-                           "grid": float((grid.predicted_after == true)[mask].mean()) if mask.any() else float("nan")}
+        by_fault[fault] = {"n": int(mask.sum()),
+                           **{k: float(v[mask].mean()) if mask.any() else float("nan") for k, v in shares.items()}}
     return {
         "n": len(chosen),
         "search": float(ours.mean()),
@@ -265,12 +274,14 @@ def restore_shares(rows, truth, pool, classifier, images_by_source):
         "grid": float((grid.predicted_after == true).mean()),
         "grid_ms": 1e3 * grid.seconds / len(chosen),
         "grid_model_share": grid.model_seconds / grid.seconds if grid.seconds else 0.0,
+        "oracle_right": float((oracle.predicted == true).mean()),
+        "oracle_restores": float(oracle.restores.mean()),
         "by_fault": by_fault,
     }
 
 
 def run_model(name, args, pool, train, model_path, work: Path) -> dict:
-    from miner.causes import fit_class_density
+    from miner.causes import class_thresholds, fit_class_density
     from models.classifier import load_classifier
     from review_app.causes import TRAIN_CACHE, suggest_for_run
     from review_app.mining import MiningOptions, mine
@@ -311,7 +322,9 @@ def run_model(name, args, pool, train, model_path, work: Path) -> dict:
     rows = candidate_table(store, name)
     causes_here = ("mislabel", "augment", "rare", "imbalance") if name == "cut" else ("mislabel", "augment", "rare")
     causes = cause_metrics(rows, truth, pool.true_labels, causes_here)
-    restore = restore_shares(rows, truth, pool, classifier, pool.images)
+    restore = restore_shares(rows, truth, pool, classifier, density=density,
+                             thresholds=class_thresholds(pool.labels, probs), alpha=args.alpha,
+                             null_threshold=report.null_threshold)
     n = report.n_candidates
     cost = {
         "candidates": n,
@@ -374,8 +387,13 @@ def print_report(results: dict, args) -> None:
             print(f"   augment candidates ({rs['n']}): suggested transform restores the true label for {_pct(rs['search'])} "
                   f"({_pct(rs['search_declared'])} also declared restoring); exhaustive grid {_pct(rs['grid'])} "
                   f"(target: >= grid - 0.03); grid cost {rs['grid_ms']:.0f} ms/candidate")
+            print(f"   the exact inverse of each injected warp (an oracle) gives the true label for {_pct(rs['oracle_right'])} "
+                  f"and passes the search's restoration tests for {_pct(rs['oracle_restores'])}")
+            print(f"     {'':<12} {'':<6} {'restores the true label':>24} {'passes the tests':>26}")
+            print(f"     {'fault':<12} {'n':<6} {'search':>8}{'grid':>8}{'oracle':>8} {'search':>13}{'oracle':>13}")
             for fault, v in rs["by_fault"].items():
-                print(f"     {fault:<12} n={v['n']:<4} search {_pct(v['search'])}  grid {_pct(v['grid'])}")
+                print(f"     {fault:<12} {v['n']:<6} {_pct(v['search']):>8}{_pct(v['grid']):>8}{_pct(v['oracle_right']):>8} "
+                      f"{_pct(v['declared']):>13}{_pct(v['oracle_restores']):>13}")
         cost = r["cost"]
         print(f"4. cost: {cost['ms_per_candidate']:.1f} ms per candidate ({cost['ms_per_candidate_without_training_pass']:.1f} "
               f"without the one-off training-embedding pass), {cost['model_share']:.0%} in the model "

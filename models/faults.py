@@ -13,7 +13,12 @@ import albumentations as A
 import cv2
 import numpy as np
 
-from models.transforms import Transform, apply_transform
+from models.transforms import (
+    Transform,
+    apply_transform,
+    perspective_homography,
+    transform_homography,
+)
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,8 @@ class FaultyPool:
         ``clean``, ``flip``, ``rotate``, ``perspective`` or ``rare``.
     angle : ndarray, float (N,)
         Rotation applied (0 where none).
+    warp : ndarray, float64 (N, 3, 3)
+        The pixel homography each rotation or perspective warp applied (identity elsewhere).
     """
 
     images: np.ndarray
@@ -37,6 +44,30 @@ class FaultyPool:
     true_labels: np.ndarray
     fault: np.ndarray
     angle: np.ndarray
+    warp: np.ndarray
+
+    def undone(self, indices) -> np.ndarray:
+        """The images at ``indices`` with their geometric fault inverted exactly (an oracle).
+
+        What a perfect transform search could at best give back: the warp is undone with the
+        inverse of the homography that made it, so only what the warp itself lost (pixels pushed
+        out of the frame, detail merged by resampling) is missing. Images without a geometric
+        fault come back as they are.
+
+        Returns
+        -------
+        ndarray, uint8, shape (len(indices), H, W, C)
+        """
+        indices = np.asarray(indices, dtype=np.int64)
+        out = self.images[indices].copy()
+        height, width = out.shape[1:3]
+        for row, i in enumerate(indices):
+            if self.fault[i] in ("rotate", "perspective"):
+                inverse = np.linalg.inv(self.warp[i])
+                for c in range(out.shape[3]):
+                    out[row, ..., c] = cv2.warpPerspective(self.images[i, ..., c], inverse, (width, height),
+                                                           flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        return out
 
     @property
     def true_cause(self) -> np.ndarray:
@@ -79,8 +110,10 @@ def inject_faults(
     out = images.copy()
     given = labels.copy()
     angle = np.zeros(n, dtype=np.float32)
+    homography = np.tile(np.eye(3), (n, 1, 1))
     warp = A.Compose(
-        [A.Perspective(scale=perspective_scale, border_mode=cv2.BORDER_CONSTANT, fill=0, p=1.0)], seed=seed
+        [A.Perspective(scale=perspective_scale, border_mode=cv2.BORDER_CONSTANT, fill=0, p=1.0)], seed=seed,
+        save_applied_params=True,
     )
     kernel = np.ones((3, 3), np.uint8)
     for i in np.flatnonzero(fault != "clean"):
@@ -89,15 +122,21 @@ def inject_faults(
             given[i] = (labels[i] + rng.integers(1, n_classes)) % n_classes
         elif kind == "rotate":
             angle[i] = float(rng.uniform(*angle_range) * rng.choice([-1, 1]))
-            out[i] = apply_transform(images[i], Transform(rotate=float(angle[i])))
+            rotation = Transform(rotate=float(angle[i]))
+            out[i] = apply_transform(images[i], rotation)
+            homography[i] = transform_homography(rotation, images.shape[1:3])
         elif kind == "perspective":
-            out[i] = _per_channel(warp, images[i])
+            out[i], homography[i] = _perspective(warp, images[i])
         else:
             out[i] = cv2.dilate(images[i], kernel, iterations=dilations).reshape(images[i].shape)
-    return FaultyPool(images=out, labels=given, true_labels=labels.copy(), fault=fault.astype(str), angle=angle)
+    return FaultyPool(images=out, labels=given, true_labels=labels.copy(), fault=fault.astype(str), angle=angle,
+                      warp=homography)
 
 
-def _per_channel(pipeline: A.Compose, image: np.ndarray) -> np.ndarray:
-    if image.shape[-1] == 1:
-        return pipeline(image=image[..., 0])["image"][..., None]
-    return pipeline(image=image)["image"]
+def _perspective(pipeline: A.Compose, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One random ``Perspective`` warp of ``image`` (H, W, C) and the pixel homography it applied."""
+    single = image.shape[-1] == 1
+    result = pipeline(image=image[..., 0] if single else image)
+    (_, params), = result["applied_transforms"]
+    homography = perspective_homography(params["matrix"], params["max_width"], params["max_height"], image.shape[:2])
+    return (result["image"][..., None] if single else result["image"]), homography

@@ -69,12 +69,14 @@ __all__ = [
     "ClassMoments",
     "GridResult",
     "NullCalibration",
+    "RestorationVerdict",
     "SearchSpace",
     "calibrate_null",
     "class_moments",
     "exhaustive_grid",
     "family_of",
     "image_moments",
+    "judge_restorations",
     "null_reference_rows",
     "search_transforms",
 ]
@@ -722,6 +724,86 @@ def search_transforms(
         smallest=tuple(r["smallest"] for r in rows_out),
         null_rate=null.rate if null is not None else None,
         stats=stats,
+    )
+
+
+@dataclass(frozen=True)
+class RestorationVerdict:
+    """How the search's restoration tests judge images that are already restored.
+
+    Every array has shape (M,).
+
+    Attributes
+    ----------
+    after : float64
+        The model's probability of the target.
+    predicted : int64
+        The model's prediction.
+    typicality : float64
+        The typicality p-value for the target class (NaN without a density).
+    confident_typical : bool
+        Tests 1 and 2 of the module docstring: predicted as the target at or above its
+        confident threshold, and typical of it.
+    stable : bool
+        Test 3: the prediction survives the extra rotation either way.
+    restores : bool
+        All tests, with the null threshold (test 4) when one is given.
+    """
+
+    after: np.ndarray
+    predicted: np.ndarray
+    typicality: np.ndarray
+    confident_typical: np.ndarray
+    stable: np.ndarray
+    restores: np.ndarray
+
+
+def judge_restorations(
+    classifier,
+    images,
+    targets,
+    *,
+    density: ClassDensity | None,
+    thresholds=None,
+    alpha: float = DEFAULT_ALPHA,
+    null_threshold: float | None = None,
+    space: SearchSpace | None = None,
+    batch_size: int = 2048,
+) -> RestorationVerdict:
+    """The search's restoration tests on images restored some other way (by hand, or by an oracle).
+
+    The same tests, in the same code, as :func:`search_transforms` applies to its own best
+    transform; e.g. a benchmark that knows the exact inverse of a warp asks how often even
+    that would count as a restoration.
+
+    Parameters
+    ----------
+    images : np.ndarray, uint8, shape (M, H, W, C)
+        The restored images.
+    targets : np.ndarray, int, shape (M,)
+    density, thresholds, alpha, space, batch_size
+        As for :func:`search_transforms`.
+    null_threshold : float, optional
+        ``NullCalibration.threshold`` of a calibration; None skips test 4.
+    """
+    images, targets, thresholds = _check_inputs(classifier, images, targets, thresholds)
+    space = space or SearchSpace()
+    ev = _Evaluator(classifier, images, targets, density, batch_size)
+    jitter = [Transform(rotate=d) for d in (-space.stability_rotation, space.stability_rotation)]
+    ev.run([(i, t) for i in range(len(images)) for t in (Transform(), *jitter)])
+    results = [r[Transform()] for r in ev.results]
+    confident_typical = np.array([_restores(r, int(c), float(thresholds[c]), alpha) for r, c in zip(results, targets)],
+                                 dtype=bool)
+    stable = np.array([all(ev.results[i][t][1] == int(targets[i]) for t in jitter) for i in range(len(images))], dtype=bool)
+    limit = -math.inf if null_threshold is None else float(null_threshold)
+    beats_null = np.array([_statistic(r) > limit for r in results], dtype=bool)
+    return RestorationVerdict(
+        after=np.array([r[0] for r in results], dtype=np.float64),
+        predicted=np.array([r[1] for r in results], dtype=np.int64),
+        typicality=np.array([r[2] for r in results], dtype=np.float64),
+        confident_typical=confident_typical,
+        stable=stable,
+        restores=confident_typical & stable & beats_null,
     )
 
 

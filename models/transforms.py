@@ -223,6 +223,51 @@ def _ops(transform: Transform, fill: float) -> list[A.BasicTransform]:
     return ops
 
 
+def _tilt_params(transform: Transform, shape: tuple[int, int]) -> tuple[np.ndarray, int, int]:
+    """albumentations' perspective parameters (matrix, max width, max height) of the tilt."""
+    corners = tilt_corners(shape, transform.perspective, math.radians(transform.direction))
+    return fgeometric.compute_perspective_params(corners, shape)
+
+
+def _affine_matrix(transform: Transform, shape: tuple[int, int]) -> np.ndarray:
+    """The 3x3 pixel matrix of the ``Affine`` part, as albumentations builds it."""
+    height, width = shape
+    return fgeometric.create_affine_transformation_matrix(
+        # as Affine(translate_percent=...): whole pixels, truncated toward zero
+        {"x": int(transform.shift_x * width), "y": int(transform.shift_y * height)},
+        {"x": -transform.shear, "y": -0.0},  # Affine negates the sampled shear
+        transform.axis_scales(),
+        transform.rotate,
+        fgeometric.center(shape),
+    )
+
+
+def perspective_homography(matrix: np.ndarray, max_width: int, max_height: int, shape: tuple[int, int]) -> np.ndarray:
+    """The pixel homography a ``Perspective(keep_size=True)`` warp applies to an image of ``shape``.
+
+    albumentations warps by ``matrix`` into a ``max_width x max_height`` frame and scales that
+    frame back to the image size; this is the product of the two, mapping input pixel
+    coordinates to output pixel coordinates.
+    """
+    height, width = shape
+    return np.diag([width / max_width, height / max_height, 1.0]) @ np.asarray(matrix, dtype=np.float64)
+
+
+def transform_homography(transform: Transform, shape: tuple[int, int]) -> np.ndarray:
+    """The 3x3 pixel homography of ``transform`` on images of ``shape`` (H, W): the tilt, then the affine part.
+
+    Maps input pixel coordinates (x, y, 1) to where :func:`apply_transform` puts them, up to
+    the scale of homogeneous coordinates. ``cv2.warpPerspective`` with it gives the same
+    geometry in one resampling (``apply_transform`` resamples once per operation).
+    """
+    homography = np.eye(3)
+    if transform.perspective:
+        homography = perspective_homography(*_tilt_params(transform, shape), shape)
+    if transform.affine:
+        homography = _affine_matrix(transform, shape) @ homography
+    return homography
+
+
 def apply_transform(image: np.ndarray, transform: Transform, *, fill: float = 0) -> np.ndarray:
     """Apply ``transform`` to one image of shape (H, W) or (H, W, C); returns the same shape and dtype.
 
@@ -237,21 +282,11 @@ def apply_transform(image: np.ndarray, transform: Transform, *, fill: float = 0)
     out = image[..., 0] if squeeze else image
     shape = out.shape[:2]
     if transform.perspective:
-        corners = tilt_corners(shape, transform.perspective, math.radians(transform.direction))
-        matrix, max_width, max_height = fgeometric.compute_perspective_params(corners, shape)
+        matrix, max_width, max_height = _tilt_params(transform, shape)
         out = fgeometric.perspective(out, matrix, max_width, max_height, fill, cv2.BORDER_CONSTANT, True,
                                      cv2.INTER_LINEAR)
     if transform.affine:
-        height, width = shape
-        matrix = fgeometric.create_affine_transformation_matrix(
-            # as Affine(translate_percent=...): whole pixels, truncated toward zero
-            {"x": int(transform.shift_x * width), "y": int(transform.shift_y * height)},
-            {"x": -transform.shear, "y": -0.0},  # Affine negates the sampled shear
-            transform.axis_scales(),
-            transform.rotate,
-            fgeometric.center(shape),
-        )
-        out = fgeometric.warp_affine(out, matrix, interpolation=cv2.INTER_LINEAR, fill=fill,
+        out = fgeometric.warp_affine(out, _affine_matrix(transform, shape), interpolation=cv2.INTER_LINEAR, fill=fill,
                                      border_mode=cv2.BORDER_CONSTANT, output_shape=shape)
     return out[..., None] if squeeze else out
 

@@ -64,7 +64,9 @@ class SuggestionReport:
     ``seconds`` is the whole call; ``train_seconds`` the training-embedding pass (0 when
     cached), ``null_seconds`` the false-fix calibration, ``search_seconds`` the transform
     search, ``decide_seconds`` neighbours, typicality and the decision, ``model_seconds`` the
-    time inside the model over all of them.
+    time inside the model over all of them. ``null_rate`` is the share of clean references the
+    search turned into another class, ``null_threshold`` the ``p x typicality`` a restoration
+    must beat (both None without a calibration).
     """
 
     run_name: str
@@ -79,6 +81,7 @@ class SuggestionReport:
     model_seconds: float = 0.0
     evaluations_per_candidate: float = 0.0
     null_rate: float | None = None
+    null_threshold: float | None = None
     train_cached: bool = False
     timings: dict = field(default_factory=dict)
 
@@ -404,7 +407,7 @@ def suggest_for_run(
                               density=density, thresholds=thresholds, alpha=alpha, moments=moments, n=len(null_images),
                               seed=seed, batch_size=batch_size)
         report.null_seconds = time.perf_counter() - t0
-        report.null_rate = null.rate
+        report.null_rate, report.null_threshold = null.rate, null.threshold
 
     images = np.stack([decode_png(png) for png in inputs.candidate_pngs])
     if images.shape[1:] != spec.image_shape:

@@ -389,6 +389,8 @@ def test_fault_benchmark_runs_at_small_size(mnist10k_dir, tmp_path, monkeypatch,
         assert r["causes"]["per_cause"] and sum(r["candidate_truth"].values()) == 100
         assert r["cost"]["evaluations_per_candidate"] < 286 / 4  # much less than the exhaustive grid
         assert r["restore"]["n"] > 0 and r["restore"]["search"] >= r["restore"]["grid"] - 0.2
+        # the exact inverse of each injected warp gives most augment candidates their true label back
+        assert r["restore"]["oracle_right"] >= 0.5 and 0 <= r["restore"]["oracle_restores"] <= r["restore"]["oracle_right"]
     assert "imbalance" in results["models"]["cut"]["causes"]["per_cause"]
     assert json.loads((tmp_path / "out.json").read_text())["models"]["full"]["causes"]["macro"] >= 0
 

@@ -18,6 +18,7 @@ from models.transforms import (
     augmentation_pipeline,
     snap_shift,
     tilt_corners,
+    transform_homography,
 )
 
 
@@ -223,6 +224,30 @@ def test_functional_transform_is_pixel_for_pixel_the_albumentations_pipeline(rng
         )
         np.testing.assert_array_equal(apply_transform(image, transform), apply_transform_pipeline(image, transform),
                                       err_msg=str(transform))
+
+
+def test_transform_homography_maps_content_where_apply_transform_puts_it(rng):
+    # a 3x3 bright square far from the border: its centroid after apply_transform is where the
+    # homography sends the square's centre, to within interpolation (a tenth of a pixel)
+    image = np.zeros((28, 28), np.uint8)
+    image[12:15, 9:12] = 255
+    centre = np.array([10.0, 13.0, 1.0])
+    for n in range(60):
+        transform = Transform(
+            rotate=float(rng.uniform(-60, 60)),
+            perspective=float(rng.uniform(0, 0.25)) * (n % 2),
+            direction=float(rng.uniform(0, 360)),
+            scale=float(rng.uniform(0.8, 1.2)),
+            shift_x=snap_shift(float(rng.uniform(-0.1, 0.1)), 28),
+            aspect=float(rng.uniform(0.8, 1.25)),
+            shear=float(rng.uniform(-15, 15)),
+        )
+        out = apply_transform(image, transform).astype(np.float64)
+        ys, xs = np.mgrid[0:28, 0:28]
+        got = np.array([(out * xs).sum(), (out * ys).sum()]) / out.sum()
+        mapped = transform_homography(transform, (28, 28)) @ centre
+        np.testing.assert_allclose(got, mapped[:2] / mapped[2], atol=0.15, err_msg=str(transform))
+    assert np.array_equal(transform_homography(Transform(), (28, 28)), np.eye(3))
 
 
 @pytest.mark.parametrize("kwargs", [{"rotate": 200}, {"perspective": 0.9}, {"scale": 0}, {"rotate": float("nan")},

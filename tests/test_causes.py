@@ -378,11 +378,12 @@ def test_fault_benchmark_runs_at_small_size(mnist10k_dir, tmp_path, monkeypatch,
     finally:
         sys.path.pop(0)
     results = bench.main(["--small", "--model-dir", str(tmp_path), "--json", str(tmp_path / "out.json")])
+    (run,) = results["runs"]
     printed = capsys.readouterr().out
     for heading in ("1. label errors", "2. recall of all", "3. causes of", "4. cost"):
         assert heading in printed
-    assert set(results["models"]) == {"full", "cut"}
-    for r in results["models"].values():
+    assert set(run["models"]) == {"full", "cut"}
+    for r in run["models"].values():
         le = r["label_errors"]
         assert 0 <= le["hardcase"]["precision"] <= 1 and 0 <= le["cleanlab"]["precision"] <= 1
         assert r["hardest"]["hardcase"] >= r["hardest"]["confidence"]
@@ -391,8 +392,14 @@ def test_fault_benchmark_runs_at_small_size(mnist10k_dir, tmp_path, monkeypatch,
         assert r["restore"]["n"] > 0 and r["restore"]["search"] >= r["restore"]["grid"] - 0.2
         # the exact inverse of each injected warp gives most augment candidates their true label back
         assert r["restore"]["oracle_right"] >= 0.5 and 0 <= r["restore"]["oracle_restores"] <= r["restore"]["oracle_right"]
-    assert "imbalance" in results["models"]["cut"]["causes"]["per_cause"]
-    assert json.loads((tmp_path / "out.json").read_text())["models"]["full"]["causes"]["macro"] >= 0
+    assert "imbalance" in run["models"]["cut"]["causes"]["per_cause"]
+    stored = json.loads((tmp_path / "out.json").read_text())
+    assert stored["runs"][0]["models"]["full"]["causes"]["macro"] == run["models"]["full"]["causes"]["macro"]
+    macro = results["summary"]["full"]["macro cause accuracy"]
+    assert macro["values"] == [run["models"]["full"]["causes"]["macro"]] and macro["min"] == macro["max"]
+    # the summary over seeds prints one row per measure
+    bench.print_summary(results["summary"], [0])
+    assert "precision@k hardcase" in capsys.readouterr().out
 
 
 def test_transforms_are_described_in_words():

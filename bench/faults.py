@@ -23,8 +23,8 @@ Per model, in one run:
    ``clean`` candidates got is shown beside), and the share of ``augment`` candidates whose
    suggested transform restores the true label, against an exhaustive grid (29 angles, 257
    perspective warps) on the same candidates, and against an oracle: the exact inverse of each
-   injected warp, judged by the search's own restoration tests (how many a perfect search
-   could at best claim);
+   injected warp, judged by the search's own restoration tests (how many the true inverse
+   itself would get past them);
 4. cost: milliseconds per candidate of cause suggestion and the share spent in the model.
 
 One seed fixes the training of both models, the faults, the mining and the calibration; the

@@ -49,10 +49,10 @@ class FaultyPool:
     def undone(self, indices) -> np.ndarray:
         """The images at ``indices`` with their geometric fault inverted exactly (an oracle).
 
-        What a perfect transform search could at best give back: the warp is undone with the
-        inverse of the homography that made it, so only what the warp itself lost (pixels pushed
-        out of the frame, detail merged by resampling) is missing. Images without a geometric
-        fault come back as they are.
+        The warp is undone with the inverse of the homography that made it, so only what the
+        warp itself lost (pixels pushed out of the frame, detail merged by resampling) is
+        missing: what a search that found the true inverse would give back. Images without a
+        geometric fault come back as they are.
 
         Returns
         -------

@@ -811,6 +811,9 @@ class TransformEvidence:
         The smallest restoring transform found (None when nothing restores).
     null_rate : float or None
         Share of clean reference examples that the same search "restores" to a wrong class.
+    null_threshold : float or None
+        The ``p_target x typicality`` a restoration must exceed: the ``1 - alpha`` quantile of
+        what the search reaches on those references (None without a calibration).
     stats : dict
         Timing and counts (JSON-able).
     """
@@ -826,12 +829,13 @@ class TransformEvidence:
     restores: np.ndarray
     smallest: tuple
     null_rate: float | None = None
+    null_threshold: float | None = None
     stats: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         m = len(np.asarray(self.target))
         for f in fields(self):
-            if f.name in ("null_rate", "stats"):
+            if f.name in ("null_rate", "null_threshold", "stats"):
                 continue
             value = getattr(self, f.name)
             length = len(value)
@@ -1096,6 +1100,8 @@ def _compute_suggestions(
                     "restores": bool(evidence.restores[i]),
                     "smallest": dict(evidence.smallest[i]) if evidence.smallest[i] else None,
                     "null_rate": _rounded(evidence.null_rate),
+                    "null_threshold": _rounded(evidence.null_threshold),
+                    "target_threshold": _rounded(thresholds[int(evidence.target[i])]) if evidence.target[i] >= 0 else None,
                 }
             )
         record["text"] = _sentence(chosen, record, names, k_i, imbalance, alpha)
@@ -1125,6 +1131,25 @@ def _transform_phrase(record: dict) -> str:
     if record.get("restored_typicality") is not None:
         phrase += f", typicality p={record['restored_typicality']:.2f}"
     return phrase
+
+
+def _unconvincing(record: dict, alpha: float) -> str:
+    """Why the best transform found is no restoration: the first of the search's tests it fails."""
+    target, after = record["target"], record["after"]
+    typ = record.get("restored_typicality")
+    if record["predicted_after"] != target:
+        return f"the model then says '{record['predicted_after']}', not '{target}'"
+    if record.get("target_threshold") is not None and after < record["target_threshold"]:
+        return f"{after:.2f} is under the confident threshold of '{target}' ({record['target_threshold']:.2f})"
+    if typ is not None and typ < alpha:
+        return f"the result is not a typical '{target}' (p={typ:.3f} < {alpha:g})"
+    if not record.get("stable"):
+        return "a slightly different rotation loses it again"
+    if record.get("null_threshold") is not None:
+        return (f"it is no more convincing than the false fixes the same search makes on clean images: "
+                f"probability x typicality {after * (typ if typ is not None else 1.0):.2f}, while {alpha:.0%} "
+                f"of those exceed {record['null_threshold']:.2f}")
+    return "it is not convincing"
 
 
 def _sentence(cause: str, record: dict, names: list[str], k: int, imbalance: ClassImbalance, alpha: float) -> str:
@@ -1164,7 +1189,7 @@ def _sentence(cause: str, record: dict, names: list[str], k: int, imbalance: Cla
     if cause == "rare":
         text = f"unlike the training data: {far}"
         if record.get("transform") is not None and record.get("family") not in (None, "none"):
-            text += f"; no transform restores it (best: {_transform_phrase(record)})"
+            text += f"; no transform restores it: the best found, {_transform_phrase(record)}, fails because {_unconvincing(record, alpha)}"
         elif "restores" in record:
             text += "; no transform restores it"
         return text + f"; {neighbours}"
@@ -1173,7 +1198,7 @@ def _sentence(cause: str, record: dict, names: list[str], k: int, imbalance: Cla
         reasons.append(f"typicality for '{dens['class']}' p={dens['pvalue']:.2f}")
     phrase = _transform_phrase(record)
     if phrase:
-        reasons.append(f"best transform: {phrase}" + ("" if record.get("restores") else " (not convincing)"))
+        reasons.append(f"best transform: {phrase}" + ("" if record.get("restores") else f", which fails because {_unconvincing(record, alpha)}"))
     return "no test is convincing: " + "; ".join(reasons)
 
 

@@ -723,6 +723,7 @@ def search_transforms(
         restores=np.array([r["restores"] for r in rows_out], dtype=bool),
         smallest=tuple(r["smallest"] for r in rows_out),
         null_rate=null.rate if null is not None else None,
+        null_threshold=null.threshold if null is not None else None,
         stats=stats,
     )
 

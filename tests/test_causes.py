@@ -170,6 +170,35 @@ def _evidence(m, *, restores=(), target=None, typicality=0.5):
     )
 
 
+def test_a_rare_candidate_says_which_restoration_test_its_best_transform_failed(rng):
+    train, train_labels, _ = clusters(rng, per_class=80)
+    pool, labels, _ = clusters(np.random.default_rng(5), per_class=100)
+    probs = one_hot_probs(labels, 0.95)
+    pool[0] = np.abs(rng.standard_normal(DIM) * 3) + 2.0  # far from every class
+    probs[0] = one_hot_probs([1], 0.6)[0]
+    cand = np.array([0])
+    thresholds = np.full(K, 0.5)
+
+    def text(**changes):
+        fields = dict(target=np.array([labels[0]]), family=np.array(["rotate"]),
+                      transform=({"rotate": -40.0},), before=np.array([0.05]), after=np.array([0.97]),
+                      predicted_after=np.array([labels[0]]), typicality=np.array([0.3]), stable=np.array([True]),
+                      restores=np.array([False]), smallest=(None,), null_rate=0.1, null_threshold=0.5)
+        fields.update(changes)
+        out = suggest_causes(labels, probs, embeddings=pool, train_embeddings=train, train_labels=train_labels,
+                             transform_evidence=TransformEvidence(**fields), candidates=cand, thresholds=thresholds)
+        assert out.cause[0] == "rare"
+        return out.evidence[0]["text"]
+
+    assert "rotating -40° gives '0' at 0.97" in text() and "fails because" in text()
+    assert "no more convincing than the false fixes" in text() and "exceed 0.50" in text()
+    assert "the model then says '2', not '0'" in text(predicted_after=np.array([2]))
+    assert "under the confident threshold of '0' (0.50)" in text(after=np.array([0.4]))
+    assert "not a typical '0' (p=0.010 < 0.05)" in text(typicality=np.array([0.01]))
+    assert "a slightly different rotation loses it" in text(stable=np.array([False]))
+    assert "fails because it is not convincing;" in text(null_threshold=None)
+
+
 def test_each_cause_on_constructed_candidates(rng):
     train, train_labels, centres = clusters(rng, per_class=80)
     # class 2 is starved in training

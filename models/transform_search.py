@@ -198,6 +198,16 @@ def _with_rotation(transform: Transform, delta: float) -> Transform:
     return dataclasses.replace(transform, rotate=max(-180.0, min(180.0, transform.rotate + delta)))
 
 
+def _jittered(transform: Transform, space: SearchSpace) -> tuple[Transform, Transform]:
+    """``transform`` with the stability rotation added either way (test 3 of the module docstring)."""
+    return (_with_rotation(transform, -space.stability_rotation), _with_rotation(transform, space.stability_rotation))
+
+
+def _is_stable(results: dict, transform: Transform, target: int, space: SearchSpace) -> bool:
+    """Whether both jittered versions of ``transform`` (already evaluated) still predict ``target``."""
+    return all(results[t][1] == target for t in _jittered(transform, space))
+
+
 # ---------------------------------------------------------------------------- evaluation
 
 
@@ -533,10 +543,8 @@ def _search_chunk(ev: _Evaluator, rows: np.ndarray, thresholds: np.ndarray, alph
         ev.run(requests)
 
     # the best restoration of each candidate, and its stability (the runner-up when it fails)
-    jitter = (-space.stability_rotation, space.stability_rotation)
-
     def is_stable(i: int, t: Transform) -> bool:
-        return all(res[i][_with_rotation(t, d)][1] == int(tgt[i]) for d in jitter)
+        return _is_stable(res[i], t, int(tgt[i]), space)
 
     shortlist: dict[int, list[Transform]] = {}
     for i in map(int, rows):
@@ -548,9 +556,9 @@ def _search_chunk(ev: _Evaluator, rows: np.ndarray, thresholds: np.ndarray, alph
         restoring = sorted((t for t in res[i] if not t.is_identity and _restores(res[i][t], target, thr, alpha)),
                            key=lambda t: key(i, t))
         shortlist[i] = restoring[:2]
-    ev.run([(i, _with_rotation(ts[0], d)) for i, ts in shortlist.items() if ts for d in jitter])
-    ev.run([(i, _with_rotation(ts[1], d)) for i, ts in shortlist.items()
-            if len(ts) > 1 and not is_stable(i, ts[0]) for d in jitter])
+    ev.run([(i, t) for i, ts in shortlist.items() if ts for t in _jittered(ts[0], space)])
+    ev.run([(i, t) for i, ts in shortlist.items() if len(ts) > 1 and not is_stable(i, ts[0])
+            for t in _jittered(ts[1], space)])
 
     null_threshold = null.threshold if null is not None else -math.inf
     out = []
@@ -559,7 +567,7 @@ def _search_chunk(ev: _Evaluator, rows: np.ndarray, thresholds: np.ndarray, alph
         thr = float(thresholds[target])
         identity = res[i][Transform()]
         already = _restores(identity, target, thr, alpha)
-        stable = [t for t in shortlist[i] if all(_with_rotation(t, d) in res[i] for d in jitter) and is_stable(i, t)]
+        stable = [t for t in shortlist[i] if all(j in res[i] for j in _jittered(t, space)) and is_stable(i, t)]
         if stable:
             # typicality differences within TYPICALITY_TIE are noise: among those, the smallest fix
             best = res[i][stable[0]][3]
@@ -774,8 +782,9 @@ def judge_restorations(
     """The search's restoration tests on images restored some other way (by hand, or by an oracle).
 
     The same tests, in the same code, as :func:`search_transforms` applies to its own best
-    transform; e.g. a benchmark that knows the exact inverse of a warp asks how often even
-    that would count as a restoration.
+    transform; the stability rotation turns the restored image itself (the search adds it to
+    its transform instead). E.g. a benchmark that knows the exact inverse of a warp asks how
+    often even that would count as a restoration.
 
     Parameters
     ----------
@@ -790,12 +799,12 @@ def judge_restorations(
     images, targets, thresholds = _check_inputs(classifier, images, targets, thresholds)
     space = space or SearchSpace()
     ev = _Evaluator(classifier, images, targets, density, batch_size)
-    jitter = [Transform(rotate=d) for d in (-space.stability_rotation, space.stability_rotation)]
-    ev.run([(i, t) for i in range(len(images)) for t in (Transform(), *jitter)])
-    results = [r[Transform()] for r in ev.results]
+    as_is = Transform()
+    ev.run([(i, t) for i in range(len(images)) for t in (as_is, *_jittered(as_is, space))])
+    results = [r[as_is] for r in ev.results]
     confident_typical = np.array([_restores(r, int(c), float(thresholds[c]), alpha) for r, c in zip(results, targets)],
                                  dtype=bool)
-    stable = np.array([all(ev.results[i][t][1] == int(targets[i]) for t in jitter) for i in range(len(images))], dtype=bool)
+    stable = np.array([_is_stable(r, as_is, int(c), space) for r, c in zip(ev.results, targets)], dtype=bool)
     limit = -math.inf if null_threshold is None else float(null_threshold)
     beats_null = np.array([_statistic(r) > limit for r in results], dtype=bool)
     return RestorationVerdict(

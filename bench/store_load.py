@@ -40,10 +40,10 @@ from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from store import api
-from store.db import Store, open_store
-from store.export import export_rows
-from store.schema import Candidate, Review
+from hardcase.store import api
+from hardcase.store.db import Store, open_store
+from hardcase.store.export import export_rows
+from hardcase.store.schema import Candidate, Review
 
 CLASSES = [f"class_{index:02d}" for index in range(10)]
 CAUSES = ["augment", "rare", "imbalance", "mislabel", "not_a_failure", "skip"]

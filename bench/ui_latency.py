@@ -36,7 +36,7 @@ def percentiles(samples: list[float]) -> tuple[float, float]:
 
 def big_run(store, model_path: Path, n_scored: int, folder: Path) -> None:
     """A demo-sized model run whose data set has ``n_scored`` scored samples (synthetic images)."""
-    from review_app.mining import MiningOptions, mine
+    from hardcase.review_app.mining import MiningOptions, mine
 
     rng = np.random.default_rng(0)
     base = rng.integers(0, 256, size=(1024, 28, 28), dtype=np.uint8)
@@ -59,10 +59,10 @@ def main() -> None:
     from gradio_client import Client
     from mine_throughput import demo_model
 
-    from models.transforms import Transform
-    from review_app.app import build_app, launch_options
-    from review_app.service import ReviewService
-    from store.db import open_store
+    from hardcase.models.transforms import Transform
+    from hardcase.review_app.app import build_app, launch_options
+    from hardcase.review_app.service import ReviewService
+    from hardcase.store.db import open_store
 
     model_path = demo_model(args.model)
     with tempfile.TemporaryDirectory() as tmp:

@@ -54,7 +54,7 @@ from typing import Any
 
 import numpy as np
 
-from miner._validation import (
+from hardcase.miner._validation import (
     check_embeddings,
     check_fraction,
     check_indices,

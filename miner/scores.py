@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from miner._validation import (
+from hardcase.miner._validation import (
     PROB_SUM_ATOL,
     check_class_sums,
     check_labels,

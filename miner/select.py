@@ -22,7 +22,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from miner._validation import (
+from hardcase.miner._validation import (
     check_choice,
     check_embeddings,
     check_fraction,

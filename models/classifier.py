@@ -14,8 +14,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from miner.scores import detect_logits, softmax
-from models.spec import PreprocessingSpec, as_uint8, spec_path_for
+from hardcase.miner.scores import detect_logits, softmax
+from hardcase.models.spec import PreprocessingSpec, as_uint8, spec_path_for
 
 _PASS_THROUGH = (keras.layers.Dropout, keras.layers.Activation, keras.layers.Softmax)
 

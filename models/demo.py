@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from models.faults import FaultyPool, inject_faults
-from models.spec import PreprocessingSpec
+from hardcase.models.faults import FaultyPool, inject_faults
+from hardcase.models.spec import PreprocessingSpec
 
 DEMO_MODEL_PATH = Path(__file__).resolve().parent / "demo_mnist.keras"
 MNIST_CLASSES = tuple(str(k) for k in range(10))
@@ -71,7 +71,7 @@ def train_demo_model(
     verbose: int = 0,
 ) -> float:
     """Train the demo CNN on uint8 images and save it with its spec; returns seconds taken."""
-    from models.training import build_demo_cnn, save_with_spec, train_classifier
+    from hardcase.models.training import build_demo_cnn, save_with_spec, train_classifier
 
     started = time.perf_counter()
     model = build_demo_cnn(DEMO_SPEC.image_shape, DEMO_SPEC.n_classes, seed=seed)

@@ -13,7 +13,7 @@ import albumentations as A
 import cv2
 import numpy as np
 
-from models.transforms import (
+from hardcase.models.transforms import (
     Transform,
     apply_transform,
     perspective_homography,

@@ -35,7 +35,7 @@ import albumentations as A
 import cv2
 import numpy as np
 
-from models.transforms import MAX_PERSPECTIVE, TiltPerspective, random_affine_ops
+from hardcase.models.transforms import MAX_PERSPECTIVE, TiltPerspective, random_affine_ops
 
 FAMILIES: tuple[str, ...] = ("augment", "imbalance", "mislabel", "rare")
 PLAN_VERSION = 3
@@ -604,7 +604,7 @@ def retrain(plan: TrainingPlan, model, images: np.ndarray, labels: np.ndarray, s
     """
     import keras
 
-    from models.training import train_classifier
+    from hardcase.models.training import train_classifier
 
     data = apply_plan(plan, images, labels, rare_images=rare_images)
     keras.utils.set_random_seed(seed)

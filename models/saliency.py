@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from models.classifier import Classifier
+from hardcase.models.classifier import Classifier
 
 _CONV = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.SeparableConv2D, keras.layers.DepthwiseConv2D)
 

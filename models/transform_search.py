@@ -51,8 +51,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from miner.causes import DEFAULT_ALPHA, ClassDensity, TransformEvidence, class_typicality
-from models.transforms import (
+from hardcase.miner.causes import DEFAULT_ALPHA, ClassDensity, TransformEvidence, class_typicality
+from hardcase.models.transforms import (
     MAX_PERSPECTIVE,
     MAX_SHIFT,
     Transform,

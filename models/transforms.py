@@ -18,7 +18,7 @@ import albumentations.augmentations.geometric.functional as fgeometric
 import cv2
 import numpy as np
 
-from miner.causes import describe_transform
+from hardcase.miner.causes import describe_transform
 
 MAX_PERSPECTIVE = 0.35
 #: Largest shift, as a share of the image width or height.

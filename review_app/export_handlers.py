@@ -15,10 +15,10 @@ from pathlib import Path
 
 import gradio as gr
 
-from review_app.exports import write_fix_list, write_image_folder_zip
-from review_app.service import ReviewService
-from store.errors import StoreError
-from store.export import EXPORTS, FORMATS
+from hardcase.review_app.exports import write_fix_list, write_image_folder_zip
+from hardcase.review_app.service import ReviewService
+from hardcase.store.errors import StoreError
+from hardcase.store.export import EXPORTS, FORMATS
 
 KEEP_SECONDS = 3600
 

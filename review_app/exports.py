@@ -24,10 +24,10 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from store import api
-from store.db import Store
-from store.export import FORMATS, export_rows, write_rows
-from store.schema import Candidate, ModelVersion
+from hardcase.store import api
+from hardcase.store.db import Store
+from hardcase.store.export import FORMATS, export_rows, write_rows
+from hardcase.store.schema import Candidate, ModelVersion
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 

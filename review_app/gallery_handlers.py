@@ -14,12 +14,12 @@ import gradio as gr
 import numpy as np
 from sqlalchemy import select
 
-from review_app.mining import decode_png
-from review_app.service import ReviewService
-from store import api
-from store.db import Store
-from store.errors import StoreError
-from store.schema import Candidate, ModelVersion, Review, Sample, Score
+from hardcase.review_app.mining import decode_png
+from hardcase.review_app.service import ReviewService
+from hardcase.store import api
+from hardcase.store.db import Store
+from hardcase.store.errors import StoreError
+from hardcase.store.schema import Candidate, ModelVersion, Review, Sample, Score
 
 ANY = "any"
 STATUSES = ("all", "unreviewed", "reviewed")

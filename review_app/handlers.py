@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import gradio as gr
 import numpy as np
 
-from models.transforms import FIELDS, Transform
-from review_app.service import ReviewInputError, ReviewService
-from store.errors import StoreError
+from hardcase.models.transforms import FIELDS, Transform
+from hardcase.review_app.service import ReviewInputError, ReviewService
+from hardcase.store.errors import StoreError
 
 DECISION_LABELS = {
     "augment": "augment (a small transform fixes it)",

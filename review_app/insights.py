@@ -23,9 +23,9 @@ from itertools import combinations
 import numpy as np
 from sqlalchemy import func, select
 
-from store import api
-from store.db import Store
-from store.schema import CAUSES, DECISIONS, Candidate, ModelVersion, Review, Sample, Score
+from hardcase.store import api
+from hardcase.store.db import Store
+from hardcase.store.schema import CAUSES, DECISIONS, Candidate, ModelVersion, Review, Sample, Score
 
 
 @dataclass(frozen=True)

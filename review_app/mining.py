@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from miner.scores import (
+from hardcase.miner.scores import (
     SCORE_FIELDS,
     class_confidence_sums,
     compute_scores,
@@ -42,12 +42,12 @@ from miner.scores import (
     hardness_score,
     label_quality_score,
 )
-from miner.select import select_candidates
-from miner.sources import Batch, DataSource, content_hashes, open_source
-from models.classifier import Classifier, file_hash, load_classifier
-from models.spec import as_uint8
-from store import api
-from store.db import Store
+from hardcase.miner.select import select_candidates
+from hardcase.miner.sources import Batch, DataSource, content_hashes, open_source
+from hardcase.models.classifier import Classifier, file_hash, load_classifier
+from hardcase.models.spec import as_uint8
+from hardcase.store import api
+from hardcase.store.db import Store
 
 log = logging.getLogger(__name__)
 #: Scored batches that may wait for the writer thread: a checkpoint (a second's worth of rows
@@ -328,7 +328,7 @@ def mine(store: Store, options: MiningOptions, *, artifacts_dir: Path, progress:
     report = _finish(store, options, run_id, source, classifier, labels, pred_probs, sample_ids, embeddings,
                      scored, already)
     if options.suggest:
-        from review_app.causes import suggest_for_run
+        from hardcase.review_app.causes import suggest_for_run
 
         report.suggestions = suggest_for_run(
             store, options.run_name, artifacts_dir=artifacts_dir, train_data=options.train_data,

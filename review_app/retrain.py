@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from miner.sources import content_hashes, open_source
-from models.retrain import (
+from hardcase.miner.sources import content_hashes, open_source
+from hardcase.models.retrain import (
     FAMILIES,
     PlanError,
     TrainingPlan,
@@ -90,7 +90,7 @@ def load_images(path: str, spec, *, labels: str | None = None,
 
 def fix_rows(store, run_name: str, fixes_path: str | None = None) -> list[dict[str, Any]]:
     """The fix list as dicts: from ``fixes_path`` (CSV/JSONL/Parquet export) or the run's reviews."""
-    from store.export import FIX_COLUMNS, export_rows, read_rows
+    from hardcase.store.export import FIX_COLUMNS, export_rows, read_rows
 
     if fixes_path is not None:
         columns, rows = read_rows(fixes_path)
@@ -105,8 +105,8 @@ def fix_rows(store, run_name: str, fixes_path: str | None = None) -> list[dict[s
 
 def run_dataset(store, run_name: str) -> tuple[str, str | None, str | None]:
     """The mined data path, its labels path and the run's embeddings path."""
-    from store import api
-    from store.schema import Dataset
+    from hardcase.store import api
+    from hardcase.store.schema import Dataset
 
     with store.snapshot() as session:
         run = api.require_run(session, run_name)
@@ -164,7 +164,7 @@ def stress_sets(images: np.ndarray, labels: np.ndarray, *, seed: int = 0) -> dic
     import albumentations as A
     import cv2
 
-    from models.transforms import Transform, apply_transform
+    from hardcase.models.transforms import Transform, apply_transform
 
     rng = np.random.default_rng(seed)
     angles = rng.uniform(-STRESS_ROTATE, STRESS_ROTATE, len(images))
@@ -208,8 +208,8 @@ def run_retrain(store, options: RetrainOptions, *, echo: Callable[[str], None] =
     """Plan, retrain, evaluate, write the model, its plan and the report; returns the report dict."""
     import keras
 
-    from models.classifier import load_classifier
-    from models.training import save_with_spec
+    from hardcase.models.classifier import load_classifier
+    from hardcase.models.training import save_with_spec
 
     if not options.evals:
         raise PlanError("give at least one evaluation set: --eval NAME=PATH")

@@ -14,15 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
-from miner.sources import open_source
-from models.classifier import Classifier, load_classifier
-from models.saliency import Saliency, overlay
-from models.spec import PreprocessingSpec, as_uint8
-from models.transforms import Transform, apply_transform
-from review_app.mining import decode_png
-from store import api
-from store.db import Store
-from store.schema import CAUSES, DECISIONS, ModelVersion, Run
+from hardcase.miner.sources import open_source
+from hardcase.models.classifier import Classifier, load_classifier
+from hardcase.models.saliency import Saliency, overlay
+from hardcase.models.spec import PreprocessingSpec, as_uint8
+from hardcase.models.transforms import Transform, apply_transform
+from hardcase.review_app.mining import decode_png
+from hardcase.store import api
+from hardcase.store.db import Store
+from hardcase.store.schema import CAUSES, DECISIONS, ModelVersion, Run
 
 
 class ReviewInputError(ValueError):

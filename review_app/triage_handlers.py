@@ -8,12 +8,12 @@ from pathlib import Path
 
 import gradio as gr
 
-from review_app import insights, plots
-from review_app.export_handlers import export_folder
-from review_app.gallery_handlers import GalleryHandlers
-from review_app.service import ReviewService
-from store.errors import StoreError
-from store.schema import DECISIONS
+from hardcase.review_app import insights, plots
+from hardcase.review_app.export_handlers import export_folder
+from hardcase.review_app.gallery_handlers import GalleryHandlers
+from hardcase.review_app.service import ReviewService
+from hardcase.store.errors import StoreError
+from hardcase.store.schema import DECISIONS
 
 DISAGREEMENT_COLUMNS = ["candidate", "class", "given", "suggested", "judgments"]
 
@@ -67,7 +67,7 @@ class TriageHandlers:
         ``hardcase retrain --run NAME`` records every report it writes in the run's artifacts
         folder; the files are copied to a private temporary folder for Gradio to serve.
         """
-        from review_app.retrain import run_reports
+        from hardcase.review_app.retrain import run_reports
 
         if not run_name:
             raise gr.Error("choose a mining run first")

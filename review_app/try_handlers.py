@@ -9,10 +9,10 @@ import gradio as gr
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from review_app.handlers import transform_from_sliders
-from review_app.service import ReviewService
-from review_app.try_model import EmptyImageError, RunModels
-from store.errors import StoreError
+from hardcase.review_app.handlers import transform_from_sliders
+from hardcase.review_app.service import ReviewService
+from hardcase.review_app.try_model import EmptyImageError, RunModels
+from hardcase.store.errors import StoreError
 
 DISPLAY = 280
 CANVAS = 280

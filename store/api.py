@@ -32,9 +32,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from miner.scores import LABEL_SCORE_FIELDS, SCORE_FIELDS
-from store.errors import StoreError
-from store.schema import (
+from hardcase.miner.scores import LABEL_SCORE_FIELDS, SCORE_FIELDS
+from hardcase.store.errors import StoreError
+from hardcase.store.schema import (
     DECISIONS,
     NAME_LENGTH,
     ROLES,

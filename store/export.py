@@ -22,10 +22,10 @@ from typing import Any
 from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
-from miner.scores import SCORE_FIELDS
-from store.api import effective_reviews, require_run
-from store.db import Store
-from store.schema import Candidate, Review, Sample, Score
+from hardcase.miner.scores import SCORE_FIELDS
+from hardcase.store.api import effective_reviews, require_run
+from hardcase.store.db import Store
+from hardcase.store.schema import Candidate, Review, Sample, Score
 
 SCORE_COLUMNS: list[str] = ["sample_id", "source_index", "given_label", *SCORE_FIELDS]
 

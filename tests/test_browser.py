@@ -13,7 +13,7 @@ pytestmark = pytest.mark.browser
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory, demo_model_path):
-    from review_app.service import ReviewService
+    from hardcase.review_app.service import ReviewService
 
     store = demo_store(tmp_path_factory.mktemp("browser"), demo_model_path, per_class=3)
     with served_app(ReviewService(store)) as app:
@@ -55,7 +55,7 @@ def test_reviewer_drags_rotation_and_tags_a_cause(browser, app_url):
     page.locator("#decide-augment").click()
     page.wait_for_function("document.querySelector('#status').innerText.includes('saved')", timeout=15000)
 
-    from store import api
+    from hardcase.store import api
 
     with store.Session.begin() as session:
         reviews = api.reviews_for(session, candidate_id)

@@ -9,8 +9,8 @@ from apputil import demo_store, served_app
 from conftest import ARTIFACTS
 from sqlalchemy import select
 
-from store import api
-from store.schema import Candidate
+from hardcase.store import api
+from hardcase.store.schema import Candidate
 
 WAIT = 30_000
 
@@ -40,7 +40,7 @@ def _review_some(store):
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory, demo_model_path):
-    from review_app.service import ReviewService
+    from hardcase.review_app.service import ReviewService
 
     store = demo_store(tmp_path_factory.mktemp("browser-tabs"), demo_model_path, per_class=3)
     _review_some(store)

@@ -9,8 +9,8 @@ import os
 import numpy as np
 import pytest
 
-from miner import causes
-from miner.causes import (
+from hardcase.miner import causes
+from hardcase.miner.causes import (
     CauseSuggestions,
     TransformEvidence,
     class_imbalance,
@@ -319,9 +319,9 @@ def test_inputs_are_validated_at_the_door(rng):
 @pytest.fixture(scope="module")
 def mined_run(tmp_path_factory, demo_model_path, mnist_small):
     """A mined run over 400 pool images with injected faults, and its training data."""
-    from models.faults import inject_faults
-    from review_app.mining import MiningOptions, mine
-    from store.db import open_store
+    from hardcase.models.faults import inject_faults
+    from hardcase.review_app.mining import MiningOptions, mine
+    from hardcase.store.db import open_store
 
     train_x, train_y, pool_x, pool_y = mnist_small
     folder = tmp_path_factory.mktemp("causes")
@@ -341,9 +341,9 @@ def mined_run(tmp_path_factory, demo_model_path, mnist_small):
 def test_suggest_for_run_stores_a_cause_and_evidence_for_every_candidate(mined_run):
     from sqlalchemy import select
 
-    from review_app.causes import TRAIN_CACHE, suggest_for_run
-    from store import api
-    from store.schema import Candidate, Sample
+    from hardcase.review_app.causes import TRAIN_CACHE, suggest_for_run
+    from hardcase.store import api
+    from hardcase.store.schema import Candidate, Sample
 
     store, folder, pool = mined_run
     report = suggest_for_run(store, "r", artifacts_dir=folder / "artifacts", progress=False, null_samples=20)
@@ -377,8 +377,8 @@ def test_suggest_for_run_stores_a_cause_and_evidence_for_every_candidate(mined_r
 def test_suggest_for_run_without_training_data_uses_the_pool(mined_run, tmp_path):
     from sqlalchemy import update
 
-    from review_app.causes import SuggestionInputError, suggest_for_run
-    from store.schema import Run
+    from hardcase.review_app.causes import SuggestionInputError, suggest_for_run
+    from hardcase.store.schema import Run
 
     store, folder, _ = mined_run
     with store.Session.begin() as session:

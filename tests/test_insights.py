@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from review_app import insights, plots
-from review_app.insights import CandidateInfo, Judgment
-from store import api
-from store.db import open_store
+from hardcase.review_app import insights, plots
+from hardcase.review_app.insights import CandidateInfo, Judgment
+from hardcase.store import api
+from hardcase.store.db import open_store
 
 
 # --- Cohen's kappa ----------------------------------------------------------------------------

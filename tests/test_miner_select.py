@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from miner.select import (
+from hardcase.miner.select import (
     POOL_FACTOR,
     Selection,
     _largest_remainder,

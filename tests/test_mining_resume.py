@@ -11,10 +11,10 @@ import time
 import numpy as np
 from sqlalchemy import func, select
 
-from review_app.mining import MiningOptions, mine
-from store.db import open_store
-from store.export import export_rows
-from store.schema import Sample, Score
+from hardcase.review_app.mining import MiningOptions, mine
+from hardcase.store.db import open_store
+from hardcase.store.export import export_rows
+from hardcase.store.schema import Sample, Score
 
 N = 4000
 
@@ -48,7 +48,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, demo_model_pat
     db = tmp_path / "killed.db"
     artifacts = tmp_path / "killed_artifacts"
     process = subprocess.Popen(
-        [sys.executable, "-m", "review_app.cli", "mine", "--model", str(demo_model_path), "--data", str(data),
+        [sys.executable, "-m", "hardcase.review_app.cli", "mine", "--model", str(demo_model_path), "--data", str(data),
          "--db", f"sqlite:///{db}", "--run", "r", "--per-class", "4", "--batch-size", "16", "--checkpoint-seconds", "0", "--quiet"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
@@ -90,8 +90,8 @@ def test_streamed_scores_equal_whole_pool_scores_and_missing_ones_are_completed(
     """Scores stored batch by batch (label quality at the end, from the pool's thresholds) equal
     compute_scores over the whole pool; a run whose stored scores went missing (e.g. started by a
     version that stored them only at the end) gets them when it is finished again."""
-    from miner.scores import SCORE_FIELDS, compute_scores
-    from store import api
+    from hardcase.miner.scores import SCORE_FIELDS, compute_scores
+    from hardcase.store import api
 
     train_x, train_y, pool_x, pool_y = mnist_small
     images, labels = pool_x[:600, ..., 0], pool_y[:600].copy()
@@ -129,7 +129,7 @@ def test_a_writer_error_stops_the_run_with_its_message_and_keeps_what_was_stored
     # fails at the changed row; the error reaches the caller and the first run is untouched
     import pytest
 
-    from store.errors import StoreError
+    from hardcase.store.errors import StoreError
 
     data = _pool(tmp_path, mnist_small)
     store = open_store(f"sqlite:///{tmp_path / 'h.db'}")

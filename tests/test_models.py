@@ -8,9 +8,9 @@ import keras
 import numpy as np
 import pytest
 
-from models.classifier import Classifier, ModelOutputError, detect_spec, file_hash, load_classifier
-from models.spec import PreprocessingSpec, as_uint8, spec_path_for
-from models.transforms import (
+from hardcase.models.classifier import Classifier, ModelOutputError, detect_spec, file_hash, load_classifier
+from hardcase.models.spec import PreprocessingSpec, as_uint8, spec_path_for
+from hardcase.models.transforms import (
     Transform,
     applied_shift,
     apply_transform,

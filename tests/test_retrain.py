@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.retrain import (
+from hardcase.models.retrain import (
     AugmentFix,
     PlanError,
     TrainingPlan,
@@ -138,8 +138,8 @@ def test_augmented_copies_beside_clean_originals(decisions, train_labels):
 def test_training_batches_augment_only_the_masked_rows():
     import albumentations as A
 
-    from models.spec import PreprocessingSpec
-    from models.training import _AugmentedBatches
+    from hardcase.models.spec import PreprocessingSpec
+    from hardcase.models.training import _AugmentedBatches
 
     spec = PreprocessingSpec(height=4, width=4, channels=1, class_names=tuple("ab"))
     images = np.full((6, 4, 4, 1), 10, np.uint8)
@@ -152,9 +152,9 @@ def test_training_batches_augment_only_the_masked_rows():
 
 
 def test_same_seed_same_model_with_augmentation(mnist_small):
-    from models.demo import DEMO_SPEC
-    from models.training import build_demo_cnn, train_classifier
-    from models.transforms import augmentation_pipeline
+    from hardcase.models.demo import DEMO_SPEC
+    from hardcase.models.training import build_demo_cnn, train_classifier
+    from hardcase.models.transforms import augmentation_pipeline
 
     train_x, train_y = mnist_small[0][:256], mnist_small[1][:256]
 
@@ -236,11 +236,11 @@ def reviewed_run(tmp_path_factory, demo_model_path, mnist_small):
     """A small pool mined with the demo model, reviewed with one decision of each cause."""
     from sqlalchemy import select
 
-    from models.faults import inject_faults
-    from review_app.mining import MiningOptions, mine
-    from store import api
-    from store.db import open_store
-    from store.schema import Candidate
+    from hardcase.models.faults import inject_faults
+    from hardcase.review_app.mining import MiningOptions, mine
+    from hardcase.store import api
+    from hardcase.store.db import open_store
+    from hardcase.store.schema import Candidate
 
     folder = tmp_path_factory.mktemp("retrain")
     train_x, train_y, pool_x, pool_y = mnist_small
@@ -269,8 +269,8 @@ def reviewed_run(tmp_path_factory, demo_model_path, mnist_small):
 
 
 def test_tiny_retrain_end_to_end_writes_model_plan_and_report(reviewed_run, demo_model_path):
-    from models.classifier import load_classifier
-    from review_app.retrain import RetrainOptions, report_paths, run_retrain
+    from hardcase.models.classifier import load_classifier
+    from hardcase.review_app.retrain import RetrainOptions, report_paths, run_retrain
 
     store, folder = reviewed_run
     out = folder / "new" / "retrained.keras"
@@ -303,8 +303,8 @@ def test_tiny_retrain_end_to_end_writes_model_plan_and_report(reviewed_run, demo
 
 
 def test_retrain_from_an_exported_fix_list(reviewed_run, demo_model_path, tmp_path):
-    from review_app.retrain import RetrainOptions, run_retrain
-    from store.export import export_rows, write_rows
+    from hardcase.review_app.retrain import RetrainOptions, run_retrain
+    from hardcase.store.export import export_rows, write_rows
 
     store, folder = reviewed_run
     columns, rows = export_rows(store, "r", "fixes")

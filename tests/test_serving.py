@@ -8,9 +8,9 @@ import urllib.request
 import pytest
 from apputil import demo_store, served_app
 
-from review_app.auth import authenticator, hash_password, load_accounts, verify_password
-from review_app.cli import main
-from store import api
+from hardcase.review_app.auth import authenticator, hash_password, load_accounts, verify_password
+from hardcase.review_app.cli import main
+from hardcase.store import api
 
 
 def test_password_hashes_verify_and_differ():
@@ -49,7 +49,7 @@ def test_serving_beyond_loopback_without_auth_is_refused(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def demo_service(tmp_path_factory, demo_model_path):
-    from review_app.service import ReviewService
+    from hardcase.review_app.service import ReviewService
 
     store = demo_store(tmp_path_factory.mktemp("serving"), demo_model_path, per_class=2)
     yield ReviewService(store)
@@ -58,7 +58,7 @@ def demo_service(tmp_path_factory, demo_model_path):
 
 @pytest.fixture(scope="module")
 def authed_app(demo_service):
-    from review_app.auth import Account
+    from hardcase.review_app.auth import Account
 
     accounts = {"gina": Account("gina", "annotator", hash_password("pw"))}
     with served_app(demo_service, queue_size=16, auth=authenticator(accounts)) as app:

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from miner.sources import (
+from hardcase.miner.sources import (
     Batch,
     DataSource,
     RowError,

@@ -13,10 +13,10 @@ from pgutil import CLASSES, TINY_PNG, empty_database, seed_run
 from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError
 
-from store import api
-from store.db import open_store
-from store.errors import StoreError
-from store.export import (
+from hardcase.store import api
+from hardcase.store.db import open_store
+from hardcase.store.errors import StoreError
+from hardcase.store.export import (
     CANDIDATE_COLUMNS,
     EXPORTS,
     FIX_COLUMNS,
@@ -26,7 +26,7 @@ from store.export import (
     read_rows,
     write_rows,
 )
-from store.schema import Candidate, Lease, Review, Sample, Score
+from hardcase.store.schema import Candidate, Lease, Review, Sample, Score
 
 DIALECTS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 T0 = dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.UTC)
@@ -282,7 +282,7 @@ def test_errors_are_idempotent(store, seeded):
             ],
         )
         api.add_errors(session, seeded.run_id, [{"source_index": 7, "reason": "again"}])
-        from store.schema import RunError
+        from hardcase.store.schema import RunError
 
         reasons = session.scalars(select(RunError.reason).order_by(RunError.source_index)).all()
         assert reasons == ["truncated PNG", "gone"]

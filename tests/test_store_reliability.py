@@ -18,10 +18,10 @@ import pytest
 from pgutil import empty_database, seed_run
 from sqlalchemy import func, select, text
 
-from store import api
-from store.db import current_revision, head_revision, open_store
-from store.export import export_rows
-from store.schema import Candidate, Review
+from hardcase.store import api
+from hardcase.store.db import current_revision, head_revision, open_store
+from hardcase.store.export import export_rows
+from hardcase.store.schema import Candidate, Review
 
 DIALECTS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 N_WRITERS = 8

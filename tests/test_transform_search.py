@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from miner.causes import class_thresholds, class_typicality, fit_class_density, suggest_causes
-from models.transform_search import (
+from hardcase.miner.causes import class_thresholds, class_typicality, fit_class_density, suggest_causes
+from hardcase.models.transform_search import (
     GRID_ANGLES,
     SearchSpace,
     _apply_stacked,
@@ -21,7 +21,7 @@ from models.transform_search import (
     judge_restorations,
     search_transforms,
 )
-from models.transforms import Transform, apply_transform
+from hardcase.models.transforms import Transform, apply_transform
 
 ANGLE = 50.0
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import gradio as gr
 
-from review_app.export_handlers import ExportHandlers
-from review_app.service import ReviewService
-from store.export import EXPORTS, FORMATS
+from hardcase.review_app.export_handlers import ExportHandlers
+from hardcase.review_app.service import ReviewService
+from hardcase.store.export import EXPORTS, FORMATS
 
 EXPORT_ORDER = ["fixes", "candidates", "reviews", "scores"]
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import gradio as gr
 
-from review_app.gallery_handlers import ANY, STATUSES, GalleryHandlers
-from review_app.service import ReviewService
-from review_app.tabs.review import ReviewTab
+from hardcase.review_app.gallery_handlers import ANY, STATUSES, GalleryHandlers
+from hardcase.review_app.service import ReviewService
+from hardcase.review_app.tabs.review import ReviewTab
 
 
 def build(service: ReviewService, *, tab: gr.Tab, tabs: gr.Tabs, review_tab: ReviewTab,

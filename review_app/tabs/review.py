@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from models.transforms import FIELDS, MAX_PERSPECTIVE
-from review_app.handlers import ANY, DECISION_LABELS, RESET_TRANSFORM, SHOWN, Handlers
-from store.schema import SUGGESTED_CAUSES
+from hardcase.models.transforms import FIELDS, MAX_PERSPECTIVE
+from hardcase.review_app.handlers import ANY, DECISION_LABELS, RESET_TRANSFORM, SHOWN, Handlers
+from hardcase.store.schema import SUGGESTED_CAUSES
 
 MODEL_CONCURRENCY = "model"
 

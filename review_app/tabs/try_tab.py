@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import gradio as gr
 
-from review_app.handlers import RESET_TRANSFORM
-from review_app.service import ReviewService
-from review_app.tabs.review import MODEL_CONCURRENCY, transform_sliders
-from review_app.try_handlers import CANVAS, TryHandlers
+from hardcase.review_app.handlers import RESET_TRANSFORM
+from hardcase.review_app.service import ReviewService
+from hardcase.review_app.tabs.review import MODEL_CONCURRENCY, transform_sliders
+from hardcase.review_app.try_handlers import CANVAS, TryHandlers
 
 
 def build(service: ReviewService, *, run_names: list[str], default_run: str | None) -> None:

@@ -19,7 +19,7 @@ import os
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from store.schema import metadata
+from hardcase.store.schema import metadata
 
 config = context.config
 
@@ -68,7 +68,7 @@ def run_migrations_online() -> None:
             context.run_migrations()
         return
 
-    from store.db import migration_connection, open_store
+    from hardcase.store.db import migration_connection, open_store
 
     store = open_store(database_url(), upgrade=False)
     try:

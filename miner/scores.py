@@ -15,7 +15,6 @@ raise ``TypeError``/``ValueError`` naming the bad argument; the private
 from __future__ import annotations
 
 import numpy as np
-
 from hardcase.miner._validation import (
     PROB_SUM_ATOL,
     check_class_sums,

@@ -21,7 +21,6 @@ import math
 from dataclasses import dataclass, fields
 
 import numpy as np
-
 from hardcase.miner._validation import (
     check_choice,
     check_embeddings,

@@ -34,7 +34,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import albumentations as A
 import cv2
 import numpy as np
-
 from hardcase.models.transforms import MAX_PERSPECTIVE, TiltPerspective, random_affine_ops
 
 FAMILIES: tuple[str, ...] = ("augment", "imbalance", "mislabel", "rare")
@@ -603,7 +602,6 @@ def retrain(plan: TrainingPlan, model, images: np.ndarray, labels: np.ndarray, s
     Returns ``(new_model, training_set)``. The same plan, data and seed give the same model.
     """
     import keras
-
     from hardcase.models.training import train_classifier
 
     data = apply_plan(plan, images, labels, rare_images=rare_images)

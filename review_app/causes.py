@@ -22,9 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import select
-from tqdm import tqdm
-
 from hardcase.miner.causes import (
     DEFAULT_ALPHA,
     DEFAULT_K,
@@ -47,6 +44,8 @@ from hardcase.review_app.mining import decode_png
 from hardcase.store import api
 from hardcase.store.db import Store
 from hardcase.store.schema import Candidate, Dataset, ModelVersion, Sample
+from sqlalchemy import select
+from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 

@@ -31,9 +31,6 @@ from queue import Queue
 from typing import Any
 
 import numpy as np
-from PIL import Image
-from tqdm import tqdm
-
 from hardcase.miner.scores import (
     SCORE_FIELDS,
     class_confidence_sums,
@@ -48,6 +45,8 @@ from hardcase.models.classifier import Classifier, file_hash, load_classifier
 from hardcase.models.spec import as_uint8
 from hardcase.store import api
 from hardcase.store.db import Store
+from PIL import Image
+from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 #: Scored batches that may wait for the writer thread: a checkpoint (a second's worth of rows

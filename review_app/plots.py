@@ -6,9 +6,8 @@ import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from matplotlib.figure import Figure
-
 from hardcase.review_app.insights import PairAgreement
+from matplotlib.figure import Figure
 
 WIDTH, HEIGHT = 6.4, 4.6
 MIN_BAR_SLOTS = 4

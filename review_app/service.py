@@ -13,7 +13,6 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-
 from hardcase.miner.sources import open_source
 from hardcase.models.classifier import Classifier, load_classifier
 from hardcase.models.saliency import Saliency, overlay

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
-
 from hardcase.review_app import insights, plots
 from hardcase.review_app.export_handlers import export_folder
 from hardcase.review_app.gallery_handlers import GalleryHandlers

@@ -27,11 +27,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from sqlalchemy import Select, Table, and_, bindparam, delete, func, insert, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
-
 from hardcase.miner.scores import LABEL_SCORE_FIELDS, SCORE_FIELDS
 from hardcase.store.errors import StoreError
 from hardcase.store.schema import (
@@ -51,6 +46,10 @@ from hardcase.store.schema import (
     Score,
     User,
 )
+from sqlalchemy import Select, Table, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 CHUNK_ROWS = 5000
 """Rows per bulk statement (well under SQLite's 32766 bound parameters)."""

@@ -9,12 +9,11 @@ import sys
 import time
 
 import numpy as np
-from sqlalchemy import func, select
-
 from hardcase.review_app.mining import MiningOptions, mine
 from hardcase.store.db import open_store
 from hardcase.store.export import export_rows
 from hardcase.store.schema import Sample, Score
+from sqlalchemy import func, select
 
 N = 4000
 
@@ -128,7 +127,6 @@ def test_a_writer_error_stops_the_run_with_its_message_and_keeps_what_was_stored
     # the same file (same dataset) changed under a later run: the writer thread's hash check
     # fails at the changed row; the error reaches the caller and the first run is untouched
     import pytest
-
     from hardcase.store.errors import StoreError
 
     data = _pool(tmp_path, mnist_small)

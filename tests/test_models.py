@@ -7,8 +7,13 @@ import warnings
 import keras
 import numpy as np
 import pytest
-
-from hardcase.models.classifier import Classifier, ModelOutputError, detect_spec, file_hash, load_classifier
+from hardcase.models.classifier import (
+    Classifier,
+    ModelOutputError,
+    detect_spec,
+    file_hash,
+    load_classifier,
+)
 from hardcase.models.spec import PreprocessingSpec, as_uint8, spec_path_for
 from hardcase.models.transforms import (
     Transform,

@@ -7,8 +7,12 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-
-from hardcase.miner.causes import class_thresholds, class_typicality, fit_class_density, suggest_causes
+from hardcase.miner.causes import (
+    class_thresholds,
+    class_typicality,
+    fit_class_density,
+    suggest_causes,
+)
 from hardcase.models.transform_search import (
     GRID_ANGLES,
     SearchSpace,

@@ -17,9 +17,8 @@ from __future__ import annotations
 import os
 
 from alembic import context
-from sqlalchemy.engine import Connection
-
 from hardcase.store.schema import metadata
+from sqlalchemy.engine import Connection
 
 config = context.config
 

@@ -40,12 +40,13 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=None)
     args = parser.parse_args()
 
+    from mine_throughput import demo_model, shared_mnist  # a sibling script in bench/
+
     from hardcase.miner.scores import compute_scores
     from hardcase.miner.select import select_candidates
     from hardcase.miner.sources import open_source
     from hardcase.models.classifier import load_classifier
     from hardcase.models.faults import inject_faults
-    from mine_throughput import demo_model, shared_mnist  # a sibling script in bench/
 
     folder = shared_mnist()
     source = open_source(folder / "t10k-images-idx3-ubyte.gz", labels=folder / "t10k-labels-idx1-ubyte.gz")

@@ -160,6 +160,7 @@ def ranking_metrics(ranked: np.ndarray, truth: np.ndarray, k: int) -> tuple[floa
 
 def label_errors(labels, probs, pool_emb, density, flipped, alpha):
     from cleanlab.filter import find_label_issues
+
     from hardcase.miner.causes import rank_label_issues
 
     k = int(flipped.sum())
@@ -204,9 +205,10 @@ def true_causes(pool, predicted, name, args) -> np.ndarray:
 
 
 def candidate_table(store, run_name):
+    from sqlalchemy import select
+
     from hardcase.store import api
     from hardcase.store.schema import Candidate, Sample
-    from sqlalchemy import select
 
     with store.Session.begin() as session:
         run = api.require_run(session, run_name)

@@ -70,6 +70,7 @@ def demo_model(path: Path | None) -> Path:
 def bare_forward(model_path: Path, images: np.ndarray, batch_size: int):
     """A timer of the bare compiled forward pass (outputs and embedding together), warmed up."""
     import tensorflow as tf
+
     from hardcase.models.classifier import load_classifier
 
     classifier = load_classifier(model_path)

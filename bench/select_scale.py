@@ -24,6 +24,7 @@ import os
 import time
 
 import numpy as np
+
 from hardcase.miner.select import farthest_point_sampling
 
 

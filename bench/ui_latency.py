@@ -57,11 +57,12 @@ def main() -> None:
     args = parser.parse_args()
 
     from gradio_client import Client
+    from mine_throughput import demo_model
+
     from hardcase.models.transforms import Transform
     from hardcase.review_app.app import build_app, launch_options
     from hardcase.review_app.service import ReviewService
     from hardcase.store.db import open_store
-    from mine_throughput import demo_model
 
     model_path = demo_model(args.model)
     with tempfile.TemporaryDirectory() as tmp:

@@ -53,6 +53,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
+
 from hardcase.miner._validation import (
     check_embeddings,
     check_fraction,
@@ -63,6 +64,7 @@ from hardcase.miner._validation import (
     check_pred_probs,
     check_thresholds,
 )
+from hardcase.miner.vocabulary import METRICS
 
 __all__ = [
     "CAUSE_ORDER",
@@ -88,8 +90,6 @@ __all__ = [
     "suggest_causes",
 ]
 
-#: Distances supported by the neighbour search.
-METRICS = ("cosine", "euclidean")
 #: Order in which the cause tests are tried.
 CAUSE_ORDER = ("mislabel", "imbalance", "augment", "rare")
 #: Everything :func:`suggest_causes` may answer.

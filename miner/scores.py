@@ -15,6 +15,7 @@ raise ``TypeError``/``ValueError`` naming the bad argument; the private
 from __future__ import annotations
 
 import numpy as np
+
 from hardcase.miner._validation import (
     PROB_SUM_ATOL,
     check_class_sums,
@@ -23,6 +24,7 @@ from hardcase.miner._validation import (
     check_pred_probs,
     check_thresholds,
 )
+from hardcase.miner.vocabulary import LABEL_SCORE_FIELDS, SCORE_FIELDS
 
 __all__ = [
     "LABEL_SCORE_FIELDS",
@@ -43,21 +45,6 @@ __all__ = [
     "softmax",
 ]
 
-#: Keys of the dict returned by :func:`compute_scores`, in export order.
-SCORE_FIELDS = (
-    "predicted_label",
-    "confidence",
-    "margin",
-    "entropy",
-    "self_confidence",
-    "normalized_margin",
-    "loss",
-    "label_quality_score",
-    "hardness_score",
-)
-
-#: The scores that need a given label (NaN where the label is unknown); the others always exist.
-LABEL_SCORE_FIELDS = ("self_confidence", "normalized_margin", "loss", "label_quality_score")
 
 #: Probabilities are clipped from below to this value before taking logs, as
 #: Keras' ``categorical_crossentropy`` does (``keras.config.epsilon()``), so the

@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass, fields
 
 import numpy as np
+
 from hardcase.miner._validation import (
     check_choice,
     check_embeddings,
@@ -31,6 +32,7 @@ from hardcase.miner._validation import (
     check_positive_int,
     check_values_1d,
 )
+from hardcase.miner.vocabulary import METRICS
 
 __all__ = [
     "MAX_POOL",
@@ -54,7 +56,6 @@ POOL_QUANTILE = 0.25
 MAX_POOL_FACTOR = 50
 MAX_POOL = 10_000
 #: Distances :func:`select_candidates` can compare embeddings by.
-METRICS = ("cosine", "euclidean")
 
 
 @dataclass(frozen=True)

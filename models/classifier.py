@@ -13,6 +13,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 import numpy as np
 import tensorflow as tf
+
 from hardcase.miner.scores import detect_logits, softmax
 from hardcase.models.spec import PreprocessingSpec, as_uint8, spec_path_for
 

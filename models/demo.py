@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from hardcase.models.faults import FaultyPool, inject_faults
 from hardcase.models.spec import PreprocessingSpec
 

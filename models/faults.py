@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import albumentations as A
 import cv2
 import numpy as np
+
 from hardcase.models.transforms import (
     Transform,
     apply_transform,

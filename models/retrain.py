@@ -34,9 +34,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import albumentations as A
 import cv2
 import numpy as np
+
+from hardcase.miner.vocabulary import CAUSES
 from hardcase.models.transforms import MAX_PERSPECTIVE, TiltPerspective, random_affine_ops
 
-FAMILIES: tuple[str, ...] = ("augment", "imbalance", "mislabel", "rare")
+#: The fix families of a plan, one per cause, in the (alphabetical) order plans print and ablate them.
+FAMILIES: tuple[str, ...] = tuple(sorted(CAUSES))
 PLAN_VERSION = 3
 MAX_CLASS_WEIGHT = 10.0
 DEFAULT_ROTATE = 15.0
@@ -602,6 +605,7 @@ def retrain(plan: TrainingPlan, model, images: np.ndarray, labels: np.ndarray, s
     Returns ``(new_model, training_set)``. The same plan, data and seed give the same model.
     """
     import keras
+
     from hardcase.models.training import train_classifier
 
     data = apply_plan(plan, images, labels, rare_images=rare_images)

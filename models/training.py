@@ -10,6 +10,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import albumentations as A
 import keras
 import numpy as np
+
 from hardcase.models.spec import PreprocessingSpec, spec_path_for
 
 

@@ -49,6 +49,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
+from threadpoolctl import threadpool_limits
+
 from hardcase.miner.causes import DEFAULT_ALPHA, ClassDensity, TransformEvidence, class_typicality
 from hardcase.models.transforms import (
     MAX_PERSPECTIVE,
@@ -58,7 +60,6 @@ from hardcase.models.transforms import (
     apply_transform,
     snap_shift,
 )
-from threadpoolctl import threadpool_limits
 
 #: Relative difference in normalized distance below which two restoring transforms count as
 #: equally typical (and the smaller one is suggested).

@@ -17,6 +17,7 @@ import albumentations as A
 import albumentations.augmentations.geometric.functional as fgeometric
 import cv2
 import numpy as np
+
 from hardcase.miner.causes import describe_transform
 
 MAX_PERSPECTIVE = 0.35

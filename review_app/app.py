@@ -7,6 +7,7 @@ import os
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr
+
 from hardcase.review_app.handlers import Handlers
 from hardcase.review_app.service import ReviewService
 from hardcase.review_app.tabs import export, gallery, review, triage, try_tab

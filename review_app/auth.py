@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from hardcase.store.schema import ROLES
+from hardcase.miner.vocabulary import ROLES
 
 _N, _R, _P = 2**14, 8, 1
 

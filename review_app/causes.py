@@ -22,6 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from sqlalchemy import select
+from tqdm import tqdm
+
 from hardcase.miner.causes import (
     DEFAULT_ALPHA,
     DEFAULT_K,
@@ -44,8 +47,6 @@ from hardcase.review_app.mining import decode_png
 from hardcase.store import api
 from hardcase.store.db import Store
 from hardcase.store.schema import Candidate, Dataset, ModelVersion, Sample
-from sqlalchemy import select
-from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from hardcase.models.demo import (
     DEMO_MODEL_PATH,
     disturb_pool,

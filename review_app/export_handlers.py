@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
+
 from hardcase.review_app.exports import write_fix_list, write_image_folder_zip
 from hardcase.review_app.service import ReviewService
 from hardcase.store.errors import StoreError

@@ -22,11 +22,12 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy import select
+
 from hardcase.store import api
 from hardcase.store.db import Store
 from hardcase.store.export import FORMATS, export_rows, write_rows
 from hardcase.store.schema import Candidate, ModelVersion
-from sqlalchemy import select
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 

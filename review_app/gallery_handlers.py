@@ -12,13 +12,14 @@ from dataclasses import dataclass
 
 import gradio as gr
 import numpy as np
+from sqlalchemy import select
+
 from hardcase.review_app.mining import decode_png
 from hardcase.review_app.service import ReviewService
 from hardcase.store import api
 from hardcase.store.db import Store
 from hardcase.store.errors import StoreError
 from hardcase.store.schema import Candidate, ModelVersion, Review, Sample, Score
-from sqlalchemy import select
 
 ANY = "any"
 STATUSES = ("all", "unreviewed", "reviewed")

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 import numpy as np
+
 from hardcase.models.transforms import FIELDS, Transform
 from hardcase.review_app.service import ReviewInputError, ReviewService
 from hardcase.store.errors import StoreError

@@ -21,10 +21,12 @@ from dataclasses import dataclass, field
 from itertools import combinations
 
 import numpy as np
+from sqlalchemy import func, select
+
+from hardcase.miner.vocabulary import CAUSES, DECISIONS
 from hardcase.store import api
 from hardcase.store.db import Store
-from hardcase.store.schema import CAUSES, DECISIONS, Candidate, ModelVersion, Review, Sample, Score
-from sqlalchemy import func, select
+from hardcase.store.schema import Candidate, ModelVersion, Review, Sample, Score
 
 
 @dataclass(frozen=True)

@@ -31,8 +31,10 @@ from queue import Queue
 from typing import Any
 
 import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
 from hardcase.miner.scores import (
-    SCORE_FIELDS,
     class_confidence_sums,
     compute_scores,
     confident_thresholds_from_sums,
@@ -41,12 +43,11 @@ from hardcase.miner.scores import (
 )
 from hardcase.miner.select import select_candidates
 from hardcase.miner.sources import Batch, DataSource, content_hashes, open_source
+from hardcase.miner.vocabulary import SCORE_FIELDS
 from hardcase.models.classifier import Classifier, file_hash, load_classifier
 from hardcase.models.spec import as_uint8
 from hardcase.store import api
 from hardcase.store.db import Store
-from PIL import Image
-from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 #: Scored batches that may wait for the writer thread: a checkpoint (a second's worth of rows

@@ -6,8 +6,9 @@ import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from hardcase.review_app.insights import PairAgreement
 from matplotlib.figure import Figure
+
+from hardcase.review_app.insights import PairAgreement
 
 WIDTH, HEIGHT = 6.4, 4.6
 MIN_BAR_SLOTS = 4

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from hardcase.miner.sources import content_hashes, open_source
 from hardcase.models.retrain import (
     FAMILIES,
@@ -162,6 +163,7 @@ def stress_sets(images: np.ndarray, labels: np.ndarray, *, seed: int = 0) -> dic
     """A rotated copy (uniform ±45°) and a perspective-warped copy (scale 0.12-0.18) of a set."""
     import albumentations as A
     import cv2
+
     from hardcase.models.transforms import Transform, apply_transform
 
     rng = np.random.default_rng(seed)
@@ -205,6 +207,7 @@ def evaluate_pair(old_model, new_model, spec, sets: Mapping[str, tuple[np.ndarra
 def run_retrain(store, options: RetrainOptions, *, echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Plan, retrain, evaluate, write the model, its plan and the report; returns the report dict."""
     import keras
+
     from hardcase.models.classifier import load_classifier
     from hardcase.models.training import save_with_spec
 

@@ -13,7 +13,9 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+
 from hardcase.miner.sources import open_source
+from hardcase.miner.vocabulary import CAUSES, DECISIONS
 from hardcase.models.classifier import Classifier, load_classifier
 from hardcase.models.saliency import Saliency, overlay
 from hardcase.models.spec import PreprocessingSpec, as_uint8
@@ -21,7 +23,7 @@ from hardcase.models.transforms import Transform, apply_transform
 from hardcase.review_app.mining import decode_png
 from hardcase.store import api
 from hardcase.store.db import Store
-from hardcase.store.schema import CAUSES, DECISIONS, ModelVersion, Run
+from hardcase.store.schema import ModelVersion, Run
 
 
 class ReviewInputError(ValueError):

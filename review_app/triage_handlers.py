@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
+
+from hardcase.miner.vocabulary import DECISIONS
 from hardcase.review_app import insights, plots
 from hardcase.review_app.export_handlers import export_folder
 from hardcase.review_app.gallery_handlers import GalleryHandlers
 from hardcase.review_app.service import ReviewService
 from hardcase.store.errors import StoreError
-from hardcase.store.schema import DECISIONS
 
 DISAGREEMENT_COLUMNS = ["candidate", "class", "given", "suggested", "judgments"]
 

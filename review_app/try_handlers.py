@@ -7,11 +7,12 @@ from dataclasses import dataclass, field
 import cv2
 import gradio as gr
 import numpy as np
+from PIL import Image, UnidentifiedImageError
+
 from hardcase.review_app.handlers import transform_from_sliders
 from hardcase.review_app.service import ReviewService
 from hardcase.review_app.try_model import EmptyImageError, RunModels
 from hardcase.store.errors import StoreError
-from PIL import Image, UnidentifiedImageError
 
 DISPLAY = 280
 CANVAS = 280

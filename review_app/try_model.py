@@ -27,13 +27,14 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from sqlalchemy import select
+
 from hardcase.models.classifier import Classifier, load_classifier
 from hardcase.models.spec import PreprocessingSpec
 from hardcase.models.transforms import Transform, apply_transform
 from hardcase.review_app.service import ReviewService
 from hardcase.store import api
 from hardcase.store.schema import Candidate, ModelVersion
-from sqlalchemy import select
 
 MNIST_BOX = 20 / 28
 """Share of the image side the digit's bounding box is fitted into."""

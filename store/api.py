@@ -27,14 +27,22 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from hardcase.miner.scores import LABEL_SCORE_FIELDS, SCORE_FIELDS
-from hardcase.store.errors import StoreError
-from hardcase.store.schema import (
+from sqlalchemy import Select, Table, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from hardcase.miner.vocabulary import (
     DECISIONS,
-    NAME_LENGTH,
+    LABEL_SCORE_FIELDS,
     ROLES,
     RUN_STATUSES,
+    SCORE_FIELDS,
     SUGGESTED_CAUSES,
+)
+from hardcase.store.errors import StoreError
+from hardcase.store.schema import (
+    NAME_LENGTH,
     Candidate,
     Dataset,
     Lease,
@@ -46,10 +54,6 @@ from hardcase.store.schema import (
     Score,
     User,
 )
-from sqlalchemy import Select, Table, and_, bindparam, delete, func, insert, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 CHUNK_ROWS = 5000
 """Rows per bulk statement (well under SQLite's 32766 bound parameters)."""

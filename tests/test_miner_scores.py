@@ -6,10 +6,11 @@ import math
 
 import numpy as np
 import pytest
-from hardcase.miner import scores as S
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+
+from hardcase.miner import scores as S
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -9,11 +9,12 @@ import sys
 import time
 
 import numpy as np
+from sqlalchemy import func, select
+
 from hardcase.review_app.mining import MiningOptions, mine
 from hardcase.store.db import open_store
 from hardcase.store.export import export_rows
 from hardcase.store.schema import Sample, Score
-from sqlalchemy import func, select
 
 N = 4000
 
@@ -89,7 +90,8 @@ def test_streamed_scores_equal_whole_pool_scores_and_missing_ones_are_completed(
     """Scores stored batch by batch (label quality at the end, from the pool's thresholds) equal
     compute_scores over the whole pool; a run whose stored scores went missing (e.g. started by a
     version that stored them only at the end) gets them when it is finished again."""
-    from hardcase.miner.scores import SCORE_FIELDS, compute_scores
+    from hardcase.miner.scores import compute_scores
+    from hardcase.miner.vocabulary import SCORE_FIELDS
     from hardcase.store import api
 
     train_x, train_y, pool_x, pool_y = mnist_small
@@ -127,6 +129,7 @@ def test_a_writer_error_stops_the_run_with_its_message_and_keeps_what_was_stored
     # the same file (same dataset) changed under a later run: the writer thread's hash check
     # fails at the changed row; the error reaches the caller and the first run is untouched
     import pytest
+
     from hardcase.store.errors import StoreError
 
     data = _pool(tmp_path, mnist_small)

@@ -7,6 +7,7 @@ import warnings
 import keras
 import numpy as np
 import pytest
+
 from hardcase.models.classifier import (
     Classifier,
     ModelOutputError,

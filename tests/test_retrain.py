@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from hardcase.models.retrain import (
     AugmentFix,
     PlanError,
@@ -136,6 +137,7 @@ def test_augmented_copies_beside_clean_originals(decisions, train_labels):
 
 def test_training_batches_augment_only_the_masked_rows():
     import albumentations as A
+
     from hardcase.models.spec import PreprocessingSpec
     from hardcase.models.training import _AugmentedBatches
 
@@ -232,12 +234,13 @@ def test_plan_path_beside_model(tmp_path):
 @pytest.fixture(scope="module")
 def reviewed_run(tmp_path_factory, demo_model_path, mnist_small):
     """A small pool mined with the demo model, reviewed with one decision of each cause."""
+    from sqlalchemy import select
+
     from hardcase.models.faults import inject_faults
     from hardcase.review_app.mining import MiningOptions, mine
     from hardcase.store import api
     from hardcase.store.db import open_store
     from hardcase.store.schema import Candidate
-    from sqlalchemy import select
 
     folder = tmp_path_factory.mktemp("retrain")
     train_x, train_y, pool_x, pool_y = mnist_small

@@ -7,6 +7,7 @@ import urllib.request
 
 import pytest
 from apputil import demo_store, served_app
+
 from hardcase.review_app.auth import authenticator, hash_password, load_accounts, verify_password
 from hardcase.review_app.cli import main
 from hardcase.store import api

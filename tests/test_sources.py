@@ -11,6 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
 from hardcase.miner.sources import (
     Batch,
     DataSource,
@@ -22,9 +26,6 @@ from hardcase.miner.sources import (
     read_idx,
     write_idx,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("HARDCASE_SHARED_DATA") or REPO.parent / "shared" / "data")

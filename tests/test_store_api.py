@@ -9,6 +9,10 @@ import time
 
 import numpy as np
 import pytest
+from pgutil import CLASSES, TINY_PNG, empty_database, seed_run
+from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError
+
 from hardcase.store import api
 from hardcase.store.db import open_store
 from hardcase.store.errors import StoreError
@@ -23,9 +27,6 @@ from hardcase.store.export import (
     write_rows,
 )
 from hardcase.store.schema import Candidate, Lease, Review, Sample, Score
-from pgutil import CLASSES, TINY_PNG, empty_database, seed_run
-from sqlalchemy import func, select
-from sqlalchemy.exc import DBAPIError
 
 DIALECTS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 T0 = dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.UTC)

@@ -14,6 +14,10 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from pgutil import TINY_PNG, empty_database, seed_run
+from sqlalchemy import CheckConstraint, Column, Integer, create_engine, insert, inspect, text
+from sqlalchemy.exc import IntegrityError
+
 from hardcase.store import api, db
 from hardcase.store.db import (
     current_revision,
@@ -25,9 +29,6 @@ from hardcase.store.db import (
 )
 from hardcase.store.errors import StoreError
 from hardcase.store.schema import Candidate, Review, Run, User, metadata
-from pgutil import TINY_PNG, empty_database, seed_run
-from sqlalchemy import CheckConstraint, Column, Integer, create_engine, insert, inspect, text
-from sqlalchemy.exc import IntegrityError
 
 DIALECTS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 HARDCASE_TABLES = set(metadata.tables)

@@ -15,12 +15,13 @@ import time
 from collections import defaultdict
 
 import pytest
+from pgutil import empty_database, seed_run
+from sqlalchemy import func, select, text
+
 from hardcase.store import api
 from hardcase.store.db import current_revision, head_revision, open_store
 from hardcase.store.export import export_rows
 from hardcase.store.schema import Candidate, Review
-from pgutil import empty_database, seed_run
-from sqlalchemy import func, select, text
 
 DIALECTS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 N_WRITERS = 8

@@ -7,6 +7,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+
 from hardcase.miner.causes import (
     class_thresholds,
     class_typicality,

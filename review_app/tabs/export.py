@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gradio as gr
+
 from hardcase.review_app.export_handlers import ExportHandlers
 from hardcase.review_app.service import ReviewService
 from hardcase.store.export import EXPORTS, FORMATS

@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import gradio as gr
+
+from hardcase.miner.vocabulary import SUGGESTED_CAUSES
 from hardcase.models.transforms import FIELDS, MAX_PERSPECTIVE
 from hardcase.review_app.handlers import ANY, DECISION_LABELS, RESET_TRANSFORM, SHOWN, Handlers
-from hardcase.store.schema import SUGGESTED_CAUSES
 
 MODEL_CONCURRENCY = "model"
 

@@ -4,6 +4,7 @@ and the run's latest retrain report."""
 from __future__ import annotations
 
 import gradio as gr
+
 from hardcase.review_app.service import ReviewService
 from hardcase.review_app.tabs.review import ReviewTab
 from hardcase.review_app.triage_handlers import DISAGREEMENT_COLUMNS, TriageHandlers

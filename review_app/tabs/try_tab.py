@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gradio as gr
+
 from hardcase.review_app.handlers import RESET_TRANSFORM
 from hardcase.review_app.service import ReviewService
 from hardcase.review_app.tabs.review import MODEL_CONCURRENCY, transform_sliders

@@ -17,8 +17,9 @@ from __future__ import annotations
 import os
 
 from alembic import context
-from hardcase.store.schema import metadata
 from sqlalchemy.engine import Connection
+
+from hardcase.store.schema import metadata
 
 config = context.config
 

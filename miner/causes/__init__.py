@@ -64,6 +64,7 @@ from hardcase.miner._validation import (
     check_pred_probs,
     check_thresholds,
 )
+from hardcase.miner.transform import Transform
 from hardcase.miner.vocabulary import METRICS
 
 __all__ = [
@@ -850,29 +851,9 @@ class TransformEvidence:
 
 
 def describe_transform(transform: dict | None) -> str:
-    """Words for a ``Transform.to_dict()``: ``rotating -40°``, ``tilting 0.15 toward 90°``..."""
-    if not transform:
-        return "no transform"
-    parts = []
-    rotate = float(transform.get("rotate", 0.0))
-    perspective = float(transform.get("perspective", 0.0))
-    scale = float(transform.get("scale", 1.0))
-    if rotate:
-        parts.append(f"rotating {rotate:+.0f}°")
-    if perspective:
-        parts.append(f"tilting {perspective:.2f} toward {float(transform.get('direction', 0.0)):.0f}°")
-    if scale != 1.0:
-        parts.append(f"scaling by {scale:.2f}")
-    shift_x, shift_y = float(transform.get("shift_x", 0.0)), float(transform.get("shift_y", 0.0))
-    if shift_x or shift_y:
-        moves = [f"{100 * abs(v):.0f}% {word[v > 0]}" for v, word in ((shift_x, ("left", "right")), (shift_y, ("up", "down"))) if v]
-        parts.append("shifting " + " and ".join(moves))
-    aspect, shear = float(transform.get("aspect", 1.0)), float(transform.get("shear", 0.0))
-    if aspect != 1.0:
-        parts.append(f"stretching {'wider' if aspect > 1 else 'taller'} by {max(aspect, 1 / aspect):.2f}")
-    if shear:
-        parts.append(f"shearing {shear:+.0f}°")
-    return " and ".join(parts) or "no transform"
+    """Words for a ``Transform.to_dict()`` as stored in the evidence (keys may be missing):
+    :meth:`Transform.describe <hardcase.miner.transform.Transform.describe>` of it."""
+    return Transform.from_dict(transform).describe()
 
 
 def _check_transform_evidence(evidence, m: int) -> TransformEvidence | None:

@@ -287,7 +287,8 @@ def restore_shares(rows, truth, pool, classifier, *, density, thresholds, alpha,
 
 
 def run_model(name, args, pool, train, model_path, work: Path) -> dict:
-    from hardcase.miner.causes import class_thresholds, fit_class_density
+    from hardcase.miner.causes import fit_class_density
+    from hardcase.miner.scores import confident_thresholds
     from hardcase.models.classifier import load_classifier
     from hardcase.review_app.causes import TRAIN_CACHE, suggest_for_run
     from hardcase.review_app.mining import MiningOptions, mine
@@ -329,7 +330,8 @@ def run_model(name, args, pool, train, model_path, work: Path) -> dict:
     causes_here = ("mislabel", "augment", "rare", "imbalance") if name == "cut" else ("mislabel", "augment", "rare")
     causes = cause_metrics(rows, truth, pool.true_labels, causes_here)
     restore = restore_shares(rows, truth, pool, classifier, density=density,
-                             thresholds=class_thresholds(pool.labels, probs), alpha=args.alpha,
+                             thresholds=confident_thresholds(pool.labels, probs, unknown_labels="as_predicted"),
+                             alpha=args.alpha,
                              null_threshold=report.null_threshold)
     n = report.n_candidates
     cost = {

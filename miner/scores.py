@@ -18,6 +18,7 @@ import numpy as np
 
 from hardcase.miner._validation import (
     PROB_SUM_ATOL,
+    check_choice,
     check_class_sums,
     check_labels,
     check_outputs,
@@ -29,6 +30,7 @@ from hardcase.miner.vocabulary import LABEL_SCORE_FIELDS, SCORE_FIELDS
 __all__ = [
     "LABEL_SCORE_FIELDS",
     "SCORE_FIELDS",
+    "UNKNOWN_LABELS",
     "class_confidence_sums",
     "compute_scores",
     "confidence_score",
@@ -53,6 +55,10 @@ MIN_PROB = 1e-7
 
 #: Lower bound on confident thresholds (as in cleanlab), keeps them positive.
 _THRESHOLD_LOWER_BOUND = 2e-6
+
+#: What :func:`confident_thresholds` does with rows whose label is unknown (-1): ``"ignore"``
+#: them (cleanlab's definition) or count them ``"as_predicted"`` (cause suggestion's choice).
+UNKNOWN_LABELS = ("ignore", "as_predicted")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -136,8 +142,14 @@ def _compute_class_sums(labels: np.ndarray, pred_probs: np.ndarray) -> tuple[np.
     return counts, sums
 
 
-def _compute_confident_thresholds(labels: np.ndarray, pred_probs: np.ndarray) -> np.ndarray:
-    return _thresholds_from_sums(*_compute_class_sums(labels, pred_probs))
+def _compute_confident_thresholds(
+    labels: np.ndarray, pred_probs: np.ndarray, unknown_labels: str = "ignore"
+) -> np.ndarray:
+    if unknown_labels == "ignore":
+        return _thresholds_from_sums(*_compute_class_sums(labels, pred_probs))
+    reference = np.where(labels >= 0, labels, pred_probs.argmax(axis=1))
+    # a bar a probability must reach: capped at 1 (entries may exceed 1 by PROB_SUM_ATOL)
+    return np.minimum(_thresholds_from_sums(*_compute_class_sums(reference, pred_probs)), 1.0)
 
 
 def _thresholds_from_sums(counts: np.ndarray, sums: np.ndarray) -> np.ndarray:
@@ -298,33 +310,49 @@ def cross_entropy_loss(labels, pred_probs, *, min_prob: float = MIN_PROB) -> np.
     return _compute_loss(labels, pred_probs, float(min_prob))
 
 
-def confident_thresholds(labels, pred_probs) -> np.ndarray:
+def confident_thresholds(labels, pred_probs, *, unknown_labels: str = "ignore") -> np.ndarray:
     """Per-class confident thresholds: mean self-confidence of the examples labeled k.
 
-    As ``cleanlab.count.get_confident_thresholds``, computed over the labeled
-    rows only (``-1`` rows are ignored), clipped from below at 2e-6.
+    ``t_k`` is the mean of ``pred_probs[:, k]`` over the rows whose label is k (cleanlab's
+    ``count.get_confident_thresholds``), clipped from below at 2e-6. ``unknown_labels`` says
+    what a row with an unknown label (-1) is:
 
-    A class with no labeled example gets the **mean threshold of the labeled
-    classes** (cleanlab instead uses 2, which removes that class as an
-    alternative in :func:`label_quality_score`). The mean is the neutral
-    choice: the class is then neither favoured nor suppressed by the
-    adjustment. With no labeled row at all every threshold is ``1/K``; constant
-    thresholds make the adjustment a no-op.
+    ``"ignore"`` (default)
+        Left out, exactly as cleanlab (which knows no unknown labels): the thresholds measure
+        how confident the model is on the labels it was given. :func:`label_quality_score`
+        and mining (:func:`confident_thresholds_from_sums`) use this.
+    ``"as_predicted"``
+        Counted as a member of its predicted class, and thresholds are capped at 1. Cause
+        suggestion (:func:`hardcase.miner.causes.suggest_causes` and the transform search)
+        uses this: there the threshold is the bar a *prediction* of class k must reach to be
+        confident, and production pools have few labels, so with ``"ignore"`` most classes
+        would get their bar from a handful of rows or, with none labeled, the mean of the
+        others; the unlabeled rows' predictions measure it on the whole pool. The cap keeps
+        every class reachable (entries may exceed 1 by the row-sum tolerance).
+
+    Either way, a class with no example (labeled, or predicted) gets the **mean threshold of
+    the classes that have one** (cleanlab instead uses 2, which removes that class as an alternative
+    in :func:`label_quality_score`). The mean is the neutral choice: the class is then
+    neither favoured nor suppressed by the adjustment. With no such row at all every
+    threshold is ``1/K``; constant thresholds make the adjustment a no-op.
 
     Parameters
     ----------
     labels : np.ndarray, shape (N,)
         Given labels in ``0 .. K-1``; ``-1`` = unknown.
     pred_probs : np.ndarray, shape (N, K)
+    unknown_labels : {"ignore", "as_predicted"}
+        What a row with an unknown label counts as (see above).
 
     Returns
     -------
     np.ndarray, shape (K,), float64
-        Thresholds in [2e-6, 1].
+        Thresholds in [2e-6, 1] (``"ignore"``: up to 1 plus the row-sum tolerance).
     """
     pred_probs = check_pred_probs(pred_probs)
     labels = _check_labels_for(labels, pred_probs)
-    return _compute_confident_thresholds(labels, pred_probs)
+    unknown_labels = check_choice(unknown_labels, name="unknown_labels", choices=UNKNOWN_LABELS)
+    return _compute_confident_thresholds(labels, pred_probs, unknown_labels)
 
 
 def class_confidence_sums(labels, pred_probs) -> tuple[np.ndarray, np.ndarray]:
@@ -353,8 +381,9 @@ def class_confidence_sums(labels, pred_probs) -> tuple[np.ndarray, np.ndarray]:
 def confident_thresholds_from_sums(counts, sums) -> np.ndarray:
     """Confident thresholds from per-class totals of :func:`class_confidence_sums`.
 
-    Same rules as :func:`confident_thresholds` (a class nobody labeled gets the mean of the
-    labeled classes' thresholds; no label at all gives ``1/K``; clipped below at 2e-6).
+    Equal to :func:`confident_thresholds` with ``unknown_labels="ignore"`` over the rows summed
+    (a class nobody labeled gets the mean of the labeled classes' thresholds; no label at all
+    gives ``1/K``; clipped below at 2e-6).
 
     Parameters
     ----------

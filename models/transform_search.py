@@ -675,7 +675,8 @@ def search_transforms(
         Training-embedding density (:func:`miner.causes.fit_class_density`) for the
         typicality test; None skips that test (not recommended).
     thresholds : np.ndarray, shape (K,), optional
-        Per-class confident thresholds (:func:`miner.causes.class_thresholds`); default 0.5.
+        Per-class confident thresholds (:func:`miner.scores.confident_thresholds` with
+        ``unknown_labels="as_predicted"``); default 0.5.
     alpha : float
         Significance level of the typicality test (and of the null quantile).
     space : SearchSpace, optional

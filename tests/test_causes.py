@@ -14,7 +14,6 @@ from hardcase.miner.causes import (
     CauseSuggestions,
     TransformEvidence,
     class_imbalance,
-    class_thresholds,
     class_typicality,
     describe_transform,
     fit_class_density,
@@ -288,7 +287,7 @@ def test_inputs_are_validated_at_the_door(rng):
     with pytest.raises(ValueError, match="alpha must be strictly between 0 and 1"):
         class_imbalance(labels, probs, alpha=0.0)
     with pytest.raises(ValueError, match="pred_probs row 0 sums to 2"):
-        class_thresholds(labels, probs * 2)
+        suggest_causes(labels, probs * 2, embeddings=emb, density=density)
     with pytest.raises(ValueError, match="labels has value 9 at index 0 but pred_probs has K=4 columns"):
         suggest_causes(np.full(40, 9), probs, embeddings=emb, density=density)
     with pytest.raises(ValueError, match="embeddings has 39 rows but pred_probs has N=40 rows"):

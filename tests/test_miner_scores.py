@@ -322,6 +322,69 @@ def test_known_confident_thresholds_and_fallback():
     np.testing.assert_allclose(S.confident_thresholds(np.full(4, -1), p), [1 / 3] * 3)
 
 
+def test_known_confident_thresholds_with_unknown_labels_as_predicted():
+    p = np.array([[0.8, 0.1, 0.1], [0.6, 0.2, 0.2], [0.3, 0.7, 0.0], [0.2, 0.2, 0.6]])
+    # the unlabeled row 3 counts for its predicted class 2: 0.6, not the mean of the others
+    labels = np.array([0, 0, 1, -1])
+    np.testing.assert_allclose(S.confident_thresholds(labels, p, unknown_labels="as_predicted"), [0.7, 0.7, 0.6])
+    np.testing.assert_allclose(S.confident_thresholds(labels, p, unknown_labels="ignore"), [0.7, 0.7, 0.7])
+    # an unlabeled pool still gets thresholds from its predictions
+    np.testing.assert_allclose(
+        S.confident_thresholds(np.full(4, -1), p, unknown_labels="as_predicted"), [0.7, 0.7, 0.6]
+    )
+    # a given label wins over the prediction: row 3 labeled 0 adds 0.2 to class 0
+    np.testing.assert_allclose(
+        S.confident_thresholds(np.array([0, 0, 1, 0]), p, unknown_labels="as_predicted"), [1.6 / 3, 0.7, 0.6167],
+        atol=1e-4,
+    )
+    # nobody labeled or predicted class 2: the mean of the others
+    np.testing.assert_allclose(
+        S.confident_thresholds(np.full(3, -1), p[:3], unknown_labels="as_predicted"), [0.7, 0.7, 0.7]
+    )
+    np.testing.assert_allclose(
+        S.confident_thresholds([], np.empty((0, 3)), unknown_labels="as_predicted"), [1 / 3] * 3
+    )
+
+
+def test_only_thresholds_of_predictions_are_capped_at_one():
+    # rows may sum to 1 within the tolerance, so a self-confidence may exceed 1
+    p = np.array([[1.0009, 0.0], [0.4, 0.6]])
+    labels = np.array([0, 1])
+    np.testing.assert_allclose(S.confident_thresholds(labels, p), [1.0009, 0.6])  # as cleanlab
+    np.testing.assert_allclose(S.confident_thresholds(labels, p, unknown_labels="as_predicted"), [1.0, 0.6])
+
+
+@SETTINGS
+@given(labeled_st(max_n=40))
+def test_unknown_labels_as_predicted_is_ignore_on_the_predictions(data):
+    """'as_predicted' is 'ignore' on labels where every unknown one is the prediction (capped at 1)."""
+    p, labels = data
+    filled = np.where(labels >= 0, labels, p.argmax(axis=1))
+    np.testing.assert_array_equal(
+        S.confident_thresholds(labels, p, unknown_labels="as_predicted"),
+        np.minimum(S.confident_thresholds(filled, p, unknown_labels="ignore"), 1.0),
+    )
+    # 'ignore' does not see the unknown rows at all
+    known = labels >= 0
+    np.testing.assert_array_equal(S.confident_thresholds(labels, p), S.confident_thresholds(labels[known], p[known]))
+
+
+@SETTINGS
+@given(labeled_st(max_n=40, max_k=5))
+def test_ignored_unknown_labels_match_cleanlab_on_the_labeled_rows(data):
+    count = pytest.importorskip("cleanlab.count")
+    p, labels = data
+    k = p.shape[1]
+    labels = np.concatenate([np.arange(k), labels])  # every class labeled at least once
+    p = np.concatenate([p[np.arange(k) % len(p)], p])
+    known = labels >= 0
+    np.testing.assert_allclose(
+        S.confident_thresholds(labels, p, unknown_labels="ignore"),
+        count.get_confident_thresholds(labels[known], p[known]),
+        rtol=1e-12,
+    )
+
+
 def test_constant_thresholds_make_label_quality_the_normalized_margin():
     labels = np.array([0, 2, 1, 0, 1])
     for value in (0.0, 0.3, 1.0):
@@ -501,6 +564,16 @@ def _nan_row_17():
         (lambda: S.confident_thresholds_from_sums([1, 1000], [0.5, 1000 * (1 + 2e-3)]), ValueError, r"sums has"),
         (lambda: S.confident_thresholds_from_sums([1.0, 2.0], [0.5, 1]), TypeError, r"counts must be an integer"),
         (lambda: S.softmax([1.0, 2.0]), ValueError, r"outputs must be 2-D"),
+        (
+            lambda: S.confident_thresholds([0], [[0.5, 0.5]], unknown_labels="predicted"),
+            ValueError,
+            r"unknown_labels must be one of 'ignore', 'as_predicted', got 'predicted'",
+        ),
+        (
+            lambda: S.confident_thresholds([0, 2], np.full((2, 2), 0.5), unknown_labels="as_predicted"),
+            ValueError,
+            r"labels has value 2 at index 1 but pred_probs has K=2 columns",
+        ),
     ],
 )
 def test_validation_errors_name_the_bad_thing(call, exc, pattern):

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from hardcase.miner.causes import (
-    class_thresholds,
     class_typicality,
     fit_class_density,
     suggest_causes,
 )
+from hardcase.miner.scores import confident_thresholds
 from hardcase.models.transform_search import (
     GRID_ANGLES,
     SearchSpace,
@@ -42,7 +42,7 @@ def world(demo_classifier, mnist_small):
     pool_probs /= pool_probs.sum(axis=1, keepdims=True)
     pool_emb = np.concatenate(pool_emb)
     density = fit_class_density(train_emb, train_y, n_classes=10)
-    thresholds = class_thresholds(pool_y, pool_probs)
+    thresholds = confident_thresholds(pool_y, pool_probs, unknown_labels="as_predicted")
     typ = class_typicality(pool_emb, pool_y, density=density)
     typical = np.flatnonzero((pool_probs.argmax(1) == pool_y) & (pool_probs.max(1) > 0.99) & (typ.pvalue > 0.3))
     chosen = np.random.default_rng(0).choice(typical, size=24, replace=False)

@@ -64,6 +64,7 @@ from hardcase.miner._validation import (
     check_pred_probs,
     check_thresholds,
 )
+from hardcase.miner.scores import _compute_confident_thresholds
 from hardcase.miner.transform import Transform
 from hardcase.miner.vocabulary import METRICS
 
@@ -80,7 +81,6 @@ __all__ = [
     "TransformEvidence",
     "Typicality",
     "class_imbalance",
-    "class_thresholds",
     "class_typicality",
     "describe_transform",
     "fit_class_density",
@@ -512,42 +512,7 @@ def class_typicality(embeddings, classes, *, density: ClassDensity) -> Typicalit
     return _compute_typicality(_prepare(emb, density.metric), cls, density)
 
 
-# ------------------------------------------------------------------------ thresholds, label issues
-
-
-def _compute_thresholds(labels: np.ndarray, pred_probs: np.ndarray) -> np.ndarray:
-    """cleanlab's per-class confident thresholds; unknown labels count as their prediction."""
-    k = pred_probs.shape[1]
-    ref = np.where(labels >= 0, labels, pred_probs.argmax(axis=1))
-    counts = np.bincount(ref, minlength=k)
-    sums = np.bincount(ref, weights=pred_probs[np.arange(len(ref)), ref], minlength=k)
-    thresholds = np.full(k, np.nan)
-    present = counts > 0
-    thresholds[present] = sums[present] / counts[present]
-    thresholds[~present] = thresholds[present].mean() if present.any() else 1.0 / k
-    return np.clip(thresholds, 2e-6, 1.0)
-
-
-def class_thresholds(labels, pred_probs) -> np.ndarray:
-    """Per-class confident thresholds ``t_c`` of the pool.
-
-    ``t_c`` is the mean probability of class c over the examples labelled c (cleanlab's
-    ``get_confident_thresholds``); rows with an unknown label (-1) count as their predicted
-    class, so an unlabelled pool still gets thresholds. A class nobody is labelled or
-    predicted as gets the mean of the others.
-
-    Parameters
-    ----------
-    labels : np.ndarray, shape (N,), int
-    pred_probs : np.ndarray, shape (N, K)
-
-    Returns
-    -------
-    np.ndarray, shape (K,), float64
-    """
-    pred_probs = check_pred_probs(pred_probs)
-    labels = check_labels(labels, n=pred_probs.shape[0], n_classes=pred_probs.shape[1])
-    return _compute_thresholds(labels, pred_probs)
+# ------------------------------------------------------------------------ label issues
 
 
 def _alternative_class(labels: np.ndarray, pred_probs: np.ndarray) -> np.ndarray:
@@ -1233,7 +1198,9 @@ def suggest_causes(
     density : ClassDensity, optional
         Precomputed :func:`fit_class_density` of the training embeddings.
     thresholds : np.ndarray, shape (K,), optional
-        Per-class confident thresholds; default :func:`class_thresholds` of the pool.
+        Per-class confident thresholds; default
+        ``confident_thresholds(labels, pred_probs, unknown_labels="as_predicted")`` of the pool
+        (:func:`hardcase.miner.scores.confident_thresholds`).
     train_ids : np.ndarray, shape (T,), int, optional
         Ids reported for training neighbours (e.g. source indices); default ``0 .. T-1``.
     class_names : sequence of str, optional
@@ -1285,7 +1252,7 @@ def suggest_causes(
     else:
         ids = check_int_array_1d(train_ids, name="train_ids", n=n_train, n_name="train_embeddings")
     if thresholds is None:
-        thr = _compute_thresholds(labels, pred_probs)
+        thr = _compute_confident_thresholds(labels, pred_probs, "as_predicted")
     else:
         thr = check_thresholds(thresholds, n_classes=n_classes)
     evidence = _check_transform_evidence(transform_evidence, len(cand))

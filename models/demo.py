@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hardcase.miner.spec import PreprocessingSpec
 from hardcase.models.faults import FaultyPool, inject_faults
-from hardcase.models.spec import PreprocessingSpec
 
 DEMO_MODEL_PATH = Path(__file__).resolve().parent / "demo_mnist.keras"
 MNIST_CLASSES = tuple(str(k) for k in range(10))

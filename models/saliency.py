@@ -1,4 +1,9 @@
-"""Where the model looks: Grad-CAM on the last convolution, gradient x input otherwise."""
+"""Where the model looks: Grad-CAM on the last convolution, gradient x input otherwise.
+
+Needs the Keras model itself (gradients), so it takes a
+:class:`~hardcase.models.classifier.KerasClassifier`, not any
+:class:`~hardcase.miner.protocols.Classifier`.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +11,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from hardcase.models.classifier import Classifier
+from hardcase.models.classifier import KerasClassifier
+
+__all__ = ["Saliency", "last_conv_layer", "overlay"]
 
 _CONV = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.SeparableConv2D, keras.layers.DepthwiseConv2D)
 
 
 def last_conv_layer(model: keras.Model) -> keras.layers.Layer | None:
-    """The last convolutional layer of ``model``, or None."""
+    """The last convolutional layer of ``model`` (1-D, 2-D, separable or depthwise), or None."""
     for layer in reversed(model.layers):
         if isinstance(layer, _CONV):
             return layer
@@ -20,9 +27,20 @@ def last_conv_layer(model: keras.Model) -> keras.layers.Layer | None:
 
 
 class Saliency:
-    """Saliency maps for one classifier; builds its gradient model once."""
+    """Saliency maps for one classifier; builds its gradient model once.
 
-    def __init__(self, classifier: Classifier) -> None:
+    Parameters
+    ----------
+    classifier : KerasClassifier
+
+    Attributes
+    ----------
+    method : str
+        ``"grad-cam"`` (Grad-CAM on the model's last convolutional layer) or, for a model
+        without one, ``"gradient x input"``.
+    """
+
+    def __init__(self, classifier: KerasClassifier) -> None:
         self.classifier = classifier
         model = classifier.model
         layer = last_conv_layer(model)
@@ -31,7 +49,20 @@ class Saliency:
         self._model = keras.Model(model.inputs, outputs)
 
     def heatmap(self, image: np.ndarray, class_index: int) -> np.ndarray:
-        """A map in [0, 1] of shape (H, W) for uint8 ``image`` (H, W, C) and the given class."""
+        """Where the model looks for ``class_index`` in one image.
+
+        Parameters
+        ----------
+        image : np.ndarray, uint8, shape (H, W, C)
+            Shaped as the classifier's ``spec.image_shape``.
+        class_index : int
+            The output (0 .. K-1) whose score is explained.
+
+        Returns
+        -------
+        np.ndarray, float, shape (H, W)
+            In [0, 1], 1 at the strongest; all zeros when nothing contributes.
+        """
         multiplier, offset = self.classifier.spec.affine()
         x = tf.convert_to_tensor(image[None].astype(np.float32) * multiplier + offset)
         if len(self.classifier.model.inputs[0].shape) == 3:
@@ -54,7 +85,21 @@ class Saliency:
 
 
 def overlay(image: np.ndarray, heat: np.ndarray, *, alpha: float = 0.45) -> np.ndarray:
-    """Blend a [0, 1] heat map (H, W) over a uint8 image (H, W, C) as red-yellow; returns RGB uint8."""
+    """Blend a heat map over an image, red (weak) to yellow (strong).
+
+    Parameters
+    ----------
+    image : np.ndarray, uint8, shape (H, W, C)
+        C is 1 (shown as gray) or 3.
+    heat : np.ndarray, float, shape (H, W)
+        In [0, 1], e.g. from :meth:`Saliency.heatmap`.
+    alpha : float
+        Opacity of the colour where the heat is 1 (the image shows through where it is 0).
+
+    Returns
+    -------
+    np.ndarray, uint8, shape (H, W, 3)
+    """
     rgb = np.repeat(image, 3, axis=2) if image.shape[-1] == 1 else image
     colour = np.stack([np.ones_like(heat), heat, np.zeros_like(heat)], axis=-1) * 255.0
     mix = (1 - alpha * heat[..., None]) * rgb + alpha * heat[..., None] * colour

@@ -11,7 +11,7 @@ import albumentations as A
 import keras
 import numpy as np
 
-from hardcase.models.spec import PreprocessingSpec, spec_path_for
+from hardcase.miner.spec import PreprocessingSpec, spec_path_for
 
 
 def build_demo_cnn(input_shape: tuple[int, int, int], n_classes: int, *, seed: int = 0) -> keras.Model:

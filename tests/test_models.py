@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
+import subprocess
+import sys
 import warnings
 
 import keras
 import numpy as np
 import pytest
 
+from hardcase.miner.protocols import Classifier
+from hardcase.miner.spec import PreprocessingSpec, as_uint8, spec_path_for
 from hardcase.models.classifier import (
-    Classifier,
+    KerasClassifier,
     ModelOutputError,
     detect_spec,
     file_hash,
     load_classifier,
 )
-from hardcase.models.spec import PreprocessingSpec, as_uint8, spec_path_for
 from hardcase.models.transforms import (
     Transform,
     applied_shift,
@@ -58,10 +62,27 @@ def test_spec_rejects_bad_values(kwargs, message):
 def test_as_uint8_reads_0_1_and_0_255_floats():
     assert as_uint8(np.array([0.0, 0.5, 1.0])).tolist() == [0, 128, 255]
     assert as_uint8(np.array([0.0, 128.0, 300.0])).tolist() == [0, 128, 255]
+    assert as_uint8(np.array([-3.0, 2.5, 3.5])).tolist() == [0, 2, 4]  # clipped, rounded half to even
+    pixels = np.array([[1, 2], [3, 4]], np.uint8)
+    assert as_uint8(pixels) is pixels
+    out = as_uint8(np.zeros((2, 3, 4, 1), np.float64))
+    assert out.dtype == np.uint8 and out.shape == (2, 3, 4, 1)
+    with pytest.raises(TypeError, match="images must be numeric"):
+        as_uint8(np.array(["a"]))
+
+
+def test_spec_and_protocol_live_on_the_numpy_ground_floor():
+    code = ("import sys; import hardcase.miner.spec, hardcase.miner.protocols; "
+            "bad = sorted(m for m in ('tensorflow', 'keras', 'gradio', 'sqlalchemy', 'hardcase.models') "
+            "if m in sys.modules); print(bad); sys.exit(bool(bad))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 # --- loading -----------------------------------------------------------------------------
 def test_demo_model_loads_with_its_spec(demo_model_path, demo_classifier):
+    assert isinstance(demo_classifier, KerasClassifier)
+    assert isinstance(demo_classifier, Classifier)  # the protocol the workflows are written against
     assert spec_path_for(demo_model_path).exists()
     assert demo_classifier.spec.class_names == tuple(str(k) for k in range(10))
     assert demo_classifier.embedding_layer == "embedding"
@@ -123,6 +144,33 @@ def test_spec_is_detected_and_overridable(tmp_path):
         load_classifier(tmp_path / "rgb.keras", embedding_layer="nope")
 
 
+def test_load_classifier_builds_with_the_given_spec_and_checks_its_class_count(tmp_path, demo_model_path):
+    stored = PreprocessingSpec.load(spec_path_for(demo_model_path))
+    named = stored.with_overrides(class_names=[f"digit {k}" for k in range(10)], scale="0-255")
+    classifier = load_classifier(demo_model_path, spec=named)
+    assert classifier.spec == named and classifier.class_names[3] == "digit 3"
+    # overrides apply on top of the given spec
+    assert load_classifier(demo_model_path, spec=named, scale="0-1").spec == named.with_overrides(scale="0-1")
+    three = stored.with_overrides(class_names=["a", "b", "c"])
+    with pytest.raises(ValueError, match="model has 10 outputs but the spec names 3 classes"):
+        load_classifier(demo_model_path, spec=three)
+    with pytest.raises(ValueError, match="model has 10 outputs but the spec names 3 classes"):
+        KerasClassifier(classifier.model, three)
+    with pytest.raises(TypeError, match="spec must be a PreprocessingSpec"):
+        load_classifier(demo_model_path, spec=stored.to_dict())
+
+
+def test_the_spec_of_a_classifier_is_read_only(demo_classifier):
+    spec = demo_classifier.spec
+    with pytest.raises(AttributeError):
+        demo_classifier.spec = spec.with_overrides(class_names=["a", "b"])
+    with pytest.raises(AttributeError):
+        demo_classifier.model = None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        demo_classifier.spec.class_names = ("a", "b")
+    assert demo_classifier.spec is spec
+
+
 def test_unsafe_lambda_model_is_refused(tmp_path):
     inputs = keras.Input((4, 4, 1))
     x = keras.layers.Lambda(lambda t: t * 2)(inputs)
@@ -149,7 +197,7 @@ def _linear_model(bias: float) -> keras.Model:
 
 
 def test_logits_are_detected_and_softmaxed():
-    classifier = Classifier(_linear_model(0.0), PreprocessingSpec(height=2, width=2, channels=1))
+    classifier = KerasClassifier(_linear_model(0.0), PreprocessingSpec(height=2, width=2, channels=1))
     images = np.random.default_rng(0).integers(0, 255, (5, 2, 2, 1), dtype=np.uint8)
     with pytest.warns(UserWarning, match="logits"):
         probs = classifier.predict_proba(images)
@@ -160,7 +208,7 @@ def test_logits_are_detected_and_softmaxed():
 
 def test_nan_outputs_stop_with_the_batch_named():
     model = _linear_model(float("nan"))
-    classifier = Classifier(model, PreprocessingSpec(height=2, width=2, channels=1))
+    classifier = KerasClassifier(model, PreprocessingSpec(height=2, width=2, channels=1))
     images = np.zeros((4, 2, 2, 1), np.uint8)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -2,9 +2,9 @@
 
 For each candidate image and a target class (its given label, or its prediction when the
 label is unknown) the search looks for a rotation (-90..90 degrees), a perspective un-warp
-(tilt strength x direction, :class:`models.transforms.Transform`), a zoom and shift, or a
+(tilt strength x direction, :class:`hardcase.models.transforms.Transform`), a zoom and shift, or a
 combination of them, under which the model predicts the target again. Every transform is
-applied with :func:`models.transforms.apply_transform` - the albumentations operations of the
+applied with :func:`hardcase.models.transforms.apply_transform` - the albumentations operations of the
 review sliders and of retraining - and all transforms of a stage go through the model in one
 batch (a transform shared by many candidates is applied to all of them at once, stacked along
 the channel axis, which gives exactly the per-image result).
@@ -18,7 +18,8 @@ after its best rotation - its target class's typical centroid and spread, with t
 tilt refined again and the best fit corrected once on its own result (a hard perspective warp
 enlarges and moves a digit as much as it tilts it); then combinations of the best rotation, tilt and scale, then a stability check of the best
 restoration (and of the runner-up when it fails): about 50 model evaluations per candidate,
-against 286 for an exhaustive grid of 29 angles and 257 perspective warps.
+against 286 for an exhaustive grid of 29 angles and 257 perspective warps (the benchmark
+baseline ``bench/exhaustive_grid.py``, built on :class:`TransformEvaluator`).
 
 When does a transform *restore* the target? Maximizing the target's probability alone
 "fixes" many images that are hard for other reasons (a mislabeled 3 rotated until it reads
@@ -27,7 +28,7 @@ as an 8). A restoration must pass four tests, each calibrated on data, not on co
 1. the model predicts the target, with at least the target's confident threshold ``t_c``
    (cleanlab's per-class threshold, estimated on the pool);
 2. the transformed image's embedding is a *typical* member of the target class among the
-   training embeddings: its conformal typicality p-value (:mod:`miner.causes`) is at least
+   training embeddings: its conformal typicality p-value (:mod:`hardcase.miner.causes`) is at least
    ``alpha`` - a rotated 3 that the model calls 8 is not a typical 8;
 3. the prediction is stable: rotating the restored image by a further +-5 degrees keeps it;
 4. optionally, the restoration is more convincing than what the same search achieves on
@@ -47,11 +48,13 @@ import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 from hardcase.miner.causes import DEFAULT_ALPHA, ClassDensity, TransformEvidence, class_typicality
+from hardcase.miner.protocols import Classifier
 from hardcase.models.transforms import (
     MAX_PERSPECTIVE,
     MAX_SHIFT,
@@ -67,13 +70,14 @@ TYPICALITY_TIE = 0.2
 
 __all__ = [
     "ClassMoments",
-    "GridResult",
+    "Evaluation",
     "NullCalibration",
     "RestorationVerdict",
     "SearchSpace",
+    "TransformEvaluator",
     "calibrate_null",
+    "check_search_inputs",
     "class_moments",
-    "exhaustive_grid",
     "family_of",
     "image_moments",
     "judge_restorations",
@@ -144,7 +148,7 @@ class SearchSpace:
             raise ValueError(f"max_shift must be in [0, {MAX_SHIFT}], got {self.max_shift}")
 
     def coarse(self) -> list[Transform]:
-        """Identity first, then the shared coarse transforms."""
+        """Identity first, then the shared coarse transforms: rotations, tilts, scales."""
         steps = int(math.floor(self.max_rotation / self.coarse_rotation_step + 1e-9))
         angles = [s * self.coarse_rotation_step for s in range(-steps, steps + 1) if s != 0]
         out = [Transform()]
@@ -161,7 +165,15 @@ class SearchSpace:
 
 @functools.lru_cache(maxsize=1 << 16)
 def family_of(transform: Transform) -> str:
-    """``rotate``, ``perspective``, ``scale``, ``shift``, ``skew`` (stretch or shear), ``combined`` or ``none``."""
+    """The family of a transform, the way cause evidence names it.
+
+    Returns
+    -------
+    str
+        ``rotate``, ``perspective``, ``scale``, ``shift`` or ``skew`` (stretch or shear) when
+        the transform does only that, ``combined`` when it does several, ``none`` for the
+        identity.
+    """
     used = [
         name
         for name, on in (
@@ -203,19 +215,69 @@ def _jittered(transform: Transform, space: SearchSpace) -> tuple[Transform, Tran
     return (_with_rotation(transform, -space.stability_rotation), _with_rotation(transform, space.stability_rotation))
 
 
-def _is_stable(results: dict, transform: Transform, target: int, space: SearchSpace) -> bool:
+def _is_stable(results: dict[Transform, Evaluation], transform: Transform, target: int, space: SearchSpace) -> bool:
     """Whether both jittered versions of ``transform`` (already evaluated) still predict ``target``."""
-    return all(results[t][1] == target for t in _jittered(transform, space))
+    return all(results[t].predicted == target for t in _jittered(transform, space))
 
 
 # ---------------------------------------------------------------------------- evaluation
 
 
-class _Evaluator:
-    """Runs (candidate, transform) requests through albumentations and the model, in batches."""
+class Evaluation(NamedTuple):
+    """What the model makes of one candidate image under one transform.
 
-    def __init__(self, classifier, images: np.ndarray, targets: np.ndarray, density: ClassDensity | None,
-                 batch_size: int) -> None:
+    Attributes
+    ----------
+    p_target : float
+        The model's probability of the candidate's target class.
+    predicted : int
+        The class the model predicts.
+    typicality : float
+        The conformal typicality p-value of the transformed image's embedding for the target
+        class (:func:`hardcase.miner.causes.class_typicality`); NaN without a density.
+    distance : float
+        Its normalized distance to the target class's training embeddings (smaller = more
+        typical); NaN without a density.
+    """
+
+    p_target: float
+    predicted: int
+    typicality: float
+    distance: float
+
+
+class TransformEvaluator:
+    """Runs (candidate, transform) requests through albumentations and the model, in batches.
+
+    A transform shared by several requested candidates is applied to all of them at once;
+    every result is kept in :attr:`results` and a request already evaluated is not run again.
+
+    Parameters
+    ----------
+    classifier : hardcase.miner.protocols.Classifier
+        With an embedding when ``density`` is given.
+    images : np.ndarray, uint8, shape (M, H, W, C)
+        The candidates (as checked by :func:`check_search_inputs`).
+    targets : np.ndarray, int64, shape (M,)
+        The class each candidate should be restored to.
+    density : ClassDensity or None
+        Training-embedding density for :attr:`Evaluation.typicality`; None leaves it NaN.
+    batch_size : int
+        Largest model batch.
+
+    Attributes
+    ----------
+    results : list of dict
+        Per candidate (index into ``images``): ``{Transform: Evaluation}`` of every transform
+        evaluated on it; the caller may empty a candidate's dict once it is decided.
+    model_seconds, transform_seconds : float
+        Time spent in the model and in applying transforms.
+    n_evaluated : int
+        Model evaluations run (one per image and transform).
+    """
+
+    def __init__(self, classifier: Classifier, images: np.ndarray, targets: np.ndarray,
+                 density: ClassDensity | None, batch_size: int) -> None:
         self.classifier = classifier
         self.images = images
         self.targets = targets
@@ -224,10 +286,10 @@ class _Evaluator:
         self.model_seconds = 0.0
         self.transform_seconds = 0.0
         self.n_evaluated = 0
-        # per candidate: transform -> (p_target, predicted class, typicality p-value, normalized distance)
-        self.results: list[dict[Transform, tuple[float, int, float, float]]] = [dict() for _ in range(len(images))]
+        self.results: list[dict[Transform, Evaluation]] = [dict() for _ in range(len(images))]
 
     def run(self, requests: list[tuple[int, Transform]]) -> None:
+        """Evaluate every ``(candidate index, transform)`` request not evaluated yet; results go to :attr:`results`."""
         todo = [(i, t) for i, t in dict.fromkeys(requests) if t not in self.results[i]]
         if not todo:
             return
@@ -265,7 +327,8 @@ class _Evaluator:
         else:
             typ = dist = np.full(len(rows), np.nan)
         for j, (i, t) in enumerate(order):
-            self.results[i][t] = (float(p_target[j]), int(predicted[j]), float(typ[j]), float(dist[j]))
+            self.results[i][t] = Evaluation(p_target=float(p_target[j]), predicted=int(predicted[j]),
+                                            typicality=float(typ[j]), distance=float(dist[j]))
         self.n_evaluated += len(order)
 
 
@@ -339,7 +402,21 @@ def class_moments(moments, labels, *, n_classes: int) -> ClassMoments:
     Parameters
     ----------
     moments : np.ndarray, shape (T, 3)
-    labels : np.ndarray, int, shape (T,); -1 = unknown (used for the overall median only)
+        :func:`image_moments` of reference images.
+    labels : np.ndarray, int, shape (T,)
+        -1 = unknown (used for the overall median only).
+    n_classes : int
+        K.
+
+    Returns
+    -------
+    ClassMoments
+        With ``centroid`` (K, 2) and ``spread`` (K,).
+
+    Raises
+    ------
+    ValueError
+        Shapes that do not fit, or no reference image with any intensity.
     """
     moments = np.asarray(moments, dtype=np.float64)
     labels = np.asarray(labels)
@@ -386,7 +463,7 @@ def _fit_to_class(t: Transform, m: np.ndarray, target: int, moments: ClassMoment
     )
 
 
-def _fitted(ev: _Evaluator, bases: list[tuple[int, Transform]], moments: ClassMoments,
+def _fitted(ev: TransformEvaluator, bases: list[tuple[int, Transform]], moments: ClassMoments,
             space: SearchSpace) -> list[tuple[int, Transform]]:
     """Each base transform (rotation and/or tilt) completed by the zoom and shift that give
     the transformed image its target class's typical centroid and spread (:func:`_fit_to_class`;
@@ -405,24 +482,22 @@ def _fitted(ev: _Evaluator, bases: list[tuple[int, Transform]], moments: ClassMo
 # ---------------------------------------------------------------------------- decisions
 
 
-Result = tuple[float, int, float, float]  # p_target, predicted class, typicality p-value, normalized distance
+def _restores(result: Evaluation, target: int, threshold: float, alpha: float) -> bool:
+    """Tests 1 and 2 of the module docstring: the target predicted, confidently, and typical of it."""
+    typ = result.typicality
+    return result.predicted == target and result.p_target >= threshold and (not math.isfinite(typ) or typ >= alpha)
 
 
-def _restores(result: Result, target: int, threshold: float, alpha: float) -> bool:
-    p, predicted, typ, _ = result
-    return predicted == target and p >= threshold and (not math.isfinite(typ) or typ >= alpha)
-
-
-def _statistic(result: Result) -> float:
+def _statistic(result: Evaluation) -> float:
     """How convincing a restoration is: ``p_target x typicality p-value``."""
-    p, _, typ, _ = result
-    return p * (typ if math.isfinite(typ) else 1.0)
+    typ = result.typicality
+    return result.p_target * (typ if math.isfinite(typ) else 1.0)
 
 
-def _rank_key(result: Result, target: int, threshold: float, alpha: float, magnitude: float):
+def _rank_key(result: Evaluation, target: int, threshold: float, alpha: float, magnitude: float):
     """Sort key, best first: restoring before not; then most typical (smallest normalized
     distance to the target class), else highest target probability; then the smaller transform."""
-    p, _, _, dist = result
+    p, dist = result.p_target, result.distance
     if _restores(result, target, threshold, alpha):
         return (0, dist if math.isfinite(dist) else -p, magnitude)
     return (1, -p, magnitude)
@@ -461,8 +536,28 @@ class NullCalibration:
         return float(np.sort(self.statistic)[rank - 1])
 
 
-def _search_chunk(ev: _Evaluator, rows: np.ndarray, thresholds: np.ndarray, alpha: float, space: SearchSpace,
-                  null: NullCalibration | None, moments: ClassMoments | None) -> list[dict]:
+@dataclass(frozen=True)
+class _Decision:
+    """The search's decision on one candidate: one row of :class:`~hardcase.miner.causes.TransformEvidence`."""
+
+    target: int
+    family: str
+    transform: dict
+    """The suggested transform (``Transform.to_dict()``)."""
+    before: float
+    """The target's probability on the image as it is."""
+    after: float
+    """The target's probability after the suggested transform."""
+    predicted_after: int
+    typicality: float
+    stable: bool
+    restores: bool
+    smallest: dict | None
+    """The smallest restoring transform (``to_dict()``), or None."""
+
+
+def _search_chunk(ev: TransformEvaluator, rows: np.ndarray, thresholds: np.ndarray, alpha: float,
+                  space: SearchSpace, null: NullCalibration | None, moments: ClassMoments | None) -> list[_Decision]:
     res, tgt = ev.results, ev.targets
 
     def key(i: int, t: Transform):
@@ -570,8 +665,8 @@ def _search_chunk(ev: _Evaluator, rows: np.ndarray, thresholds: np.ndarray, alph
         stable = [t for t in shortlist[i] if all(j in res[i] for j in _jittered(t, space)) and is_stable(i, t)]
         if stable:
             # typicality differences within TYPICALITY_TIE are noise: among those, the smallest fix
-            best = res[i][stable[0]][3]
-            near = [t for t in stable if math.isfinite(best) and res[i][t][3] <= best * (1 + TYPICALITY_TIE)]
+            best = res[i][stable[0]].distance
+            near = [t for t in stable if math.isfinite(best) and res[i][t].distance <= best * (1 + TYPICALITY_TIE)]
             chosen, steady = min(near or stable[:1], key=lambda t: _magnitude(t, space)), True
             decisive = stable[0]  # whether anything restores is judged on the most typical fix
         elif shortlist[i]:
@@ -582,24 +677,25 @@ def _search_chunk(ev: _Evaluator, rows: np.ndarray, thresholds: np.ndarray, alph
             chosen, steady = min((t for t in res[i] if not t.is_identity), key=lambda t: key(i, t)), False
         restores = bool(stable) and _statistic(res[i][decisive]) > null_threshold
         restoring = [t for t in res[i] if not t.is_identity and _restores(res[i][t], target, thr, alpha)]
-        smallest = None if already or not restoring else min(restoring, key=lambda t: (_magnitude(t, space), -res[i][t][0]))
-        p, predicted, typ, _ = res[i][chosen]
-        out.append({
-            "target": target,
-            "family": family_of(chosen),
-            "transform": chosen.to_dict(),
-            "before": identity[0],
-            "after": p,
-            "predicted_after": predicted,
-            "typicality": typ,
-            "stable": steady,
-            "restores": restores,
-            "smallest": smallest.to_dict() if smallest is not None else None,
-        })
+        smallest = None if already or not restoring else min(
+            restoring, key=lambda t: (_magnitude(t, space), -res[i][t].p_target))
+        result = res[i][chosen]
+        out.append(_Decision(
+            target=target,
+            family=family_of(chosen),
+            transform=chosen.to_dict(),
+            before=identity.p_target,
+            after=result.p_target,
+            predicted_after=result.predicted,
+            typicality=result.typicality,
+            stable=steady,
+            restores=restores,
+            smallest=smallest.to_dict() if smallest is not None else None,
+        ))
     return out
 
 
-def _refitted(ev: _Evaluator, fits: list[tuple[int, Transform]], moments: ClassMoments,
+def _refitted(ev: TransformEvaluator, fits: list[tuple[int, Transform]], moments: ClassMoments,
               space: SearchSpace) -> list[tuple[int, Transform]]:
     """Each fitted transform corrected once: :func:`_fit_to_class` measured on its own result
     (the zoom and shift it still lacks, folded into it); a result without spread is left out."""
@@ -622,7 +718,34 @@ def _combine(parts) -> Transform:
     )
 
 
-def _check_inputs(classifier, images, targets, thresholds):
+def check_search_inputs(
+    classifier: Classifier, images, targets, thresholds=None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The inputs of a search, checked and in the form it uses.
+
+    Parameters
+    ----------
+    classifier : hardcase.miner.protocols.Classifier
+        Gives K (``n_classes``).
+    images : np.ndarray, uint8, shape (M, H, W, C) or (M, H, W)
+    targets : np.ndarray, int, shape (M,)
+        Class indices in 0 .. K-1.
+    thresholds : np.ndarray, shape (K,), optional
+        Default 0.5 for every class.
+
+    Returns
+    -------
+    images : np.ndarray, uint8, shape (M, H, W, C)
+    targets : np.ndarray, int64, shape (M,)
+    thresholds : np.ndarray, float64, shape (K,)
+
+    Raises
+    ------
+    TypeError
+        Images not uint8, or targets not integers.
+    ValueError
+        A shape that does not fit, or a target outside 0 .. K-1 (the message names it).
+    """
     images = np.asarray(images)
     if images.ndim == 3:
         images = images[..., None]
@@ -648,7 +771,7 @@ def _check_inputs(classifier, images, targets, thresholds):
 
 
 def search_transforms(
-    classifier,
+    classifier: Classifier,
     images,
     targets,
     *,
@@ -666,8 +789,8 @@ def search_transforms(
 
     Parameters
     ----------
-    classifier : models.classifier.Classifier
-        With an embedding layer when ``density`` is given.
+    classifier : hardcase.miner.protocols.Classifier
+        With an embedding when ``density`` is given.
     images : np.ndarray, uint8, shape (M, H, W, C)
     targets : np.ndarray, int, shape (M,)
         The class to restore for each image: its given label, or its prediction.
@@ -699,14 +822,14 @@ def search_transforms(
         With ``stats``: ``seconds``, ``model_seconds``, ``transform_seconds``,
         ``evaluations`` (model evaluations) and ``per_candidate``.
     """
-    images, targets, thresholds = _check_inputs(classifier, images, targets, thresholds)
+    images, targets, thresholds = check_search_inputs(classifier, images, targets, thresholds)
     space = space or SearchSpace()
     started = time.perf_counter()
-    ev = _Evaluator(classifier, images, targets, density, batch_size)
-    rows_out: list[dict] = []
+    ev = TransformEvaluator(classifier, images, targets, density, batch_size)
+    decisions: list[_Decision] = []
     for start in range(0, len(images), chunk_size):
         rows = np.arange(start, min(start + chunk_size, len(images)))
-        rows_out += _search_chunk(ev, rows, thresholds, alpha, space, null, moments)
+        decisions += _search_chunk(ev, rows, thresholds, alpha, space, null, moments)
         for i in rows:  # free the per-candidate cache once decided
             ev.results[int(i)] = {}
         if progress is not None:
@@ -721,16 +844,16 @@ def search_transforms(
         "per_candidate": ev.n_evaluated / m if m else 0.0,
     }
     return TransformEvidence(
-        target=np.array([r["target"] for r in rows_out], dtype=np.int64),
-        family=np.array([r["family"] for r in rows_out], dtype=object).astype(str) if m else np.zeros(0, dtype=str),
-        transform=tuple(r["transform"] for r in rows_out),
-        before=np.array([r["before"] for r in rows_out], dtype=np.float64),
-        after=np.array([r["after"] for r in rows_out], dtype=np.float64),
-        predicted_after=np.array([r["predicted_after"] for r in rows_out], dtype=np.int64),
-        typicality=np.array([r["typicality"] for r in rows_out], dtype=np.float64),
-        stable=np.array([r["stable"] for r in rows_out], dtype=bool),
-        restores=np.array([r["restores"] for r in rows_out], dtype=bool),
-        smallest=tuple(r["smallest"] for r in rows_out),
+        target=np.array([d.target for d in decisions], dtype=np.int64),
+        family=np.array([d.family for d in decisions], dtype=object).astype(str) if m else np.zeros(0, dtype=str),
+        transform=tuple(d.transform for d in decisions),
+        before=np.array([d.before for d in decisions], dtype=np.float64),
+        after=np.array([d.after for d in decisions], dtype=np.float64),
+        predicted_after=np.array([d.predicted_after for d in decisions], dtype=np.int64),
+        typicality=np.array([d.typicality for d in decisions], dtype=np.float64),
+        stable=np.array([d.stable for d in decisions], dtype=bool),
+        restores=np.array([d.restores for d in decisions], dtype=bool),
+        smallest=tuple(d.smallest for d in decisions),
         null_rate=null.rate if null is not None else None,
         null_threshold=null.threshold if null is not None else None,
         stats=stats,
@@ -769,7 +892,7 @@ class RestorationVerdict:
 
 
 def judge_restorations(
-    classifier,
+    classifier: Classifier,
     images,
     targets,
     *,
@@ -789,6 +912,7 @@ def judge_restorations(
 
     Parameters
     ----------
+    classifier : hardcase.miner.protocols.Classifier
     images : np.ndarray, uint8, shape (M, H, W, C)
         The restored images.
     targets : np.ndarray, int, shape (M,)
@@ -796,10 +920,14 @@ def judge_restorations(
         As for :func:`search_transforms`.
     null_threshold : float, optional
         ``NullCalibration.threshold`` of a calibration; None skips test 4.
+
+    Returns
+    -------
+    RestorationVerdict
     """
-    images, targets, thresholds = _check_inputs(classifier, images, targets, thresholds)
+    images, targets, thresholds = check_search_inputs(classifier, images, targets, thresholds)
     space = space or SearchSpace()
-    ev = _Evaluator(classifier, images, targets, density, batch_size)
+    ev = TransformEvaluator(classifier, images, targets, density, batch_size)
     as_is = Transform()
     ev.run([(i, t) for i in range(len(images)) for t in (as_is, *_jittered(as_is, space))])
     results = [r[as_is] for r in ev.results]
@@ -809,9 +937,9 @@ def judge_restorations(
     limit = -math.inf if null_threshold is None else float(null_threshold)
     beats_null = np.array([_statistic(r) > limit for r in results], dtype=bool)
     return RestorationVerdict(
-        after=np.array([r[0] for r in results], dtype=np.float64),
-        predicted=np.array([r[1] for r in results], dtype=np.int64),
-        typicality=np.array([r[2] for r in results], dtype=np.float64),
+        after=np.array([r.p_target for r in results], dtype=np.float64),
+        predicted=np.array([r.predicted for r in results], dtype=np.int64),
+        typicality=np.array([r.typicality for r in results], dtype=np.float64),
         confident_typical=confident_typical,
         stable=stable,
         restores=confident_typical & stable & beats_null,
@@ -820,7 +948,23 @@ def judge_restorations(
 
 def null_reference_rows(probs, labels, thresholds, *, n: int, seed: int = 0) -> np.ndarray:
     """Up to ``n`` rows (seeded draw, sorted) that the model predicts as their label at or
-    above the label's confident threshold: the clean references of :func:`calibrate_null`."""
+    above the label's confident threshold: the clean references of :func:`calibrate_null`.
+
+    Parameters
+    ----------
+    probs : np.ndarray, shape (T, K)
+    labels : np.ndarray, int, shape (T,)
+        -1 = unknown (never chosen).
+    thresholds : np.ndarray, shape (K,)
+        Per-class confident thresholds.
+    n : int
+    seed : int
+
+    Returns
+    -------
+    np.ndarray, int64, shape (min(n, number of such rows),)
+        Row indices, ascending.
+    """
     probs = np.asarray(probs, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64)
     thresholds = np.asarray(thresholds, dtype=np.float64)
@@ -835,7 +979,7 @@ def null_reference_rows(probs, labels, thresholds, *, n: int, seed: int = 0) -> 
 
 
 def calibrate_null(
-    classifier,
+    classifier: Classifier,
     images,
     probs,
     labels,
@@ -859,11 +1003,23 @@ def calibrate_null(
 
     Parameters
     ----------
+    classifier : hardcase.miner.protocols.Classifier
     images : np.ndarray, uint8, shape (T, H, W, C)
         E.g. training images.
     probs : np.ndarray, shape (T, K)
         The model's probabilities on them.
     labels : np.ndarray, int, shape (T,)
+    density, thresholds, alpha, space, moments, batch_size
+        As for :func:`search_transforms` (``alpha`` is also the level of the null quantile).
+    n : int
+        Most reference images (:func:`null_reference_rows`).
+    seed : int
+        Seed of their draw.
+
+    Returns
+    -------
+    NullCalibration
+        Rate 0 and no statistic when no image qualifies as a reference.
     """
     images = np.asarray(images)
     if images.ndim == 3:
@@ -882,60 +1038,3 @@ def calibrate_null(
     statistic = np.where(evidence.restores, evidence.after * np.nan_to_num(evidence.typicality, nan=1.0), 0.0)
     return NullCalibration(rate=float(evidence.restores.mean()), statistic=statistic, alpha=alpha,
                            stats=dict(evidence.stats))
-
-
-#: The exhaustive baseline: 29 rotations every 5 degrees (-70..70) and 16 tilt strengths x 16
-#: directions (256 warps, 257 with the identity).
-GRID_ANGLES = tuple(float(a) for a in range(-70, 71, 5))
-GRID_STRENGTHS = tuple(float(s) for s in np.round(np.linspace(0.02, 0.32, 16), 4))
-GRID_DIRECTIONS = 16
-
-
-@dataclass(frozen=True)
-class GridResult:
-    """The exhaustive grid's best transform per image (highest target probability)."""
-
-    transform: tuple
-    after: np.ndarray
-    predicted_after: np.ndarray
-    seconds: float
-    model_seconds: float
-    evaluations: int
-
-
-def exhaustive_grid(
-    classifier,
-    images,
-    targets,
-    *,
-    angles=GRID_ANGLES,
-    strengths=GRID_STRENGTHS,
-    directions: int = GRID_DIRECTIONS,
-    chunk_size: int = 64,
-    batch_size: int = 2048,
-) -> GridResult:
-    """Every rotation in ``angles`` and every tilt in ``strengths x directions`` (plus identity).
-
-    The baseline the coarse-to-fine search is measured against (29 angles and 257
-    perspective warps by default); transforms are applied the same batched way.
-    """
-    images, targets, _ = _check_inputs(classifier, images, targets, None)
-    grid = [Transform()] + [Transform(rotate=float(a)) for a in angles if a != 0]
-    grid += [Transform(perspective=float(s), direction=float(d * 360.0 / directions)) for s in strengths for d in range(directions)]
-    started = time.perf_counter()
-    ev = _Evaluator(classifier, images, targets, None, batch_size)
-    chosen, after, predicted = [], [], []
-    for start in range(0, len(images), chunk_size):
-        rows = range(start, min(start + chunk_size, len(images)))
-        ev.run([(i, t) for i in rows for t in grid])
-        for i in rows:
-            best = max(grid, key=lambda t: ev.results[i][t][0])
-            p, pred, _, _ = ev.results[i][best]
-            chosen.append(best.to_dict())
-            after.append(p)
-            predicted.append(pred)
-            ev.results[i] = {}
-    return GridResult(
-        transform=tuple(chosen), after=np.array(after), predicted_after=np.array(predicted, dtype=np.int64),
-        seconds=time.perf_counter() - started, model_seconds=ev.model_seconds, evaluations=ev.n_evaluated,
-    )

@@ -4,6 +4,9 @@ digits are restored near the inverse angle, flipped labels and dilated digits ar
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -15,18 +18,25 @@ from hardcase.miner.causes import (
 )
 from hardcase.miner.scores import confident_thresholds
 from hardcase.models.transform_search import (
-    GRID_ANGLES,
     SearchSpace,
     _apply_stacked,
     calibrate_null,
     class_moments,
-    exhaustive_grid,
     family_of,
     image_moments,
     judge_restorations,
     search_transforms,
 )
 from hardcase.models.transforms import Transform, apply_transform
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+try:
+    from exhaustive_grid import (  # the benchmark baseline, not the product
+        GRID_ANGLES,
+        exhaustive_grid,
+    )
+finally:
+    sys.path.pop(0)
 
 ANGLE = 50.0
 

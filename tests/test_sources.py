@@ -622,6 +622,103 @@ def test_load_labels_and_dispatch_errors(tmp_path):
         open_source(tmp_path / "l.txt", class_names=["a", "a"])
 
 
+# --------------------------------------------------------------------------- labels_for
+
+
+def test_labels_for_maps_folder_names_onto_a_model_order_that_is_not_sorted(tmp_path):
+    make_folder(tmp_path / "data")  # ant x2, moth x4, zebra x3: sorted order ant, moth, zebra
+    model_classes = ["zebra", "ant", "yak", "moth"]
+    expected = [1, 1, 3, 3, 3, 3, 0, 0, 0]
+
+    src = open_source(tmp_path / "data")
+    mapped = src.labels_for(model_classes)
+    assert mapped.dtype == np.int64 and mapped.shape == (9,)
+    assert mapped.tolist() == expected
+    assert [model_classes[k] for k in mapped] == src.label_names
+    mapped[0] = 7  # a new array: the source's own labels stay as they were
+    assert src.labels.tolist() == [0, 0, 1, 1, 1, 1, 2, 2, 2]
+
+    # the same images opened with a third class order map to the same model indices
+    other = open_source(tmp_path / "data", class_names=["moth", "zebra", "ant"])
+    assert other.labels.tolist() == [2, 2, 0, 0, 0, 0, 1, 1, 1]
+    assert other.labels_for(model_classes).tolist() == expected
+    assert other.labels_for(",".join(model_classes)).tolist() == expected
+
+
+def test_labels_for_keeps_unknown_rows_and_ignores_unused_class_names(tmp_path):
+    np.savez(
+        tmp_path / "d.npz",
+        x=digits(5),
+        y=np.array(["dog", "", "cat", "dog", ""]),
+    )
+    # 'emu' is one of the source's classes but no row uses it: not an error
+    src = open_source(tmp_path / "d.npz", class_names=["cat", "dog", "emu"])
+    assert src.labels.tolist() == [1, -1, 0, 1, -1]
+    assert src.labels_for(["dog", "cat"]).tolist() == [0, -1, 1, 0, -1]
+
+    make_folder(tmp_path / "data")
+    folder = open_source(tmp_path / "data", class_names=["yak", "ant", "moth", "zebra"])
+    assert folder.labels_for(["moth", "ant", "zebra"]).tolist() == [1, 1, 0, 0, 0, 0, 2, 2, 2]
+
+
+def test_labels_for_an_unknown_class_names_the_row_the_file_and_the_value(tmp_path):
+    manifest = tmp_path / "m.jsonl"
+    rows = [{"path": f"{i}.png", "label": lab} for i, lab in enumerate(["b", None, "c", "a", "c"])]
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    src = open_source(manifest)
+    assert src.class_names == ["a", "b", "c"]
+    assert src.labels_for(["c", "b", "a"]).tolist() == [1, -1, 0, 2, 0]
+    with pytest.raises(ValueError) as info:
+        src.labels_for(["a", "b"])
+    message = str(info.value)
+    assert message.startswith(f"{manifest.absolute()}: row 2 ")  # the first row labelled 'c'
+    assert str(tmp_path / "2.png") in message
+    assert "label 'c' is not one of the model's classes ['a', 'b']" in message
+    assert "pass --class-names or a model spec whose class names include it" in message
+
+    make_folder(tmp_path / "data")
+    with pytest.raises(ValueError, match=r"data: row 6 \(.*zebra.*00\.png\): label 'zebra'"):
+        open_source(tmp_path / "data").labels_for(["ant", "moth"])
+
+
+def test_labels_for_integer_labels_outside_the_model_classes(tmp_path):
+    np.save(tmp_path / "x.npy", digits(5))
+    src = open_source(tmp_path / "x.npy", labels=[0, 2, -1, 1, 2])
+    assert src.class_names is None
+    assert src.labels_for(["a", "b", "c"]).tolist() == [0, 2, -1, 1, 2]
+    with pytest.raises(ValueError, match=r"x\.npy: row 1: label 2 is outside 0\.\.1 for the model's"):
+        src.labels_for(["a", "b"])
+
+    write_idx(tmp_path / "y-idx1-ubyte", np.array([0, 1, 9, 1, 9], dtype=np.uint8))
+    from_file = open_source(tmp_path / "x.npy", labels=tmp_path / "y-idx1-ubyte")
+    with pytest.raises(ValueError, match=r"x\.npy: row 2 \(labels from .*y-idx1-ubyte\): label 9"):
+        from_file.labels_for([str(d) for d in range(9)])
+    assert from_file.labels_for([str(d) for d in range(10)]).tolist() == [0, 1, 9, 1, 9]
+
+
+def test_labels_for_an_unlabelled_source_is_all_minus_one(tmp_path):
+    for i in range(3):
+        save_png(tmp_path / "flat" / f"{i}.png", digits(1, seed=i)[0])
+    np.save(tmp_path / "x.npy", digits(4))
+    for src in (open_source(tmp_path / "flat"), open_source(tmp_path / "x.npy")):
+        assert not src.has_labels
+        mapped = src.labels_for(["a"])
+        assert mapped.dtype == np.int64 and mapped.tolist() == [-1] * len(src)
+    with_names = open_source(tmp_path / "flat", class_names=["a", "b"])
+    assert with_names.labels_for(["b", "c"]).tolist() == [-1, -1, -1]
+
+
+def test_labels_for_checks_the_model_classes(tmp_path):
+    np.save(tmp_path / "x.npy", digits(2))
+    src = open_source(tmp_path / "x.npy", labels=[0, 1])
+    with pytest.raises(TypeError, match=r"x\.npy: labels_for needs the model's class names"):
+        src.labels_for(None)
+    with pytest.raises(ValueError, match=r"x\.npy: labels_for: duplicate class names \['a'\]"):
+        src.labels_for(["a", "b", "a"])
+    with pytest.raises(ValueError, match=r"labels_for: class names must be non-empty"):
+        src.labels_for([])
+
+
 # --------------------------------------------------------------------------- shared MNIST
 
 

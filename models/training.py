@@ -18,6 +18,20 @@ def build_demo_cnn(input_shape: tuple[int, int, int], n_classes: int, *, seed: i
     """A small MNIST CNN: two conv + max-pool blocks (32, 64 filters), a 128-unit embedding, softmax.
 
     The initial weights come from ``seed``, so training the result with a seed is repeatable.
+
+    Parameters
+    ----------
+    input_shape : (int, int, int)
+        ``(height, width, channels)``, e.g. ``spec.image_shape``.
+    n_classes : int
+        K, the width of the softmax output.
+    seed : int
+
+    Returns
+    -------
+    keras.Model
+        Input ``"image"`` (None, H, W, C) float, outputs ``"probs"`` (None, K); the layer
+        ``"embedding"`` (128 units) is what a classifier embeds with.
     """
     keras.utils.set_random_seed(seed)
     inputs = keras.Input(shape=input_shape, name="image")
@@ -93,11 +107,38 @@ def train_classifier(
     augment_mask: np.ndarray | None = None,
     verbose: int = 0,
 ) -> keras.callbacks.History:
-    """Fit ``model`` on uint8 images (N, H, W, C) and integer labels (N,).
+    """Fit ``model`` (compiled here: Adam, sparse categorical cross-entropy) on uint8 images.
 
-    ``pipeline`` (albumentations) augments each batch on the fly, only the rows where the
-    boolean ``augment_mask`` (N,) is true when it is given; ``class_weight`` or
-    ``sample_weight`` reweight the loss. Seeded: the same inputs give the same model.
+    Seeded: the same inputs give the same model.
+
+    Parameters
+    ----------
+    model : keras.Model
+        Outputs probabilities (N, K).
+    images : np.ndarray, uint8, shape (N, H, W, C)
+    labels : np.ndarray, int, shape (N,)
+        Class indices 0 .. K-1.
+    spec : PreprocessingSpec
+        Scales each batch (:meth:`~hardcase.miner.spec.PreprocessingSpec.prepare`).
+    epochs, batch_size, seed, learning_rate : int, int, int, float
+    pipeline : albumentations.Compose, optional
+        Augments each batch on the fly (the rows of ``augment_mask`` only, when given).
+    class_weight : dict of int to float, optional
+        Loss weight per class index; folded into ``sample_weight`` when both are given.
+    sample_weight : np.ndarray, float, shape (N,), optional
+    augment_mask : np.ndarray, bool, shape (N,), optional
+        The rows ``pipeline`` disturbs; without it, every row.
+    verbose : int
+        Keras' ``fit`` verbosity.
+
+    Returns
+    -------
+    keras.callbacks.History
+
+    Raises
+    ------
+    ValueError
+        ``augment_mask`` has another shape than (N,).
     """
     keras.utils.set_random_seed(seed)
     model.compile(
@@ -118,7 +159,16 @@ def train_classifier(
 
 
 def save_with_spec(model: keras.Model, spec: PreprocessingSpec, path: Path) -> None:
-    """Save a model as ``.keras`` with its ``.spec.json`` beside it (written atomically)."""
+    """Save a model as ``.keras`` with its ``.spec.json`` beside it (the model written atomically).
+
+    Parameters
+    ----------
+    model : keras.Model
+    spec : PreprocessingSpec
+        Written to :func:`~hardcase.miner.spec.spec_path_for` ``(path)``.
+    path : Path
+        The ``.keras`` file; its folder is created when missing.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.stem}.tmp{path.suffix}")

@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from hardcase.miner import causes
+from hardcase.miner import causes, vocabulary
 from hardcase.miner.causes import (
     CauseSuggestions,
     TransformEvidence,
@@ -59,7 +59,8 @@ def test_nearest_neighbours_match_brute_force_in_small_blocks(rng, metric):
     np.testing.assert_allclose(got.distances, expected, atol=1e-5)
     np.testing.assert_allclose(np.take_along_axis(full, got.indices, 1), expected, atol=1e-5)
     # tiny blocks force the running top-k merge across many reference blocks
-    d, i = causes._compute_knn(causes._prepare(q, metric), causes._prepare(r, metric), 4, metric, block_elements=20)
+    knn = causes.neighbours
+    d, i = knn._compute_knn(knn._prepare(q, metric), knn._prepare(r, metric), 4, metric, block_elements=20)
     np.testing.assert_allclose(d, expected, atol=1e-5)
 
 
@@ -436,3 +437,25 @@ def test_transforms_are_described_in_words():
     assert (describe_transform({"perspective": 0.15, "direction": 90.0, "scale": 0.75, "shift_x": -0.1, "shift_y": 0.04})
             == "tilting 0.15 toward 90° and scaling by 0.75 and shifting 10% left and 4% down")
     assert describe_transform({"aspect": 0.8, "shear": 12.0}) == "stretching taller by 1.25 and shearing +12°"
+
+
+# ----------------------------------------------------------------------------- the package
+
+
+def test_the_package_exports_what_the_single_module_did():
+    before = {"CAUSE_ORDER", "DEFAULT_ALPHA", "DEFAULT_K", "METRICS", "SUGGESTED", "CauseSuggestions",
+              "ClassDensity", "ClassImbalance", "Neighbours", "TransformEvidence", "Typicality",
+              "class_imbalance", "class_typicality", "describe_transform", "fit_class_density",
+              "nearest_neighbours", "neighbour_label_quality_score", "neighbour_votes", "rank_label_issues",
+              "suggest_causes"}  # class_thresholds is now scores.confident_thresholds(unknown_labels="as_predicted")
+    assert before <= set(causes.__all__)
+    assert all(hasattr(causes, name) for name in causes.__all__)
+
+
+def test_the_rule_order_is_a_priority_over_the_vocabulary():
+    assert causes.RULE_ORDER == ("mislabel", "imbalance", "augment", "rare")
+    assert sorted(causes.RULE_ORDER) == sorted(vocabulary.CAUSES)
+    assert causes.CAUSE_ORDER is causes.RULE_ORDER
+    # the counts keep the rule order, as the workflows print them
+    assert causes.SUGGESTED == (*causes.RULE_ORDER, vocabulary.UNCLEAR)
+    assert set(causes.SUGGESTED) == set(vocabulary.SUGGESTED_CAUSES)

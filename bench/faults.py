@@ -17,14 +17,14 @@ Per model, in one run:
    unflagged rest follows by self-confidence) on the same ``pred_probs``, with their times;
 2. recall of all injected faults among the 5% hardest by hardcase's hardness score and by
    plain max-probability confidence;
-3. causes of the mined candidates (``review_app.mining.mine`` into a temporary SQLite, then
-   ``review_app.causes.suggest_for_run``): confusion matrix of suggested versus true cause,
-   per-cause and macro accuracy over the candidates whose true cause is one of the four (what
-   ``clean`` candidates got is shown beside), and the share of ``augment`` candidates whose
-   suggested transform restores the true label, against an exhaustive grid (29 angles, 257
-   perspective warps) on the same candidates, and against an oracle: the exact inverse of each
-   injected warp, judged by the search's own restoration tests (how many the true inverse
-   itself would get past them);
+3. causes of the mined candidates (``review_app.workflows.mining.mine`` into a temporary SQLite,
+   then ``review_app.workflows.suggest.suggest_for_run``): confusion matrix of suggested versus
+   true cause, per-cause and macro accuracy over the candidates whose true cause is one of the
+   four (what ``clean`` candidates got is shown beside), and the share of ``augment`` candidates
+   whose suggested transform restores the true label, against an exhaustive grid (29 angles,
+   257 perspective warps: ``bench/exhaustive_grid.py``) on the same candidates, and against an
+   oracle: the exact inverse of each injected warp, judged by the search's own restoration
+   tests (how many the true inverse itself would get past them);
 4. cost: milliseconds per candidate of cause suggestion and the share spent in the model.
 
 One seed fixes the training of both models, the faults, the mining and the calibration; the
@@ -50,8 +50,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+BENCH = REPO / "bench"  # exhaustive_grid.py, the baseline, lives beside this script
+for _folder in (REPO, BENCH):
+    if str(_folder) not in sys.path:
+        sys.path.insert(0, str(_folder))
 
 CAUSES = ("mislabel", "augment", "rare", "imbalance")
 SUGGESTED = ("mislabel", "augment", "rare", "imbalance", "unclear")
@@ -248,7 +250,9 @@ def restore_shares(rows, truth, pool, classifier, *, density, thresholds, alpha,
     """Of the ``augment`` candidates: whose suggested transform restores the true label, against
     the exhaustive grid; and how many the exact inverse of the injected warp (an oracle) would
     get past the same restoration tests the search applies."""
-    from hardcase.models.transform_search import exhaustive_grid, judge_restorations
+    from exhaustive_grid import exhaustive_grid
+
+    from hardcase.models.transform_search import judge_restorations
     from hardcase.models.transforms import Transform, apply_transform
 
     chosen = [row for row in rows if truth[row.source_index] == "augment"]
@@ -290,8 +294,8 @@ def run_model(name, args, pool, train, model_path, work: Path) -> dict:
     from hardcase.miner.causes import fit_class_density
     from hardcase.miner.scores import confident_thresholds
     from hardcase.models.classifier import load_classifier
-    from hardcase.review_app.causes import TRAIN_CACHE, suggest_for_run
-    from hardcase.review_app.mining import MiningOptions, mine
+    from hardcase.review_app.workflows.mining import MiningOptions, mine
+    from hardcase.review_app.workflows.suggest import TRAIN_CACHE, suggest_for_run
     from hardcase.store.db import open_store
 
     images, labels = train

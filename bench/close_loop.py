@@ -183,8 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         retrain,
     )
     from hardcase.models.training import build_demo_cnn, save_with_spec, train_classifier
-    from hardcase.review_app.mining import MiningOptions, mine
-    from hardcase.review_app.retrain import (
+    from hardcase.review_app.workflows.mining import MiningOptions, mine
+    from hardcase.review_app.workflows.retrain import (
         STRESS_ROTATE,
         fix_rows,
         make_plan,
@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if args.no_suggestions:
                 raise RuntimeError("--no-suggestions")
-            from hardcase.review_app.causes import suggest_for_run
+            from hardcase.review_app.workflows.suggest import suggest_for_run
 
             suggest_for_run(store, "loop", artifacts_dir=tmp / "artifacts", train_data=str(tmp / "train.npz"),
                             progress=False)

@@ -93,7 +93,7 @@ def bare_forward(model_path: Path, images: np.ndarray, batch_size: int):
 def mine_once(model_path: Path, data: Path, labels: Path, batch_size: int, attempt: int) -> tuple[float, float, str]:
     """Images/s and process CPU seconds of one end-to-end mining run (read, score, embed, store,
     select) into a fresh store."""
-    from hardcase.review_app.mining import MiningOptions, mine
+    from hardcase.review_app.workflows.mining import MiningOptions, mine
     from hardcase.store.db import open_store
 
     with tempfile.TemporaryDirectory() as folder:
@@ -165,7 +165,7 @@ def overhead(n_small: int, rates_small: tuple[float, float], n_large: int, rates
 def switched_off(part: str):
     """Mining with ``part`` switched off in this process: ``rows`` (the per-sample database rows)
     or ``rows+select`` (those and the candidates). Only for the ``--ceiling`` diagnostic."""
-    import hardcase.review_app.mining as mining
+    import hardcase.review_app.workflows.mining as mining
     from hardcase.store import api
 
     saved_api = {name: getattr(api, name) for name in

@@ -36,7 +36,7 @@ def percentiles(samples: list[float]) -> tuple[float, float]:
 
 def big_run(store, model_path: Path, n_scored: int, folder: Path) -> None:
     """A demo-sized model run whose data set has ``n_scored`` scored samples (synthetic images)."""
-    from hardcase.review_app.mining import MiningOptions, mine
+    from hardcase.review_app.workflows.mining import MiningOptions, mine
 
     rng = np.random.default_rng(0)
     base = rng.integers(0, 256, size=(1024, 28, 28), dtype=np.uint8)
@@ -61,7 +61,7 @@ def main() -> None:
 
     from hardcase.models.transforms import Transform
     from hardcase.review_app.app import build_app, launch_options
-    from hardcase.review_app.service import ReviewService
+    from hardcase.review_app.workflows.review import ReviewService
     from hardcase.store.db import open_store
 
     model_path = demo_model(args.model)

@@ -144,7 +144,7 @@ def _open_store(url: str, *, upgrade: bool = True):
 def _cmd_demo(args) -> int:
     store = _open_store(args.db)
     artifacts = args.artifacts or _default_artifacts(args.db)
-    from hardcase.review_app.demo import run_demo
+    from hardcase.review_app.workflows.demo import run_demo
 
     report = run_demo(store, artifacts_dir=artifacts, per_class=args.per_class, seed=args.seed)
     print(report.summary())
@@ -154,7 +154,7 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_mine(args) -> int:
-    from hardcase.review_app.mining import MiningOptions, mine
+    from hardcase.review_app.workflows.mining import MiningOptions, mine
 
     store = _open_store(args.db)
     options = MiningOptions(
@@ -194,8 +194,8 @@ def _serve(store, *, run_name: str | None, host: str, port: int, auth_file: Path
     if not _is_loopback(host) and auth_file is None:
         raise CliError(f"refusing to serve on {host} without --auth FILE; bind 127.0.0.1 or give a users file")
     from hardcase.review_app.app import build_app, launch_options
-    from hardcase.review_app.auth import authenticator, load_accounts
-    from hardcase.review_app.service import ReviewService
+    from hardcase.review_app.workflows.accounts import authenticator, load_accounts
+    from hardcase.review_app.workflows.review import ReviewService
 
     options = launch_options(host=host, port=port)
     if auth_file is not None:
@@ -229,7 +229,7 @@ def _cmd_serve(args) -> int:
 def _cmd_users(args) -> int:
     import getpass
 
-    from hardcase.review_app.auth import hash_password
+    from hardcase.review_app.workflows.accounts import hash_password
 
     password = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
     print(hash_password(password))
@@ -244,7 +244,7 @@ def _cmd_export(args) -> int:
         import shutil
         import tempfile
 
-        from hardcase.review_app.exports import write_image_folder_zip
+        from hardcase.review_app.workflows.exports import write_image_folder_zip
 
         with tempfile.TemporaryDirectory() as folder:
             report = write_image_folder_zip(store, args.run, Path(folder))
@@ -264,7 +264,7 @@ def _cmd_export(args) -> int:
 
 def _cmd_retrain(args) -> int:
     from hardcase.models.retrain import PlanError
-    from hardcase.review_app.retrain import RetrainOptions, report_paths, run_retrain
+    from hardcase.review_app.workflows.retrain import RetrainOptions, report_paths, run_retrain
 
     evals: dict[str, str] = {}
     for item in args.eval:
@@ -316,15 +316,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not args.verbose:
         warnings.filterwarnings("ignore", category=DeprecationWarning)
-    from hardcase.models.classifier import ModelOutputError
-    from hardcase.review_app.causes import SuggestionInputError
-    from hardcase.review_app.mining import MiningInputError
     from hardcase.store.errors import StoreError
 
     try:
         return COMMANDS[args.command](args)
-    except (CliError, StoreError, MiningInputError, SuggestionInputError, ModelOutputError, FileNotFoundError,
-            ValueError) as exc:
+    # every input error of the workflows (MiningInputError, SuggestionInputError, PlanError,
+    # ModelOutputError, the miner's validation) is a ValueError: catching it here keeps the
+    # commands that need no model from importing TensorFlow
+    except (CliError, StoreError, FileNotFoundError, ValueError) as exc:
         if args.verbose:
             raise
         print(f"hardcase {args.command}: error: {exc}", file=sys.stderr)

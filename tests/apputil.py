@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from hardcase.review_app.demo import run_demo
+from hardcase.review_app.workflows.demo import run_demo
 from hardcase.store.db import Store, open_store
 
 

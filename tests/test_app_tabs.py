@@ -10,8 +10,8 @@ import pytest
 from apputil import demo_store, served_app
 from PIL import Image
 
-from hardcase.models.spec import PreprocessingSpec
-from hardcase.review_app.try_model import EmptyImageError, to_model_input
+from hardcase.miner.spec import PreprocessingSpec
+from hardcase.review_app.workflows.probe import EmptyImageError, to_model_input
 from hardcase.store import api
 from hardcase.store.export import read_rows
 
@@ -27,7 +27,7 @@ def served(tmp_path_factory, demo_model_path):
     """The demo run served by the full app, with a gradio_client on it."""
     from gradio_client import Client
 
-    from hardcase.review_app.service import ReviewService
+    from hardcase.review_app.workflows.review import ReviewService
 
     folder = tmp_path_factory.mktemp("tabs")
     store = demo_store(folder, demo_model_path, per_class=PER_CLASS)
@@ -174,7 +174,7 @@ def test_try_predicts_a_drawing_under_the_sliders(served, tmp_path):
 def test_try_an_upload_gives_the_review_prediction(served, reviewed, tmp_path):
     """A candidate upscaled and inverted (dark on light, as a scan), uploaded, predicts as in the review tab."""
     store, client, _ = served
-    from hardcase.review_app.mining import decode_png
+    from hardcase.review_app.workflows.images import decode_png
 
     with store.Session.begin() as session:
         view = api.get_candidate(session, reviewed[0])
@@ -216,7 +216,7 @@ def test_triage_shows_the_runs_latest_retrain_report(served, reviewed, demo_mode
 
     from gradio_client.exceptions import AppError
 
-    from hardcase.review_app.retrain import RetrainOptions, run_retrain
+    from hardcase.review_app.workflows.retrain import RetrainOptions, run_retrain
 
     store, client, _ = served
     text, plots, files = client.predict("demo", api_name="/retrain_report")
@@ -298,7 +298,7 @@ def test_export_image_folder_loads_with_keras(served, reviewed, tmp_path):
 def test_review_outputs_are_named_once_with_the_status_line_last():
     # _show fills the outputs by name, and undo / decide replace the last one with their message
     from hardcase.models.transforms import FIELDS
-    from hardcase.review_app.handlers import SHOWN
+    from hardcase.review_app.app.handlers.review import SHOWN
 
     assert len(set(SHOWN)) == len(SHOWN)
     assert set(FIELDS) <= set(SHOWN) and SHOWN[-1] == "status"

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.browser
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory, demo_model_path):
-    from hardcase.review_app.service import ReviewService
+    from hardcase.review_app.workflows.review import ReviewService
 
     store = demo_store(tmp_path_factory.mktemp("browser"), demo_model_path, per_class=3)
     with served_app(ReviewService(store)) as app:

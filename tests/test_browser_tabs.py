@@ -40,7 +40,7 @@ def _review_some(store):
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory, demo_model_path):
-    from hardcase.review_app.service import ReviewService
+    from hardcase.review_app.workflows.review import ReviewService
 
     store = demo_store(tmp_path_factory.mktemp("browser-tabs"), demo_model_path, per_class=3)
     _review_some(store)

@@ -320,7 +320,7 @@ def test_inputs_are_validated_at_the_door(rng):
 def mined_run(tmp_path_factory, demo_model_path, mnist_small):
     """A mined run over 400 pool images with injected faults, and its training data."""
     from hardcase.models.faults import inject_faults
-    from hardcase.review_app.mining import MiningOptions, mine
+    from hardcase.review_app.workflows.mining import MiningOptions, mine
     from hardcase.store.db import open_store
 
     train_x, train_y, pool_x, pool_y = mnist_small
@@ -341,7 +341,7 @@ def mined_run(tmp_path_factory, demo_model_path, mnist_small):
 def test_suggest_for_run_stores_a_cause_and_evidence_for_every_candidate(mined_run):
     from sqlalchemy import select
 
-    from hardcase.review_app.causes import TRAIN_CACHE, suggest_for_run
+    from hardcase.review_app.workflows.suggest import TRAIN_CACHE, suggest_for_run
     from hardcase.store import api
     from hardcase.store.schema import Candidate, Sample
 
@@ -377,7 +377,7 @@ def test_suggest_for_run_stores_a_cause_and_evidence_for_every_candidate(mined_r
 def test_suggest_for_run_without_training_data_uses_the_pool(mined_run, tmp_path):
     from sqlalchemy import update
 
-    from hardcase.review_app.causes import SuggestionInputError, suggest_for_run
+    from hardcase.review_app.workflows.suggest import SuggestionInputError, suggest_for_run
     from hardcase.store.schema import Run
 
     store, folder, _ = mined_run
@@ -443,7 +443,7 @@ def test_transforms_are_described_in_words():
 
 
 def test_the_package_exports_what_the_single_module_did():
-    before = {"CAUSE_ORDER", "DEFAULT_ALPHA", "DEFAULT_K", "METRICS", "SUGGESTED", "CauseSuggestions",
+    before = {"RULE_ORDER", "DEFAULT_ALPHA", "DEFAULT_K", "METRICS", "SUGGESTED", "CauseSuggestions",
               "ClassDensity", "ClassImbalance", "Neighbours", "TransformEvidence", "Typicality",
               "class_imbalance", "class_typicality", "describe_transform", "fit_class_density",
               "nearest_neighbours", "neighbour_label_quality_score", "neighbour_votes", "rank_label_issues",
@@ -455,7 +455,6 @@ def test_the_package_exports_what_the_single_module_did():
 def test_the_rule_order_is_a_priority_over_the_vocabulary():
     assert causes.RULE_ORDER == ("mislabel", "imbalance", "augment", "rare")
     assert sorted(causes.RULE_ORDER) == sorted(vocabulary.CAUSES)
-    assert causes.CAUSE_ORDER is causes.RULE_ORDER
     # the counts keep the rule order, as the workflows print them
     assert causes.SUGGESTED == (*causes.RULE_ORDER, vocabulary.UNCLEAR)
     assert set(causes.SUGGESTED) == set(vocabulary.SUGGESTED_CAUSES)

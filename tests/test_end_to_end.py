@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import func, select
 
 from hardcase.review_app.cli import main
-from hardcase.review_app.demo import run_demo
-from hardcase.review_app.mining import MiningInputError, MiningOptions, mine
+from hardcase.review_app.workflows.demo import run_demo
+from hardcase.review_app.workflows.mining import MiningInputError, MiningOptions, mine
 from hardcase.store import api
 from hardcase.store.db import open_store
 from hardcase.store.schema import Candidate, Review, Run, Score
@@ -122,7 +122,7 @@ def served_app(demo_store):
     from gradio_client import Client
 
     from hardcase.review_app.app import build_app, launch_options
-    from hardcase.review_app.service import ReviewService
+    from hardcase.review_app.workflows.review import ReviewService
 
     store, _, _ = demo_store
     app = build_app(ReviewService(store), run_name="demo")

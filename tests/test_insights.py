@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hardcase.review_app import insights, plots
-from hardcase.review_app.insights import CandidateInfo, Judgment
+from hardcase.review_app.app import plots
+from hardcase.review_app.workflows import insights
+from hardcase.review_app.workflows.insights import CandidateInfo, Judgment
 from hardcase.store import api
 from hardcase.store.db import open_store
 

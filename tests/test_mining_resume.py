@@ -11,7 +11,7 @@ import time
 import numpy as np
 from sqlalchemy import func, select
 
-from hardcase.review_app.mining import MiningOptions, mine
+from hardcase.review_app.workflows.mining import MiningOptions, mine
 from hardcase.store.db import open_store
 from hardcase.store.export import export_rows
 from hardcase.store.schema import Sample, Score

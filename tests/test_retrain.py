@@ -138,7 +138,7 @@ def test_augmented_copies_beside_clean_originals(decisions, train_labels):
 def test_training_batches_augment_only_the_masked_rows():
     import albumentations as A
 
-    from hardcase.models.spec import PreprocessingSpec
+    from hardcase.miner.spec import PreprocessingSpec
     from hardcase.models.training import _AugmentedBatches
 
     spec = PreprocessingSpec(height=4, width=4, channels=1, class_names=tuple("ab"))
@@ -237,7 +237,7 @@ def reviewed_run(tmp_path_factory, demo_model_path, mnist_small):
     from sqlalchemy import select
 
     from hardcase.models.faults import inject_faults
-    from hardcase.review_app.mining import MiningOptions, mine
+    from hardcase.review_app.workflows.mining import MiningOptions, mine
     from hardcase.store import api
     from hardcase.store.db import open_store
     from hardcase.store.schema import Candidate
@@ -270,7 +270,7 @@ def reviewed_run(tmp_path_factory, demo_model_path, mnist_small):
 
 def test_tiny_retrain_end_to_end_writes_model_plan_and_report(reviewed_run, demo_model_path):
     from hardcase.models.classifier import load_classifier
-    from hardcase.review_app.retrain import RetrainOptions, report_paths, run_retrain
+    from hardcase.review_app.workflows.retrain import RetrainOptions, report_paths, run_retrain
 
     store, folder = reviewed_run
     out = folder / "new" / "retrained.keras"
@@ -303,7 +303,7 @@ def test_tiny_retrain_end_to_end_writes_model_plan_and_report(reviewed_run, demo
 
 
 def test_retrain_from_an_exported_fix_list(reviewed_run, demo_model_path, tmp_path):
-    from hardcase.review_app.retrain import RetrainOptions, run_retrain
+    from hardcase.review_app.workflows.retrain import RetrainOptions, run_retrain
     from hardcase.store.export import export_rows, write_rows
 
     store, folder = reviewed_run
@@ -345,3 +345,36 @@ def test_augment_ranges_cover_confirmed_stretch_and_shear():
     image[8:20, 12:16] = 255
     widths = {int(np.ptp(np.flatnonzero(fix.pipeline()(image=image)["image"].max(axis=0) > 0))) for _ in range(12)}
     assert len(widths) > 2
+
+
+def test_float_images_load_as_0_255_pixels(tmp_path):
+    """A 0-1 float data set trains on its real pixels, not on 0/1 values (a near-black image)."""
+    from hardcase.miner.spec import PreprocessingSpec
+    from hardcase.review_app.workflows.retrain import load_images
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=(6, 8, 8, 1)).astype(np.uint8)
+    np.savez(tmp_path / "floats.npz", x=pixels.astype(np.float32) / 255.0, y=np.array([0, 1, 2, 0, 1, 2]))
+    spec = PreprocessingSpec(height=8, width=8, channels=1, scale="0-1", class_names=("a", "b", "c"))
+
+    images, labels = load_images(str(tmp_path / "floats.npz"), spec)
+
+    assert images.dtype == np.uint8
+    np.testing.assert_array_equal(images, pixels)
+    np.testing.assert_array_equal(labels, [0, 1, 2, 0, 1, 2])
+
+
+def test_training_labels_of_an_unknown_class_name_are_a_plan_error(tmp_path):
+    """A folder class the model does not know stops retraining, naming it."""
+    from PIL import Image
+
+    from hardcase.miner.spec import PreprocessingSpec
+    from hardcase.review_app.workflows.retrain import load_images
+
+    for name in ("a", "zebra"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        Image.fromarray(np.full((8, 8), 200, dtype=np.uint8)).save(tmp_path / "data" / name / "0.png")
+    spec = PreprocessingSpec(height=8, width=8, channels=1, scale="0-1", class_names=("a", "b"))
+
+    with pytest.raises(PlanError, match="zebra"):
+        load_images(str(tmp_path / "data"), spec)

@@ -8,8 +8,13 @@ import urllib.request
 import pytest
 from apputil import demo_store, served_app
 
-from hardcase.review_app.auth import authenticator, hash_password, load_accounts, verify_password
 from hardcase.review_app.cli import main
+from hardcase.review_app.workflows.accounts import (
+    authenticator,
+    hash_password,
+    load_accounts,
+    verify_password,
+)
 from hardcase.store import api
 
 
@@ -49,7 +54,7 @@ def test_serving_beyond_loopback_without_auth_is_refused(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def demo_service(tmp_path_factory, demo_model_path):
-    from hardcase.review_app.service import ReviewService
+    from hardcase.review_app.workflows.review import ReviewService
 
     store = demo_store(tmp_path_factory.mktemp("serving"), demo_model_path, per_class=2)
     yield ReviewService(store)
@@ -58,7 +63,7 @@ def demo_service(tmp_path_factory, demo_model_path):
 
 @pytest.fixture(scope="module")
 def authed_app(demo_service):
-    from hardcase.review_app.auth import Account
+    from hardcase.review_app.workflows.accounts import Account
 
     accounts = {"gina": Account("gina", "annotator", hash_password("pw"))}
     with served_app(demo_service, queue_size=16, auth=authenticator(accounts)) as app:

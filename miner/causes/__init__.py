@@ -35,7 +35,6 @@ from hardcase.miner.causes.imbalance import ClassImbalance, class_imbalance
 from hardcase.miner.causes.label_issues import neighbour_label_quality_score, rank_label_issues
 from hardcase.miner.causes.neighbours import Neighbours, nearest_neighbours, neighbour_votes
 from hardcase.miner.causes.rules import (
-    CAUSE_ORDER,
     RULE_ORDER,
     SUGGESTED,
     CauseSuggestions,
@@ -46,7 +45,6 @@ from hardcase.miner.causes.rules import (
 from hardcase.miner.vocabulary import METRICS
 
 __all__ = [
-    "CAUSE_ORDER",
     "DEFAULT_ALPHA",
     "DEFAULT_K",
     "METRICS",

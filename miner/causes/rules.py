@@ -71,7 +71,6 @@ from hardcase.miner.transform import Transform
 from hardcase.miner.vocabulary import CAUSES, SUGGESTED_CAUSES, UNCLEAR
 
 __all__ = [
-    "CAUSE_ORDER",
     "RULE_ORDER",
     "SUGGESTED",
     "CauseSuggestions",
@@ -85,8 +84,6 @@ __all__ = [
 #: :data:`hardcase.miner.vocabulary.CAUSES`, whose order is the schema's).
 RULE_ORDER = ("mislabel", "imbalance", "augment", "rare")
 assert sorted(RULE_ORDER) == sorted(CAUSES), "RULE_ORDER must order exactly the vocabulary's CAUSES"
-#: The former name of :data:`RULE_ORDER`.
-CAUSE_ORDER = RULE_ORDER
 #: Everything :func:`suggest_causes` may answer, in rule order: the order of
 #: :meth:`CauseSuggestions.counts` (and so of the counts the workflows print). As a set it is
 #: :data:`hardcase.miner.vocabulary.SUGGESTED_CAUSES`.

@@ -26,7 +26,7 @@ from sqlalchemy import func, select
 from hardcase.miner.vocabulary import CAUSES, DECISIONS
 from hardcase.store import api
 from hardcase.store.db import Store
-from hardcase.store.schema import Candidate, ModelVersion, Review, Sample, Score
+from hardcase.store.schema import Candidate, Review, Sample, Score
 
 
 @dataclass(frozen=True)
@@ -286,7 +286,7 @@ def load_triage(store: Store, run_name: str) -> TriageData:
     """
     with store.snapshot() as session:
         run = api.require_run(session, run_name)
-        class_names = list(session.get(ModelVersion, run.model_version_id).class_names)
+        class_names = list(api.model_version(session, run).class_names)
         decision_counts = api.triage_counts(session, run.id)
         label_pairs = [
             (given, predicted, int(count))

@@ -11,19 +11,23 @@ import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from hardcase.miner.sources import open_source
+from hardcase.miner.spec import as_uint8
 from hardcase.miner.vocabulary import CAUSES, DECISIONS
-from hardcase.models.classifier import Classifier, load_classifier
-from hardcase.models.saliency import Saliency, overlay
-from hardcase.models.spec import PreprocessingSpec, as_uint8
 from hardcase.models.transforms import Transform, apply_transform
-from hardcase.review_app.mining import decode_png
+from hardcase.review_app.workflows.classifiers import ClassifierCache
+from hardcase.review_app.workflows.images import decode_png
 from hardcase.store import api
 from hardcase.store.db import Store
-from hardcase.store.schema import ModelVersion, Run
+from hardcase.store.schema import Run
+
+if TYPE_CHECKING:
+    from hardcase.miner.protocols import Classifier
+    from hardcase.models.saliency import Saliency
 
 
 class ReviewInputError(ValueError):
@@ -39,6 +43,7 @@ class Prediction:
 
     @property
     def top(self) -> tuple[str, float]:
+        """The most probable class and its probability."""
         name = max(self.probabilities, key=self.probabilities.get)
         return name, self.probabilities[name]
 
@@ -50,20 +55,22 @@ class ReviewService:
         self.store = store
         self.lease_seconds = lease_seconds
         self._model_lock = threading.Lock()
-        self._classifiers: dict[int, Classifier] = {}
+        self.classifiers = ClassifierCache()
         self._image = lru_cache(maxsize=4096)(self._load_image)
         self._saliency: dict[int, Saliency] = {}
         self._sources: dict[str, object] = {}
 
     # runs and candidates -------------------------------------------------------------
     def run_names(self) -> list[str]:
+        """Names of the store's mining runs, oldest first."""
         with self.store.Session.begin() as session:
             return [run.name for run in api.list_runs(session)]
 
     def class_names(self, run_name: str) -> list[str]:
+        """The class names of ``run_name``'s model, in output order."""
         with self.store.Session.begin() as session:
             run = api.require_run(session, run_name)
-            return list(session.get(ModelVersion, run.model_version_id).class_names)
+            return list(api.model_version(session, run).class_names)
 
     def next_candidate(
         self,
@@ -75,6 +82,26 @@ class ReviewService:
         suggested_cause: str | None = None,
         status: str = "unreviewed",
     ) -> api.CandidateView | None:
+        """Lease the next candidate for ``reviewer``, or None when none is left.
+
+        Parameters
+        ----------
+        run_name, reviewer
+            The run, and who reviews (no other reviewer is given a candidate they hold).
+        after_rank
+            Only candidates ranked after this one (the page's "next").
+        class_name, suggested_cause
+            Filters; None for all.
+        status
+            ``unreviewed``, ``reviewed`` or ``all``.
+
+        Raises
+        ------
+        ReviewInputError
+            No reviewer name.
+        hardcase.store.errors.StoreError
+            No such run.
+        """
         reviewer = self._check_reviewer(reviewer)
         with self.store.Session.begin() as session:
             run = api.require_run(session, run_name)
@@ -90,14 +117,17 @@ class ReviewService:
             )
 
     def run_name_of(self, run_id: int) -> str:
+        """The name of the run with id ``run_id``."""
         with self.store.Session.begin() as session:
             return session.get(Run, run_id).name
 
     def candidate(self, candidate_id: int) -> api.CandidateView:
+        """The candidate with its image, scores, evidence and standing decision."""
         with self.store.Session.begin() as session:
             return api.get_candidate(session, int(candidate_id))
 
     def progress(self, run_name: str) -> tuple[int, int]:
+        """``(reviewed, total)`` candidates of ``run_name``."""
         with self.store.Session.begin() as session:
             return api.review_progress(session, api.require_run(session, run_name).id)
 
@@ -112,19 +142,27 @@ class ReviewService:
         return image
 
     def classifier_for_candidate(self, candidate_id: int) -> Classifier:
+        """The classifier of the candidate's run, with the run's stored preprocessing spec."""
         with self.store.Session.begin() as session:
             view = api.get_candidate(session, int(candidate_id))
-            run = session.get(Run, view.run_id)
-            version = session.get(ModelVersion, run.model_version_id)
-            key, path, spec = version.id, version.path, PreprocessingSpec.from_dict(version.spec)
-        with self._model_lock:
-            if key not in self._classifiers:
-                if not Path(path).exists():
-                    raise FileNotFoundError(f"the run's model file is missing: {path}")
-                classifier = load_classifier(path)
-                classifier.spec = spec
-                self._classifiers[key] = classifier
-            return self._classifiers[key]
+            version = api.model_version(session, session.get(Run, view.run_id))
+            key, path, spec = version.id, version.path, version.spec
+        return self.classifiers.get(key, path, spec)
+
+    def classifier_for_run(self, run_name: str) -> Classifier:
+        """The classifier of ``run_name``, with the run's stored preprocessing spec.
+
+        Raises
+        ------
+        hardcase.store.errors.StoreError
+            No such run.
+        FileNotFoundError
+            The run's model file is gone.
+        """
+        with self.store.Session.begin() as session:
+            version = api.model_version(session, api.require_run(session, run_name))
+            key, path, spec = version.id, version.path, version.spec
+        return self.classifiers.get(key, path, spec)
 
     def predict_transformed(self, candidate_id: int, transform: Transform, *, saliency: bool = False) -> Prediction:
         """The model's probabilities on the candidate's image under ``transform``.
@@ -137,7 +175,11 @@ class ReviewService:
             probs = classifier.predict_proba(image[None])[0]
             shown = image
             if saliency:
-                maps = self._saliency.setdefault(id(classifier), Saliency(classifier))
+                from hardcase.models.saliency import Saliency, overlay
+
+                if id(classifier) not in self._saliency:
+                    self._saliency[id(classifier)] = Saliency(classifier)
+                maps = self._saliency[id(classifier)]
                 shown = overlay(image, maps.heatmap(image, int(np.argmax(probs))))
         return Prediction(
             probabilities={name: float(p) for name, p in zip(classifier.class_names, probs)},
@@ -182,6 +224,31 @@ class ReviewService:
         transform: Transform,
         seen_version: int,
     ) -> api.ReviewResult:
+        """Record ``reviewer``'s decision on a candidate (appended; nothing is overwritten).
+
+        Parameters
+        ----------
+        candidate_id
+            The candidate decided.
+        reviewer
+            Who decides.
+        cause
+            One of :data:`~hardcase.miner.vocabulary.DECISIONS`.
+        new_label
+            The right class for ``mislabel`` (required there); None otherwise.
+        note
+            Free text.
+        transform
+            The slider transform; stored with ``augment`` decisions.
+        seen_version
+            The candidate's review version the reviewer saw: a newer one means another
+            reviewer decided meanwhile, and both reviews are kept and flagged as a conflict.
+
+        Raises
+        ------
+        ReviewInputError
+            Unknown cause or class, a mislabel without its label, no reviewer name.
+        """
         reviewer = self._check_reviewer(reviewer)
         if cause not in DECISIONS:
             raise ReviewInputError(f"unknown decision {cause!r}; choose one of {', '.join(DECISIONS)}")
@@ -212,14 +279,14 @@ class ReviewService:
             return api.undo_last_review(session, int(candidate_id), reviewer=reviewer)
 
     def previous_candidate(self, run_name: str, *, before_rank: int, class_name: str | None = None):
+        """The candidate ranked just before ``before_rank`` (optionally of one class), or None."""
         with self.store.Session.begin() as session:
             run = api.require_run(session, run_name)
             return api.previous_candidate(session, run.id, before_rank=before_rank, class_name=class_name)
 
     def _classes_of(self, run_id: int) -> list[str]:
         with self.store.Session.begin() as session:
-            run = session.get(Run, run_id)
-            return list(session.get(ModelVersion, run.model_version_id).class_names)
+            return list(api.model_version(session, session.get(Run, run_id)).class_names)
 
     @staticmethod
     def _check_reviewer(reviewer: str | None) -> str:

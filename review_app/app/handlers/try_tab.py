@@ -9,9 +9,9 @@ import gradio as gr
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from hardcase.review_app.handlers import transform_from_sliders
-from hardcase.review_app.service import ReviewService
-from hardcase.review_app.try_model import EmptyImageError, RunModels
+from hardcase.review_app.app.handlers.review import transform_from_sliders
+from hardcase.review_app.workflows.probe import EmptyImageError, RunModels
+from hardcase.review_app.workflows.review import ReviewService
 from hardcase.store.errors import StoreError
 
 DISPLAY = 280

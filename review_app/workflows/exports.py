@@ -27,7 +27,7 @@ from sqlalchemy import select
 from hardcase.store import api
 from hardcase.store.db import Store
 from hardcase.store.export import FORMATS, export_rows, write_rows
-from hardcase.store.schema import Candidate, ModelVersion
+from hardcase.store.schema import Candidate
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -75,7 +75,7 @@ def write_image_folder_zip(store: Store, run_name: str, folder: Path) -> ImageFo
     fixes = [dict(zip(columns, row)) for row in rows]
     with store.snapshot() as session:
         run = api.require_run(session, run_name)
-        class_names = list(session.get(ModelVersion, run.model_version_id).class_names)
+        class_names = list(api.model_version(session, run).class_names)
         wanted = {fix["sample_id"] for fix in fixes}
         images = {
             sample_id: png

@@ -17,7 +17,6 @@ is not covered by this.
 
 from __future__ import annotations
 
-import io
 import logging
 import mmap
 import threading
@@ -31,7 +30,6 @@ from queue import Queue
 from typing import Any
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from hardcase.miner.scores import (
@@ -42,10 +40,11 @@ from hardcase.miner.scores import (
     label_quality_score,
 )
 from hardcase.miner.select import select_candidates
-from hardcase.miner.sources import Batch, DataSource, content_hashes, open_source
+from hardcase.miner.sources import Batch, DataSource, content_hashes
 from hardcase.miner.vocabulary import SCORE_FIELDS
-from hardcase.models.classifier import Classifier, file_hash, load_classifier
-from hardcase.models.spec import as_uint8
+from hardcase.models.classifier import file_hash, load_classifier
+from hardcase.review_app.workflows.data import open_for_model
+from hardcase.review_app.workflows.images import encode_png
 from hardcase.store import api
 from hardcase.store.db import Store
 
@@ -125,46 +124,6 @@ class MiningReport:
         return text
 
 
-def png_bytes(image: np.ndarray) -> bytes:
-    """Encode a uint8 image (H, W[, 1|3]) as PNG."""
-    image = as_uint8(image)
-    array = image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def decode_png(data: bytes) -> np.ndarray:
-    """Decode PNG bytes to uint8 (H, W, C)."""
-    array = np.asarray(Image.open(io.BytesIO(data)))
-    return array[..., None] if array.ndim == 2 else array
-
-
-def _map_labels(source: DataSource, classifier: Classifier) -> np.ndarray | None:
-    """Source labels as indices into the model's classes (-1 = unknown); errors before any work."""
-    if not source.has_labels:
-        return None
-    labels = np.asarray(source.labels, dtype=np.int64)
-    model_classes = list(classifier.class_names)
-    if source.class_names is not None:
-        missing = [name for name in source.class_names if name not in model_classes]
-        used = {source.class_names[k] for k in np.unique(labels[labels >= 0])}
-        unknown = sorted(used & set(missing))
-        if unknown:
-            raise MiningInputError(
-                f"labels use classes {unknown} that the model does not know; model classes: {model_classes}"
-            )
-        lookup = np.array([model_classes.index(n) if n in model_classes else -1 for n in source.class_names])
-        return np.where(labels >= 0, lookup[np.clip(labels, 0, None)], -1)
-    bad = np.flatnonzero(labels >= len(model_classes))
-    if bad.size:
-        row = int(bad[0])
-        raise MiningInputError(
-            f"label {labels[row]} at row {row} is outside the model's {len(model_classes)} classes"
-        )
-    return labels
-
-
 def _artifact_arrays(folder: Path, n: int, n_classes: int, dim: int | None, resume: bool):
     """Per-run memory-mapped outputs: pred_probs (N, K), sample ids (N,), done mask (N,),
     embeddings (N, D) float16.
@@ -197,25 +156,13 @@ def mine(store: Store, options: MiningOptions, *, artifacts_dir: Path, progress:
         scale=options.scale,
         channels=options.channels,
         size=options.size,
+        class_names=options.class_names or None,
     )
     warming = threading.Thread(target=classifier.warm_up, name="hardcase-trace", daemon=True)
     warming.start()
     spec = classifier.spec
-    if options.class_names:
-        if len(options.class_names) != classifier.n_classes:
-            raise MiningInputError(
-                f"--class-names gives {len(options.class_names)} names but the model has "
-                f"{classifier.n_classes} outputs"
-            )
-        classifier.spec = spec = spec.with_overrides(class_names=options.class_names)
-    source = open_source(
-        options.data_path,
-        labels=options.labels_path,
-        class_names=list(spec.class_names) if _is_folder_like(options.data_path) else None,
-        image_size=(spec.height, spec.width),
-        channels=spec.channels,
-    )
-    labels = _map_labels(source, classifier)
+    source = open_for_model(options.data_path, spec, labels=options.labels_path)
+    labels = source.labels_for(spec.class_names) if source.has_labels else None
     n = len(source)
     if n == 0:
         raise MiningInputError(f"{options.data_path} holds no samples")
@@ -328,7 +275,7 @@ def mine(store: Store, options: MiningOptions, *, artifacts_dir: Path, progress:
     report = _finish(store, options, run_id, source, classifier, labels, pred_probs, sample_ids, embeddings,
                      scored, already)
     if options.suggest:
-        from hardcase.review_app.causes import suggest_for_run
+        from hardcase.review_app.workflows.suggest import suggest_for_run
 
         report.suggestions = suggest_for_run(
             store, options.run_name, artifacts_dir=artifacts_dir, train_data=options.train_data,
@@ -432,10 +379,6 @@ def _read_ahead(batches: Iterator[Batch], depth: int = 2, prepare: Callable[[Bat
         if isinstance(item, BaseException):
             raise item
         yield item
-
-
-def _is_folder_like(path: str) -> bool:
-    return Path(path).is_dir()
 
 
 def _finish(store, options, run_id, source, classifier, labels, pred_probs, sample_ids, embeddings, scored, already):
@@ -585,7 +528,7 @@ def _candidate_rows(options, source, hardness, predicted, given, scored, sample_
                 "class_name": class_names[int(selection.group[k])],
                 "hardness_score": float(selection.hardness_score[k]),
                 "pick_distance": None if not np.isfinite(distance) else distance,
-                "image_png": png_bytes(images[source_index]),
+                "image_png": encode_png(images[source_index]),
             }
         )
     return candidate_rows

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import gradio as gr
 
-from hardcase.review_app.export_handlers import ExportHandlers
-from hardcase.review_app.service import ReviewService
+from hardcase.review_app.app.handlers.export import ExportHandlers
+from hardcase.review_app.workflows.review import ReviewService
 from hardcase.store.export import EXPORTS, FORMATS
 
 EXPORT_ORDER = ["fixes", "candidates", "reviews", "scores"]

@@ -8,9 +8,9 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr
 
-from hardcase.review_app.handlers import Handlers
-from hardcase.review_app.service import ReviewService
-from hardcase.review_app.tabs import export, gallery, review, triage, try_tab
+from hardcase.review_app.app.handlers.review import Handlers
+from hardcase.review_app.app.tabs import export, gallery, review, triage, try_tab
+from hardcase.review_app.workflows.review import ReviewService
 
 CSS = """
 #candidate-image img { image-rendering: pixelated; image-rendering: crisp-edges; }

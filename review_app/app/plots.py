@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from hardcase.review_app.insights import PairAgreement
+from hardcase.review_app.workflows.insights import PairAgreement
 
 WIDTH, HEIGHT = 6.4, 4.6
 MIN_BAR_SLOTS = 4

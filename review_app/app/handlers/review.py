@@ -11,7 +11,7 @@ import gradio as gr
 import numpy as np
 
 from hardcase.models.transforms import FIELDS, Transform
-from hardcase.review_app.service import ReviewInputError, ReviewService
+from hardcase.review_app.workflows.review import ReviewInputError, ReviewService
 from hardcase.store.errors import StoreError
 
 DECISION_LABELS = {
@@ -30,6 +30,7 @@ RESET_TRANSFORM = tuple(Transform().to_dict()[name] for name in FIELDS)
 SHOWN = ("image", "info", "probabilities", "candidate_id", "seen_version", "rank", *FIELDS,
          "new_label", "note", "neighbours", "progress", "status")
 ANY = "any"
+"""The filter value that means no filter."""
 
 
 def upscale(image: np.ndarray, target: int = DISPLAY_SIZE) -> np.ndarray:

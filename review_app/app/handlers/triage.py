@@ -9,10 +9,11 @@ from pathlib import Path
 import gradio as gr
 
 from hardcase.miner.vocabulary import DECISIONS
-from hardcase.review_app import insights, plots
-from hardcase.review_app.export_handlers import export_folder
-from hardcase.review_app.gallery_handlers import GalleryHandlers
-from hardcase.review_app.service import ReviewService
+from hardcase.review_app.app import plots
+from hardcase.review_app.app.handlers.export import export_folder
+from hardcase.review_app.app.handlers.gallery import GalleryHandlers
+from hardcase.review_app.workflows import insights
+from hardcase.review_app.workflows.review import ReviewService
 from hardcase.store.errors import StoreError
 
 DISAGREEMENT_COLUMNS = ["candidate", "class", "given", "suggested", "judgments"]
@@ -67,7 +68,7 @@ class TriageHandlers:
         ``hardcase retrain --run NAME`` records every report it writes in the run's artifacts
         folder; the files are copied to a private temporary folder for Gradio to serve.
         """
-        from hardcase.review_app.retrain import run_reports
+        from hardcase.review_app.workflows.retrain import run_reports
 
         if not run_name:
             raise gr.Error("choose a mining run first")

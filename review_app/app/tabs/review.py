@@ -8,7 +8,13 @@ import gradio as gr
 
 from hardcase.miner.vocabulary import SUGGESTED_CAUSES
 from hardcase.models.transforms import FIELDS, MAX_PERSPECTIVE
-from hardcase.review_app.handlers import ANY, DECISION_LABELS, RESET_TRANSFORM, SHOWN, Handlers
+from hardcase.review_app.app.handlers.review import (
+    ANY,
+    DECISION_LABELS,
+    RESET_TRANSFORM,
+    SHOWN,
+    Handlers,
+)
 
 MODEL_CONCURRENCY = "model"
 

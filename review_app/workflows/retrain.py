@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from hardcase.miner.sources import content_hashes, open_source
+from hardcase.miner.sources import content_hashes
+from hardcase.miner.spec import as_uint8
 from hardcase.models.retrain import (
     FAMILIES,
     PlanError,
@@ -34,6 +35,7 @@ from hardcase.models.retrain import (
     prediction_flips,
     retrain,
 )
+from hardcase.review_app.workflows.data import open_for_model
 
 STRESS_ROTATE = 45.0
 REPORTS_INDEX = "retrain_reports.jsonl"
@@ -63,29 +65,18 @@ class RetrainOptions:
 def load_images(path: str, spec, *, labels: str | None = None,
                 require_labels: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """All images of a data source at the model's size, and labels as model class indices."""
-    source = open_source(path, labels=labels, image_size=(spec.height, spec.width), channels=spec.channels,
-                         class_names=list(spec.class_names) if Path(path).is_dir() else None)
+    source = open_for_model(path, spec, labels=labels)
     if require_labels and not source.has_labels:
         raise PlanError(f"{path} has no labels; retraining and evaluation need labelled data")
     batch = source.read(np.arange(len(source)))
     if batch.errors:
         first = batch.errors[0]
         raise PlanError(f"{path}: {len(batch.errors)} unreadable images, e.g. row {first.source_index}: {first.reason}")
-    images = batch.images
-    if images.dtype != np.uint8:
-        images = np.clip(np.rint(images), 0, 255).astype(np.uint8)
-    raw = np.asarray(source.labels, dtype=np.int64)
-    if source.class_names is not None:
-        model_classes = list(spec.class_names)
-        missing = sorted(set(source.class_names) - set(model_classes))
-        used = {source.class_names[k] for k in np.unique(raw[raw >= 0])}
-        if used & set(missing):
-            raise PlanError(f"{path}: labels {sorted(used & set(missing))} are not classes of the model")
-        lookup = np.array([model_classes.index(n) if n in model_classes else -1 for n in source.class_names])
-        raw = np.where(raw >= 0, lookup[np.clip(raw, 0, None)], -1)
-    elif raw.size and raw.max() >= len(spec.class_names):
-        raise PlanError(f"{path}: label {int(raw.max())} is outside the model's {len(spec.class_names)} classes")
-    return images, raw
+    try:
+        labels_array = source.labels_for(spec.class_names)
+    except ValueError as exc:
+        raise PlanError(str(exc)) from None
+    return as_uint8(batch.images), labels_array
 
 
 def fix_rows(store, run_name: str, fixes_path: str | None = None) -> list[dict[str, Any]]:
@@ -139,11 +130,10 @@ def make_plan(rows: Sequence[Mapping[str, Any]], *, spec, train_images: np.ndarr
     if needs_images:
         if mined_path is None or not Path(mined_path).exists():
             raise PlanError(f"the mined data set {mined_path} is not readable; mislabel and rare fixes need it")
-        source = open_source(mined_path, labels=mined_labels, image_size=(spec.height, spec.width),
-                             channels=spec.channels,
-                             class_names=list(spec.class_names) if Path(mined_path).is_dir() else None)
+        source = open_for_model(mined_path, spec, labels=mined_labels)
         batch = source.read(needs_images)
-        pool_hashes = dict(zip(batch.indices.tolist(), content_hashes(batch.images)))
+        # hashed as the training images are (uint8), so a float pool still matches them
+        pool_hashes = dict(zip(batch.indices.tolist(), content_hashes(as_uint8(batch.images))))
     train_index_of_hash = {}
     if any(r.get("final_cause") == "mislabel" for r in rows):
         train_index_of_hash = {digest: i for i, digest in enumerate(content_hashes(train_images))}
@@ -155,7 +145,7 @@ def make_plan(rows: Sequence[Mapping[str, Any]], *, spec, train_images: np.ndarr
                       provenance={"mined_data": mined_path, **(provenance or {})})
     rare_images = None
     if plan.rare is not None:
-        rare_images = source.read([s.source_index for s in plan.rare.samples]).images
+        rare_images = as_uint8(source.read([s.source_index for s in plan.rare.samples]).images)
     return plan, rare_images
 
 

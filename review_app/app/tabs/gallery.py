@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import gradio as gr
 
-from hardcase.review_app.gallery_handlers import ANY, STATUSES, GalleryHandlers
-from hardcase.review_app.service import ReviewService
-from hardcase.review_app.tabs.review import ReviewTab
+from hardcase.review_app.app.handlers.gallery import GalleryHandlers
+from hardcase.review_app.app.handlers.review import ANY
+from hardcase.review_app.app.tabs.review import ReviewTab
+from hardcase.review_app.workflows.gallery import STATUSES
+from hardcase.review_app.workflows.review import ReviewService
 
 
 def build(service: ReviewService, *, tab: gr.Tab, tabs: gr.Tabs, review_tab: ReviewTab,

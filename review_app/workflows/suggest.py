@@ -29,13 +29,13 @@ from hardcase.miner.causes import (
     DEFAULT_ALPHA,
     DEFAULT_K,
     SUGGESTED,
-    class_thresholds,
     fit_class_density,
     suggest_causes,
 )
-from hardcase.miner.sources import open_source
-from hardcase.models.classifier import Classifier, file_hash, load_classifier
-from hardcase.models.spec import PreprocessingSpec
+from hardcase.miner.protocols import Classifier
+from hardcase.miner.scores import confident_thresholds
+from hardcase.miner.spec import PreprocessingSpec
+from hardcase.models.classifier import file_hash, load_classifier
 from hardcase.models.transform_search import (
     calibrate_null,
     class_moments,
@@ -43,10 +43,11 @@ from hardcase.models.transform_search import (
     null_reference_rows,
     search_transforms,
 )
-from hardcase.review_app.mining import decode_png
+from hardcase.review_app.workflows.data import open_for_model
+from hardcase.review_app.workflows.images import decode_png
 from hardcase.store import api
 from hardcase.store.db import Store
-from hardcase.store.schema import Candidate, Dataset, ModelVersion, Sample
+from hardcase.store.schema import Candidate, Dataset, Sample
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,7 @@ def _read_run(store: Store, run_name: str) -> _RunInputs:
         run = api.require_run(session, run_name)
         if run.status != "done":
             raise SuggestionInputError(f"run {run_name!r} is {run.status}; finish mining it before suggesting causes")
-        version = session.get(ModelVersion, run.model_version_id)
+        version = api.model_version(session, run)
         dataset = session.get(Dataset, run.dataset_id)
         class_names = list(version.class_names)
         lookup = _label_index(class_names)
@@ -168,9 +169,8 @@ def _load_run_classifier(inputs: _RunInputs) -> Classifier:
         raise SuggestionInputError(f"the run's model file is missing: {path}")
     if file_hash(path) != inputs.model_hash:
         raise SuggestionInputError(f"the run's model file {path} changed since the run was mined")
-    classifier = load_classifier(path, embedding_layer=inputs.params.get("embedding_layer"))
-    classifier.spec = PreprocessingSpec.from_dict(inputs.spec)
-    return classifier
+    return load_classifier(path, spec=PreprocessingSpec.from_dict(inputs.spec),
+                           embedding_layer=inputs.params.get("embedding_layer"))
 
 
 def _open_artifacts(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -184,26 +184,6 @@ def _open_artifacts(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             )
         raise SuggestionInputError(f"the run's artifacts are missing: {', '.join(missing)}")
     return tuple(np.load(paths[name], mmap_mode="r") for name in ("pred_probs", "embeddings", "done"))
-
-
-def _map_source_labels(source, class_names: list[str]) -> np.ndarray:
-    """Source labels as indices into the model's classes (-1 = unknown or not a model class)."""
-    labels = np.asarray(source.labels, dtype=np.int64)
-    if source.class_names is None:
-        return np.where((labels >= 0) & (labels < len(class_names)), labels, -1)
-    lookup = _label_index(class_names)
-    table = np.array([lookup.get(str(name), -1) for name in source.class_names] + [-1], dtype=np.int64)
-    return table[np.where(labels >= 0, labels, len(source.class_names))]
-
-
-def _source_for(path: str, spec: PreprocessingSpec, labels: str | None = None):
-    return open_source(
-        path,
-        labels=labels,
-        class_names=list(spec.class_names) if Path(path).is_dir() else None,
-        image_size=(spec.height, spec.width),
-        channels=spec.channels,
-    )
 
 
 def _cache_meta(train_data: str, inputs: _RunInputs) -> dict:
@@ -230,8 +210,8 @@ def _training_embeddings(train_data: str, inputs: _RunInputs, classifier: Classi
             if json.loads(str(stored["meta"])) == meta and all(key in stored for key in keys):
                 return {key: stored[key] for key in keys}, True, 0.0, 0.0
     started = time.perf_counter()
-    source = _source_for(train_data, classifier.spec)
-    labels = _map_source_labels(source, inputs.class_names)
+    source = open_for_model(train_data, classifier.spec)
+    labels = source.labels_for(inputs.class_names)
     embeddings, probs, moments, ids = [], [], [], []
     model_seconds = 0.0
     bar = tqdm(total=len(source), unit="img", desc="embedding the training data", disable=not progress)
@@ -354,7 +334,7 @@ def suggest_for_run(
     # float16 as stored (the memory map itself when every row was scored); only candidate
     # rows and, without training data, the reference rows are converted to float32
     pool_embeddings = embeddings if len(scored) == len(done) else np.asarray(embeddings[scored])
-    thresholds = class_thresholds(pool_labels, pool_probs)
+    thresholds = confident_thresholds(pool_labels, pool_probs, unknown_labels="as_predicted")
     spec = classifier.spec
 
     # the reference set: training data if any, else the pool's labelled non-candidates
@@ -376,7 +356,7 @@ def suggest_for_run(
         if null_samples:
             rows = null_reference_rows(_normalized(data["probs"]), ref_labels, thresholds, n=null_samples, seed=seed)
             if rows.size:
-                batch = _source_for(str(train_data), spec).read(ref_ids[rows])
+                batch = open_for_model(str(train_data), spec).read(ref_ids[rows])
                 keep = np.searchsorted(ref_ids[rows], batch.indices)
                 null_images, null_probs, null_labels = batch.images, _normalized(data["probs"])[rows][keep], ref_labels[rows][keep]
     else:
@@ -389,7 +369,7 @@ def suggest_for_run(
             rows = null_reference_rows(pool_probs[reference], ref_labels, thresholds, n=null_samples, seed=seed)
             if rows.size:
                 try:
-                    source = _source_for(inputs.dataset_uri, spec, inputs.params.get("labels_path"))
+                    source = open_for_model(inputs.dataset_uri, spec, labels=inputs.params.get("labels_path"))
                     batch = source.read(ref_ids[rows])
                     keep = np.searchsorted(ref_ids[rows], batch.indices)
                     null_images, null_probs, null_labels = batch.images, pool_probs[reference][rows][keep], ref_labels[rows][keep]

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import gradio as gr
 
-from hardcase.review_app.service import ReviewService
-from hardcase.review_app.tabs.review import ReviewTab
-from hardcase.review_app.triage_handlers import DISAGREEMENT_COLUMNS, TriageHandlers
+from hardcase.review_app.app.handlers.triage import DISAGREEMENT_COLUMNS, TriageHandlers
+from hardcase.review_app.app.tabs.review import ReviewTab
+from hardcase.review_app.workflows.review import ReviewService
 
 
 def build(service: ReviewService, *, tab: gr.Tab, tabs: gr.Tabs, review_tab: ReviewTab,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import gradio as gr
 
-from hardcase.review_app.handlers import RESET_TRANSFORM
-from hardcase.review_app.service import ReviewService
-from hardcase.review_app.tabs.review import MODEL_CONCURRENCY, transform_sliders
-from hardcase.review_app.try_handlers import CANVAS, TryHandlers
+from hardcase.review_app.app.handlers.review import RESET_TRANSFORM
+from hardcase.review_app.app.handlers.try_tab import CANVAS, TryHandlers
+from hardcase.review_app.app.tabs.review import MODEL_CONCURRENCY, transform_sliders
+from hardcase.review_app.workflows.review import ReviewService
 
 
 def build(service: ReviewService, *, run_names: list[str], default_run: str | None) -> None:

@@ -23,18 +23,17 @@ channels); scaling to floats is the classifier's job.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-from sqlalchemy import select
 
-from hardcase.models.classifier import Classifier, load_classifier
-from hardcase.models.spec import PreprocessingSpec
+from hardcase.miner.spec import PreprocessingSpec
 from hardcase.models.transforms import Transform, apply_transform
-from hardcase.review_app.service import ReviewService
-from hardcase.store import api
-from hardcase.store.schema import Candidate, ModelVersion
+from hardcase.review_app.workflows.review import ReviewService
+
+if TYPE_CHECKING:
+    from hardcase.miner.protocols import Classifier
 
 MNIST_BOX = 20 / 28
 """Share of the image side the digit's bounding box is fitted into."""
@@ -127,42 +126,22 @@ class TryResult:
 
 
 class RunModels:
-    """The classifier of each run, through the :class:`ReviewService`'s model cache.
-
-    A run's model is reached through one of its candidates (so the review tab and the Try tab
-    share one loaded model); a run without candidates loads its model here.
-    """
+    """Probe the classifier of any run (the :class:`ReviewService`'s cache: one loaded model per version)."""
 
     def __init__(self, service: ReviewService) -> None:
         self.service = service
-        self._own: dict[int, Classifier] = {}
 
     def classifier(self, run_name: str) -> Classifier:
         """The classifier of ``run_name`` with the run's stored preprocessing spec.
 
         Raises
         ------
-        store.errors.StoreError
+        hardcase.store.errors.StoreError
             No such run.
         FileNotFoundError
             The run's model file is gone.
         """
-        with self.service.store.snapshot() as session:
-            run = api.require_run(session, run_name)
-            candidate_id = session.scalar(
-                select(Candidate.id).where(Candidate.run_id == run.id).order_by(Candidate.rank).limit(1)
-            )
-            version = session.get(ModelVersion, run.model_version_id)
-            key, path, spec = version.id, version.path, PreprocessingSpec.from_dict(version.spec)
-        if candidate_id is not None:
-            return self.service.classifier_for_candidate(candidate_id)
-        if key not in self._own:
-            if not Path(path).exists():
-                raise FileNotFoundError(f"the run's model file is missing: {path}")
-            classifier = load_classifier(path)
-            classifier.spec = spec
-            self._own[key] = classifier
-        return self._own[key]
+        return self.service.classifier_for_run(run_name)
 
     def predict(self, run_name: str, image: np.ndarray, transform: Transform, *, normalize: bool = True) -> TryResult:
         """Convert ``image`` to the run's model input, apply ``transform`` and predict."""

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from hardcase.review_app.exports import write_fix_list, write_image_folder_zip
-from hardcase.review_app.service import ReviewService
+from hardcase.review_app.workflows.exports import write_fix_list, write_image_folder_zip
+from hardcase.review_app.workflows.review import ReviewService
 from hardcase.store.errors import StoreError
 from hardcase.store.export import EXPORTS, FORMATS
 

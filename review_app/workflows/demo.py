@@ -14,7 +14,7 @@ from hardcase.models.demo import (
     stratified_split,
     train_demo_model,
 )
-from hardcase.review_app.mining import MiningOptions, MiningReport, mine
+from hardcase.review_app.workflows.mining import MiningOptions, MiningReport, mine
 from hardcase.store.db import Store
 
 TRAIN_PER_CLASS = 400  # 4,000 training images; the other 1,000 form the production pool

@@ -1,1 +1,0 @@
-"""One module per tab of the review app; each exposes ``build(handlers, ...)``."""

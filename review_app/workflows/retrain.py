@@ -64,18 +64,30 @@ class RetrainOptions:
 
 def load_images(path: str, spec, *, labels: str | None = None,
                 require_labels: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """All images of a data source at the model's size, and labels as model class indices."""
-    source = open_for_model(path, spec, labels=labels)
+    """All images of a data source at the model's size, and labels as model class indices.
+
+    Returns
+    -------
+    images : np.ndarray, uint8, shape (N, H, W, C)
+    labels : np.ndarray, int64, shape (N,)
+        Indices into ``spec.class_names``; -1 where a row has no label.
+
+    Raises
+    ------
+    PlanError
+        No labels (with ``require_labels``), an unreadable image, or a label the model does not know.
+    """
+    try:
+        source = open_for_model(path, spec, labels=labels)
+        labels_array = source.labels_for(spec.class_names)
+    except ValueError as exc:
+        raise PlanError(str(exc)) from None
     if require_labels and not source.has_labels:
         raise PlanError(f"{path} has no labels; retraining and evaluation need labelled data")
     batch = source.read(np.arange(len(source)))
     if batch.errors:
         first = batch.errors[0]
         raise PlanError(f"{path}: {len(batch.errors)} unreadable images, e.g. row {first.source_index}: {first.reason}")
-    try:
-        labels_array = source.labels_for(spec.class_names)
-    except ValueError as exc:
-        raise PlanError(str(exc)) from None
     return as_uint8(batch.images), labels_array
 
 

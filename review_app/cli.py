@@ -91,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     mine.add_argument("--scale", choices=["0-1", "0-255", "-1-1"], default=None)
     mine.add_argument("--channels", type=int, choices=[1, 3], default=None)
     mine.add_argument("--size", type=_size, default=None, help="model input size, e.g. 28x28")
+    mine.add_argument("--resize", action="store_true",
+                      help="resize IDX/.npy/.npz images of another size to the model's (else an error)")
+    mine.add_argument("--max-pixels", type=_positive, default=None,
+                      help="largest width*height of an image file, from its header (default 40000000)")
+    mine.add_argument("--allow-outside-root", action="store_true",
+                      help="read manifest paths that lead outside the manifest's folder")
     mine.add_argument("--no-suggest", action="store_true", help="skip cause suggestion for the candidates")
     mine.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -175,6 +181,9 @@ def _cmd_mine(args) -> int:
         scale=args.scale,
         channels=args.channels,
         size=args.size,
+        resize=args.resize,
+        max_pixels=args.max_pixels,
+        allow_outside_root=args.allow_outside_root,
     )
     report = mine(store, options, artifacts_dir=args.artifacts or _default_artifacts(args.db), progress=not args.quiet)
     print(report.summary())

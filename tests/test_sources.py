@@ -521,7 +521,9 @@ def test_skip_and_start_for_resume(tmp_path):
 def test_array_channels_and_resize(tmp_path):
     gray = digits(5, 8, 8)
     np.save(tmp_path / "g.npy", gray)
-    src = open_source(tmp_path / "g.npy", channels=3, image_size=(4, 4))
+    with pytest.raises(ValueError, match=r"g\.npy: images are 8x8 \(HxW\).* is 4x4; pass resize=True"):
+        open_source(tmp_path / "g.npy", channels=3, image_size=(4, 4))
+    src = open_source(tmp_path / "g.npy", channels=3, image_size=(4, 4), resize=True)
     assert src.image_shape == (4, 4, 3)
     _, images, _, _ = collect(src, 2)
     assert images.shape == (5, 4, 4, 3) and images.dtype == np.uint8
@@ -536,7 +538,7 @@ def test_array_channels_and_resize(tmp_path):
     _, images, _, _ = collect(src)
     assert images.shape == (2, 3, 3, 1) and images.dtype == np.float32
     np.testing.assert_allclose(images, 0.587, rtol=1e-6)
-    src = open_source(tmp_path / "c.npz", image_size=6)
+    src = open_source(tmp_path / "c.npz", image_size=6, resize=True)
     _, images, _, _ = collect(src)
     assert images.shape == (2, 6, 6, 3)
     np.testing.assert_allclose(images[..., 1], 1.0, rtol=1e-6)
@@ -607,7 +609,7 @@ def test_load_labels_and_dispatch_errors(tmp_path):
     with pytest.raises(ValueError, match=r"l\.txt: line 2: unknown class name 'a'"):
         load_labels(tmp_path / "l.txt", class_names=["b"])
     np.save(tmp_path / "f.npy", np.array([0.0, 1.5]))
-    with pytest.raises(TypeError, match=r"f\.npy: row 1: label 1\.5 is not an integer"):
+    with pytest.raises(ValueError, match=r"f\.npy: row 1: label 1\.5 is not an integer"):
         load_labels(tmp_path / "f.npy")
 
     with pytest.raises(FileNotFoundError, match="nope.npy"):

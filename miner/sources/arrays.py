@@ -4,7 +4,7 @@
   raw or gzip IDX, ``.npy``, a ``.npz`` member) and :class:`_ArrayRows` (an array already in
   memory or memory-mapped: Fortran-ordered data);
 - :class:`ArraySource`, which turns stored rows into (B, H, W, C) batches (dtype, channels,
-  resize);
+  resize when asked for) and makes a float row holding NaN or inf a :class:`.base.RowError`;
 - :func:`_open_array`, the one opener of the three formats: ``_stored_idx``,
   ``_stored_npy`` and ``_stored_npz`` check a file (:func:`_image_layout` for all three,
   :func:`_image_npy_header` for ``.npy`` and ``.npz``) and say what it holds; labels come
@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .base import _CORRUPT_STREAM, RESAMPLE, Batch, DataSource, _check_len
+from .base import _CORRUPT_STREAM, RESAMPLE, Batch, DataSource, RowError, _check_len
 from .idx import _check_idx_size, _IdxHeader, _open_maybe_gz
 from .labels import LabelFields, _label_fields, _map_labels, _resolve_labels
 
@@ -155,9 +155,20 @@ def _resize_array(x: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
 
 
 class ArraySource(DataSource):
-    """IDX / .npy / .npz images read by row ranges."""
+    """IDX / .npy / .npz images read by row ranges.
 
-    def __init__(self, kind, uri, reader, *, layout, channels, image_size, **meta):
+    Stored rows of another (H, W) than ``image_size`` are a ValueError unless ``resize``; a
+    float row holding NaN or inf (also after conversion to float32) is a :class:`RowError`.
+    """
+
+    def __init__(self, kind, uri, reader, *, layout, channels, image_size, resize=False, **meta):
+        h, w, c = layout
+        if image_size is not None and tuple(image_size) != (h, w) and not resize:
+            raise ValueError(
+                f"{uri}: images are {h}x{w} (HxW) but image_size (the model's input) is "
+                f"{image_size[0]}x{image_size[1]}; pass resize=True (hardcase mine --resize) "
+                f"to resize them, or give data of the model's size"
+            )
         super().__init__(kind, uri, reader.shape[0], **meta)
         self._reader = reader
         self._layout = layout  # (H, W, C) of stored rows
@@ -167,7 +178,6 @@ class ArraySource(DataSource):
             if reader.dtype.kind == "u" and reader.dtype.itemsize == 1
             else np.dtype(np.float32)
         )
-        h, w, c = layout
         out_c = c
         if channels is not None and channels != c:
             if not ((c == 1 and channels == 3) or (c in (3, 4) and channels in (1, 3))):
@@ -191,11 +201,35 @@ class ArraySource(DataSource):
     def dtype(self) -> np.dtype:
         return self._out_dtype
 
-    def _convert(self, rows: np.ndarray) -> np.ndarray:
-        h, w, c = self._layout
-        x = rows.reshape(rows.shape[0], h, w, c)
-        if x.dtype != self._out_dtype:
-            x = x.astype(self._out_dtype)
+    def _as_output_dtype(self, rows: np.ndarray) -> np.ndarray:
+        """Stored rows (B, ...) as (B, H, W, C) of the yielded dtype."""
+        x = rows.reshape(rows.shape[0], *self._layout)
+        if x.dtype == self._out_dtype:
+            return x
+        with np.errstate(over="ignore"):  # float64 beyond float32 becomes inf: an error row
+            return x.astype(self._out_dtype)
+
+    def _nonfinite_errors(
+        self, rows: np.ndarray, x: np.ndarray, first: int
+    ) -> tuple[np.ndarray, list[RowError]]:
+        """Which rows of ``x`` (B, H, W, C) float32 are all finite (B,) bool, and an error per
+        other row; ``rows`` are the same rows as stored, ``first`` the index of row 0."""
+        finite = np.isfinite(x).reshape(x.shape[0], -1).all(axis=1)
+        errors = []
+        for r in np.flatnonzero(~finite).tolist():
+            stored_bad = np.count_nonzero(~np.isfinite(rows[r]))
+            if stored_bad:
+                why = f"{stored_bad} of {rows[r].size} values"
+            else:
+                why = f"{np.count_nonzero(~np.isfinite(x[r]))} values beyond float32's range"
+            errors.append(
+                RowError(first + r, self.uri, f"row {first + r} contains NaN/inf values ({why})")
+            )
+        return finite, errors
+
+    def _convert(self, x: np.ndarray) -> np.ndarray:
+        """(B, H, W, C) rows of the yielded dtype to the yielded channels and size."""
+        c = self._layout[2]
         target_c = self._channels
         if target_c < c:  # shrink channels first: less to resize
             x = _gray_from_rgb(x) if target_c == 1 else x[..., :3]
@@ -211,15 +245,27 @@ class ArraySource(DataSource):
             max_rows = max(1, _MAX_READ_ROWS_BYTES // max(1, self._reader.row_bytes))
 
             def read(idx: np.ndarray) -> Batch:
-                parts = []
+                parts, kept, errors = [], [], []
                 for a, b in _runs(idx):
                     for a2 in range(a, b, max_rows):
-                        parts.append(self._convert(read_rows(a2, min(b, a2 + max_rows))))
+                        b2 = min(b, a2 + max_rows)
+                        rows = read_rows(a2, b2)
+                        x = self._as_output_dtype(rows)
+                        part_idx = np.arange(a2, b2, dtype=np.int64)
+                        if x.dtype.kind == "f":
+                            finite, bad = self._nonfinite_errors(rows, x, a2)
+                            if bad:
+                                x, part_idx = x[finite], part_idx[finite]
+                                errors.extend(bad)
+                        parts.append(self._convert(x))
+                        kept.append(part_idx)
                 if parts:
                     images = parts[0] if len(parts) == 1 else np.concatenate(parts)
+                    indices = kept[0] if len(kept) == 1 else np.concatenate(kept)
                 else:
                     images = np.empty((0, *self._image_shape), dtype=self._out_dtype)
-                return Batch(idx.astype(np.int64), images, [])
+                    indices = np.empty(0, dtype=np.int64)
+                return Batch(indices, images, errors)
 
             yield read
 
@@ -230,7 +276,7 @@ def _image_layout(
     """(H, W, C) of stored rows, from (N, H, W), (N, H, W, C) or flat (N, D) numeric images."""
     layout = _layout_of(shape, where, image_size)
     if dtype.kind not in "biuf" or dtype.hasobject:
-        raise TypeError(f"{where}: images must be numeric (uint8 or float), got dtype {dtype}")
+        raise ValueError(f"{where}: images must be numeric (uint8 or float), got dtype {dtype}")
     return layout
 
 
@@ -284,7 +330,7 @@ def _image_npy_header(
     shape, fortran, dtype = _npy_header(fh, header_where)
     offset = fh.tell()
     if dtype.hasobject:
-        raise TypeError(f"{where}: {what} is an object array, not images (dtype {dtype})")
+        raise ValueError(f"{where}: {what} is an object array, not images (dtype {dtype})")
     expected = offset + int(math.prod(shape)) * dtype.itemsize
     if stored_bytes < expected:
         raise ValueError(
@@ -317,10 +363,13 @@ def _open_array(
     channels: int | None,
     image_size: tuple[int, int] | None,
     idx_header: _IdxHeader | None = None,
+    *,
+    resize: bool = False,
 ) -> ArraySource:
     """Open an IDX (``idx_header`` given), ``.npy`` or ``.npz`` file as an :class:`ArraySource`.
 
-    Labels come from ``labels=`` when given, else from the file's ``y``, else none.
+    Labels come from ``labels=`` when given, else from the file's ``y``, else none. Images of
+    another (H, W) than ``image_size`` are a ValueError naming both sizes unless ``resize``.
     """
     where = str(p.absolute())
     if kind == "idx":
@@ -342,6 +391,7 @@ def _open_array(
         layout=stored.layout,
         channels=channels,
         image_size=image_size,
+        resize=resize,
         timestamps=stored.timestamps,
         ids=stored.ids,
         **_resolve_labels(labels, class_names, n, where, None if y is None else labels_in_y),

@@ -25,12 +25,15 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-__all__ = ["IMAGE_EXTENSIONS", "RESAMPLE", "Batch", "DataSource", "RowError"]
+__all__ = ["IMAGE_EXTENSIONS", "MAX_PIXELS", "RESAMPLE", "Batch", "DataSource", "RowError"]
 
 #: Image file extensions picked up in folders (case-insensitive).
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 #: Resampling filter used for every resize (image files and arrays).
 RESAMPLE = Image.Resampling.BILINEAR
+#: Default limit on an image file's decoded size, width * height, checked from its header:
+#: a 40-megapixel photo decodes to 120 MB of RGB; a larger file is an error row, never decoded.
+MAX_PIXELS = 40_000_000
 
 _KINDS = ("idx", "npy", "npz", "folder", "manifest")
 #: What a truncated or corrupt compressed stream raises while it is read (gzip, zip members:
@@ -91,6 +94,26 @@ def _normalize_channels(channels: Any) -> int | None:
     if channels not in (1, 3) or isinstance(channels, bool):
         raise ValueError(f"channels must be 1 or 3, got {channels!r}")
     return int(channels)
+
+
+def _normalize_flag(value: Any, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def _normalize_max_pixels(max_pixels: Any) -> int:
+    if isinstance(max_pixels, (bool, np.bool_)) or not isinstance(max_pixels, (int, np.integer)):
+        raise TypeError(f"max_pixels must be an int (width * height), got {max_pixels!r}")
+    if max_pixels <= 0:
+        raise ValueError(f"max_pixels must be positive, got {max_pixels}")
+    return int(max_pixels)
+
+
+def _megapixels(pixels: int) -> str:
+    """``pixels`` in megapixels for a message: '169 Mpx', '40 Mpx', '0.0012 Mpx'."""
+    mpx = pixels / 1e6
+    return f"{mpx:.0f} Mpx" if mpx >= 100 else f"{mpx:.3g} Mpx"
 
 
 def _check_len(name: str, values: Any, n: int, where: str) -> None:

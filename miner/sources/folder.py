@@ -59,7 +59,9 @@ def _class_folders(
     return paths, _label_fields(np.asarray(labels, dtype=np.int64), names, where)
 
 
-def _open_folder(root: Path, labels, class_names, channels, image_size) -> ImageFileSource:
+def _open_folder(
+    root: Path, labels, class_names, channels, image_size, *, max_pixels: int
+) -> ImageFileSource:
     where = str(root.absolute())
     entries = sorted(root.iterdir(), key=lambda e: e.name)
     subdirs = [e for e in entries if e.is_dir() and not e.name.startswith(".")]
@@ -83,5 +85,6 @@ def _open_folder(root: Path, labels, class_names, channels, image_size) -> Image
         paths,
         channels=channels,
         image_size=image_size,
+        max_pixels=max_pixels,
         **_resolve_labels(labels, class_names, len(paths), where, found),
     )

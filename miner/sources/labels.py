@@ -78,11 +78,11 @@ def _map_labels(
         flat = arr.reshape(-1).astype(np.float64)
         i = _first_row(np.isfinite(flat) & (flat != np.round(flat)))
         if i is not None:
-            raise TypeError(f"{where}: {row_name(i)}: label {float(flat[i])!r} is not an integer")
+            raise ValueError(f"{where}: {row_name(i)}: label {float(flat[i])!r} is not an integer")
         out = np.where(np.isfinite(flat), flat, -1).astype(np.int64)
         i = _first_row(np.isinf(flat))
         if i is not None:
-            raise TypeError(f"{where}: {row_name(i)}: label is infinite")
+            raise ValueError(f"{where}: {row_name(i)}: label is infinite")
     else:
         seq = arr.reshape(-1).tolist() if arr is not None else list(values)
         if arr is not None and arr.dtype.kind == "S":
@@ -95,7 +95,7 @@ def _map_labels(
             if v is None:
                 continue
             if isinstance(v, bool):
-                raise TypeError(f"{where}: {row_name(i)}: label {v!r} is a boolean")
+                raise ValueError(f"{where}: {row_name(i)}: label {v!r} is a boolean")
             if isinstance(v, (int, np.integer)):
                 out[i] = int(v)
                 has_int = True
@@ -104,12 +104,12 @@ def _map_labels(
                 if math.isnan(v):
                     continue
                 if not float(v).is_integer():
-                    raise TypeError(f"{where}: {row_name(i)}: label {v!r} is not an integer")
+                    raise ValueError(f"{where}: {row_name(i)}: label {v!r} is not an integer")
                 out[i] = int(v)
                 has_int = True
                 continue
             if not isinstance(v, str):
-                raise TypeError(f"{where}: {row_name(i)}: unsupported label {v!r}")
+                raise ValueError(f"{where}: {row_name(i)}: unsupported label {v!r}")
             s = v.strip()
             if s == "":
                 continue

@@ -4,6 +4,10 @@ listing image paths, with optional label, timestamp and id columns.
 Column names and their aliases are in :data:`_COLUMNS`; relative paths are relative to the
 manifest's folder; a CSV whose first cell is an image path is read as headerless
 ``path[,label[,timestamp]]``. Errors name the manifest and the line (or JSON array item).
+
+A manifest comes from outside: a row whose path resolves (symlinks followed) outside the
+manifest's folder - ``../../etc/passwd``, ``/etc/shadow``, a symlink pointing out - is an
+error row and is never opened, unless ``allow_outside_root``.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -114,7 +119,7 @@ def _read_manifest_rows(p: Path) -> tuple[list[dict], list[int], dict[str, str]]
         keys: set[str] = set()
         for ln, obj in items:
             if not isinstance(obj, dict):
-                raise TypeError(f"{where}: {unit} {ln}: expected an object with a 'path' key")
+                raise ValueError(f"{where}: {unit} {ln}: expected an object with a 'path' key")
             keys.update(obj.keys())
             rows.append(obj)
             lines.append(ln)
@@ -125,20 +130,44 @@ def _read_manifest_rows(p: Path) -> tuple[list[dict], list[int], dict[str, str]]
     raise ValueError(f"{where}: unsupported manifest type {suffix!r}")
 
 
-def _open_manifest(p: Path, labels, class_names, channels, image_size) -> ImageFileSource:
+def _outside_root(path: str, root: str) -> str | None:
+    """Where ``path`` really leads when that is outside the real folder ``root``, else None."""
+    real = os.path.realpath(path)
+    return None if os.path.commonpath([real, root]) == root else real
+
+
+def _open_manifest(
+    p: Path,
+    labels,
+    class_names,
+    channels,
+    image_size,
+    *,
+    max_pixels: int,
+    allow_outside_root: bool,
+) -> ImageFileSource:
     where = str(p.absolute())
     rows, lines, cols = _read_manifest_rows(p)
     if not rows:
         raise ValueError(f"{where}: manifest has no rows")
     unit = "item" if p.suffix.lower() == ".json" else "line"
     base = p.absolute().parent
+    root = os.path.realpath(base)
     paths: list[str] = []
-    for row, ln in zip(rows, lines):
+    refused: dict[int, str] = {}
+    for i, (row, ln) in enumerate(zip(rows, lines)):
         v = row.get(cols["path"])
         if not isinstance(v, str) or not v.strip():
             raise ValueError(f"{where}: {unit} {ln}: empty or missing path")
         fp = Path(v.strip())
         paths.append(str(fp if fp.is_absolute() else base / fp))
+        real = None if allow_outside_root else _outside_root(paths[-1], root)
+        if real is not None:
+            refused[i] = (
+                f"{unit} {ln}: path {v.strip()!r} leads to {real}, outside the manifest's folder "
+                f"{root}; not opened (allow_outside_root=True, hardcase mine --allow-outside-root, "
+                f"reads it)"
+            )
 
     def label_column() -> LabelFields:
         values = [row.get(cols["label"]) for row in rows]
@@ -154,10 +183,9 @@ def _open_manifest(p: Path, labels, class_names, channels, image_size) -> ImageF
         paths,
         channels=channels,
         image_size=image_size,
+        max_pixels=max_pixels,
+        refused=refused,
         timestamps=ts,
         ids=ids,
         **_resolve_labels(labels, class_names, len(paths), where, found),
     )
-
-
-# --------------------------------------------------------------------------- dispatch

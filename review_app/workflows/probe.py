@@ -33,7 +33,7 @@ from hardcase.models.transforms import Transform, apply_transform
 from hardcase.review_app.workflows.review import ReviewService
 
 if TYPE_CHECKING:
-    from hardcase.miner.protocols import Classifier
+    pass
 
 MNIST_BOX = 20 / 28
 """Share of the image side the digit's bounding box is fitted into."""
@@ -131,21 +131,9 @@ class RunModels:
     def __init__(self, service: ReviewService) -> None:
         self.service = service
 
-    def classifier(self, run_name: str) -> Classifier:
-        """The classifier of ``run_name`` with the run's stored preprocessing spec.
-
-        Raises
-        ------
-        hardcase.store.errors.StoreError
-            No such run.
-        FileNotFoundError
-            The run's model file is gone.
-        """
-        return self.service.classifier_for_run(run_name)
-
     def predict(self, run_name: str, image: np.ndarray, transform: Transform, *, normalize: bool = True) -> TryResult:
         """Convert ``image`` to the run's model input, apply ``transform`` and predict."""
-        classifier = self.classifier(run_name)
+        classifier = self.service.classifier_for_run(run_name)
         model_input = apply_transform(to_model_input(image, classifier.spec, normalize=normalize), transform)
         probabilities = classifier.predict_proba(model_input[None])[0]
         return TryResult(

@@ -83,6 +83,9 @@ class MiningOptions:
     scale: str | None = None
     channels: int | None = None
     size: tuple[int, int] | None = None
+    resize: bool = False  # resize arrays of another size than the model's (else an error)
+    max_pixels: int | None = None  # image files' width * height limit; None: the default
+    allow_outside_root: bool = False  # read manifest paths outside the manifest's folder
 
     def params(self) -> dict:
         return {
@@ -95,6 +98,9 @@ class MiningOptions:
             "labels_path": self.labels_path,
             "train_data": str(Path(self.train_data).resolve()) if self.train_data else None,
             "embedding_layer": self.embedding_layer,
+            "resize": self.resize,
+            "max_pixels": self.max_pixels,
+            "allow_outside_root": self.allow_outside_root,
         }
 
 
@@ -161,7 +167,14 @@ def mine(store: Store, options: MiningOptions, *, artifacts_dir: Path, progress:
     warming = threading.Thread(target=classifier.warm_up, name="hardcase-trace", daemon=True)
     warming.start()
     spec = classifier.spec
-    source = open_for_model(options.data_path, spec, labels=options.labels_path)
+    source = open_for_model(
+        options.data_path,
+        spec,
+        labels=options.labels_path,
+        resize=options.resize,
+        max_pixels=options.max_pixels,
+        allow_outside_root=options.allow_outside_root,
+    )
     labels = source.labels_for(spec.class_names) if source.has_labels else None
     n = len(source)
     if n == 0:

@@ -175,7 +175,10 @@ def mine(store: Store, options: MiningOptions, *, artifacts_dir: Path, progress:
         max_pixels=options.max_pixels,
         allow_outside_root=options.allow_outside_root,
     )
-    labels = source.labels_for(spec.class_names) if source.has_labels else None
+    try:
+        labels = source.labels_for(spec.class_names) if source.has_labels else None
+    except ValueError as exc:
+        raise MiningInputError(str(exc)) from None
     n = len(source)
     if n == 0:
         raise MiningInputError(f"{options.data_path} holds no samples")

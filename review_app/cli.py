@@ -129,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="labelled evaluation set (repeatable); a rotated and a warped copy are added")
     retrain.add_argument("--out", type=Path, required=True, help="the retrained model (.keras); plan and report beside it")
     retrain.add_argument("--epochs", type=_positive, default=8)
+    retrain.add_argument("--resize", action="store_true",
+                         help="resize training and evaluation arrays of another size to the model's input")
     retrain.add_argument("--seed", type=int, default=0)
     retrain.add_argument("--batch-size", type=_positive, default=64)
     retrain.add_argument("--ablate", action="store_true", help="also retrain with no fix and with one fix family at a time")
@@ -291,7 +293,7 @@ def _cmd_retrain(args) -> int:
     options = RetrainOptions(
         model_path=args.model, train_data=args.train_data, train_labels=args.train_labels, run_name=args.run,
         fixes_path=args.fixes, evals=evals, out=str(args.out), epochs=args.epochs, seed=args.seed,
-        batch_size=args.batch_size, ablate=args.ablate, stress=not args.no_stress,
+        batch_size=args.batch_size, ablate=args.ablate, stress=not args.no_stress, resize=args.resize,
     )
     try:
         run_retrain(store, options)

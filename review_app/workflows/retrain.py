@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -35,7 +35,7 @@ from hardcase.models.retrain import (
     prediction_flips,
     retrain,
 )
-from hardcase.review_app.workflows.data import open_for_model
+from hardcase.review_app.workflows.data import open_for_model, read_options
 
 STRESS_ROTATE = 45.0
 REPORTS_INDEX = "retrain_reports.jsonl"
@@ -57,13 +57,24 @@ class RetrainOptions:
     ablate: bool = False
     rare_oversample: int = 5
     stress: bool = True
+    resize: bool = False
+
+
+class MinedData(NamedTuple):
+    """Where a run's mined data set is, and how it was read."""
+
+    path: str
+    labels_path: str | None
+    embeddings_path: str | None
+    read_options: dict[str, Any]
+    """:func:`~hardcase.review_app.workflows.data.open_for_model` keywords the run was mined with."""
 
 
 # --------------------------------------------------------------------------- data
 
 
-def load_images(path: str, spec, *, labels: str | None = None,
-                require_labels: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def load_images(path: str, spec, *, labels: str | None = None, require_labels: bool = True,
+                resize: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """All images of a data source at the model's size, and labels as model class indices.
 
     Returns
@@ -78,7 +89,7 @@ def load_images(path: str, spec, *, labels: str | None = None,
         No labels (with ``require_labels``), an unreadable image, or a label the model does not know.
     """
     try:
-        source = open_for_model(path, spec, labels=labels)
+        source = open_for_model(path, spec, labels=labels, resize=resize)
         labels_array = source.labels_for(spec.class_names)
     except ValueError as exc:
         raise PlanError(str(exc)) from None
@@ -106,15 +117,16 @@ def fix_rows(store, run_name: str, fixes_path: str | None = None) -> list[dict[s
     return [dict(zip(columns, row)) for row in rows]
 
 
-def run_dataset(store, run_name: str) -> tuple[str, str | None, str | None]:
-    """The mined data path, its labels path and the run's embeddings path."""
+def run_dataset(store, run_name: str) -> MinedData:
+    """The mined data set of ``run_name``: its path, labels path, embeddings path and read options."""
     from hardcase.store import api
     from hardcase.store.schema import Dataset
 
     with store.snapshot() as session:
         run = api.require_run(session, run_name)
         dataset = session.get(Dataset, run.dataset_id)
-        return dataset.uri, (run.params or {}).get("labels_path"), run.embeddings_path
+        params = run.params or {}
+        return MinedData(dataset.uri, params.get("labels_path"), run.embeddings_path, read_options(params))
 
 
 def nearest_neighbours(embeddings_path: str | None, indices: Sequence[int], k: int = 5) -> dict[int, list[int]]:
@@ -134,6 +146,7 @@ def nearest_neighbours(embeddings_path: str | None, indices: Sequence[int], k: i
 
 def make_plan(rows: Sequence[Mapping[str, Any]], *, spec, train_images: np.ndarray, train_labels: np.ndarray,
               mined_path: str | None, mined_labels: str | None = None, embeddings_path: str | None = None,
+              mined_read_options: Mapping[str, Any] | None = None,
               rare_oversample: int = 5, provenance: Mapping[str, Any] | None = None) -> tuple[TrainingPlan, np.ndarray | None]:
     """The plan for these fix rows, and the images of its rare samples (from the mined data)."""
     needs_images = sorted({int(r["source_index"]) for r in rows if r.get("final_cause") in ("mislabel", "rare")})
@@ -142,7 +155,7 @@ def make_plan(rows: Sequence[Mapping[str, Any]], *, spec, train_images: np.ndarr
     if needs_images:
         if mined_path is None or not Path(mined_path).exists():
             raise PlanError(f"the mined data set {mined_path} is not readable; mislabel and rare fixes need it")
-        source = open_for_model(mined_path, spec, labels=mined_labels)
+        source = open_for_model(mined_path, spec, labels=mined_labels, **(mined_read_options or {}))
         batch = source.read(needs_images)
         # hashed as the training images are (uint8), so a float pool still matches them
         pool_hashes = dict(zip(batch.indices.tolist(), content_hashes(as_uint8(batch.images))))
@@ -217,16 +230,16 @@ def run_retrain(store, options: RetrainOptions, *, echo: Callable[[str], None] =
         raise PlanError("give at least one evaluation set: --eval NAME=PATH")
     classifier = load_classifier(options.model_path)
     spec = classifier.spec
-    train_images, train_labels = load_images(options.train_data, spec, labels=options.train_labels)
+    train_images, train_labels = load_images(options.train_data, spec, labels=options.train_labels,
+                                             resize=options.resize)
     known = train_labels >= 0
     train_images, train_labels = train_images[known], train_labels[known]
     rows = fix_rows(store, options.run_name, options.fixes_path)
-    mined_path, mined_labels, embeddings_path = (None, None, None)
-    if store is not None:
-        mined_path, mined_labels, embeddings_path = run_dataset(store, options.run_name)
+    mined = MinedData(None, None, None, {}) if store is None else run_dataset(store, options.run_name)
     plan, rare_images = make_plan(
-        rows, spec=spec, train_images=train_images, train_labels=train_labels, mined_path=mined_path,
-        mined_labels=mined_labels, embeddings_path=embeddings_path, rare_oversample=options.rare_oversample,
+        rows, spec=spec, train_images=train_images, train_labels=train_labels, mined_path=mined.path,
+        mined_labels=mined.labels_path, embeddings_path=mined.embeddings_path,
+        mined_read_options=mined.read_options, rare_oversample=options.rare_oversample,
         provenance={"run": options.run_name, "fixes_file": options.fixes_path, "model": str(options.model_path),
                     "train_data": str(options.train_data), "epochs": options.epochs, "seed": options.seed},
     )
@@ -236,10 +249,10 @@ def run_retrain(store, options: RetrainOptions, *, echo: Callable[[str], None] =
 
     sets: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for name, path in options.evals.items():
-        sets[name] = load_images(path, spec)
+        sets[name] = load_images(path, spec, resize=options.resize)
     if options.stress:
         for name in list(options.evals):
-            if mined_path and Path(options.evals[name]).resolve() == Path(mined_path).resolve():
+            if mined.path and Path(options.evals[name]).resolve() == Path(mined.path).resolve():
                 continue  # the pool holds its own disturbances
             for kind, data in stress_sets(*sets[name], seed=options.seed).items():
                 sets[f"{name}:{kind}"] = data
@@ -297,7 +310,7 @@ def run_retrain(store, options: RetrainOptions, *, echo: Callable[[str], None] =
 
 def run_folder(store, run_name: str) -> Path | None:
     """The run's artifacts folder (beside its embeddings), or None when the run has none."""
-    _, _, embeddings_path = run_dataset(store, run_name)
+    embeddings_path = run_dataset(store, run_name).embeddings_path
     return Path(embeddings_path).parent if embeddings_path else None
 
 

@@ -43,7 +43,7 @@ from hardcase.models.transform_search import (
     null_reference_rows,
     search_transforms,
 )
-from hardcase.review_app.workflows.data import open_for_model
+from hardcase.review_app.workflows.data import open_for_model, read_options
 from hardcase.review_app.workflows.images import decode_png
 from hardcase.store import api
 from hardcase.store.db import Store
@@ -210,7 +210,7 @@ def _training_embeddings(train_data: str, inputs: _RunInputs, classifier: Classi
             if json.loads(str(stored["meta"])) == meta and all(key in stored for key in keys):
                 return {key: stored[key] for key in keys}, True, 0.0, 0.0
     started = time.perf_counter()
-    source = open_for_model(train_data, classifier.spec)
+    source = open_for_model(train_data, classifier.spec, **read_options(inputs.params))
     labels = source.labels_for(inputs.class_names)
     embeddings, probs, moments, ids = [], [], [], []
     model_seconds = 0.0
@@ -356,7 +356,7 @@ def suggest_for_run(
         if null_samples:
             rows = null_reference_rows(_normalized(data["probs"]), ref_labels, thresholds, n=null_samples, seed=seed)
             if rows.size:
-                batch = open_for_model(str(train_data), spec).read(ref_ids[rows])
+                batch = open_for_model(str(train_data), spec, **read_options(inputs.params)).read(ref_ids[rows])
                 keep = np.searchsorted(ref_ids[rows], batch.indices)
                 null_images, null_probs, null_labels = batch.images, _normalized(data["probs"])[rows][keep], ref_labels[rows][keep]
     else:
@@ -369,7 +369,8 @@ def suggest_for_run(
             rows = null_reference_rows(pool_probs[reference], ref_labels, thresholds, n=null_samples, seed=seed)
             if rows.size:
                 try:
-                    source = open_for_model(inputs.dataset_uri, spec, labels=inputs.params.get("labels_path"))
+                    source = open_for_model(inputs.dataset_uri, spec, labels=inputs.params.get("labels_path"),
+                                            **read_options(inputs.params))
                     batch = source.read(ref_ids[rows])
                     keep = np.searchsorted(ref_ids[rows], batch.indices)
                     null_images, null_probs, null_labels = batch.images, pool_probs[reference][rows][keep], ref_labels[rows][keep]

@@ -116,6 +116,33 @@ def test_cli_errors_are_one_line_and_nonzero(tmp_path):
     assert result.returncode == 2 and "hardcase export: error:" in result.stderr
 
 
+def test_cli_never_exits_through_an_abort(tmp_path, demo_model_path):
+    """A finished run mined again, and input errors found while the model is being traced,
+    end with exit 0 or 2 and one line, never SIGABRT (exit 134) from a tracing thread."""
+    rng = np.random.default_rng(0)
+    good = tmp_path / "good.npz"
+    np.savez(good, x=rng.integers(0, 256, (40, 28, 28), dtype=np.uint8), y=rng.integers(0, 10, 40))
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x=rng.integers(0, 256, (40, 28, 28), dtype=np.uint8), y=np.full(40, 12))
+    short = tmp_path / "short.npz"
+    np.savez(short, x=rng.integers(0, 256, (40, 28, 28), dtype=np.uint8), y=np.zeros(30, dtype=np.int64))
+
+    def mine(data, run):
+        return subprocess.run(
+            [sys.executable, "-m", "hardcase.review_app.cli", "mine", "--model", str(demo_model_path),
+             "--data", str(data), "--db", f"sqlite:///{tmp_path / 'x.db'}", "--run", run, "--budget", "5",
+             "--no-suggest", "--quiet"],
+            capture_output=True, text=True, timeout=300,
+        )
+
+    assert mine(good, "r").returncode == 0
+    for data, run, expected in [(good, "r", 0), (good, "r", 0), (bad, "b", 2), (short, "s", 2)]:
+        result = mine(data, run)
+        assert result.returncode == expected, (data.name, result.returncode, result.stderr[-500:])
+        if expected == 2:
+            assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
 # --- the review app through gradio_client ------------------------------------------------
 @pytest.fixture(scope="module")
 def served_app(demo_store):

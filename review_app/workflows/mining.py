@@ -164,8 +164,18 @@ def mine(store: Store, options: MiningOptions, *, artifacts_dir: Path, progress:
         size=options.size,
         class_names=options.class_names or None,
     )
+    # the trace overlaps opening the data; it is joined before mine returns or raises, because
+    # a TensorFlow thread still tracing when the interpreter exits aborts the process (SIGABRT)
     warming = threading.Thread(target=classifier.warm_up, name="hardcase-trace", daemon=True)
     warming.start()
+    try:
+        return _mine(store, options, classifier, warming, artifacts_dir=artifacts_dir, progress=progress)
+    finally:
+        warming.join()
+
+
+def _mine(store: Store, options: MiningOptions, classifier, warming: threading.Thread, *, artifacts_dir: Path,
+          progress: bool) -> MiningReport:
     spec = classifier.spec
     source = open_for_model(
         options.data_path,

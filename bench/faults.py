@@ -148,7 +148,7 @@ def trained_model(name: str, images, labels, args, folder: Path) -> tuple[Path, 
     path = folder / f"faults_{tag}.keras"
     if path.exists():
         return path, 0.0
-    seconds = train_demo_model(path, images=images, labels=labels, epochs=args.epochs, seed=args.seed)
+    seconds = train_demo_model(path, images=images, labels=labels, epochs=args.epochs, seed=args.seed, progress=False)
     return path, seconds
 
 

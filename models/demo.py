@@ -98,7 +98,7 @@ def train_demo_model(
     labels: np.ndarray,
     epochs: int = 8,
     seed: int = 0,
-    verbose: int = 0,
+    progress: bool = True,
 ) -> float:
     """Train the demo CNN (:func:`~hardcase.models.training.build_demo_cnn`) and save it with its spec.
 
@@ -108,8 +108,10 @@ def train_demo_model(
         The ``.keras`` file written (with ``.spec.json`` beside it).
     images : np.ndarray, uint8, shape (N, 28, 28, 1)
     labels : np.ndarray, int, shape (N,)
-    epochs, seed, verbose : int
+    epochs, seed : int
         As for :func:`~hardcase.models.training.train_classifier`.
+    progress : bool
+        Show a progress bar over the training steps.
 
     Returns
     -------
@@ -120,6 +122,7 @@ def train_demo_model(
 
     started = time.perf_counter()
     model = build_demo_cnn(DEMO_SPEC.image_shape, DEMO_SPEC.n_classes, seed=seed)
-    train_classifier(model, images, labels, DEMO_SPEC, epochs=epochs, seed=seed, verbose=verbose)
+    train_classifier(model, images, labels, DEMO_SPEC, epochs=epochs, seed=seed,
+                     progress="training the demo model" if progress else None)
     save_with_spec(model, DEMO_SPEC, path)
     return time.perf_counter() - started

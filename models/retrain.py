@@ -779,7 +779,7 @@ def fresh_model(model):
 
 def retrain(plan: TrainingPlan, model, images: np.ndarray, labels: np.ndarray, spec, *,
             rare_images: np.ndarray | None = None, epochs: int = 8, batch_size: int = 64, seed: int = 0,
-            from_scratch: bool = True, verbose: int = 0):
+            from_scratch: bool = True, progress: str | None = None):
     """Train a copy of ``model`` (fresh weights unless ``from_scratch=False``) with the plan.
 
     The same plan, data and seed give the same model.
@@ -794,10 +794,12 @@ def retrain(plan: TrainingPlan, model, images: np.ndarray, labels: np.ndarray, s
     spec : PreprocessingSpec
     rare_images : np.ndarray, uint8, optional
         As for :func:`apply_plan`.
-    epochs, batch_size, seed, verbose : int
+    epochs, batch_size, seed : int
         As for :func:`~hardcase.models.training.train_classifier`.
     from_scratch : bool
         False starts from ``model``'s weights.
+    progress : str, optional
+        A progress bar over the training steps with this description (None: silent).
 
     Returns
     -------
@@ -815,7 +817,7 @@ def retrain(plan: TrainingPlan, model, images: np.ndarray, labels: np.ndarray, s
         new.set_weights(model.get_weights())
     train_classifier(new, data.images, data.labels, spec, epochs=epochs, batch_size=batch_size, seed=seed,
                      pipeline=data.pipeline, sample_weight=data.sample_weight, augment_mask=data.augment_mask,
-                     verbose=verbose)
+                     progress=progress)
     return new, data
 
 

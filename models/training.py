@@ -91,6 +91,24 @@ def _augment(pipeline: A.Compose, image: np.ndarray) -> np.ndarray:
     return pipeline(image=image)["image"]
 
 
+class _StepProgress(keras.callbacks.Callback):
+    """A tqdm bar over every training step of a ``fit``, showing the running loss and accuracy."""
+
+    def __init__(self, total_steps: int, description: str) -> None:
+        super().__init__()
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=total_steps, desc=description, unit="step")
+
+    def on_train_batch_end(self, batch, logs=None) -> None:
+        self._bar.update(1)
+        if logs and batch % 10 == 0:
+            self._bar.set_postfix({key: f"{float(value):.3f}" for key, value in logs.items()}, refresh=False)
+
+    def on_train_end(self, logs=None) -> None:
+        self._bar.close()
+
+
 def train_classifier(
     model: keras.Model,
     images: np.ndarray,
@@ -105,7 +123,7 @@ def train_classifier(
     class_weight: dict[int, float] | None = None,
     sample_weight: np.ndarray | None = None,
     augment_mask: np.ndarray | None = None,
-    verbose: int = 0,
+    progress: str | None = None,
 ) -> keras.callbacks.History:
     """Fit ``model`` (compiled here: Adam, sparse categorical cross-entropy) on uint8 images.
 
@@ -128,8 +146,9 @@ def train_classifier(
     sample_weight : np.ndarray, float, shape (N,), optional
     augment_mask : np.ndarray, bool, shape (N,), optional
         The rows ``pipeline`` disturbs; without it, every row.
-    verbose : int
-        Keras' ``fit`` verbosity.
+    progress : str, optional
+        Show a progress bar over every training step (on stderr) with this description;
+        None trains silently.
 
     Returns
     -------
@@ -155,7 +174,8 @@ def train_classifier(
             raise ValueError(f"augment_mask has shape {augment_mask.shape}, expected ({len(images)},)")
     data = _AugmentedBatches(images, labels.astype(np.int64), spec, batch_size, pipeline, seed, sample_weight,
                              augment_mask)
-    return model.fit(data, epochs=epochs, class_weight=class_weight, verbose=verbose)
+    callbacks = [] if progress is None else [_StepProgress(epochs * len(data), progress)]
+    return model.fit(data, epochs=epochs, class_weight=class_weight, verbose=0, callbacks=callbacks)
 
 
 def save_with_spec(model: keras.Model, spec: PreprocessingSpec, path: Path) -> None:

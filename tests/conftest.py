@@ -49,7 +49,7 @@ def demo_model_path(tmp_path_factory, mnist_small) -> Path:
 
     path = tmp_path_factory.mktemp("model") / "demo_mnist.keras"
     train_x, train_y, _, _ = mnist_small
-    train_demo_model(path, images=train_x, labels=train_y, epochs=5, seed=0)
+    train_demo_model(path, images=train_x, labels=train_y, epochs=5, seed=0, progress=False)
     return path
 
 

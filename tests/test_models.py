@@ -342,3 +342,21 @@ def test_snapped_shifts_move_the_rounded_number_of_pixels():
         assert np.argwhere(moved[..., 0] > 0).tolist() == [[14, 14 + round(share * 28)]], share
         assert applied_shift(snapped, 28) == round(share * 28) / 28
     assert snap_shift(0.01, 28) == 0.0  # less than half a pixel does nothing, and says so
+
+
+def test_training_shows_progress_over_every_step(capsys):
+    """Long training is not silent: a bar over epochs x steps, on stderr."""
+    import keras
+
+    from hardcase.miner.spec import PreprocessingSpec
+    from hardcase.models.training import train_classifier
+
+    spec = PreprocessingSpec(height=8, width=8, channels=1, scale="0-1", class_names=("a", "b"))
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(2, activation="softmax")])
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (40, 8, 8, 1), dtype=np.uint8)
+    train_classifier(model, images, rng.integers(0, 2, 40), spec, epochs=2, batch_size=10, progress="training x")
+    err = capsys.readouterr().err
+    assert "training x" in err and "8/8" in err
+    train_classifier(model, images, rng.integers(0, 2, 40), spec, epochs=1, batch_size=10)
+    assert "training x" not in capsys.readouterr().err

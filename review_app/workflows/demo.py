@@ -71,7 +71,8 @@ def run_demo(
     trained = None
     if not model_path.exists():
         with np.load(train_path) as train:
-            trained = train_demo_model(model_path, images=train["x"], labels=train["y"], epochs=epochs, seed=seed)
+            trained = train_demo_model(model_path, images=train["x"], labels=train["y"], epochs=epochs, seed=seed,
+                                       progress=progress)
     report = mine(
         store,
         MiningOptions(

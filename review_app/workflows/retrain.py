@@ -260,7 +260,8 @@ def run_retrain(store, options: RetrainOptions, *, echo: Callable[[str], None] =
     def train(p: TrainingPlan):
         model, data = retrain(p, classifier.model, train_images, train_labels, spec,
                               rare_images=rare_images if p.rare is not None else None,
-                              epochs=options.epochs, batch_size=options.batch_size, seed=options.seed)
+                              epochs=options.epochs, batch_size=options.batch_size, seed=options.seed,
+                              progress=f"retraining with {', '.join(p.families) or 'no fix'}")
         return model, data
 
     echo(f"retraining for {options.epochs} epochs (seed {options.seed}) ...")

@@ -237,6 +237,13 @@ def test_each_cause_on_constructed_candidates(rng):
     assert ev[3]["imbalance"]["pushed_into"] == "three" and ev[3]["imbalance"]["under_represented"]
     assert "'two' is" in ev[3]["text"]
     assert ev[4]["text"].startswith("no test is convincing")
+    # a plain sentence per cause, checkable by looking, with no statistics in it
+    assert ev[0]["summary"].startswith("it looks like the 'one's in training, not the 'zero's")
+    assert ev[1]["summary"] == "rotating -40° makes it a clear 'zero'"
+    assert ev[2]["summary"].startswith("nothing like it in training")
+    assert ev[3]["summary"].startswith("'two' is rare in training") and "'three'" in ev[3]["summary"]
+    assert ev[4]["summary"].startswith("no cause is clear")
+    assert not any(word in e["summary"] for e in ev for word in ("p=", "typicality", "threshold", "%"))
     assert out.counts() == {"mislabel": 1, "imbalance": 1, "augment": 1, "rare": 1, "unclear": 1}
     # without transform evidence the rotated candidate cannot be augment
     plain = suggest_causes(labels, probs, embeddings=pool, train_embeddings=train, train_labels=train_labels,

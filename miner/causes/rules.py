@@ -204,7 +204,8 @@ class CauseSuggestions:
     suggested_label : np.ndarray, int64
         The class to relabel to for ``mislabel``, else -1.
     evidence : tuple of dict
-        JSON-able evidence per candidate, with a human sentence under ``"text"``.
+        JSON-able evidence per candidate: a plain sentence for reviewers under ``"summary"``
+        (what to look for, no statistics) and the numbers behind it under ``"text"``.
     """
 
     indices: np.ndarray
@@ -402,6 +403,7 @@ def _compute_suggestions(
                     "target_threshold": _rounded(thresholds[int(evidence.target[i])]) if evidence.target[i] >= 0 else None,
                 }
             )
+        record["summary"] = _plain_sentence(chosen, record)
         record["text"] = _sentence(chosen, record, names, k_i, imbalance, alpha)
         records.append(record)
     return CauseSuggestions(
@@ -448,6 +450,34 @@ def _unconvincing(record: dict, alpha: float) -> str:
                 f"probability x typicality {after * (typ if typ is not None else 1.0):.2f}, while {alpha:.0%} "
                 f"of those exceed {record['null_threshold']:.2f}")
     return "it is not convincing"
+
+
+def _majority_label(record: dict) -> str | None:
+    labels = [str(label) for label in record["neighbours"]["labels"] if label is not None]
+    if not labels:
+        return None
+    values, counts = np.unique(np.array(labels, dtype=object), return_counts=True)
+    return str(values[int(counts.argmax())])
+
+
+def _plain_sentence(cause: str, record: dict) -> str:
+    """One sentence a reviewer can check by looking at the image and the sliders (no statistics)."""
+    given = record["given"]["label"]
+    predicted = record["predicted"]["label"]
+    if cause == "mislabel":
+        return (f"it looks like the '{predicted}'s in training, not the '{given}'s: "
+                f"the label '{given}' is probably wrong")
+    if cause == "augment":
+        target = record.get("target") or given or predicted
+        return f"{describe_transform(record['transform'])} makes it a clear '{target}'"
+    if cause == "imbalance":
+        return (f"'{given}' is rare in training, and the model pushes it into '{predicted}', "
+                "a class it has seen far more of")
+    if cause == "rare":
+        return "nothing like it in training: the model has not seen this kind of image"
+    nearest = _majority_label(record)
+    hint = f"; its nearest training images are mostly '{nearest}'" if nearest is not None else ""
+    return f"no cause is clear: the model says '{predicted}'{hint}"
 
 
 def _sentence(cause: str, record: dict, names: list[str], k: int, imbalance: ClassImbalance, alpha: float) -> str:

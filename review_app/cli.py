@@ -72,7 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-launch", action="store_true", help="do everything but serve")
 
     mine = commands.add_parser("mine", help="score a data set with a model and select diverse hard examples")
-    mine.add_argument("--model", required=True, help=".keras, .h5 or SavedModel directory")
+    scorer = mine.add_mutually_exclusive_group(required=True)
+    scorer.add_argument("--model", help=".keras, .h5 or SavedModel directory")
+    scorer.add_argument("--predictions", default=None,
+                        help="recorded pred_probs (N, K) as .npy, row i for row i of --data, in the place of a model")
+    mine.add_argument("--embeddings", default=None, help="recorded embeddings (N, D) as .npy, with --predictions")
     mine.add_argument("--data", required=True, help="IDX, .npy, .npz, image folder, CSV or JSONL manifest")
     mine.add_argument("--labels", default=None, help="labels for --data (IDX or .npy), when not inside it")
     mine.add_argument("--class-names", default=None, help="comma-separated class names, in output order")
@@ -186,7 +190,11 @@ def _cmd_mine(args) -> int:
         resize=args.resize,
         max_pixels=args.max_pixels,
         allow_outside_root=args.allow_outside_root,
+        predictions_path=args.predictions,
+        embeddings_path=args.embeddings,
     )
+    if args.embeddings and not args.predictions:
+        raise CliError("--embeddings goes with --predictions (a model computes its own)")
     report = mine(store, options, artifacts_dir=args.artifacts or _default_artifacts(args.db), progress=not args.quiet)
     print(report.summary())
     return 0

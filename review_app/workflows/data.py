@@ -21,8 +21,9 @@ def read_options(params: Mapping[str, Any]) -> dict[str, Any]:
 
 def open_for_model(
     path: str | Path,
-    spec: PreprocessingSpec,
+    spec: PreprocessingSpec | None,
     *,
+    class_names: list[str] | None = None,
     labels: str | Path | None = None,
     resize: bool = False,
     max_pixels: int | None = None,
@@ -37,7 +38,10 @@ def open_for_model(
     spec
         The model's preprocessing spec: images are read at ``(spec.height, spec.width)`` with
         ``spec.channels``; an image folder's subfolders are matched against
-        ``spec.class_names``.
+        ``spec.class_names``. None (no model: recorded predictions) reads the images as stored.
+    class_names
+        Without a spec, the class names an image folder's subfolders are matched against
+        (default: the sorted subfolder names).
     labels
         A separate labels file, for formats that carry none.
     resize
@@ -54,12 +58,14 @@ def open_for_model(
     DataSource
         Map its labels onto the model's classes with ``source.labels_for(spec.class_names)``.
     """
+    if spec is not None:
+        class_names = list(spec.class_names) if Path(path).is_dir() else None
     return open_source(
         path,
         labels=labels,
-        class_names=list(spec.class_names) if Path(path).is_dir() else None,
-        image_size=(spec.height, spec.width),
-        channels=spec.channels,
+        class_names=class_names,
+        image_size=None if spec is None else (spec.height, spec.width),
+        channels=None if spec is None else spec.channels,
         resize=resize,
         allow_outside_root=allow_outside_root,
         **({} if max_pixels is None else {"max_pixels": max_pixels}),

@@ -45,6 +45,7 @@ from hardcase.miner.vocabulary import SCORE_FIELDS
 from hardcase.models.classifier import file_hash, load_classifier
 from hardcase.review_app.workflows.data import open_for_model
 from hardcase.review_app.workflows.images import encode_png
+from hardcase.review_app.workflows.recorded import load_recorded_predictions
 from hardcase.store import api
 from hardcase.store.db import Store
 
@@ -65,7 +66,7 @@ class MiningOptions:
     """Everything that defines a mining run besides the store; stored with the run."""
 
     run_name: str
-    model_path: str
+    model_path: str | None
     data_path: str
     labels_path: str | None = None
     class_names: list[str] | None = None
@@ -86,6 +87,8 @@ class MiningOptions:
     resize: bool = False  # resize arrays of another size than the model's (else an error)
     max_pixels: int | None = None  # image files' width * height limit; None: the default
     allow_outside_root: bool = False  # read manifest paths outside the manifest's folder
+    predictions_path: str | None = None  # recorded pred_probs (N, K) .npy, in the place of a model
+    embeddings_path: str | None = None  # recorded embeddings (N, D) .npy beside them
 
     def params(self) -> dict:
         return {
@@ -101,6 +104,8 @@ class MiningOptions:
             "resize": self.resize,
             "max_pixels": self.max_pixels,
             "allow_outside_root": self.allow_outside_root,
+            "predictions": str(Path(self.predictions_path).resolve()) if self.predictions_path else None,
+            "embeddings": str(Path(self.embeddings_path).resolve()) if self.embeddings_path else None,
         }
 
 
@@ -155,7 +160,17 @@ def _artifact_arrays(folder: Path, n: int, n_classes: int, dim: int | None, resu
 
 
 def mine(store: Store, options: MiningOptions, *, artifacts_dir: Path, progress: bool = True) -> MiningReport:
-    """Score every sample of ``options.data_path`` with the model, select candidates, store all."""
+    """Score every sample of ``options.data_path`` with the model, select candidates, store all.
+
+    With ``options.predictions_path`` (and no model) the recorded predictions stand in for
+    the model's (:mod:`~hardcase.review_app.workflows.recorded`).
+    """
+    if options.predictions_path is not None:
+        if options.model_path is not None:
+            raise MiningInputError("give either a model or recorded predictions, not both")
+        return _mine(store, options, None, None, artifacts_dir=artifacts_dir, progress=progress)
+    if options.model_path is None:
+        raise MiningInputError("give a model (--model) or recorded predictions (--predictions)")
     classifier = load_classifier(
         options.model_path,
         embedding_layer=options.embedding_layer,
@@ -174,17 +189,21 @@ def mine(store: Store, options: MiningOptions, *, artifacts_dir: Path, progress:
         warming.join()
 
 
-def _mine(store: Store, options: MiningOptions, classifier, warming: threading.Thread, *, artifacts_dir: Path,
-          progress: bool) -> MiningReport:
+def _mine(store: Store, options: MiningOptions, classifier, warming: threading.Thread | None, *,
+          artifacts_dir: Path, progress: bool) -> MiningReport:
+    reading = {"labels": options.labels_path, "resize": options.resize, "max_pixels": options.max_pixels,
+               "allow_outside_root": options.allow_outside_root}
+    recorded = None
+    if classifier is None:
+        source = open_for_model(options.data_path, None, class_names=options.class_names, **reading)
+        recorded = load_recorded_predictions(options.predictions_path, source, embeddings_path=options.embeddings_path,
+                                             class_names=options.class_names)
+        classifier = recorded
+        scored_by = Path(options.predictions_path)
+    else:
+        source = open_for_model(options.data_path, classifier.spec, **reading)
+        scored_by = Path(options.model_path)
     spec = classifier.spec
-    source = open_for_model(
-        options.data_path,
-        spec,
-        labels=options.labels_path,
-        resize=options.resize,
-        max_pixels=options.max_pixels,
-        allow_outside_root=options.allow_outside_root,
-    )
     try:
         labels = source.labels_for(spec.class_names) if source.has_labels else None
     except ValueError as exc:
@@ -193,7 +212,7 @@ def _mine(store: Store, options: MiningOptions, classifier, warming: threading.T
     if n == 0:
         raise MiningInputError(f"{options.data_path} holds no samples")
     class_names = list(spec.class_names)
-    model_hash = file_hash(Path(options.model_path))
+    model_hash = file_hash(scored_by)
 
     with store.Session.begin() as session:
         dataset = api.get_or_create_dataset(
@@ -206,8 +225,8 @@ def _mine(store: Store, options: MiningOptions, classifier, warming: threading.T
         )
         model_version = api.register_model(
             session,
-            name=Path(options.model_path).name,
-            path=str(Path(options.model_path).resolve()),
+            name=scored_by.name,
+            path=str(scored_by.resolve()),
             file_hash=model_hash,
             spec=spec.to_dict(),
             class_names=class_names,
@@ -275,7 +294,15 @@ def _mine(store: Store, options: MiningOptions, classifier, warming: threading.T
         checkpoint.add_errors(errors)
         checkpoint.maybe_commit()
 
-    warming.join()
+    if warming is not None:
+        warming.join()
+
+    def predict(batch):
+        if recorded is not None:
+            return recorded.rows(batch.indices)
+        return classifier.predict_and_embed_batch(
+            batch.images, batch_label=f"the batch of source rows {batch.indices[0]}..{batch.indices[-1]}")
+
     bar = tqdm(total=n, initial=already, unit="img", desc=f"mining {options.run_name}", disable=not progress)
     # images are hashed on the reader thread, so the writer's queue holds no images
     batches = _read_ahead(source.iter_batches(options.batch_size, skip=done.astype(bool)),
@@ -285,9 +312,7 @@ def _mine(store: Store, options: MiningOptions, classifier, warming: threading.T
         for batch, hashes in batches:
             probs = emb = None
             if len(batch.indices):
-                probs, emb = classifier.predict_and_embed_batch(
-                    batch.images, batch_label=f"the batch of source rows {batch.indices[0]}..{batch.indices[-1]}"
-                )
+                probs, emb = predict(batch)
             while pending and (pending[0].done() or len(pending) >= WRITE_AHEAD):
                 pending.popleft().result()  # bounded: memory stays flat; a writer error surfaces here
             pending.append(writer.submit(store_batch, batch.indices, batch.errors, hashes, probs, emb))
@@ -300,12 +325,14 @@ def _mine(store: Store, options: MiningOptions, classifier, warming: threading.T
     scored = np.flatnonzero(done == 1)
     report = _finish(store, options, run_id, source, classifier, labels, pred_probs, sample_ids, embeddings,
                      scored, already)
-    if options.suggest:
+    if options.suggest and recorded is not None and recorded.embeddings is None:
+        report.suggestions = "no cause suggestion: it needs embeddings (--embeddings) when there is no model"
+    elif options.suggest:
         from hardcase.review_app.workflows.suggest import suggest_for_run
 
         report.suggestions = suggest_for_run(
             store, options.run_name, artifacts_dir=artifacts_dir, train_data=options.train_data,
-            classifier=classifier, progress=progress, seed=options.seed,
+            classifier=None if recorded is not None else classifier, progress=progress, seed=options.seed,
         ).summary()
     return report
 

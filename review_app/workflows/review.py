@@ -21,6 +21,7 @@ from hardcase.miner.vocabulary import CAUSES, DECISIONS
 from hardcase.models.transforms import Transform, apply_transform
 from hardcase.review_app.workflows.classifiers import ClassifierCache
 from hardcase.review_app.workflows.images import decode_png
+from hardcase.review_app.workflows.recorded import NoModelError
 from hardcase.store import api
 from hardcase.store.db import Store
 from hardcase.store.schema import Run
@@ -142,12 +143,19 @@ class ReviewService:
         return image
 
     def classifier_for_candidate(self, candidate_id: int) -> Classifier:
-        """The classifier of the candidate's run, with the run's stored preprocessing spec."""
+        """The classifier of the candidate's run, with the run's stored preprocessing spec.
+
+        Raises
+        ------
+        NoModelError
+            The run was mined from recorded predictions.
+        FileNotFoundError
+            The run's model file is gone.
+        """
         with self.store.Session.begin() as session:
             view = api.get_candidate(session, int(candidate_id))
-            version = api.model_version(session, session.get(Run, view.run_id))
-            key, path, spec = version.id, version.path, version.spec
-        return self.classifiers.get(key, path, spec)
+            run = session.get(Run, view.run_id)
+            return self._classifier_of(run, api.model_version(session, run))
 
     def classifier_for_run(self, run_name: str) -> Classifier:
         """The classifier of ``run_name``, with the run's stored preprocessing spec.
@@ -156,20 +164,36 @@ class ReviewService:
         ------
         hardcase.store.errors.StoreError
             No such run.
+        NoModelError
+            The run was mined from recorded predictions.
         FileNotFoundError
             The run's model file is gone.
         """
         with self.store.Session.begin() as session:
-            version = api.model_version(session, api.require_run(session, run_name))
-            key, path, spec = version.id, version.path, version.spec
-        return self.classifiers.get(key, path, spec)
+            run = api.require_run(session, run_name)
+            return self._classifier_of(run, api.model_version(session, run))
+
+    def _classifier_of(self, run, version) -> Classifier:
+        if (run.params or {}).get("predictions"):
+            raise NoModelError(
+                f"run {run.name!r} was mined from recorded predictions ({version.name}): live re-prediction "
+                "under the sliders, saliency and the Try tab need the model; mine with --model for them"
+            )
+        return self.classifiers.get(version.id, version.path, version.spec)
 
     def predict_transformed(self, candidate_id: int, transform: Transform, *, saliency: bool = False) -> Prediction:
         """The model's probabilities on the candidate's image under ``transform``.
 
-        With ``saliency`` the returned image carries the saliency overlay of the top class.
+        With ``saliency`` the returned image carries the saliency overlay of the top class. For
+        a run mined from recorded predictions the untransformed image gets the recorded
+        probabilities; anything else raises :class:`NoModelError`.
         """
-        classifier = self.classifier_for_candidate(candidate_id)
+        try:
+            classifier = self.classifier_for_candidate(candidate_id)
+        except NoModelError:
+            if saliency or not transform.is_identity:
+                raise
+            return self._recorded_prediction(int(candidate_id))
         image = apply_transform(self.image(candidate_id), transform)
         with self._model_lock:
             probs = classifier.predict_proba(image[None])[0]
@@ -185,6 +209,17 @@ class ReviewService:
             probabilities={name: float(p) for name, p in zip(classifier.class_names, probs)},
             image=shown,
         )
+
+    def _recorded_prediction(self, candidate_id: int) -> Prediction:
+        view = self.candidate(candidate_id)
+        with self.store.Session.begin() as session:
+            run = session.get(Run, view.run_id)
+            names = list(api.model_version(session, run).class_names)
+            folder = Path(run.embeddings_path).parent if run.embeddings_path else None
+        probs = np.load(folder / "pred_probs.npy", mmap_mode="r")[view.source_index] if folder else None
+        if probs is None:
+            raise NoModelError("the run's recorded predictions are missing from its artifacts folder")
+        return Prediction(probabilities={name: float(p) for name, p in zip(names, probs)}, image=self.image(candidate_id))
 
     def suggested_transform(self, candidate_id: int) -> Transform | None:
         """The transform found by cause suggestion, when its evidence has one."""

@@ -309,7 +309,10 @@ def suggest_for_run(
     inputs = _read_run(store, run_name)
     folder = Path(artifacts_dir) / inputs.run_name
     pred_probs, embeddings, done = _open_artifacts(folder)
-    if classifier is None:
+    # a run mined from recorded predictions has no model: no transform search, no training
+    # embeddings, no false-fix calibration; the pool is the reference
+    model_free = inputs.params.get("predictions") is not None
+    if classifier is None and not model_free:
         classifier = _load_run_classifier(inputs)
     class_names = inputs.class_names
     n_classes = len(class_names)
@@ -335,10 +338,13 @@ def suggest_for_run(
     # rows and, without training data, the reference rows are converted to float32
     pool_embeddings = embeddings if len(scored) == len(done) else np.asarray(embeddings[scored])
     thresholds = confident_thresholds(pool_labels, pool_probs, unknown_labels="as_predicted")
-    spec = classifier.spec
+    spec = PreprocessingSpec.from_dict(inputs.spec)
 
     # the reference set: training data if any, else the pool's labelled non-candidates
     train_data = train_data if train_data is not None else inputs.params.get("train_data")
+    if model_free and train_data is not None:
+        log.warning("run %s has no model to embed the training data with; the pool is the reference", run_name)
+        train_data = None
     model_seconds = 0.0
     null_images = null_probs = null_labels = None
     if train_data is not None:
@@ -365,7 +371,7 @@ def suggest_for_run(
         ref_labels, ref_ids = pool_labels[reference], scored[reference]
         imbalance_labels = ref_labels  # class shares of the reference set stand in for training shares
         report.reference = f"the pool's {len(reference)} labelled non-candidate samples (no training data)"
-        if null_samples:
+        if null_samples and classifier is not None:
             rows = null_reference_rows(pool_probs[reference], ref_labels, thresholds, n=null_samples, seed=seed)
             if rows.size:
                 try:
@@ -395,14 +401,19 @@ def suggest_for_run(
         raise SuggestionInputError(f"candidate images have shape {images.shape[1:]}, the model expects {spec.image_shape}")
     probs_c = pool_probs[cand]
     targets = np.where(pool_labels[cand] >= 0, pool_labels[cand], probs_c.argmax(axis=1))
-    bar = tqdm(total=len(cand), unit="cand", desc=f"suggesting causes for {inputs.run_name}", disable=not progress)
-    t0 = time.perf_counter()
-    evidence = search_transforms(classifier, images, targets, density=density, thresholds=thresholds, alpha=alpha,
-                                 null=null, moments=moments, chunk_size=chunk_size, batch_size=batch_size, progress=bar.update)
-    bar.close()
-    report.search_seconds = time.perf_counter() - t0
-    model_seconds += evidence.stats["model_seconds"] + (null.stats.get("model_seconds", 0.0) if null is not None else 0.0)
-    report.evaluations_per_candidate = evidence.stats["per_candidate"]
+    evidence = None
+    if classifier is not None:
+        bar = tqdm(total=len(cand), unit="cand", desc=f"suggesting causes for {inputs.run_name}", disable=not progress)
+        t0 = time.perf_counter()
+        evidence = search_transforms(classifier, images, targets, density=density, thresholds=thresholds, alpha=alpha,
+                                     null=null, moments=moments, chunk_size=chunk_size, batch_size=batch_size,
+                                     progress=bar.update)
+        bar.close()
+        report.search_seconds = time.perf_counter() - t0
+        model_seconds += evidence.stats["model_seconds"] + (null.stats.get("model_seconds", 0.0) if null is not None else 0.0)
+        report.evaluations_per_candidate = evidence.stats["per_candidate"]
+    else:
+        report.reference += "; no model, so no transform search (augment is never suggested)"
 
     t0 = time.perf_counter()
     suggestions = suggest_causes(
@@ -433,5 +444,5 @@ def suggest_for_run(
     report.counts = suggestions.counts()
     report.model_seconds = model_seconds
     report.seconds = time.perf_counter() - started
-    report.timings = {"search": evidence.stats}
+    report.timings = {"search": evidence.stats if evidence is not None else {}}
     return report

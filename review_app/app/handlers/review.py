@@ -11,6 +11,7 @@ import gradio as gr
 import numpy as np
 
 from hardcase.models.transforms import FIELDS, Transform
+from hardcase.review_app.workflows.recorded import NoModelError
 from hardcase.review_app.workflows.review import ReviewInputError, ReviewService
 from hardcase.store.errors import StoreError
 
@@ -180,7 +181,7 @@ class Handlers:
     def _predict(self, candidate_id, transform, *, saliency: bool = False):
         try:
             return self.service.predict_transformed(int(candidate_id), transform, saliency=saliency)
-        except StoreError as exc:
+        except (StoreError, NoModelError) as exc:
             raise gr.Error(str(exc)) from None
 
     # --- reviews --------------------------------------------------------------------

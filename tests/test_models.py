@@ -360,3 +360,37 @@ def test_training_shows_progress_over_every_step(capsys):
     assert "training x" in err and "8/8" in err
     train_classifier(model, images, rng.integers(0, 2, 40), spec, epochs=1, batch_size=10)
     assert "training x" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("transform", [Transform(rotate=45), Transform(perspective=0.3, direction=20),
+                                       Transform(scale=0.6, shear=20)])
+def test_uncovered_borders_take_the_colour_of_the_image_frame(transform):
+    """A uniform coloured background stays that colour where a warp uncovers the border: no black corners."""
+    background = (40, 160, 220)
+    image = np.zeros((32, 32, 3), np.uint8)
+    image[:] = background
+    image[10:22, 12:20] = (250, 250, 0)
+    out = apply_transform(image, transform)
+    assert not np.any(out.sum(axis=-1) < 100)  # no black (or dark) pixel anywhere
+    for corner in (out[0, 0], out[0, -1], out[-1, 0], out[-1, -1]):
+        assert corner.tolist() == list(background)
+    np.testing.assert_array_equal(out, apply_transform_pipeline(image, transform))
+    gray = np.full((28, 28, 1), 90, np.uint8)
+    assert apply_transform(gray, transform)[0, 0, 0] == 90
+    # the explicit fill still wins
+    assert apply_transform(image, Transform(rotate=45), fill=0)[0, 0].tolist() == [0, 0, 0]
+
+
+def test_border_fill_is_the_frame_median_per_channel():
+    from hardcase.models.transforms import border_fill
+
+    image = np.zeros((6, 6, 3), np.uint8)
+    image[:] = (10, 20, 30)
+    image[0, :4] = 255  # an object crossing a third of the frame does not move the median
+    assert border_fill(image) == (10.0, 20.0, 30.0)
+    assert border_fill(np.zeros((6, 6), np.uint8)) == 0.0
+    assert border_fill(np.full((6, 6, 1), 7, np.uint8)) == 7.0
+    # stacked images (more than 4 channels) each keep their own fill
+    stacked = np.stack([np.full((9, 9), v, np.uint8) for v in (0, 50, 100, 150, 200)], axis=-1)
+    rotated = apply_transform(stacked, Transform(rotate=30))
+    assert rotated[0, 0].tolist() == [0, 50, 100, 150, 200]

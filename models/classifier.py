@@ -9,6 +9,7 @@ a :class:`KerasClassifier`, the Keras implementation of the
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import warnings
 from collections.abc import Iterator, Sequence
@@ -23,7 +24,7 @@ import tensorflow as tf
 from hardcase.miner.scores import detect_logits, softmax
 from hardcase.miner.spec import PreprocessingSpec, as_uint8, spec_path_for
 
-__all__ = ["KerasClassifier", "ModelOutputError", "detect_spec", "file_hash", "load_classifier"]
+__all__ = ["KerasClassifier", "ModelOutputError", "check_input_fits", "detect_spec", "file_hash", "load_classifier"]
 
 _PASS_THROUGH = (keras.layers.Dropout, keras.layers.Activation, keras.layers.Softmax)
 
@@ -75,14 +76,32 @@ def _load_keras_model(path: Path) -> keras.Model:
     return keras.saving.load_model(path, compile=False, safe_mode=True)
 
 
-def detect_spec(model: keras.Model) -> PreprocessingSpec:
+def _shape_text(shape: Sequence[int | None]) -> str:
+    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
+
+
+def detect_spec(
+    model: keras.Model,
+    *,
+    size: Sequence[int] | None = None,
+    channels: int | None = None,
+) -> PreprocessingSpec:
     """A spec from the model's input and output shapes: scale 0-1, classes named ``"0" .. "K-1"``.
+
+    An image input (None, H, W, C) or (None, H, W) (then C = 1) gives its size. A flat input
+    (None, D), e.g. an MLP's, gives no image shape: ``size`` (and ``channels``) say it, with
+    H * W * C = D; without a size, a D that is a perfect square (after dividing by
+    ``channels``, default 1) is taken as a square image, with a warning (784 -> 28 x 28 x 1).
 
     Parameters
     ----------
     model : keras.Model
-        With one input of shape (None, H, W, C) or (None, H, W) (then C = 1), all sizes
-        known, and outputs of shape (None, K).
+        One input and outputs of shape (None, K).
+    size : (int, int) or (int, int, int), optional
+        ``(height, width)`` or ``(height, width, channels)`` of the images; used where the
+        model's input does not say them (a flat input, or unknown sizes).
+    channels : int, optional
+        1 or 3, likewise.
 
     Returns
     -------
@@ -91,17 +110,52 @@ def detect_spec(model: keras.Model) -> PreprocessingSpec:
     Raises
     ------
     ValueError
-        The input is not an image batch, or a size is unknown.
+        The input is neither an image batch nor a flat vector, a size is unknown and not
+        given, or a flat D is not a square and no ``size`` is given (the message names D).
+
+    Warns
+    -----
+    UserWarning
+        A flat input was taken as a square grayscale (or ``channels``) image.
     """
     input_shape = tuple(model.inputs[0].shape)
-    if len(input_shape) == 3:
-        height, width, channels = input_shape[1], input_shape[2], 1
-    elif len(input_shape) == 4:
-        height, width, channels = input_shape[1:]
+    height, width, size_channels = _split_size(size)
+    channels = channels if channels is not None else size_channels
+    if len(input_shape) == 2:
+        values = input_shape[1]
+        if values is None:
+            raise ValueError(f"model input shape {_shape_text(input_shape)} has an unknown width; cannot read images")
+        if height is None:
+            per_channel = values // (channels or 1)
+            side = math.isqrt(per_channel)
+            if side * side != per_channel or per_channel * (channels or 1) != values:
+                raise ValueError(
+                    f"model takes a flat input of D = {values} values, not an image, and {values} is not a square "
+                    f"number of pixels; pass --size HxW[xC] with H * W * C = {values}"
+                )
+            height = width = side
+            channels = channels or 1
+            warnings.warn(
+                f"model takes a flat input of D = {values} values: assuming {side}x{side}x{channels} images "
+                f"(pass --size HxW[xC] if not)",
+                stacklevel=2,
+            )
+        elif channels is None:
+            channels = values // (height * width) if values % (height * width) == 0 else 1
+    elif len(input_shape) in (3, 4):
+        model_height, model_width = input_shape[1], input_shape[2]
+        model_channels = input_shape[3] if len(input_shape) == 4 else 1
+        height = model_height if model_height is not None else height
+        width = model_width if model_width is not None else width
+        channels = model_channels if model_channels is not None else channels
     else:
-        raise ValueError(f"model input shape {input_shape} is not an image batch (N, H, W[, C])")
+        raise ValueError(
+            f"model input shape {_shape_text(input_shape)} is neither an image batch (N, H, W[, C]) nor flat (N, D)"
+        )
     if None in (height, width, channels):
-        raise ValueError(f"model input shape {input_shape} has an unknown size; pass --size and --channels")
+        raise ValueError(
+            f"model input shape {_shape_text(input_shape)} has an unknown size; pass --size HxW and --channels"
+        )
     n_classes = int(model.outputs[0].shape[-1])
     return PreprocessingSpec(
         height=int(height),
@@ -110,6 +164,44 @@ def detect_spec(model: keras.Model) -> PreprocessingSpec:
         scale="0-1",
         class_names=tuple(str(k) for k in range(n_classes)),
     )
+
+
+def _split_size(size: Sequence[int] | None) -> tuple[int | None, int | None, int | None]:
+    """``(height, width, channels)`` of a 2- or 3-long size (channels None for 2), all None for None."""
+    if size is None:
+        return None, None, None
+    size = tuple(size)
+    if len(size) not in (2, 3) or not all(isinstance(v, int | np.integer) and v > 0 for v in size):
+        raise ValueError(f"size must be (height, width) or (height, width, channels) of positive integers, got {size!r}")
+    return int(size[0]), int(size[1]), (int(size[2]) if len(size) == 3 else None)
+
+
+def check_input_fits(model: keras.Model, spec: PreprocessingSpec) -> None:
+    """Check that images of ``spec.image_shape`` can be fed to the model's input.
+
+    An image input (None, H, W, C) or (None, H, W) must match H, W and C where it states
+    them; a flat input (None, D) must have D = H * W * C.
+
+    Raises
+    ------
+    ValueError
+        One line naming both shapes.
+    """
+    dims = tuple(model.inputs[0].shape[1:])
+    height, width, channels = spec.image_shape
+    if len(dims) == 1:
+        fits = dims[0] is None or dims[0] == height * width * channels
+    elif len(dims) == 2:
+        fits = channels == 1 and all(d is None or d == s for d, s in zip(dims, (height, width)))
+    elif len(dims) == 3:
+        fits = all(d is None or d == s for d, s in zip(dims, (height, width, channels)))
+    else:
+        fits = False
+    if not fits:
+        raise ValueError(
+            f"images of {height}x{width}x{channels} (= {height * width * channels} values) do not fit the model's "
+            f"input {_shape_text((None, *dims))}; give --size HxW[xC] and --channels that match the model"
+        )
 
 
 def _embedding_layer(model: keras.Model, name: str | None) -> keras.layers.Layer | None:
@@ -137,6 +229,11 @@ class KerasClassifier:
     the spec and run one compiled ``tf.function`` returning probabilities and the embedding
     together, so mining costs one forward pass.
 
+    The model's input may be an image batch (None, H, W, C) or (None, H, W), or flat
+    (None, D) with D = H * W * C (an MLP): images are reshaped to the model's layout just
+    before the model (:meth:`to_model_layout`), so everything else (sliders, saliency) works
+    on (H, W, C) images.
+
     Parameters
     ----------
     model : keras.Model
@@ -156,7 +253,9 @@ class KerasClassifier:
     ------
     ValueError
         ``spec`` names a different number of classes than the model has outputs (the
-        message gives both), or ``embedding_layer`` is not a layer of the model.
+        message gives both), the spec's image shape does not fit the model's input (one
+        line naming both, :func:`check_input_fits`), or ``embedding_layer`` is not a layer
+        of the model.
 
     Notes
     -----
@@ -181,6 +280,7 @@ class KerasClassifier:
             )
         if not spec.class_names:
             spec = spec.with_overrides(class_names=[str(k) for k in range(n_outputs)])
+        check_input_fits(model, spec)
         self._model = model
         self._spec = spec
         self.path = path
@@ -237,13 +337,32 @@ class KerasClassifier:
         Optional: the first batch traces it otherwise.
         """
         multiplier, offset = self.spec.affine()
-        blank = tf.zeros((1, *self.model.inputs[0].shape[1:]), tf.uint8)
-        self._forward_pixels(blank, multiplier, offset)
+        blank = self.to_model_layout(np.zeros((1, *self.spec.image_shape), np.uint8))
+        self._forward_pixels(tf.convert_to_tensor(blank), multiplier, offset)
 
     @property
     def n_classes(self) -> int:
         """K, the number of outputs."""
         return len(self.spec.class_names)
+
+    def to_model_layout(self, images: np.ndarray) -> np.ndarray:
+        """Images laid out as the model's input takes them (values unchanged).
+
+        Parameters
+        ----------
+        images : np.ndarray, shape (N, H, W, C)
+            Any dtype; (H, W, C) is ``spec.image_shape``.
+
+        Returns
+        -------
+        np.ndarray, the same dtype
+            (N, D) for a flat input (D = H * W * C, row-major: rows, then columns, then
+            channels), (N, H, W) for an input without a channel axis, else (N, H, W, C).
+        """
+        rank = len(self.model.inputs[0].shape)
+        if rank == 2:
+            return images.reshape(len(images), -1)
+        return images[..., 0] if rank == 3 else images
 
     def _model_input(self, images: np.ndarray) -> np.ndarray:
         """uint8 pixels shaped as the model's input; scaling happens in the graph."""
@@ -254,9 +373,7 @@ class KerasClassifier:
             raise ValueError(
                 f"images have shape {images.shape[1:]} but the model expects {self.spec.image_shape}"
             )
-        if len(self.model.inputs[0].shape) == 3:
-            images = images[..., 0]
-        return np.ascontiguousarray(images)
+        return np.ascontiguousarray(self.to_model_layout(images))
 
     def _to_probabilities(self, outputs: np.ndarray, batch_label: str) -> np.ndarray:
         outputs = np.asarray(outputs, dtype=np.float64)
@@ -372,7 +489,7 @@ def load_classifier(
     embedding_layer: str | None = None,
     scale: str | None = None,
     channels: int | None = None,
-    size: tuple[int, int] | None = None,
+    size: Sequence[int] | None = None,
     class_names: Sequence[str] | None = None,
 ) -> KerasClassifier:
     """Load a ``.keras`` / ``.h5`` file or a SavedModel directory with its preprocessing spec.
@@ -381,8 +498,12 @@ def load_classifier(
     (``<model>.spec.json``, :func:`~hardcase.miner.spec.spec_path_for`), else the one
     detected from the model's input and output shapes (:func:`detect_spec`); ``scale``,
     ``channels``, ``size`` and ``class_names`` override its fields. The classifier is built
-    with the result, so a spec naming another number of classes than the model has outputs
-    is refused.
+    with the result, so a spec naming another number of classes than the model has outputs,
+    or images that do not fit the model's input, are refused here, before any data is read.
+
+    A flat-input model (None, D), e.g. an MLP, needs the image shape from the spec file or
+    ``size`` (and ``channels``) with H * W * C = D; without them a square D is taken as a
+    square grayscale image, with a warning (see :func:`detect_spec`).
 
     Parameters
     ----------
@@ -395,8 +516,9 @@ def load_classifier(
         ``"0-1"``, ``"0-255"`` or ``"-1-1"``.
     channels : int, optional
         1 or 3.
-    size : (int, int), optional
-        ``(height, width)``.
+    size : (int, int) or (int, int, int), optional
+        ``(height, width)`` or ``(height, width, channels)`` (as ``--size HxW[xC]``; a
+        channel count here and ``channels`` must agree).
     class_names : sequence of str, optional
         One per model output.
 
@@ -410,18 +532,22 @@ def load_classifier(
         ``path`` does not exist.
     ValueError
         An unsupported file, an unsafe model (e.g. a lambda layer), an invalid spec file
-        or override, or a spec whose class count differs from the model's outputs.
+        or override, a spec whose class count differs from the model's outputs, or an image
+        shape that does not fit the model's input (one line naming both shapes).
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"model not found: {path}")
     if spec is not None and not isinstance(spec, PreprocessingSpec):
         raise TypeError(f"spec must be a PreprocessingSpec, got {type(spec).__name__}")
+    height, width, size_channels = _split_size(size)
+    if channels is not None and size_channels is not None and channels != size_channels:
+        raise ValueError(f"size says {size_channels} channels but channels is {channels}")
+    channels = channels if channels is not None else size_channels
     model = _load_keras_model(path)
     if spec is None:
         sidecar = spec_path_for(path)
-        spec = PreprocessingSpec.load(sidecar) if sidecar.exists() else detect_spec(model)
-    height, width = size if size is not None else (None, None)
+        spec = PreprocessingSpec.load(sidecar) if sidecar.exists() else detect_spec(model, size=size, channels=channels)
     spec = spec.with_overrides(
         scale=scale, channels=channels, height=height, width=width, class_names=class_names
     )

@@ -189,25 +189,13 @@ def summarize(history: Sequence[Any]) -> dict[str, Any]:
     }
 
 
-_SCORE_FIELDS = (
-    Score.sample_id,
-    Sample.source_index,
-    Sample.given_label,
-    Score.predicted_label,
-    Score.confidence,
-    Score.margin,
-    Score.entropy,
-    Score.self_confidence,
-    Score.normalized_margin,
-    Score.loss,
-    Score.label_quality_score,
-    Score.hardness_score,
-)
+#: The ``scores`` export's columns as selected: the sample, then every score field.
+_SCORE_SELECT = (Score.sample_id, Sample.source_index, Sample.given_label, *(getattr(Score, f) for f in SCORE_FIELDS))
 
 
 def _score_rows(session: Session, run_id: int) -> list[Row]:
     rows = session.execute(
-        select(*_SCORE_FIELDS)
+        select(*_SCORE_SELECT)
         .join(Sample, Sample.id == Score.sample_id)
         .where(Score.run_id == run_id)
         .order_by(Sample.source_index)
@@ -223,15 +211,8 @@ def _candidate_query(run_id: int) -> Any:
             Sample.source_index,
             Sample.uri,
             Sample.given_label,
-            Score.predicted_label,
-            Score.confidence,
-            Score.margin,
-            Score.entropy,
-            Score.self_confidence,
-            Score.normalized_margin,
-            Score.loss,
-            Score.label_quality_score,
-            Candidate.hardness_score,
+            # the candidate keeps the hardness it was selected by; the other scores are the run's
+            *(Candidate.hardness_score if f == "hardness_score" else getattr(Score, f) for f in SCORE_FIELDS),
             Candidate.rank,
             Candidate.pick_distance,
             Candidate.suggested_cause,

@@ -14,7 +14,7 @@ from hardcase.review_app.workflows.demo import run_demo
 from hardcase.review_app.workflows.mining import MiningInputError, MiningOptions, mine
 from hardcase.store import api
 from hardcase.store.db import open_store
-from hardcase.store.schema import Candidate, Review, Run, Score
+from hardcase.store.schema import Candidate, Review, Run, Sample, Score
 
 PER_CLASS = 3
 
@@ -54,7 +54,7 @@ def test_demo_pool_shows_real_failures(demo_store):
     with store.Session.begin() as session:
         run = api.require_run(session, "demo")
         source = session.execute(
-            select(api.Sample.source_index).join(Candidate, Candidate.sample_id == api.Sample.id)
+            select(Sample.source_index).join(Candidate, Candidate.sample_id == Sample.id)
             .where(Candidate.run_id == run.id)
         ).scalars().all()
     disturbed_share = np.mean(fault[np.array(source)] != "clean")

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from hardcase.miner.vocabulary import DECISIONS
 from hardcase.review_app.app import plots
 from hardcase.review_app.workflows import insights
 from hardcase.review_app.workflows.insights import CandidateInfo, Judgment
@@ -173,6 +174,6 @@ def test_load_triage_from_a_store(tmp_path):
     for figure in (plots.confusion_figure(confusion, data.class_names), plots.kappa_figure(pairs),
                    plots.acceptance_figure(rates), plots.kappa_figure([]),
                    plots.recall_figure(data.class_names, insights.per_class_recall(confusion), confusion),
-                   plots.decisions_figure(rows, list(api.DECISIONS), decisions, n_reviewed=5, n_candidates=6)):
+                   plots.decisions_figure(rows, list(DECISIONS), decisions, n_reviewed=5, n_candidates=6)):
         assert figure.axes
     store.dispose()

@@ -240,7 +240,7 @@ def reviewed_run(tmp_path_factory, demo_model_path, mnist_small):
     from hardcase.review_app.workflows.mining import MiningOptions, mine
     from hardcase.store import api
     from hardcase.store.db import open_store
-    from hardcase.store.schema import Candidate
+    from hardcase.store.schema import Candidate, Sample
 
     folder = tmp_path_factory.mktemp("retrain")
     train_x, train_y, pool_x, pool_y = mnist_small
@@ -254,8 +254,8 @@ def reviewed_run(tmp_path_factory, demo_model_path, mnist_small):
     with store.Session.begin() as session:
         run = api.require_run(session, "r")
         candidates = session.execute(
-            select(Candidate.id, Candidate.review_version, api.Sample.source_index)
-            .join(api.Sample, api.Sample.id == Candidate.sample_id).where(Candidate.run_id == run.id)
+            select(Candidate.id, Candidate.review_version, Sample.source_index)
+            .join(Sample, Sample.id == Candidate.sample_id).where(Candidate.run_id == run.id)
             .order_by(Candidate.rank)
         ).all()
     causes = ["augment", "imbalance", "mislabel", "rare", "not_a_failure"]

@@ -42,6 +42,9 @@ class PreprocessingSpec:
     class_names : tuple of str
         Name of each output column, in order; empty when unknown (a classifier then names
         its K outputs ``"0" .. "K-1"``).
+    invert : bool
+        The model was trained on inverted pixels (255 - x: dark ink on light paper where the
+        data has light ink on dark, or the other way round); applied before the scaling.
 
     Raises
     ------
@@ -55,6 +58,7 @@ class PreprocessingSpec:
     channels: int
     scale: str = "0-1"
     class_names: tuple[str, ...] = field(default_factory=tuple)
+    invert: bool = False
 
     def __post_init__(self) -> None:
         for name in ("height", "width"):
@@ -65,6 +69,8 @@ class PreprocessingSpec:
             raise ValueError(f"spec channels must be 1 or 3, got {self.channels!r}")
         if self.scale not in SCALES:
             raise ValueError(f"spec scale must be one of {', '.join(SCALES)}, got {self.scale!r}")
+        if not isinstance(self.invert, bool):
+            raise ValueError(f"spec invert must be true or false, got {self.invert!r}")
         if len(set(self.class_names)) != len(self.class_names):
             raise ValueError(f"spec class_names has duplicates: {list(self.class_names)}")
 
@@ -85,7 +91,7 @@ class PreprocessingSpec:
         ----------
         **overrides
             Any of ``height``, ``width``, ``channels``, ``scale``, ``class_names`` (any
-            sequence of str; stored as a tuple).
+            sequence of str; stored as a tuple), ``invert``.
 
         Returns
         -------
@@ -98,8 +104,19 @@ class PreprocessingSpec:
         return replace(self, **changes)
 
     def affine(self) -> tuple[float, float]:
-        """``(multiplier, offset)`` mapping 0-255 pixels to model input: ``x * multiplier + offset``."""
-        return {"0-1": (1.0 / 255.0, 0.0), "-1-1": (1.0 / 127.5, -1.0), "0-255": (1.0, 0.0)}[self.scale]
+        """``(multiplier, offset)`` mapping 0-255 pixels to model input: ``x * multiplier + offset``.
+
+        The inversion folds into it: ``(255 - x) * m + o = x * (-m) + (255 m + o)``.
+        """
+        multiplier, offset = {"0-1": (1.0 / 255.0, 0.0), "-1-1": (1.0 / 127.5, -1.0), "0-255": (1.0, 0.0)}[self.scale]
+        if self.invert:
+            return -multiplier, 255.0 * multiplier + offset
+        return multiplier, offset
+
+    @property
+    def convention(self) -> str:
+        """The input convention in words: ``"0-255"``, ``"0-1, inverted"``."""
+        return self.scale + (", inverted" if self.invert else "")
 
     def prepare(self, images: np.ndarray) -> np.ndarray:
         """Scale a batch of images to model input.
@@ -126,6 +143,7 @@ class PreprocessingSpec:
             "channels": self.channels,
             "scale": self.scale,
             "class_names": list(self.class_names),
+            "invert": self.invert,
         }
 
     @classmethod
@@ -139,7 +157,7 @@ class PreprocessingSpec:
         ValueError
             An unknown key, or an invalid value (see the class).
         """
-        known = {"height", "width", "channels", "scale", "class_names"}
+        known = {"height", "width", "channels", "scale", "class_names", "invert"}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown preprocessing spec keys {sorted(unknown)}")
@@ -149,6 +167,7 @@ class PreprocessingSpec:
             channels=int(data["channels"]),
             scale=str(data.get("scale", "0-1")),
             class_names=tuple(str(c) for c in data.get("class_names", ())),
+            invert=bool(data.get("invert", False)),
         )
 
     def save(self, path: Path) -> None:

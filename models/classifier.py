@@ -316,6 +316,13 @@ class KerasClassifier:
         """The preprocessing spec the classifier was built with (read-only)."""
         return self._spec
 
+    def with_spec(self, spec: PreprocessingSpec) -> KerasClassifier:
+        """The same model read through another spec (e.g. another input convention).
+
+        The Keras model is shared, not copied; the class-count and input checks run again.
+        """
+        return KerasClassifier(self._model, spec, embedding_layer=self.embedding_layer, path=self.path)
+
     @property
     def model(self) -> keras.Model:
         """The Keras model as loaded (read-only): for retraining and saliency."""

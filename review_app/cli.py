@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     scorer.add_argument("--predictions", default=None,
                         help="recorded pred_probs (N, K) as .npy, row i for row i of --data, in the place of a model")
     mine.add_argument("--embeddings", default=None, help="recorded embeddings (N, D) as .npy, with --predictions")
+    mine.add_argument("--invert", action="store_true", default=None,
+                      help="the model expects inverted pixels (255 - x); default: its spec, else detected")
     mine.add_argument("--data", required=True, help="IDX, .npy, .npz, image folder, CSV or JSONL manifest")
     mine.add_argument("--labels", default=None, help="labels for --data (IDX or .npy), when not inside it")
     mine.add_argument("--class-names", default=None, help="comma-separated class names, in output order")
@@ -133,6 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="labelled evaluation set (repeatable); a rotated and a warped copy are added")
     retrain.add_argument("--out", type=Path, required=True, help="the retrained model (.keras); plan and report beside it")
     retrain.add_argument("--epochs", type=_positive, default=8)
+    retrain.add_argument("--scale", choices=["0-1", "0-255", "-1-1"], default=None,
+                         help="override the input scaling recorded with the run")
+    retrain.add_argument("--class-names", default=None,
+                         help="comma-separated class names, overriding those recorded with the run")
     retrain.add_argument("--resize", action="store_true",
                          help="resize training and evaluation arrays of another size to the model's input")
     retrain.add_argument("--seed", type=int, default=0)
@@ -191,6 +197,7 @@ def _cmd_mine(args) -> int:
         max_pixels=args.max_pixels,
         allow_outside_root=args.allow_outside_root,
         predictions_path=args.predictions,
+        invert=args.invert,
         embeddings_path=args.embeddings,
     )
     if args.embeddings and not args.predictions:
@@ -302,6 +309,7 @@ def _cmd_retrain(args) -> int:
         model_path=args.model, train_data=args.train_data, train_labels=args.train_labels, run_name=args.run,
         fixes_path=args.fixes, evals=evals, out=str(args.out), epochs=args.epochs, seed=args.seed,
         batch_size=args.batch_size, ablate=args.ablate, stress=not args.no_stress, resize=args.resize,
+        scale=args.scale, class_names=[c.strip() for c in args.class_names.split(",")] if args.class_names else None,
     )
     try:
         run_retrain(store, options)

@@ -41,8 +41,15 @@ from hardcase.miner.scores import (
 )
 from hardcase.miner.select import select_candidates
 from hardcase.miner.sources import Batch, DataSource, content_hashes
+from hardcase.miner.spec import spec_path_for
 from hardcase.miner.vocabulary import SCORE_FIELDS
 from hardcase.models.classifier import file_hash, load_classifier
+from hardcase.review_app.workflows.conventions import (
+    CHECK_IMAGES,
+    ConventionCheck,
+    ConventionError,
+    check_convention,
+)
 from hardcase.review_app.workflows.data import open_for_model
 from hardcase.review_app.workflows.images import encode_png
 from hardcase.review_app.workflows.recorded import load_recorded_predictions
@@ -84,6 +91,7 @@ class MiningOptions:
     scale: str | None = None
     channels: int | None = None
     size: tuple[int, int] | None = None
+    invert: bool | None = None  # the model expects inverted pixels (None: from the spec, or detected)
     resize: bool = False  # resize arrays of another size than the model's (else an error)
     max_pixels: int | None = None  # image files' width * height limit; None: the default
     allow_outside_root: bool = False  # read manifest paths outside the manifest's folder
@@ -120,6 +128,7 @@ class MiningReport:
     errors: list[tuple[int, str | None, str]] = field(default_factory=list)
     accuracy: float | None = None
     suggestions: str | None = None
+    convention: str | None = None
 
     def summary(self) -> str:
         text = (
@@ -130,6 +139,8 @@ class MiningReport:
             text += f"; accuracy on labelled samples {self.accuracy:.3f}"
         if self.resumed_from:
             text += f" (resumed after {self.resumed_from} already scored)"
+        if self.convention:
+            text += f"\n{self.convention}"
         if self.suggestions:
             text += f"\n{self.suggestions}"
         return text
@@ -179,6 +190,8 @@ def mine(store: Store, options: MiningOptions, *, artifacts_dir: Path, progress:
         size=options.size,
         class_names=options.class_names or None,
     )
+    if options.invert is not None:
+        classifier = classifier.with_spec(classifier.spec.with_overrides(invert=options.invert))
     # the trace overlaps opening the data; it is joined before mine returns or raises, because
     # a TensorFlow thread still tracing when the interpreter exits aborts the process (SIGABRT)
     warming = threading.Thread(target=classifier.warm_up, name="hardcase-trace", daemon=True)
@@ -187,6 +200,19 @@ def mine(store: Store, options: MiningOptions, *, artifacts_dir: Path, progress:
         return _mine(store, options, classifier, warming, artifacts_dir=artifacts_dir, progress=progress)
     finally:
         warming.join()
+
+
+def _check_convention(classifier, source: DataSource, labels: np.ndarray, options: MiningOptions) -> ConventionCheck:
+    """The input-convention check on the first labelled images (see :mod:`.conventions`)."""
+    rows = np.flatnonzero(labels >= 0)[:CHECK_IMAGES]
+    batch = source.read(rows)
+    spec_given = (options.scale is not None or options.invert is not None
+                  or spec_path_for(Path(options.model_path)).exists())
+    try:
+        return check_convention(classifier, batch.images, labels[batch.indices], spec_given=spec_given,
+                                where=options.data_path)
+    except ConventionError as exc:
+        raise MiningInputError(str(exc)) from None
 
 
 def _mine(store: Store, options: MiningOptions, classifier, warming: threading.Thread | None, *,
@@ -211,6 +237,12 @@ def _mine(store: Store, options: MiningOptions, classifier, warming: threading.T
     n = len(source)
     if n == 0:
         raise MiningInputError(f"{options.data_path} holds no samples")
+    convention = None
+    if recorded is None and labels is not None:
+        convention = _check_convention(classifier, source, labels, options)
+        if convention.changed:
+            classifier = classifier.with_spec(convention.spec)
+            spec = convention.spec
     class_names = list(spec.class_names)
     model_hash = file_hash(scored_by)
 
@@ -325,6 +357,7 @@ def _mine(store: Store, options: MiningOptions, classifier, warming: threading.T
     scored = np.flatnonzero(done == 1)
     report = _finish(store, options, run_id, source, classifier, labels, pred_probs, sample_ids, embeddings,
                      scored, already)
+    report.convention = convention.summary() if convention is not None else None
     if options.suggest and recorded is not None and recorded.embeddings is None:
         report.suggestions = "no cause suggestion: it needs embeddings (--embeddings) when there is no model"
     elif options.suggest:

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from hardcase.miner.sources import content_hashes
-from hardcase.miner.spec import as_uint8
+from hardcase.miner.spec import PreprocessingSpec, as_uint8
 from hardcase.models.retrain import (
     FAMILIES,
     PlanError,
@@ -58,6 +58,8 @@ class RetrainOptions:
     rare_oversample: int = 5
     stress: bool = True
     resize: bool = False
+    scale: str | None = None  # overrides the run's recorded input scaling
+    class_names: list[str] | None = None  # overrides the run's recorded class names
 
 
 class MinedData(NamedTuple):
@@ -115,6 +117,14 @@ def fix_rows(store, run_name: str, fixes_path: str | None = None) -> list[dict[s
         columns, rows = export_rows(store, run_name, "fixes")
         columns = columns or FIX_COLUMNS
     return [dict(zip(columns, row)) for row in rows]
+
+
+def run_spec(store, run_name: str) -> PreprocessingSpec:
+    """The preprocessing spec recorded with ``run_name``'s model version."""
+    from hardcase.store import api
+
+    with store.snapshot() as session:
+        return PreprocessingSpec.from_dict(api.model_version(session, api.require_run(session, run_name)).spec)
 
 
 def run_dataset(store, run_name: str) -> MinedData:
@@ -228,7 +238,10 @@ def run_retrain(store, options: RetrainOptions, *, echo: Callable[[str], None] =
 
     if not options.evals:
         raise PlanError("give at least one evaluation set: --eval NAME=PATH")
-    classifier = load_classifier(options.model_path)
+    # the spec the run was mined with (its input convention may have been detected then)
+    stored = run_spec(store, options.run_name) if store is not None else None
+    classifier = load_classifier(options.model_path, spec=stored, scale=options.scale,
+                                 class_names=options.class_names)
     spec = classifier.spec
     train_images, train_labels = load_images(options.train_data, spec, labels=options.train_labels,
                                              resize=options.resize)

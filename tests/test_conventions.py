@@ -1,0 +1,112 @@
+"""The input-convention check: a model's real scaling and polarity are found before mining."""
+
+from __future__ import annotations
+
+import shutil
+
+import keras
+import numpy as np
+import pytest
+
+from hardcase.miner.spec import PreprocessingSpec, spec_path_for
+from hardcase.models.classifier import load_classifier
+from hardcase.review_app.workflows.conventions import ConventionError, candidate_specs, check_convention
+from hardcase.review_app.workflows.mining import MiningInputError, MiningOptions, mine
+from hardcase.store import api
+from hardcase.store.db import open_store
+
+
+@pytest.fixture(scope="module")
+def rescaling_model(demo_model_path, tmp_path_factory):
+    """The demo CNN behind a Rescaling(1/255) layer: it wants raw 0-255 pixels. Saved without a spec."""
+    demo = keras.models.load_model(demo_model_path)
+    wrapped = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Rescaling(1 / 255), demo])
+    path = tmp_path_factory.mktemp("rescaling") / "rescaling.keras"
+    wrapped.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def pool(mnist_small, tmp_path_factory):
+    _, _, pool_x, pool_y = mnist_small
+    folder = tmp_path_factory.mktemp("pool")
+    np.savez(folder / "pool.npz", x=pool_x[:300], y=pool_y[:300])
+    np.savez(folder / "inverted.npz", x=255 - pool_x[:300], y=pool_y[:300])
+    return folder, pool_x[:300], pool_y[:300]
+
+
+def _accuracy(classifier, images, labels):
+    return float(np.mean(classifier.predict_proba(images).argmax(axis=1) == labels))
+
+
+def test_candidate_specs_cover_every_scaling_and_polarity():
+    spec = PreprocessingSpec(height=4, width=4, channels=1, scale="0-1")
+    variants = candidate_specs(spec)
+    assert variants[0] == spec and len(variants) == 6 == len({v.convention for v in variants})
+    # the inversion is folded into the affine map: (255 - x) / 255
+    m, o = spec.with_overrides(invert=True).affine()
+    assert np.isclose(0 * m + o, 1.0) and np.isclose(255 * m + o, 0.0)
+
+
+def test_detected_spec_takes_the_convention_the_model_really_has(rescaling_model, pool):
+    _, images, labels = pool
+    classifier = load_classifier(rescaling_model)  # detected: 0-1, as every model without a spec
+    assert classifier.spec.convention == "0-1"
+    check = check_convention(classifier, images, labels, spec_given=False)
+    assert check.changed and check.spec.convention == "0-255"
+    real = _accuracy(load_classifier(rescaling_model, scale="0-255"), images, labels)
+    assert check.accuracies["0-255"] == pytest.approx(real) and real > 0.8
+    assert check.accuracies["0-1"] < 0.3
+
+
+def test_a_given_spec_far_off_stops_with_the_flag_to_pass(rescaling_model, pool):
+    _, images, labels = pool
+    classifier = load_classifier(rescaling_model, scale="0-1")
+    with pytest.raises(ConventionError, match=r"says its input is 0-1.*0-255 gives 0\.\d+: pass --scale 0-255"):
+        check_convention(classifier, images, labels, spec_given=True)
+
+
+def test_a_right_spec_is_kept(demo_model_path, pool):
+    _, images, labels = pool
+    check = check_convention(load_classifier(demo_model_path), images, labels, spec_given=True)
+    assert not check.changed and check.spec.convention == "0-1"
+
+
+def test_mining_records_the_detected_convention_and_scores_with_it(rescaling_model, pool, tmp_path):
+    folder, images, labels = pool
+    store = open_store(f"sqlite:///{tmp_path / 'c.db'}")
+    try:
+        options = MiningOptions(run_name="r", model_path=str(rescaling_model), data_path=str(folder / "pool.npz"),
+                                per_class=2, suggest=False)
+        report = mine(store, options, artifacts_dir=tmp_path / "art", progress=False)
+        assert "input convention detected: 0-255" in report.summary()
+        real = _accuracy(load_classifier(rescaling_model, scale="0-255"), images, labels)
+        assert report.accuracy == pytest.approx(real, abs=1e-9)
+        with store.Session.begin() as session:
+            version = api.model_version(session, api.require_run(session, "r"))
+            assert version.spec["scale"] == "0-255" and version.spec["invert"] is False
+        # every later command reads the recorded spec: retraining loads the model through it
+        from hardcase.review_app.workflows.retrain import run_spec
+
+        assert run_spec(store, "r").convention == "0-255"
+    finally:
+        store.dispose()
+
+
+def test_inverted_data_is_detected_and_a_wrong_given_spec_stops_mining(demo_model_path, pool, tmp_path):
+    folder, images, labels = pool
+    model = tmp_path / "demo.keras"
+    shutil.copy(demo_model_path, model)  # no spec beside it: the convention is detected
+    store = open_store(f"sqlite:///{tmp_path / 'i.db'}")
+    try:
+        report = mine(store, MiningOptions(run_name="inv", model_path=str(model), data_path=str(folder / "inverted.npz"),
+                                           per_class=2, suggest=False),
+                      artifacts_dir=tmp_path / "art", progress=False)
+        assert "input convention detected: 0-1, inverted" in report.summary() and report.accuracy > 0.8
+        shutil.copy(spec_path_for(demo_model_path), spec_path_for(model))  # now the spec is given
+        with pytest.raises(MiningInputError, match="pass --scale 0-1 --invert"):
+            mine(store, MiningOptions(run_name="inv2", model_path=str(model), data_path=str(folder / "inverted.npz"),
+                                      per_class=2, suggest=False),
+                 artifacts_dir=tmp_path / "art", progress=False)
+    finally:
+        store.dispose()

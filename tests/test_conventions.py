@@ -110,3 +110,32 @@ def test_inverted_data_is_detected_and_a_wrong_given_spec_stops_mining(demo_mode
                  artifacts_dir=tmp_path / "art", progress=False)
     finally:
         store.dispose()
+
+
+def test_a_model_without_class_names_takes_the_folders_names(tmp_path):
+    """root/circle, root/square, root/triangle and a 3-output model with no spec: the folders name the classes."""
+    from PIL import Image
+
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(3, activation="softmax")])
+    model.save(tmp_path / "shapes.keras")
+    rng = np.random.default_rng(0)
+    for name in ("triangle", "circle", "square"):
+        (tmp_path / "root" / name).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(tmp_path / "root" / name / f"{i}.png")
+    store = open_store(f"sqlite:///{tmp_path / 's.db'}")
+    try:
+        report = mine(store, MiningOptions(run_name="shapes", model_path=str(tmp_path / "shapes.keras"),
+                                           data_path=str(tmp_path / "root"), per_class=1, suggest=False),
+                      artifacts_dir=tmp_path / "art", progress=False)
+        assert report.n_scored == 12
+        with store.Session.begin() as session:
+            version = api.model_version(session, api.require_run(session, "shapes"))
+            assert version.class_names == ["circle", "square", "triangle"]
+        # a folder the model's given class names lack names the flag that fixes it
+        with pytest.raises(ValueError, match="folder 'circle' is not one of the class names.*--class-names"):
+            mine(store, MiningOptions(run_name="named", model_path=str(tmp_path / "shapes.keras"),
+                                      data_path=str(tmp_path / "root"), class_names=["a", "b", "c"], suggest=False),
+                 artifacts_dir=tmp_path / "art", progress=False)
+    finally:
+        store.dispose()

@@ -44,7 +44,7 @@ def _class_folders(
         if unknown:
             raise ValueError(
                 f"{where}: folder {unknown[0]!r} is not one of the class names "
-                f"{_known_list(class_names)}"
+                f"{_known_list(class_names)}; pass --class-names or a model spec whose class names include it"
             )
         names = class_names
     else:

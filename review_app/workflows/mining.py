@@ -202,6 +202,21 @@ def mine(store: Store, options: MiningOptions, *, artifacts_dir: Path, progress:
         warming.join()
 
 
+def _with_data_class_names(classifier, options: MiningOptions, reading: dict):
+    """A model whose class names were only detected ("0" .. "K-1") takes the data's own names:
+    an image folder's subfolders (sorted, as ``keras.utils.image_dataset_from_directory``
+    orders them) or a manifest's label values, when there are K of them."""
+    if options.class_names or spec_path_for(Path(options.model_path)).exists():
+        return classifier
+    if list(classifier.class_names) != [str(k) for k in range(classifier.n_classes)]:
+        return classifier
+    names = open_for_model(options.data_path, None, **reading).class_names
+    if names is None or list(names) == list(classifier.class_names) or len(names) != classifier.n_classes:
+        return classifier
+    log.warning("the model has no class names; taking the data's: %s", ", ".join(names))
+    return classifier.with_spec(classifier.spec.with_overrides(class_names=list(names)))
+
+
 def _check_convention(classifier, source: DataSource, labels: np.ndarray, options: MiningOptions) -> ConventionCheck:
     """The input-convention check on the first labelled images (see :mod:`.conventions`)."""
     rows = np.flatnonzero(labels >= 0)[:CHECK_IMAGES]
@@ -227,6 +242,7 @@ def _mine(store: Store, options: MiningOptions, classifier, warming: threading.T
         classifier = recorded
         scored_by = Path(options.predictions_path)
     else:
+        classifier = _with_data_class_names(classifier, options, reading)
         source = open_for_model(options.data_path, classifier.spec, **reading)
         scored_by = Path(options.model_path)
     spec = classifier.spec

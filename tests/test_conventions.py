@@ -10,7 +10,11 @@ import pytest
 
 from hardcase.miner.spec import PreprocessingSpec, spec_path_for
 from hardcase.models.classifier import load_classifier
-from hardcase.review_app.workflows.conventions import ConventionError, candidate_specs, check_convention
+from hardcase.review_app.workflows.conventions import (
+    ConventionError,
+    candidate_specs,
+    check_convention,
+)
 from hardcase.review_app.workflows.mining import MiningInputError, MiningOptions, mine
 from hardcase.store import api
 from hardcase.store.db import open_store

@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="export scores, candidates or the fix list")
     add_db(export)
     export.add_argument("--run", required=True)
-    export.add_argument("--what", choices=["scores", "candidates", "fixes", "reviews", "images"], required=True,
+    export.add_argument("--what", choices=["scores", "candidates", "fixes", "reviews", "errors", "images"], required=True,
                         help="images: the relabeled candidates as an image-folder zip (root/<class>/<id>.png)")
     export.add_argument("--format", choices=["csv", "jsonl", "parquet"], default=None, help="default: from --out's suffix")
     export.add_argument("--out", type=Path, required=True)

@@ -25,9 +25,11 @@ from sqlalchemy.orm import Session
 from hardcase.miner.vocabulary import SCORE_FIELDS
 from hardcase.store.api import effective_reviews, require_run
 from hardcase.store.db import Store
-from hardcase.store.schema import Candidate, Review, Sample, Score
+from hardcase.store.schema import Candidate, Review, RunError, Sample, Score
 
-SCORE_COLUMNS: list[str] = ["sample_id", "source_index", "given_label", *SCORE_FIELDS]
+SCORE_COLUMNS: list[str] = ["sample_id", "source_index", "given_label", *SCORE_FIELDS, "uri"]
+"""``uri`` (file path for folders and manifests, ``path#row`` for arrays) comes last, so the
+earlier columns keep their places."""
 
 CANDIDATE_COLUMNS: list[str] = SCORE_COLUMNS + [
     "rank",
@@ -76,8 +78,11 @@ REVIEW_COLUMNS: list[str] = [
     "created_at",
 ]
 
+ERROR_COLUMNS: list[str] = ["source_index", "uri", "reason"]
+
 EXPORTS: dict[str, list[str]] = {
     "scores": SCORE_COLUMNS,
+    "errors": ERROR_COLUMNS,
     "candidates": CANDIDATE_COLUMNS,
     "fixes": FIX_COLUMNS,
     "reviews": REVIEW_COLUMNS,
@@ -129,6 +134,7 @@ COLUMN_KINDS: dict[str, str] = {
         STR,
     ),
     "note": TEXT,
+    "reason": TEXT,
     "conflict": BOOL,
     **dict.fromkeys(["evidence", "transform", "reviewers"], JSON),
     **dict.fromkeys(["decided_at", "created_at"], TIME),
@@ -190,7 +196,8 @@ def summarize(history: Sequence[Any]) -> dict[str, Any]:
 
 
 #: The ``scores`` export's columns as selected: the sample, then every score field.
-_SCORE_SELECT = (Score.sample_id, Sample.source_index, Sample.given_label, *(getattr(Score, f) for f in SCORE_FIELDS))
+_SCORE_SELECT = (Score.sample_id, Sample.source_index, Sample.given_label, *(getattr(Score, f) for f in SCORE_FIELDS),
+                 Sample.uri)
 
 
 def _score_rows(session: Session, run_id: int) -> list[Row]:
@@ -199,6 +206,15 @@ def _score_rows(session: Session, run_id: int) -> list[Row]:
         .join(Sample, Sample.id == Score.sample_id)
         .where(Score.run_id == run_id)
         .order_by(Sample.source_index)
+    )
+    return [tuple(row) for row in rows]
+
+
+def _error_rows(session: Session, run_id: int) -> list[Row]:
+    rows = session.execute(
+        select(RunError.source_index, RunError.uri, RunError.reason)
+        .where(RunError.run_id == run_id)
+        .order_by(RunError.source_index)
     )
     return [tuple(row) for row in rows]
 
@@ -311,6 +327,7 @@ def export_rows(store: Store, run_name: str, what: str) -> tuple[list[str], list
         raise ValueError(f"export must be one of {', '.join(EXPORTS)}, got {what!r}")
     readers = {
         "scores": _score_rows,
+        "errors": _error_rows,
         "candidates": _candidate_rows,
         "fixes": _fix_rows,
         "reviews": _review_rows,

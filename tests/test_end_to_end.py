@@ -316,3 +316,13 @@ def test_unreadable_rows_are_left_out_of_selection(tmp_path, demo_model_path):
     columns, rows = export_rows(store, "e", "candidates")
     stored = [int(row[columns.index("source_index")]) for row in sorted(rows, key=lambda r: r[columns.index("rank")])]
     assert stored == scored[expected.indices].tolist()
+    # every row traces back to its file: the summary and the errors export name the broken one,
+    # the scores and candidates exports carry each sample's path
+    broken = str(root / "1" / "00000-broken.png")
+    assert "unreadable rows (1 of 1" in report.summary() and broken in report.summary()
+    columns, errors = export_rows(store, "e", "errors")
+    assert columns == ["source_index", "uri", "reason"] and len(errors) == 1 and errors[0][1] == broken
+    for what in ("scores", "candidates"):
+        columns, rows = export_rows(store, "e", what)
+        uris = [row[columns.index("uri")] for row in rows]
+        assert all(uri and uri.endswith(".png") and uri.startswith(str(root)) for uri in uris), what

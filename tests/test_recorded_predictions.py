@@ -60,6 +60,7 @@ def test_mines_scores_selects_and_suggests_without_a_model(recorded):
         rows = [dict(zip(columns, row)) for row in rows]
         assert len(rows) == N
         by_index = {row["source_index"]: row for row in rows}
+        assert by_index[7]["uri"].endswith("pool.npz#7")  # an array row traces back as path#row
         # the flipped rows are the hardest by label quality, and every candidate group holds them
         quality = np.array([by_index[i]["label_quality_score"] for i in range(N)])
         assert set(np.argsort(quality)[: len(flipped)]) == set(flipped)

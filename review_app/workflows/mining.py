@@ -55,11 +55,14 @@ from hardcase.review_app.workflows.images import encode_png
 from hardcase.review_app.workflows.recorded import load_recorded_predictions
 from hardcase.store import api
 from hardcase.store.db import Store
+from hardcase.store.export import export_rows
 
 log = logging.getLogger(__name__)
 #: Scored batches that may wait for the writer thread: a checkpoint (a second's worth of rows
 #: committed at once) must not stall the model; a waiting batch holds its probabilities,
 #: embeddings and hashes, not its images.
+#: Unreadable rows a run's summary lists (all of them: ``hardcase export --what errors``).
+SHOWN_ERRORS = 5
 WRITE_AHEAD = 16
 SCORE_CHUNK = 20_000
 
@@ -139,6 +142,10 @@ class MiningReport:
             text += f"; accuracy on labelled samples {self.accuracy:.3f}"
         if self.resumed_from:
             text += f" (resumed after {self.resumed_from} already scored)"
+        if self.errors:
+            shown = self.errors[:SHOWN_ERRORS]
+            text += f"\nunreadable rows ({len(shown)} of {self.n_errors}; all: hardcase export --what errors):"
+            text += "".join(f"\n  row {index}{f' ({uri})' if uri else ''}: {reason}" for index, uri, reason in shown)
         if self.convention:
             text += f"\n{self.convention}"
         if self.suggestions:
@@ -334,7 +341,8 @@ def _mine(store: Store, options: MiningOptions, classifier, warming: threading.T
                 indices,
                 scores=scores,
                 content_hash=hashes,
-                uri=[source.uris[i] if source.uris is not None else None for i in indices],
+                # a file per row (folders, manifests), else the array file and row: path#row
+                uri=[source.uris[i] if source.uris is not None else f"{source.uri}#{i}" for i in indices],
                 given_label=[label_names[g] or None for g in given],
                 timestamp=[str(source.timestamps[i]) if source.timestamps is not None else None
                            for i in indices],
@@ -374,6 +382,7 @@ def _mine(store: Store, options: MiningOptions, classifier, warming: threading.T
     report = _finish(store, options, run_id, source, classifier, labels, pred_probs, sample_ids, embeddings,
                      scored, already)
     report.convention = convention.summary() if convention is not None else None
+    report.errors = export_rows(store, options.run_name, "errors")[1][:SHOWN_ERRORS]
     if options.suggest and recorded is not None and recorded.embeddings is None:
         report.suggestions = "no cause suggestion: it needs embeddings (--embeddings) when there is no model"
     elif options.suggest:

@@ -139,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="override the input scaling recorded with the run")
     retrain.add_argument("--class-names", default=None,
                          help="comma-separated class names, overriding those recorded with the run")
+    retrain.add_argument("--no-pool", action="store_true",
+                         help="leave the reviewed pool samples out of the training data")
     retrain.add_argument("--resize", action="store_true",
                          help="resize training and evaluation arrays of another size to the model's input")
     retrain.add_argument("--seed", type=int, default=0)
@@ -309,7 +311,7 @@ def _cmd_retrain(args) -> int:
         model_path=args.model, train_data=args.train_data, train_labels=args.train_labels, run_name=args.run,
         fixes_path=args.fixes, evals=evals, out=str(args.out), epochs=args.epochs, seed=args.seed,
         batch_size=args.batch_size, ablate=args.ablate, stress=not args.no_stress, resize=args.resize,
-        scale=args.scale, class_names=[c.strip() for c in args.class_names.split(",")] if args.class_names else None,
+        pool=not args.no_pool, scale=args.scale, class_names=[c.strip() for c in args.class_names.split(",")] if args.class_names else None,
     )
     try:
         run_retrain(store, options)

@@ -295,15 +295,19 @@ def test_tiny_retrain_end_to_end_writes_model_plan_and_report(reviewed_run, demo
     assert saved["sets"]["pool"]["corrected"]["n_corrected"] == 1
     assert set(saved["ablation"]["gain_vs_no_plan"]) == {"augment", "imbalance", "mislabel", "rare", "all"}
     sizes = saved["ablation"]["training_images"]
-    assert sizes["none"] == 300 and sizes["augment"] == 600 and sizes["all"] == 610  # copies cost steps: said
+    # the three reviewed pool samples (augment, imbalance, mislabel) join the 300 training images
+    assert sizes["none"] == 303 and sizes["augment"] == 606 and sizes["all"] == 616  # copies cost steps: said
     text = paths["markdown"].read_text()
-    assert "## Before / after" in text and "Trained on 610 images for 1 epochs (seed 0)" in text
+    assert "## Before / after" in text and "Trained on 616 images for 1 epochs (seed 0)" in text
+    assert "Reviewed pool samples added to the training data: 1 augment, 1 imbalance, 1 mislabel." in text
+    assert report["training"]["pool_samples"] == {"augment": 1, "imbalance": 1, "mislabel": 1}
+    assert any(line.startswith("reviewed pool samples joining the training data: augment 1") for line in lines)
     assert paths["accuracy_png"].read_bytes()[:4] == b"\x89PNG"
-    assert report["training"]["n_images"] == 2 * (300 + 5)  # one rare sample x5, and an augmented copy of each
+    assert report["training"]["n_images"] == 2 * (303 + 5)  # one rare sample x5, and an augmented copy of each
 
 
 def test_retrain_from_an_exported_fix_list(reviewed_run, demo_model_path, tmp_path):
-    from hardcase.review_app.workflows.retrain import RetrainOptions, run_retrain
+    from hardcase.review_app.workflows.retrain import RetrainOptions, report_paths, run_retrain
     from hardcase.store.export import export_rows, write_rows
 
     store, folder = reviewed_run
@@ -313,9 +317,11 @@ def test_retrain_from_an_exported_fix_list(reviewed_run, demo_model_path, tmp_pa
     out = tmp_path / "m.keras"
     run_retrain(store, RetrainOptions(
         model_path=str(demo_model_path), train_data=str(folder / "train.npz"), run_name="r", out=str(out),
-        evals={"heldout": str(folder / "heldout.npz")}, fixes_path=str(fixes), epochs=1, stress=False),
+        evals={"heldout": str(folder / "heldout.npz")}, fixes_path=str(fixes), epochs=1, stress=False, pool=False),
         echo=lambda _: None)
     assert TrainingPlan.load(plan_path_for(out)).families == ["augment"]
+    saved = json.loads(report_paths(out)["json"].read_text())
+    assert saved["training"]["pool_samples"] == {"augment": 0, "imbalance": 0, "mislabel": 0}  # --no-pool
 
 
 @pytest.mark.skipif(os.environ.get("HARDCASE_RUN_BENCH") != "1" and os.environ.get("CI", "").lower() != "true",

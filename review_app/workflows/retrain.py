@@ -58,6 +58,7 @@ class RetrainOptions:
     rare_oversample: int = 5
     stress: bool = True
     resize: bool = False
+    pool: bool = True  # confirmed pool samples join the training data with their final labels
     scale: str | None = None  # overrides the run's recorded input scaling
     class_names: list[str] | None = None  # overrides the run's recorded class names
 
@@ -117,6 +118,48 @@ def fix_rows(store, run_name: str, fixes_path: str | None = None) -> list[dict[s
         columns, rows = export_rows(store, run_name, "fixes")
         columns = columns or FIX_COLUMNS
     return [dict(zip(columns, row)) for row in rows]
+
+
+#: Decided causes whose pool samples join the training data as they are (``rare`` ones are
+#: added by the plan itself, oversampled).
+POOL_CAUSES = ("augment", "imbalance", "mislabel")
+
+
+def reviewed_pool_samples(rows: Sequence[Mapping[str, Any]], *, spec: PreprocessingSpec, mined: MinedData,
+                          train_images: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """The pool samples reviewers confirmed, with their final labels, to add to the training data.
+
+    A ``mislabel`` sample takes its corrected label; ``augment`` and ``imbalance`` samples
+    their given label. Samples already in the training data (same content hash) are left out:
+    the plan relabels those in place.
+
+    Returns
+    -------
+    images : np.ndarray, uint8, shape (M, H, W, C)
+    labels : np.ndarray, int64, shape (M,)
+    counts : dict
+        Samples added per cause.
+    """
+    index = {name: k for k, name in enumerate(spec.class_names)}
+    chosen: dict[int, tuple[int, str]] = {}
+    for row in rows:
+        cause = row.get("final_cause")
+        name = row.get("final_label") if cause == "mislabel" else row.get("given_label")
+        if cause in POOL_CAUSES and name in index:
+            chosen[int(row["source_index"])] = (index[name], cause)
+    counts = dict.fromkeys(POOL_CAUSES, 0)
+    empty = np.zeros((0, *spec.image_shape), np.uint8), np.zeros(0, np.int64), counts
+    if not chosen or mined.path is None or not Path(mined.path).exists():
+        return empty
+    source = open_for_model(mined.path, spec, labels=mined.labels_path, **mined.read_options)
+    batch = source.read(sorted(chosen))
+    images = as_uint8(batch.images)
+    in_training = set(content_hashes(train_images))
+    keep = [j for j, digest in enumerate(content_hashes(images)) if digest not in in_training]
+    for j in keep:
+        counts[chosen[int(batch.indices[j])][1]] += 1
+    labels = np.array([chosen[int(batch.indices[j])][0] for j in keep], dtype=np.int64)
+    return images[keep], labels, counts
 
 
 def run_spec(store, run_name: str) -> PreprocessingSpec:
@@ -257,6 +300,14 @@ def run_retrain(store, options: RetrainOptions, *, echo: Callable[[str], None] =
                     "train_data": str(options.train_data), "epochs": options.epochs, "seed": options.seed},
     )
     echo(plan.describe())
+    pool_counts = dict.fromkeys(POOL_CAUSES, 0)
+    if options.pool and rows:
+        pool_images, pool_labels, pool_counts = reviewed_pool_samples(rows, spec=spec, mined=mined,
+                                                                      train_images=train_images)
+        train_images = np.concatenate([train_images, pool_images])
+        train_labels = np.concatenate([train_labels, pool_labels])
+        echo("reviewed pool samples joining the training data: "
+             + ", ".join(f"{cause} {n}" for cause, n in pool_counts.items()))
     if plan.is_empty:
         echo("the plan holds no fix (no decided augment/imbalance/mislabel/rare reviews): retraining as is")
 
@@ -289,7 +340,7 @@ def run_retrain(store, options: RetrainOptions, *, echo: Callable[[str], None] =
         "plan_file": str(plan_file),
         "plan": plan.to_dict(),
         "training": {"n_images": int(len(data.images)), "notes": data.notes, "epochs": options.epochs,
-                     "seed": options.seed},
+                     "seed": options.seed, "pool_samples": pool_counts},
         "sets": evaluate_pair(classifier.model, new_model, spec, sets, plan, old_preds=old_preds),
     }
     if options.ablate:
@@ -396,6 +447,10 @@ def markdown(report: Mapping[str, Any]) -> str:
     if training:
         out += [f"Trained on {training.get('n_images')} images for {training.get('epochs')} epochs "
                 f"(seed {training.get('seed')}): " + "; ".join(training.get("notes") or ["no fix"]) + ".", ""]
+        pool = training.get("pool_samples") or {}
+        if any(pool.values()):
+            out += ["Reviewed pool samples added to the training data: "
+                    + ", ".join(f"{n} {cause}" for cause, n in pool.items()) + ".", ""]
     out += ["## Before / after", "",
             "| set | n | accuracy before | accuracy after | fixed | broken | corrected-label accuracy before | after |",
             "|---|---|---|---|---|---|---|---|"]

@@ -28,16 +28,17 @@ def _default_artifacts(db_url: str) -> Path:
     return Path("hardcase_artifacts")
 
 
-def _size(text: str) -> tuple[int, int]:
+def _size(text: str) -> tuple[int, ...]:
+    """``28x28`` -> (28, 28); ``32x32x3`` -> (32, 32, 3) (a flat-input model's image, channels included)."""
     try:
         parts = [int(p) for p in text.lower().replace("x", ",").split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--size must look like 28x28, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"--size must look like 28x28 or 32x32x3, got {text!r}") from None
     if len(parts) == 1:
         parts = parts * 2
-    if len(parts) != 2 or min(parts) < 1:
-        raise argparse.ArgumentTypeError(f"--size must look like 28x28, got {text!r}")
-    return parts[0], parts[1]
+    if len(parts) not in (2, 3) or min(parts) < 1 or (len(parts) == 3 and parts[2] not in (1, 3)):
+        raise argparse.ArgumentTypeError(f"--size must look like 28x28 or 32x32x3, got {text!r}")
+    return tuple(parts)
 
 
 def _fraction(text: str) -> float:

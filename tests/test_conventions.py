@@ -143,3 +143,31 @@ def test_a_model_without_class_names_takes_the_folders_names(tmp_path):
                  artifacts_dir=tmp_path / "art", progress=False)
     finally:
         store.dispose()
+
+
+def test_a_flat_input_model_mines_images_of_the_size_given(tmp_path):
+    """An MLP on (None, 48) inputs mines 4x4 RGB images with --size 4x4x3; a size that does not fit is one line."""
+    import subprocess
+    import sys
+
+    from hardcase.review_app.cli import _size
+
+    assert _size("4x4x3") == (4, 4, 3) and _size("28") == (28, 28)
+    model = keras.Sequential([keras.Input((48,)), keras.layers.Dense(2, activation="softmax")])
+    model.save(tmp_path / "mlp.keras")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "rgb.npz", x=rng.integers(0, 256, (20, 4, 4, 3), dtype=np.uint8), y=rng.integers(0, 2, 20))
+
+    def run(size, name):
+        return subprocess.run(
+            [sys.executable, "-m", "hardcase.review_app.cli", "mine", "--model", str(tmp_path / "mlp.keras"),
+             "--data", str(tmp_path / "rgb.npz"), "--size", size, "--db", f"sqlite:///{tmp_path / 'f.db'}",
+             "--run", name, "--per-class", "2", "--no-suggest", "--quiet"],
+            capture_output=True, text=True, timeout=300,
+        )
+
+    ok = run("4x4x3", "flat")
+    assert ok.returncode == 0, ok.stderr
+    assert "20 scored + 0 errors = 20 samples" in ok.stdout
+    wrong = run("5x5x3", "wrong")
+    assert wrong.returncode == 2 and len(wrong.stderr.strip().splitlines()) == 1, wrong.stderr

@@ -93,7 +93,7 @@ class MiningOptions:
     suggest: bool = True
     scale: str | None = None
     channels: int | None = None
-    size: tuple[int, int] | None = None
+    size: tuple[int, ...] | None = None  # (H, W) or (H, W, C)
     invert: bool | None = None  # the model expects inverted pixels (None: from the spec, or detected)
     resize: bool = False  # resize arrays of another size than the model's (else an error)
     max_pixels: int | None = None  # image files' width * height limit; None: the default

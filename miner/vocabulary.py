@@ -42,8 +42,10 @@ SUGGESTED_CAUSES: tuple[str, ...] = (*CAUSES, UNCLEAR)
 ROLES: tuple[str, ...] = ("annotator", "engineer", "lead")
 """User roles of the review app, least privileged first."""
 
-RUN_STATUSES: tuple[str, ...] = ("running", "done", "failed")
-"""Lifecycle states of a mining run."""
+RUN_STATUSES: tuple[str, ...] = ("running", "scored", "done", "failed")
+"""Stages of a mining run: scoring (``running``), every row scored and the candidates selected
+(``scored``: cause suggestion comes next), finished (``done``), or stopped by an error
+(``failed``, with its reason); a run started again continues from the stage it reached."""
 
 SCORE_FIELDS: tuple[str, ...] = (
     "predicted_label",

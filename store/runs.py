@@ -258,8 +258,12 @@ def set_run_status(
     n_total: int | None = None,
     n_scored: int | None = None,
     n_errors: int | None = None,
+    failure: str | None = None,
 ) -> Run:
-    """Record a run's status and counts; ``done``/``failed`` also set ``finished_at``."""
+    """Record a run's status and counts; ``done``/``failed`` also set ``finished_at``.
+
+    ``failure`` is the reason of a ``failed`` run (cleared by any other status).
+    """
     if status not in RUN_STATUSES:
         raise ValueError(f"run status must be one of {', '.join(RUN_STATUSES)}, got {status!r}")
     run = session.get(Run, run_id)
@@ -269,7 +273,8 @@ def set_run_status(
     for field, value in (("n_total", n_total), ("n_scored", n_scored), ("n_errors", n_errors)):
         if value is not None:
             values[field] = _as_int(field, value)
-    values["finished_at"] = None if status == "running" else func.now()
+    values["finished_at"] = func.now() if status in ("done", "failed") else None
+    values["failure"] = (failure or "unknown error")[:2000] if status == "failed" else None
     session.execute(
         update(Run).where(Run.id == run_id).values(**values),
         execution_options={"synchronize_session": False},

@@ -175,6 +175,8 @@ class Run(Base):
     embeddings_path: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[dt.datetime] = created_at_column()
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    failure: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """Why a ``failed`` run stopped (one line); None otherwise."""
 
 
 class Score(Base):

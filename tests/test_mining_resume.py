@@ -146,3 +146,51 @@ def test_a_writer_error_stops_the_run_with_its_message_and_keeps_what_was_stored
     done = np.load(tmp_path / "a" / "second" / "done.npy")
     assert done[3000] == 0 and done.sum() < N  # the failed rows are not marked scored: a rerun retries them
     store.dispose()
+
+
+def test_a_run_that_fails_during_suggestion_resumes_there(tmp_path, demo_model_path, mnist_small, monkeypatch):
+    """The error marks the run failed with its reason; mined again, it scores nothing again and
+    ends with the suggestions an uninterrupted run stores."""
+    import hardcase.review_app.workflows.suggest as suggest
+    from hardcase.store import api
+
+    data = _pool(tmp_path, mnist_small)
+    clean = open_store(f"sqlite:///{tmp_path / 'clean.db'}")
+    mine(clean, _options(demo_model_path, data), artifacts_dir=tmp_path / "clean_art", progress=False)
+    expected = _snapshot(clean, "r")
+    clean.dispose()
+
+    store = open_store(f"sqlite:///{tmp_path / 'failing.db'}")
+    real_search = suggest.search_transforms
+
+    def broken(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(suggest, "search_transforms", broken)
+    try:
+        mine(store, _options(demo_model_path, data), artifacts_dir=tmp_path / "art", progress=False)
+    except OSError:
+        pass
+    else:
+        raise AssertionError("the suggestion stage should have failed")
+    with store.Session.begin() as session:
+        run = api.require_run(session, "r")
+        assert run.status == "failed" and "No space left on device" in run.failure
+        assert run.n_scored + run.n_errors == run.n_total == N
+    done_before = np.load(tmp_path / "art" / "r" / "done.npy").copy()
+
+    monkeypatch.setattr(suggest, "search_transforms", real_search)
+    import hardcase.review_app.workflows.mining as mining
+
+    def rescored(*args, **kwargs):
+        raise AssertionError("the scoring stage ran again")
+
+    monkeypatch.setattr(mining, "_score_and_select", rescored)
+    report = mine(store, _options(demo_model_path, data), artifacts_dir=tmp_path / "art", progress=False)
+    assert report.suggestions and "suggested causes" in report.suggestions
+    np.testing.assert_array_equal(np.load(tmp_path / "art" / "r" / "done.npy"), done_before)
+    with store.Session.begin() as session:
+        run = api.require_run(session, "r")
+        assert run.status == "done" and run.failure is None
+    assert _snapshot(store, "r") == expected
+    store.dispose()

@@ -209,14 +209,14 @@ def test_migrations_empty_to_head_to_base_to_head(db_url):
         assert current_revision(store) is None
         assert not table_names(store) & HARDCASE_TABLES
         upgrade(store)
-        assert current_revision(store) == head_revision() == "0001"
+        assert current_revision(store) == head_revision() == "0002"
         assert HARDCASE_TABLES <= table_names(store)
         seed_run(store)
         downgrade(store, "base")
         assert current_revision(store) is None
         assert not table_names(store) & HARDCASE_TABLES
         upgrade(store, "head")
-        assert current_revision(store) == "0001"
+        assert current_revision(store) == "0002"
         seed_run(store)
     finally:
         store.dispose()
@@ -280,7 +280,7 @@ def test_newer_schema_is_refused_and_nothing_changes(db_url):
     for attempt in (lambda: open_store(db_url), lambda: open_store(db_url, upgrade=False)):
         with pytest.raises(StoreError, match="newer than this hardcase") as caught:
             attempt()
-        assert "ffff_future" in str(caught.value) and "head 0001" in str(caught.value)
+        assert "ffff_future" in str(caught.value) and "head 0002" in str(caught.value)
 
     if sqlite_file:
         assert file_digest(sqlite_file) == before
@@ -299,7 +299,7 @@ def test_newer_schema_is_refused_and_nothing_changes(db_url):
 def test_unknown_downgrade_target_is_a_store_error(store):
     with pytest.raises(StoreError, match="cannot downgrade"):
         downgrade(store, "nonsense")
-    assert current_revision(store) == "0001"
+    assert current_revision(store) == "0002"
 
 
 # --------------------------------------------------------------------------- constraints
@@ -378,3 +378,35 @@ def test_no_stray_files_left_after_dispose(tmp_path):
     seed_run(store)
     store.dispose()
     assert sorted(os.listdir(tmp_path)) == ["hc.db"]
+
+
+def test_run_stages_upgrade_keeps_runs_and_records_failures(db_url):
+    """A 0001 database with a run upgrades to the stages; a failed run keeps its reason, any other
+    status clears it; a status outside the stages is refused by the database itself."""
+    from hardcase.store import api
+    from hardcase.store.schema import Run
+
+    store = open_store(db_url, upgrade=False)
+    try:
+        upgrade(store, "head")
+        seeded = seed_run(store)
+        downgrade(store, "0001")  # the run survives the round trip through the old schema
+        with store.engine.connect() as connection:
+            assert connection.scalar(text("SELECT count(*) FROM runs")) == 1
+        upgrade(store, "head")
+        with store.Session.begin() as session:
+            run = api.set_run_status(session, seeded.run_id, "failed", failure="OSError: [Errno 28] No space left")
+            assert run.failure == "OSError: [Errno 28] No space left" and run.finished_at is not None
+        with store.Session.begin() as session:
+            run = api.set_run_status(session, seeded.run_id, "scored")
+            assert run.status == "scored" and run.failure is None and run.finished_at is None
+        with pytest.raises(IntegrityError), store.Session.begin() as session:
+            session.execute(text("UPDATE runs SET status = 'suggested'"))
+        downgrade(store, "0001")  # a scored run goes back to running
+        with store.engine.connect() as connection:
+            assert connection.scalar(text("SELECT status FROM runs")) == "running"
+        upgrade(store, "head")
+        with store.Session.begin() as session:
+            assert session.get(Run, seeded.run_id).status == "running"
+    finally:
+        store.dispose()

@@ -303,9 +303,61 @@ def _mine(store: Store, options: MiningOptions, classifier, warming: threading.T
                 params=options.params(),
                 embeddings_path=str((artifacts_dir / options.run_name / "embeddings.npy").resolve()),
             )
-        run_id, dataset_id, finished = run.id, dataset.id, run.status == "done"
-    if finished:
+        run_id, dataset_id, stage = run.id, dataset.id, _stage_reached(run)
+        if run.status == "failed":  # resumed: back at the stage it reached, the failure cleared
+            api.set_run_status(session, run_id, stage)
+    if stage == "done":
         return _report_existing(store, options.run_name)
+    try:
+        if stage == "scored":  # every row was scored before: only the suggestion stage is left
+            report = _report_existing(store, options.run_name)
+        else:
+            report = _score_and_select(store, options, run_id, dataset_id, source, classifier, recorded, labels,
+                                       warming, resume=resume, artifacts_dir=artifacts_dir, progress=progress)
+        report.convention = convention.summary() if convention is not None else None
+        report.errors = export_rows(store, options.run_name, "errors")[1][:SHOWN_ERRORS]
+        if options.suggest and recorded is not None and recorded.embeddings is None:
+            report.suggestions = "no cause suggestion: it needs embeddings (--embeddings) when there is no model"
+        elif options.suggest:
+            from hardcase.review_app.workflows.suggest import suggest_for_run
+
+            report.suggestions = suggest_for_run(
+                store, options.run_name, artifacts_dir=artifacts_dir, train_data=options.train_data,
+                classifier=None if recorded is not None else classifier, progress=progress, seed=options.seed,
+            ).summary()
+    except BaseException as exc:
+        _mark_failed(store, run_id, exc)
+        raise
+    with store.Session.begin() as session:
+        api.set_run_status(session, run_id, "done")
+    return report
+
+
+def _stage_reached(run) -> str:
+    """The stage a run continues from: ``done``, ``scored`` (only suggestion is left) or ``running``."""
+    if run.status in ("done", "scored"):
+        return run.status
+    if run.status == "failed" and run.n_total and (run.n_scored or 0) + (run.n_errors or 0) == run.n_total:
+        return "scored"  # it failed after scoring every row
+    return "running"
+
+
+def _mark_failed(store: Store, run_id: int, exc: BaseException) -> None:
+    """Record why the run stopped (one line), so it can be resumed or looked at; never raises."""
+    reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+    try:
+        with store.Session.begin() as session:
+            api.set_run_status(session, run_id, "failed", failure=" ".join(reason.split()))
+    except Exception:  # the store itself may be what failed (a full disk)
+        log.warning("could not mark run %s failed: %s", run_id, reason)
+
+
+def _score_and_select(store: Store, options: MiningOptions, run_id: int, dataset_id: int, source: DataSource,
+                      classifier, recorded, labels, warming: threading.Thread | None, *, resume: bool,
+                      artifacts_dir: Path, progress: bool) -> MiningReport:
+    """The scoring stage: every row through the model (or the recorded predictions), then selection."""
+    n = len(source)
+    class_names = list(classifier.class_names)
 
     folder = artifacts_dir / options.run_name
     dim = classifier.embedding_dim
@@ -379,20 +431,8 @@ def _mine(store: Store, options: MiningOptions, classifier, warming: threading.T
     bar.close()
 
     scored = np.flatnonzero(done == 1)
-    report = _finish(store, options, run_id, source, classifier, labels, pred_probs, sample_ids, embeddings,
-                     scored, already)
-    report.convention = convention.summary() if convention is not None else None
-    report.errors = export_rows(store, options.run_name, "errors")[1][:SHOWN_ERRORS]
-    if options.suggest and recorded is not None and recorded.embeddings is None:
-        report.suggestions = "no cause suggestion: it needs embeddings (--embeddings) when there is no model"
-    elif options.suggest:
-        from hardcase.review_app.workflows.suggest import suggest_for_run
-
-        report.suggestions = suggest_for_run(
-            store, options.run_name, artifacts_dir=artifacts_dir, train_data=options.train_data,
-            classifier=None if recorded is not None else classifier, progress=progress, seed=options.seed,
-        ).summary()
-    return report
+    return _finish(store, options, run_id, source, classifier, labels, pred_probs, sample_ids, embeddings,
+                   scored, already)
 
 
 class _Checkpoint:
@@ -508,7 +548,7 @@ def _finish(store, options, run_id, source, classifier, labels, pred_probs, samp
         n_existing, _ = api.review_progress(session, run_id)
         if n_existing == 0:
             api.add_candidates(session, run_id, candidate_rows)
-        api.set_run_status(session, run_id, "done", n_total=len(source), n_scored=len(scored), n_errors=n_errors_total)
+        api.set_run_status(session, run_id, "scored", n_total=len(source), n_scored=len(scored), n_errors=n_errors_total)
     accuracy = None
     if given is not None and np.any(given >= 0):
         known = given >= 0

@@ -129,7 +129,7 @@ def _label_index(names: list[str]) -> dict[str, int]:
 def _read_run(store: Store, run_name: str) -> _RunInputs:
     with store.Session.begin() as session:
         run = api.require_run(session, run_name)
-        if run.status != "done":
+        if run.status not in ("scored", "done"):
             raise SuggestionInputError(f"run {run_name!r} is {run.status}; finish mining it before suggesting causes")
         version = api.model_version(session, run)
         dataset = session.get(Dataset, run.dataset_id)

@@ -28,6 +28,14 @@ def _default_artifacts(db_url: str) -> Path:
     return Path("hardcase_artifacts")
 
 
+def _class_names(text: str) -> list[str]:
+    """``"cat, dog,fox"`` -> ``["cat", "dog", "fox"]``."""
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"--class-names has an empty name: {text!r}")
+    return names
+
+
 def _size(text: str) -> tuple[int, ...]:
     """``28x28`` -> (28, 28); ``32x32x3`` -> (32, 32, 3) (a flat-input model's image, channels included)."""
     try:
@@ -82,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the model expects inverted pixels (255 - x); default: its spec, else detected")
     mine.add_argument("--data", required=True, help="IDX, .npy, .npz, image folder, CSV or JSONL manifest")
     mine.add_argument("--labels", default=None, help="labels for --data (IDX or .npy), when not inside it")
-    mine.add_argument("--class-names", default=None, help="comma-separated class names, in output order")
+    mine.add_argument("--class-names", type=_class_names, default=None, help="comma-separated class names, in output order")
     mine.add_argument("--train-data", default=None, help="training data, for density, imbalance and causes")
     add_db(mine)
     mine.add_argument("--run", required=True, help="name of this mining run (same name resumes)")
@@ -138,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     retrain.add_argument("--epochs", type=_positive, default=8)
     retrain.add_argument("--scale", choices=["0-1", "0-255", "-1-1"], default=None,
                          help="override the input scaling recorded with the run")
-    retrain.add_argument("--class-names", default=None,
+    retrain.add_argument("--class-names", type=_class_names, default=None,
                          help="comma-separated class names, overriding those recorded with the run")
     retrain.add_argument("--no-pool", action="store_true",
                          help="leave the reviewed pool samples out of the training data")
@@ -183,7 +191,7 @@ def _cmd_mine(args) -> int:
         model_path=args.model,
         data_path=args.data,
         labels_path=args.labels,
-        class_names=[c.strip() for c in args.class_names.split(",")] if args.class_names else None,
+        class_names=args.class_names,
         train_data=args.train_data,
         per_class=args.per_class if args.per_class or args.budget else 20,
         budget=args.budget,
@@ -312,7 +320,7 @@ def _cmd_retrain(args) -> int:
         model_path=args.model, train_data=args.train_data, train_labels=args.train_labels, run_name=args.run,
         fixes_path=args.fixes, evals=evals, out=str(args.out), epochs=args.epochs, seed=args.seed,
         batch_size=args.batch_size, ablate=args.ablate, stress=not args.no_stress, resize=args.resize,
-        pool=not args.no_pool, scale=args.scale, class_names=[c.strip() for c in args.class_names.split(",")] if args.class_names else None,
+        pool=not args.no_pool, scale=args.scale, class_names=args.class_names,
     )
     try:
         run_retrain(store, options)

@@ -241,7 +241,21 @@ def require_run(session: Session, name: str) -> Run:
 
 
 def model_version(session: Session, run: Run) -> ModelVersion:
-    """The model version ``run`` was mined with (its path, file hash, spec and class names)."""
+    """The model version ``run`` was mined with.
+
+    The one way to reach a run's model: its file (``path``, ``file_hash``), its preprocessing
+    ``spec`` and its ``class_names`` in output order.
+
+    Parameters
+    ----------
+    run
+        A run read in this session (e.g. by :func:`require_run`).
+
+    Returns
+    -------
+    ModelVersion
+        Never None: a run's foreign key keeps its model version.
+    """
     return session.get(ModelVersion, run.model_version_id)
 
 

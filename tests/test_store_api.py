@@ -212,6 +212,28 @@ def test_runs_lifecycle(store, seeded):
         api.set_run_status(s, seeded.run_id, "paused")
 
 
+def test_model_version_is_the_model_a_run_was_mined_with(store, seeded):
+    with store.Session.begin() as session:
+        other = api.register_model(
+            session, name="m2", path="/models/m2.keras", file_hash="hash-other", spec={"size": [8, 8]},
+            class_names=["b", "a"],
+        )
+        first = api.require_run(session, seeded.run_name)
+        second = api.create_run(
+            session, name="run-2", dataset_id=seeded.dataset_id, model_version_id=other.id, params={}
+        )
+        version = api.model_version(session, first)
+        assert (version.id, version.path, version.spec) == (
+            first.model_version_id,
+            "/models/m.keras",
+            {"size": [32, 32]},
+        )
+        assert list(version.class_names) == list(CLASSES)
+        assert api.model_version(session, second) is other
+    with store.snapshot() as session:  # read-only work reaches it too
+        assert api.model_version(session, api.require_run(session, "run-2")).class_names == ["b", "a"]
+
+
 def test_scores_are_idempotent_and_resumable(store, seeded):
     with store.Session.begin() as session:
         assert api.scored_sample_ids(session, seeded.run_id) == set(seeded.sample_ids)

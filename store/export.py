@@ -15,14 +15,14 @@ import datetime as dt
 import json
 import os
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
-from hardcase.miner.vocabulary import SCORE_FIELDS
+from hardcase.miner.vocabulary import SCORE_FIELDS, SKIP
 from hardcase.store.api import effective_reviews, require_run
 from hardcase.store.db import Store
 from hardcase.store.schema import Candidate, Review, RunError, Sample, Score
@@ -31,17 +31,17 @@ SCORE_COLUMNS: list[str] = ["sample_id", "source_index", "given_label", *SCORE_F
 """``uri`` (file path for folders and manifests, ``path#row`` for arrays) comes last, so the
 earlier columns keep their places."""
 
-CANDIDATE_COLUMNS: list[str] = SCORE_COLUMNS + [
+_CANDIDATE_STORED: list[str] = SCORE_COLUMNS + [
     "rank",
     "pick_distance",
     "suggested_cause",
     "suggested_label",
     "suggestion_confidence",
     "evidence",
-    "n_reviews",
-    "final_cause",
-    "final_label",
 ]
+"""The candidate columns read from the database; the rest are derived from the review history."""
+
+CANDIDATE_COLUMNS: list[str] = _CANDIDATE_STORED + ["n_reviews", "final_cause", "final_label"]
 
 FIX_COLUMNS: list[str] = [
     "sample_id",
@@ -146,23 +146,35 @@ Row = tuple[Any, ...]
 # --------------------------------------------------------------------------- reading the store
 
 
-def _reviews_by_candidate(session: Session, run_id: int) -> dict[int, list[Any]]:
-    rows = session.execute(
+def _column(name: str, *entities: Any) -> Any:
+    """Column ``name`` of the first of ``entities`` (ORM classes) that has one.
+
+    The selects below take their columns from the export's column list, so each export's
+    columns are listed once.
+    """
+    for entity in entities:
+        if name in entity.__table__.c:
+            return getattr(entity, name)
+    raise LookupError(f"no table of {', '.join(e.__name__ for e in entities)} has a column {name!r}")
+
+
+def _review_query(run_id: int) -> Any:
+    """A run's reviews in ``REVIEW_COLUMNS`` order; ``review_id`` is the row's ``id``
+    (the name ``effective_reviews`` reads)."""
+    return (
         select(
-            Review.id,
-            Review.candidate_id,
-            Review.reviewer,
-            Review.cause,
-            Review.new_label,
-            Review.transform,
-            Review.conflict,
-            Review.retracts_review_id,
-            Review.created_at,
+            *(
+                Review.id if name == "review_id" else _column(name, Review, Candidate)
+                for name in REVIEW_COLUMNS
+            )
         )
         .join(Candidate, Candidate.id == Review.candidate_id)
         .where(Candidate.run_id == run_id)
-        .order_by(Review.candidate_id, Review.version)
     )
+
+
+def _reviews_by_candidate(session: Session, run_id: int) -> dict[int, list[Any]]:
+    rows = session.execute(_review_query(run_id).order_by(Review.candidate_id, Review.version))
     history: dict[int, list[Any]] = defaultdict(list)
     for row in rows:
         history[row.candidate_id].append(row)
@@ -181,7 +193,7 @@ def summarize(history: Sequence[Any]) -> dict[str, Any]:
         cause), ``conflict`` (a standing review was stored as a conflict).
     """
     standing = effective_reviews(history)
-    judged = [review for review in standing if review.cause != "skip"]
+    judged = [review for review in standing if review.cause != SKIP]
     final = judged[-1] if judged else None
     agreement = None
     if final is not None:
@@ -195,14 +207,9 @@ def summarize(history: Sequence[Any]) -> dict[str, Any]:
     }
 
 
-#: The ``scores`` export's columns as selected: the sample, then every score field.
-_SCORE_SELECT = (Score.sample_id, Sample.source_index, Sample.given_label, *(getattr(Score, f) for f in SCORE_FIELDS),
-                 Sample.uri)
-
-
 def _score_rows(session: Session, run_id: int) -> list[Row]:
     rows = session.execute(
-        select(*_SCORE_SELECT)
+        select(*(_column(name, Score, Sample) for name in SCORE_COLUMNS))
         .join(Sample, Sample.id == Score.sample_id)
         .where(Score.run_id == run_id)
         .order_by(Sample.source_index)
@@ -212,7 +219,7 @@ def _score_rows(session: Session, run_id: int) -> list[Row]:
 
 def _error_rows(session: Session, run_id: int) -> list[Row]:
     rows = session.execute(
-        select(RunError.source_index, RunError.uri, RunError.reason)
+        select(*(_column(name, RunError) for name in ERROR_COLUMNS))
         .where(RunError.run_id == run_id)
         .order_by(RunError.source_index)
     )
@@ -223,18 +230,8 @@ def _candidate_query(run_id: int) -> Any:
     return (
         select(
             Candidate.id.label("candidate_id"),
-            Candidate.sample_id,
-            Sample.source_index,
-            Sample.uri,
-            Sample.given_label,
-            # the candidate keeps the hardness it was selected by; the other scores are the run's
-            *(Candidate.hardness_score if f == "hardness_score" else getattr(Score, f) for f in SCORE_FIELDS),
-            Candidate.rank,
-            Candidate.pick_distance,
-            Candidate.suggested_cause,
-            Candidate.suggested_label,
-            Candidate.suggestion_confidence,
-            Candidate.evidence,
+            # Candidate first: it keeps the hardness it was selected by; the other scores are the run's
+            *(_column(name, Candidate, Sample, Score) for name in _CANDIDATE_STORED),
         )
         .join(Sample, Sample.id == Candidate.sample_id)
         .outerjoin(
@@ -245,13 +242,19 @@ def _candidate_query(run_id: int) -> Any:
     )
 
 
-def _candidate_rows(session: Session, run_id: int) -> list[Row]:
+def _summarized_candidates(
+    session: Session, run_id: int
+) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """A run's candidates by rank: their stored columns by name, and ``summarize`` of their history."""
     history = _reviews_by_candidate(session, run_id)
-    rows = []
     for candidate in session.execute(_candidate_query(run_id)):
-        summary = summarize(history.get(candidate.candidate_id, []))
+        yield candidate._asdict(), summarize(history.get(candidate.candidate_id, []))
+
+
+def _candidate_rows(session: Session, run_id: int) -> list[Row]:
+    rows = []
+    for values, summary in _summarized_candidates(session, run_id):
         final = summary["final"]
-        values = candidate._asdict()
         values["n_reviews"] = summary["n_reviews"]
         values["final_cause"] = None if final is None else final.cause
         values["final_label"] = None if final is None else final.new_label
@@ -260,14 +263,11 @@ def _candidate_rows(session: Session, run_id: int) -> list[Row]:
 
 
 def _fix_rows(session: Session, run_id: int) -> list[Row]:
-    history = _reviews_by_candidate(session, run_id)
     rows = []
-    for candidate in session.execute(_candidate_query(run_id)):
-        summary = summarize(history.get(candidate.candidate_id, []))
+    for values, summary in _summarized_candidates(session, run_id):
         final = summary["final"]
         if final is None:
             continue
-        values = candidate._asdict()
         values.update(
             final_cause=final.cause,
             final_label=final.new_label,
@@ -283,28 +283,7 @@ def _fix_rows(session: Session, run_id: int) -> list[Row]:
 
 
 def _review_rows(session: Session, run_id: int) -> list[Row]:
-    rows = session.execute(
-        select(
-            Review.id,
-            Review.candidate_id,
-            Candidate.sample_id,
-            Candidate.rank,
-            Review.reviewer,
-            Review.cause,
-            Review.new_label,
-            Review.note,
-            Review.transform,
-            Review.seen_version,
-            Review.version,
-            Review.conflict,
-            Review.retracts_review_id,
-            Review.created_at,
-        )
-        .join(Candidate, Candidate.id == Review.candidate_id)
-        .where(Candidate.run_id == run_id)
-        .order_by(Review.id)
-    )
-    return [tuple(row) for row in rows]
+    return [tuple(row) for row in session.execute(_review_query(run_id).order_by(Review.id))]
 
 
 def export_rows(store: Store, run_name: str, what: str) -> tuple[list[str], list[Row]]:

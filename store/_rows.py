@@ -7,8 +7,9 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Table
+from sqlalchemy import Table, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from hardcase.store.errors import StoreError
@@ -29,6 +30,29 @@ def _dialect_insert(session: Session, table: Table) -> Any:
     if name == "sqlite":
         return sqlite.insert(table)
     raise StoreError(f"unsupported database dialect {name!r}")
+
+
+def _get_or_insert(session: Session, entity: Any, key: str, values: Mapping[str, Any]) -> Any:
+    """The ``entity`` row whose unique ``key`` is ``values[key]``, inserted from ``values`` if new.
+
+    Safe when several processes insert the same row at once (``ON CONFLICT DO NOTHING``); the
+    row is read back as stored, so the caller can compare it with ``values``.
+    """
+    table = entity.__table__
+    insert = _dialect_insert(session, table).values(**values)
+    session.execute(insert.on_conflict_do_nothing(index_elements=[table.c[key]]))
+    stored = select(entity).where(getattr(entity, key) == values[key])
+    return session.scalars(stored.execution_options(populate_existing=True)).one()
+
+
+def _add_new(session: Session, row: Any, taken: str) -> Any:
+    """Add and flush ``row``; a unique key taken by another writer raises ``StoreError(taken)``."""
+    session.add(row)
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        raise StoreError(taken) from exc
+    return row
 
 
 def _check_name(what: str, value: object) -> str:

@@ -6,11 +6,17 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from hardcase.miner.vocabulary import RUN_STATUSES
-from hardcase.store._rows import _as_int, _check_name, _chunks, _dialect_insert, _executemany
+from hardcase.store._rows import (
+    _add_new,
+    _as_int,
+    _check_name,
+    _chunks,
+    _executemany,
+    _get_or_insert,
+)
 from hardcase.store.errors import StoreError
 from hardcase.store.schema import Dataset, ModelVersion, Run, Sample
 
@@ -38,15 +44,12 @@ def get_or_create_dataset(
     _check_name("dataset name", name)
     names = [str(class_name) for class_name in class_names] if class_names is not None else None
     n_samples = _as_int("n_samples", n_samples)
-    table = Dataset.__table__
-    session.execute(
-        _dialect_insert(session, table)
-        .values(name=name, uri=str(uri), kind=str(kind), class_names=names, n_samples=n_samples)
-        .on_conflict_do_nothing(index_elements=[table.c.name])
+    dataset = _get_or_insert(
+        session,
+        Dataset,
+        "name",
+        {"name": name, "uri": str(uri), "kind": str(kind), "class_names": names, "n_samples": n_samples},
     )
-    dataset = session.scalars(
-        select(Dataset).where(Dataset.name == name).execution_options(populate_existing=True)
-    ).one()
     for field, given in (("kind", kind), ("class_names", names), ("n_samples", n_samples)):
         stored = getattr(dataset, field)
         if stored != given:
@@ -158,17 +161,12 @@ def register_model(
     """
     _check_name("model name", name)
     names = [str(class_name) for class_name in class_names]
-    table = ModelVersion.__table__
-    session.execute(
-        _dialect_insert(session, table)
-        .values(name=name, path=str(path), file_hash=file_hash, spec=dict(spec), class_names=names)
-        .on_conflict_do_nothing(index_elements=[table.c.file_hash])
+    model = _get_or_insert(
+        session,
+        ModelVersion,
+        "file_hash",
+        {"name": name, "path": str(path), "file_hash": file_hash, "spec": dict(spec), "class_names": names},
     )
-    model = session.scalars(
-        select(ModelVersion)
-        .where(ModelVersion.file_hash == file_hash)
-        .execution_options(populate_existing=True)
-    ).one()
     if model.class_names != names:
         raise StoreError(
             f"model file {file_hash} is registered with class names {model.class_names!r}, "
@@ -194,8 +192,9 @@ def create_run(
         The name is taken, or the dataset or model does not exist.
     """
     _check_name("run name", name)
+    taken = f"run {name!r} already exists; choose another run name"
     if get_run(session, name) is not None:
-        raise StoreError(f"run {name!r} already exists; choose another run name")
+        raise StoreError(taken)
     if session.get(Dataset, dataset_id) is None:
         raise StoreError(f"no dataset with id {dataset_id}")
     if session.get(ModelVersion, model_version_id) is None:
@@ -211,12 +210,7 @@ def create_run(
         n_errors=0,
         embeddings_path=embeddings_path,
     )
-    session.add(run)
-    try:
-        session.flush()
-    except IntegrityError as exc:
-        raise StoreError(f"run {name!r} already exists; choose another run name") from exc
-    return run
+    return _add_new(session, run, taken)
 
 
 def get_run(session: Session, name: str) -> Run | None:

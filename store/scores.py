@@ -19,7 +19,12 @@ from hardcase.store._rows import (
 )
 from hardcase.store.schema import RunError, Score
 
-SCORE_REQUIRED = ("sample_id", *(name for name in SCORE_FIELDS if name not in LABEL_SCORE_FIELDS))
+_ALWAYS_FLOATS = tuple(
+    name for name in SCORE_FIELDS if name != "predicted_label" and name not in LABEL_SCORE_FIELDS
+)
+"""The numeric scores every row has: ``confidence, margin, entropy, hardness_score``."""
+
+SCORE_REQUIRED = ("sample_id", "predicted_label", *_ALWAYS_FLOATS)
 
 
 SCORE_OPTIONAL = LABEL_SCORE_FIELDS
@@ -43,7 +48,6 @@ def add_scores(session: Session, run_id: int, rows: Sequence[Mapping[str, Any]])
     hardness_score`` and optionally ``self_confidence, normalized_margin,
     loss, label_quality_score``. NumPy scalars are accepted.
     """
-    float_fields = ("confidence", "margin", "entropy", "hardness_score")
     prepared = []
     for index, row in enumerate(rows):
         _check_keys("score", index, row, SCORE_REQUIRED, SCORE_OPTIONAL)
@@ -52,7 +56,7 @@ def add_scores(session: Session, run_id: int, rows: Sequence[Mapping[str, Any]])
             "sample_id": _as_int("sample_id", row["sample_id"]),
             "predicted_label": _as_label("predicted_label", row["predicted_label"]),
         }
-        for field in float_fields:
+        for field in _ALWAYS_FLOATS:
             record[field] = _as_float(f"score row {index} {field}", row[field], nullable=False)
         for field in SCORE_OPTIONAL:
             record[field] = _as_float(f"score row {index} {field}", row.get(field), nullable=True)
@@ -103,7 +107,7 @@ def add_score_columns(
     if len(predicted_label) != n:
         raise ValueError(f"predicted_label has {len(predicted_label)} entries but sample_id has {n}")
     values: dict[str, list] = {}
-    for field in (*SCORE_REQUIRED[2:], *SCORE_OPTIONAL):
+    for field in (*_ALWAYS_FLOATS, *SCORE_OPTIONAL):
         if field not in columns:
             if field in SCORE_REQUIRED:
                 raise ValueError(f"score column {field} is missing")

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from hardcase.miner.vocabulary import ROLES
-from hardcase.store._rows import _check_name
+from hardcase.store._rows import _add_new, _check_name
 from hardcase.store.errors import StoreError
 from hardcase.store.schema import User
 
@@ -25,15 +24,10 @@ def add_user(session: Session, *, name: str, role: str, password_hash: str) -> U
     _check_name("user name", name)
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
+    taken = f"user {name!r} already exists"
     if session.get(User, name) is not None:
-        raise StoreError(f"user {name!r} already exists")
-    user = User(name=name, role=role, password_hash=password_hash)
-    session.add(user)
-    try:
-        session.flush()
-    except IntegrityError as exc:
-        raise StoreError(f"user {name!r} already exists") from exc
-    return user
+        raise StoreError(taken)
+    return _add_new(session, User(name=name, role=role, password_hash=password_hash), taken)
 
 
 def get_user(session: Session, name: str) -> User | None:

@@ -1,0 +1,400 @@
+"""Monitors of the model's outputs ``pred_probs`` (N, K): no labels, no embeddings.
+
+- :class:`LabelShiftMonitor`: the predicted-class distribution and its chi-square distance from
+  the reference's (label shift);
+- :class:`ConfidenceMonitor`: mean confidence per predicted class; the classes whose confidence
+  dropped most (in reference standard errors) are the canaries;
+- :class:`AccuracyEstimator`: accuracy without labels, calibrated on labelled reference data:
+  ATC (Average Thresholded Confidence, Garg et al. 2022: the share of samples whose score -
+  negative entropy, or max probability for ``"atc_mc"`` - exceeds the threshold that gives the
+  reference's accuracy) or CBPE-style (NannyML: the mean of the confidences calibrated by an
+  isotonic regression of correctness on confidence); with a bootstrap interval;
+- :class:`KSOutputTest`: "Failing Loudly" (Rabanser et al. 2019) BBSD: a Kolmogorov-Smirnov
+  test per output column against the reference, Bonferroni-corrected, at a fixed level - no
+  calibration on the reference (the benchmark's anchor).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats as sps
+from sklearn.isotonic import IsotonicRegression
+
+from hardcase.miner._validation import (
+    check_choice,
+    check_labels,
+    check_positive_int,
+    check_pred_probs,
+)
+from hardcase.miner.monitors._base import (
+    Monitor,
+    SignalResult,
+    Threshold,
+    bootstrap_windows,
+    calibrate_threshold,
+    reference_split,
+)
+
+__all__ = ["AccuracyEstimator", "ConfidenceMonitor", "KSOutputTest", "LabelShiftMonitor"]
+
+#: A class needs this many predictions in a window for its per-class statistics to count.
+MIN_CLASS_COUNT = 5
+
+
+def _counts(pred: np.ndarray, k: int) -> np.ndarray:
+    return np.bincount(pred, minlength=k).astype(np.float64)
+
+
+class LabelShiftMonitor(Monitor):
+    """The predicted-class distribution of a window against the reference's (label shift).
+
+    Statistic: Pearson's chi-square of the window's predicted-class counts against the
+    reference shares (smoothed by half a count per class), alerting above its bootstrap
+    threshold; the p-value is the chi-square distribution's (``scipy.stats.chisquare``).
+    Classes moved: standardized residuals ``(observed - expected) / sqrt(expected)`` beyond
+    ``z(1 - alpha / 2K)``, largest first.
+
+    Parameters
+    ----------
+    window_size, n_bootstrap : int
+        Rows per bootstrap window (the window size scored) and bootstrap windows.
+    alpha : float
+        Per-window false-alert rate.
+    calibration_share : float
+        Share of the reference held out of the fit for the bootstrap windows.
+    random_state : int
+    """
+
+    def __init__(self, *, window_size: int = 300, n_bootstrap: int = 200, alpha: float = 0.001,
+                 calibration_share: float = 0.5, random_state: int = 0) -> None:
+        self.window_size = window_size
+        self.n_bootstrap = n_bootstrap
+        self.alpha = alpha
+        self.calibration_share = calibration_share
+        self.random_state = random_state
+
+    def fit(self, pred_probs) -> LabelShiftMonitor:
+        """Learn ``reference_share_`` (K,) and ``threshold_`` from reference ``pred_probs`` (N, K)."""
+        self._check_settings()
+        probs = check_pred_probs(pred_probs)
+        n, k = probs.shape
+        fit_rows, cal_rows = reference_split(n, calibration_share=self.calibration_share,
+                                             random_state=self.random_state)
+        pred = probs.argmax(axis=1)
+        counts = _counts(pred[fit_rows], k) + 0.5
+        self.n_classes_ = k
+        self.reference_share_ = counts / counts.sum()
+        windows = bootstrap_windows(len(cal_rows), window_size=self.window_size, n_windows=self.n_bootstrap,
+                                    random_state=self.random_state + 1)
+        cal_pred = pred[cal_rows]
+        null = [self._chi2(_counts(cal_pred[w], k))[0] for w in windows]
+        self.threshold_ = calibrate_threshold(null, side="above", alpha=self.alpha)
+        return self
+
+    def _chi2(self, counts: np.ndarray) -> tuple[float, float, np.ndarray]:
+        expected = self.reference_share_ * counts.sum()
+        statistic, p_value = sps.chisquare(counts, expected)
+        return float(statistic), float(p_value), (counts - expected) / np.sqrt(expected)
+
+    def score(self, pred_probs) -> tuple[np.ndarray, SignalResult]:
+        """The window's predicted-class shares (K,) and the label-shift result."""
+        self._check_fitted()
+        probs = check_pred_probs(pred_probs)
+        _check_k(probs, self.n_classes_)
+        k = self.n_classes_
+        counts = _counts(probs.argmax(axis=1), k)
+        if counts.sum() == 0:
+            raise ValueError("pred_probs has no rows; a window needs at least one")
+        statistic, p_value, residual = self._chi2(counts)
+        bar = float(sps.norm.isf(self.alpha / (2 * k)))
+        moved = [int(c) for c in np.argsort(-np.abs(residual), kind="stable") if abs(residual[c]) > bar]
+        alert = self.threshold_.passed(statistic)
+        share = counts / counts.sum()
+        message = ""
+        if alert:
+            top = moved[:3] or [int(np.argmax(np.abs(residual)))]
+            parts = [f"class {c} {100 * share[c]:.0f}% of predictions (reference {100 * self.reference_share_[c]:.0f}%)"
+                     for c in top]
+            message = "predicted-class distribution shifted: " + ", ".join(parts)
+        return share, SignalResult(
+            signal="label_shift", statistic=statistic, threshold=self.threshold_, alert=alert, p_value=p_value,
+            per_class={c: float(share[c]) for c in range(k)}, classes_moved=tuple(moved),
+            detail={"reference_share": self.reference_share_.tolist(), "residual": residual.tolist()},
+            message=message,
+        )
+
+
+def _check_k(probs: np.ndarray, k: int) -> None:
+    if probs.shape[1] != k:
+        raise ValueError(f"pred_probs has {probs.shape[1]} columns but the monitor was fitted on K={k}")
+
+
+class ConfidenceMonitor(Monitor):
+    """Mean confidence (max probability) per predicted class; the classes that dropped first.
+
+    Per class with at least ``MIN_CLASS_COUNT`` predictions in the window, the drop
+    ``z_k = (reference mean_k - window mean_k) / (reference sd_k / sqrt(n_k))``; the statistic
+    is the largest ``z_k`` (a drop in any class), alerting above its bootstrap threshold. The
+    canaries (``classes_moved``) are the classes with ``z_k > z(1 - alpha)``, largest first.
+
+    Parameters
+    ----------
+    As :class:`LabelShiftMonitor`.
+    """
+
+    def __init__(self, *, window_size: int = 300, n_bootstrap: int = 200, alpha: float = 0.001,
+                 calibration_share: float = 0.5, random_state: int = 0) -> None:
+        self.window_size = window_size
+        self.n_bootstrap = n_bootstrap
+        self.alpha = alpha
+        self.calibration_share = calibration_share
+        self.random_state = random_state
+
+    def fit(self, pred_probs) -> ConfidenceMonitor:
+        """Learn ``class_mean_`` and ``class_sd_`` (K,), ``mean_confidence_`` and ``threshold_``."""
+        self._check_settings()
+        probs = check_pred_probs(pred_probs)
+        n, k = probs.shape
+        fit_rows, cal_rows = reference_split(n, calibration_share=self.calibration_share,
+                                             random_state=self.random_state)
+        conf, pred = probs.max(axis=1), probs.argmax(axis=1)
+        self.n_classes_ = k
+        mean = np.full(k, np.nan)
+        sd = np.full(k, np.nan)
+        for c in range(k):
+            values = conf[fit_rows][pred[fit_rows] == c]
+            if values.size >= 2:
+                mean[c], sd[c] = values.mean(), values.std(ddof=1)
+        fallback_sd = float(np.nanmedian(sd)) if np.isfinite(sd).any() else 0.1
+        sd = np.where(np.isfinite(sd), np.maximum(sd, 1e-3), fallback_sd)
+        self.class_mean_, self.class_sd_ = mean, sd
+        self.mean_confidence_ = float(conf[fit_rows].mean())
+        windows = bootstrap_windows(len(cal_rows), window_size=self.window_size, n_windows=self.n_bootstrap,
+                                    random_state=self.random_state + 2)
+        null = [self._drops(conf[cal_rows][w], pred[cal_rows][w])[0] for w in windows]
+        self.threshold_ = calibrate_threshold(null, side="above", alpha=self.alpha)
+        return self
+
+    def _drops(self, conf: np.ndarray, pred: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        k = self.n_classes_
+        counts = _counts(pred, k)
+        sums = np.bincount(pred, weights=conf, minlength=k)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            window_mean = sums / counts
+            z = (self.class_mean_ - window_mean) / (self.class_sd_ / np.sqrt(counts))
+        z[(counts < MIN_CLASS_COUNT) | ~np.isfinite(z)] = np.nan
+        statistic = float(np.nanmax(z)) if np.isfinite(z).any() else 0.0
+        return statistic, window_mean, z
+
+    def score(self, pred_probs) -> tuple[np.ndarray, SignalResult]:
+        """Mean confidence per predicted class (K,; NaN for a class not predicted) and the result."""
+        self._check_fitted()
+        probs = check_pred_probs(pred_probs)
+        _check_k(probs, self.n_classes_)
+        conf, pred = probs.max(axis=1), probs.argmax(axis=1)
+        statistic, window_mean, z = self._drops(conf, pred)
+        bar = float(sps.norm.isf(self.alpha))
+        order = np.argsort(-np.nan_to_num(z, nan=-np.inf), kind="stable")
+        moved = [int(c) for c in order if np.isfinite(z[c]) and z[c] > bar]
+        alert = self.threshold_.passed(statistic)
+        message = ""
+        if alert:
+            top = moved[:3] or [int(order[0])]
+            parts = [f"class {c} {window_mean[c]:.2f} (reference {self.class_mean_[c]:.2f})" for c in top]
+            message = "confidence dropped: " + ", ".join(parts)
+        return window_mean, SignalResult(
+            signal="confidence", statistic=statistic, threshold=self.threshold_, alert=alert,
+            per_class={c: float(window_mean[c]) for c in range(self.n_classes_)}, classes_moved=tuple(moved),
+            detail={"mean_confidence": float(conf.mean()) if conf.size else float("nan"),
+                    "reference_mean_confidence": self.mean_confidence_, "drop_z": z.tolist(),
+                    "reference_class_mean": self.class_mean_.tolist()},
+            message=message,
+        )
+
+
+ACCURACY_METHODS = ("atc", "atc_mc", "cbpe")
+
+
+def _entropy_score(probs: np.ndarray) -> np.ndarray:
+    p = np.clip(probs, 1e-12, 1.0)
+    return (p * np.log(p)).sum(axis=1)  # negative entropy: higher = more confident
+
+
+class AccuracyEstimator(Monitor):
+    """Accuracy of a window without its labels, calibrated on labelled reference data.
+
+    Methods:
+
+    ``"atc"`` / ``"atc_mc"``
+        Average Thresholded Confidence (Garg et al., ICLR 2022): on the fit part of the
+        reference, the threshold ``t`` on a per-sample score - negative entropy (``"atc"``,
+        the paper's ATC-NE) or max probability (``"atc_mc"``) - such that the share of samples
+        scoring above ``t`` equals the reference accuracy; a window's estimate is its share
+        above ``t``.
+    ``"cbpe"``
+        Confidence-based performance estimation (NannyML's CBPE for accuracy): the max
+        probability calibrated by an isotonic regression of correctness on it
+        (``sklearn.isotonic.IsotonicRegression``); the estimate is the window's mean
+        calibrated confidence.
+
+    The interval is a percentile bootstrap over the window's per-sample estimates
+    (``interval`` coverage). The alert fires when the estimate falls below the bootstrap
+    threshold of the reference's estimates.
+
+    Parameters
+    ----------
+    method : str
+        ``"atc"`` (default), ``"atc_mc"`` or ``"cbpe"``.
+    interval : float
+        Coverage of the interval, e.g. 0.95.
+    Others as :class:`LabelShiftMonitor`.
+    """
+
+    def __init__(self, *, method: str = "atc", interval: float = 0.95, window_size: int = 300,
+                 n_bootstrap: int = 200, alpha: float = 0.001, calibration_share: float = 0.5,
+                 random_state: int = 0) -> None:
+        self.method = method
+        self.interval = interval
+        self.window_size = window_size
+        self.n_bootstrap = n_bootstrap
+        self.alpha = alpha
+        self.calibration_share = calibration_share
+        self.random_state = random_state
+
+    def fit(self, pred_probs, labels) -> AccuracyEstimator:
+        """Learn the ATC threshold ``atc_threshold_`` or the ``calibrator_``, and ``threshold_``.
+
+        ``labels`` (N,) are the reference's true classes (no unknown labels).
+        """
+        self._check_settings()
+        check_choice(self.method, name="method", choices=ACCURACY_METHODS)
+        if not 0.0 < float(self.interval) < 1.0:
+            raise ValueError(f"interval must be in (0, 1), got {self.interval!r}")
+        probs = check_pred_probs(pred_probs)
+        n, k = probs.shape
+        labels = check_labels(labels, n=n, n_classes=k, allow_unknown=False)
+        fit_rows, cal_rows = reference_split(n, calibration_share=self.calibration_share,
+                                             random_state=self.random_state)
+        self.n_classes_ = k
+        correct = (probs.argmax(axis=1) == labels).astype(np.float64)
+        if self.method == "cbpe":
+            self.calibrator_ = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
+            self.calibrator_.fit(probs[fit_rows].max(axis=1), correct[fit_rows])
+        else:
+            scores = self._scores(probs[fit_rows])
+            accuracy = correct[fit_rows].mean()
+            self.atc_threshold_ = float(np.quantile(scores, 1.0 - accuracy)) if accuracy < 1 else float(scores.min() - 1e-9)
+        self.reference_accuracy_ = float(correct[cal_rows].mean())
+        per_sample = self._per_sample(probs[cal_rows])
+        windows = bootstrap_windows(len(cal_rows), window_size=self.window_size, n_windows=self.n_bootstrap,
+                                    random_state=self.random_state + 3)
+        estimates = per_sample[windows].mean(axis=1)
+        truths = correct[cal_rows][windows].mean(axis=1)
+        #: mean absolute error of the estimate on the reference's bootstrap windows
+        self.calibration_error_ = float(np.abs(estimates - truths).mean())
+        self.threshold_ = calibrate_threshold(estimates, side="below", alpha=self.alpha)
+        return self
+
+    def _scores(self, probs: np.ndarray) -> np.ndarray:
+        return _entropy_score(probs) if self.method == "atc" else probs.max(axis=1)
+
+    def _per_sample(self, probs: np.ndarray) -> np.ndarray:
+        if self.method == "cbpe":
+            return self.calibrator_.predict(probs.max(axis=1))
+        return (self._scores(probs) > self.atc_threshold_).astype(np.float64)
+
+    def score(self, pred_probs, labels=None) -> tuple[np.ndarray, SignalResult]:
+        """Per-sample estimated correctness (N,) and the result (``statistic`` = estimated accuracy).
+
+        ``labels`` (N,), optional (-1 = unknown): the true accuracy on the labelled rows goes to
+        ``detail["true_accuracy"]`` (and the estimate's error to ``detail["error"]``).
+        """
+        self._check_fitted()
+        probs = check_pred_probs(pred_probs)
+        _check_k(probs, self.n_classes_)
+        n = probs.shape[0]
+        if n == 0:
+            raise ValueError("pred_probs has no rows; a window needs at least one")
+        values = self._per_sample(probs)
+        estimate = float(values.mean())
+        rng = np.random.default_rng(self.random_state + 4)
+        resampled = values[rng.integers(0, n, size=(500, n))].mean(axis=1)
+        tail = (1.0 - float(self.interval)) / 2
+        low, high = (float(v) for v in np.quantile(resampled, [tail, 1.0 - tail]))
+        pred = probs.argmax(axis=1)
+        counts = _counts(pred, self.n_classes_)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            per_class = np.bincount(pred, weights=values, minlength=self.n_classes_) / counts
+        detail = {"method": self.method, "estimate": estimate, "interval": [low, high],
+                  "reference_accuracy": self.reference_accuracy_, "calibration_error": self.calibration_error_}
+        if labels is not None:
+            labels = check_labels(labels, n=n, n_classes=self.n_classes_)
+            known = labels >= 0
+            if known.any():
+                truth = float((pred[known] == labels[known]).mean())
+                detail["true_accuracy"] = truth
+                detail["error"] = estimate - truth
+        alert = self.threshold_.passed(estimate)
+        drops = self.reference_accuracy_ - per_class
+        order = np.argsort(-np.nan_to_num(drops, nan=-np.inf), kind="stable")
+        moved = [int(c) for c in order if counts[c] >= MIN_CLASS_COUNT and drops[c] > 0.1]
+        message = (f"estimated accuracy {100 * estimate:.1f}% ({100 * low:.0f}-{100 * high:.0f}%) where the "
+                   f"reference has {100 * self.reference_accuracy_:.1f}%") if alert else ""
+        return values, SignalResult(
+            signal="accuracy", statistic=estimate, threshold=self.threshold_, alert=alert,
+            per_class={c: float(per_class[c]) for c in range(self.n_classes_)}, classes_moved=tuple(moved),
+            detail=detail, message=message,
+        )
+
+
+class KSOutputTest(Monitor):
+    """Failing Loudly's BBSD test: KS per output column against the reference, Bonferroni, fixed level.
+
+    Each of the K columns of ``pred_probs`` is compared with the reference's by
+    ``scipy.stats.ks_2samp``; the window's p-value is ``min(1, K * min p)`` and the alert fires
+    when it is below ``alpha`` (0.05 in the paper). No bootstrap calibration: the level is the
+    test's own, which assumes the reference and the stream come from one distribution.
+
+    Parameters
+    ----------
+    alpha : float
+        The test level (default 0.05).
+    reference_size : int
+        Reference rows kept (a seeded draw; all when fewer).
+    random_state : int
+    """
+
+    _fitted_attribute = "reference_"
+
+    def __init__(self, *, alpha: float = 0.05, reference_size: int = 1000, random_state: int = 0) -> None:
+        self.alpha = alpha
+        self.reference_size = reference_size
+        self.random_state = random_state
+
+    def fit(self, pred_probs) -> KSOutputTest:
+        """Keep ``reference_`` (the reference outputs) and the fixed ``threshold_``."""
+        probs = check_pred_probs(pred_probs)
+        size = check_positive_int(self.reference_size, name="reference_size")
+        if len(probs) > size:
+            rows = np.random.default_rng(self.random_state).choice(len(probs), size=size, replace=False)
+            probs = probs[np.sort(rows)]
+        self.reference_ = probs
+        self.threshold_ = Threshold(value=float(self.alpha), side="below", center=0.5, spread=0.29,
+                                    alpha=float(self.alpha))
+        return self
+
+    def score(self, pred_probs) -> tuple[np.ndarray, SignalResult]:
+        """Per-column KS p-values (K,) and the result (``statistic`` = the Bonferroni p-value)."""
+        self._check_fitted()
+        probs = check_pred_probs(pred_probs)
+        _check_k(probs, self.reference_.shape[1])
+        k = probs.shape[1]
+        p = np.array([sps.ks_2samp(self.reference_[:, c], probs[:, c]).pvalue for c in range(k)])
+        bonferroni = float(min(1.0, k * p.min()))
+        alert = bonferroni < self.alpha
+        return p, SignalResult(
+            signal="ks_outputs", statistic=bonferroni, threshold=self.threshold_, alert=alert, p_value=bonferroni,
+            per_class={c: float(p[c]) for c in range(k)},
+            classes_moved=tuple(int(c) for c in np.argsort(p, kind="stable") if p[c] * k < self.alpha),
+            message=f"outputs drifted (KS, Bonferroni p = {bonferroni:.2g})" if alert else "",
+        )

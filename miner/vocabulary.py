@@ -12,8 +12,10 @@ __all__ = [
     "DECISIONS",
     "LABEL_SCORE_FIELDS",
     "METRICS",
+    "MONITOR_SIGNALS",
     "NOT_A_FAILURE",
     "ROLES",
+    "ROOT_CAUSES",
     "RUN_STATUSES",
     "SCORE_FIELDS",
     "SKIP",
@@ -65,3 +67,20 @@ LABEL_SCORE_FIELDS: tuple[str, ...] = ("self_confidence", "normalized_margin", "
 
 METRICS: tuple[str, ...] = ("cosine", "euclidean")
 """Distances between embeddings that selection and cause suggestion accept."""
+
+MONITOR_SIGNALS: tuple[str, ...] = (
+    "integrity",
+    "confidence",
+    "cluster_health",
+    "accuracy",
+    "ood",
+    "label_shift",
+    "embedding_drift",
+)
+"""Signals of production monitoring (:mod:`hardcase.miner.monitors`), per-class canary signals first."""
+
+ROOT_CAUSES: tuple[str, ...] = ("environment", "pipeline", "transform", "rare", "none")
+"""What explains an alerting monitoring window: a library or the model file changed
+(``environment``); the input statistics moved, a units or pipeline change (``pipeline``); one
+shared geometric transform restores the low-confidence samples, a camera that moved
+(``transform``); none does, new kinds of data (``rare``); nothing to explain (``none``)."""

@@ -14,14 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hardcase.miner.monitors._base import _jsonable
+from hardcase.miner.vocabulary import ROOT_CAUSES
 
 __all__ = ["ROOT_CAUSES", "RootCause", "statistical_cause"]
 
-#: ``environment``: a library or the model file changed; ``pipeline``: the input statistics
-#: moved (units, scaling, blank images...); ``transform``: one shared geometric transform restores
-#: the low-confidence samples (a camera that moved); ``rare``: none does (new kinds of data);
-#: ``none``: nothing alerted.
-ROOT_CAUSES = ("environment", "pipeline", "transform", "rare", "none")
 
 
 @dataclass(frozen=True)

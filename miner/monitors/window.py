@@ -26,12 +26,13 @@ from hardcase.miner.monitors.environment import environment_changes
 from hardcase.miner.monitors.integrity import InputIntegrityMonitor
 from hardcase.miner.monitors.outputs import AccuracyEstimator, ConfidenceMonitor, LabelShiftMonitor
 from hardcase.miner.monitors.rootcause import RootCause
+from hardcase.miner.vocabulary import MONITOR_SIGNALS
 
 __all__ = ["SIGNALS", "WindowMonitor", "WindowReport"]
 
 #: Every signal, in the order classes are taken from for ``classes_moved`` (per-class canary
 #: signals first).
-SIGNALS = ("integrity", "confidence", "cluster_health", "accuracy", "ood", "label_shift", "embedding_drift")
+SIGNALS = MONITOR_SIGNALS
 
 
 @dataclass(frozen=True)

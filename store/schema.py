@@ -1,8 +1,14 @@
 """Database schema: SQLAlchemy 2 declarative models for every hardcase table.
 
-Causes, decisions, run statuses and roles are constrained by named CHECK
-constraints, so a bad value is rejected by the database itself and not only
-by the Python code that usually writes it.
+Causes, decisions, run statuses, roles, monitoring signals and root causes are
+constrained by named CHECK constraints, so a bad value is rejected by the
+database itself and not only by the Python code that usually writes it.
+
+Production monitoring keeps one ``monitor_runs`` row per monitored stream, one
+``monitor_windows`` row per scored window (its whole report as JSON, the
+headline numbers as columns) and one ``monitor_signals`` row per signal of a
+window; the per-sample values of a window live in a Parquet file beside the
+database (``monitor_windows.samples_path``, see ``store.columnar``).
 
 Reviews are append-only: a review is never updated or deleted. Undo appends a
 row that retracts an earlier one (``retracts_review_id``). A candidate's
@@ -35,10 +41,17 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
-from hardcase.miner.vocabulary import DECISIONS, ROLES, RUN_STATUSES, SUGGESTED_CAUSES
+from hardcase.miner.vocabulary import (
+    DECISIONS,
+    MONITOR_SIGNALS,
+    ROLES,
+    ROOT_CAUSES,
+    RUN_STATUSES,
+    SUGGESTED_CAUSES,
+)
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -50,6 +63,23 @@ NAMING_CONVENTION = {
 
 NAME_LENGTH = 200
 """Maximum length of names, labels and reviewers."""
+
+WINDOW_KEY_LENGTH = 64
+"""Maximum length of a monitoring window's key (a timestamp or batch id), as ``samples.timestamp``."""
+
+WINDOW_BY: tuple[str, ...] = ("count", "t")
+"""How a monitor run cuts its stream: every ``window_size`` samples, or by timestamp / batch id."""
+
+SIGNAL_SIDES: tuple[str, ...] = ("above", "below")
+"""Which side of its threshold a monitoring statistic alerts on."""
+
+WINDOW_ACCURACIES: tuple[str, ...] = (
+    "estimated_accuracy",
+    "accuracy_low",
+    "accuracy_high",
+    "true_accuracy",
+)
+"""The accuracy columns of a monitoring window, each NULL or in [0, 1]."""
 
 
 def in_values(column: str, values: tuple[str, ...]) -> str:
@@ -264,6 +294,10 @@ class Candidate(Base):
     evidence: Mapped[dict[str, Any] | None] = mapped_column(nullable_json(), nullable=True)
     review_version: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     decision: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    monitor_window_id: Mapped[int | None] = mapped_column(
+        ForeignKey("monitor_windows.id"), nullable=True, index=True
+    )
+    """The monitoring window a monitoring candidate came from; None for a mining run's."""
 
 
 class Review(Base):
@@ -324,6 +358,113 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(16))
     password_hash: Mapped[str] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = created_at_column()
+
+
+class MonitorRun(Base):
+    """One monitored stream: a model watched on a stream dataset against a reference dataset.
+
+    Its alerting windows' samples go to the review run ``review_run_id``, which has the
+    monitor run's name. ``updated_at`` is set when a window is added.
+    """
+
+    __tablename__ = "monitor_runs"
+    __table_args__ = (
+        CheckConstraint(in_values("window_by", WINDOW_BY), name="window_by"),
+        CheckConstraint("window_size IS NULL OR window_size > 0", name="window_size_positive"),
+        CheckConstraint(
+            "window_by <> 'count' OR window_size IS NOT NULL", name="count_has_window_size"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH), unique=True)
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    reference_dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
+    stream_dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
+    review_run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"), nullable=True)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    window_by: Mapped[str] = mapped_column(String(8))
+    window_size: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[dt.datetime] = created_at_column()
+    updated_at: Mapped[dt.datetime] = created_at_column()
+
+
+class MonitorWindow(Base):
+    """One scored window of a monitor run: its headline numbers and its whole report.
+
+    ``first_index``/``last_index`` are the stream's source indices the window spans
+    (inclusive); ``alert_signals`` lists the alerting signals, most severe first;
+    ``classes_moved`` lists class names; ``report`` is ``WindowReport.to_dict()``;
+    ``samples_path`` is the window's per-sample Parquet file, relative to the artifacts folder.
+    """
+
+    __tablename__ = "monitor_windows"
+    __table_args__ = (
+        UniqueConstraint("monitor_run_id", "window_index"),
+        CheckConstraint("window_index >= 0", name="window_index_not_negative"),
+        CheckConstraint(
+            "first_index >= 0 AND last_index >= first_index", name="index_range_valid"
+        ),
+        CheckConstraint("n >= 0 AND n_errors >= 0", name="counts_not_negative"),
+        CheckConstraint(in_values("root_cause", ROOT_CAUSES), name="root_cause"),
+        *(
+            CheckConstraint(
+                f"{column} IS NULL OR ({column} >= 0 AND {column} <= 1)",
+                name=f"{column}_within_0_1",
+            )
+            for column in WINDOW_ACCURACIES
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    monitor_run_id: Mapped[int] = mapped_column(ForeignKey("monitor_runs.id"), index=True)
+    window_index: Mapped[int] = mapped_column(Integer)
+    window_key: Mapped[str | None] = mapped_column(String(WINDOW_KEY_LENGTH), nullable=True)
+    first_index: Mapped[int] = mapped_column(Integer)
+    last_index: Mapped[int] = mapped_column(Integer)
+    n: Mapped[int] = mapped_column(Integer)
+    n_errors: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    estimated_accuracy: Mapped[float | None] = mapped_column(Float, nullable=True)
+    accuracy_low: Mapped[float | None] = mapped_column(Float, nullable=True)
+    accuracy_high: Mapped[float | None] = mapped_column(Float, nullable=True)
+    true_accuracy: Mapped[float | None] = mapped_column(Float, nullable=True)
+    alert: Mapped[bool] = mapped_column(Boolean)
+    alert_signals: Mapped[list[str]] = mapped_column(JSON)
+    classes_moved: Mapped[list[str]] = mapped_column(JSON)
+    root_cause: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    root_cause_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    root_cause_detail: Mapped[dict[str, Any] | None] = mapped_column(
+        nullable_json(), nullable=True
+    )
+    report: Mapped[dict[str, Any]] = mapped_column(JSON)
+    samples_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[dt.datetime] = created_at_column()
+
+    signals: Mapped[list[MonitorSignal]] = relationship(order_by="MonitorSignal.id")
+    """The window's signal rows, inserted in the same flush as the window."""
+
+
+class MonitorSignal(Base):
+    """One signal of one monitoring window: its statistic against its threshold."""
+
+    __tablename__ = "monitor_signals"
+    __table_args__ = (
+        UniqueConstraint("window_id", "signal"),
+        CheckConstraint(in_values("signal", MONITOR_SIGNALS), name="signal"),
+        CheckConstraint(in_values("side", SIGNAL_SIDES), name="side"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    window_id: Mapped[int] = mapped_column(ForeignKey("monitor_windows.id"))
+    signal: Mapped[str] = mapped_column(String(32))
+    statistic: Mapped[float | None] = mapped_column(Float, nullable=True)
+    threshold: Mapped[float | None] = mapped_column(Float, nullable=True)
+    side: Mapped[str] = mapped_column(String(8))
+    severity: Mapped[float | None] = mapped_column(Float, nullable=True)
+    p_value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    alert: Mapped[bool] = mapped_column(Boolean)
+    message: Mapped[str] = mapped_column(Text, default="", server_default="")
+    classes_moved: Mapped[list[str]] = mapped_column(JSON)
 
 
 metadata = Base.metadata

@@ -5,7 +5,8 @@
 - :mod:`~hardcase.store.candidates`: candidates, their suggestions, the review page's view;
 - :mod:`~hardcase.store.queue`: which candidate a reviewer sees next (leases);
 - :mod:`~hardcase.store.reviews`: append-only reviews, undo, conflicts, progress, triage counts;
-- :mod:`~hardcase.store.users`: accounts and roles.
+- :mod:`~hardcase.store.users`: accounts and roles;
+- :mod:`~hardcase.store.monitoring`: monitor runs, their scored windows and signals.
 
 Every function takes the session first and runs inside the caller's unit of
 work::
@@ -41,6 +42,21 @@ from hardcase.store.candidates import (
     effective_reviews,
     get_candidate,
     set_suggestions,
+)
+from hardcase.store.monitoring import (
+    SIGNAL_OPTIONAL,
+    SIGNAL_REQUIRED,
+    add_window,
+    alerting_windows,
+    create_monitor_run,
+    get_monitor_run,
+    list_monitor_runs,
+    list_windows,
+    require_monitor_run,
+    scored_windows,
+    set_review_run,
+    signal_timeline,
+    window_candidate_ids,
 )
 from hardcase.store.queue import (
     DEFAULT_LEASE_SECONDS,
@@ -113,38 +129,51 @@ __all__ = [
     "ReviewResult",
     "SCORE_OPTIONAL",
     "SCORE_REQUIRED",
+    "SIGNAL_OPTIONAL",
+    "SIGNAL_REQUIRED",
     "add_candidates",
     "add_errors",
     "add_score_columns",
     "add_scores",
     "add_user",
+    "add_window",
+    "alerting_windows",
     "candidate_queue_query",
     "count_scores",
+    "create_monitor_run",
     "create_run",
     "delete_candidates",
     "effective_reviews",
     "get_candidate",
     "get_dataset",
+    "get_monitor_run",
     "get_or_create_dataset",
     "get_run",
     "get_user",
+    "list_monitor_runs",
     "list_runs",
     "list_users",
+    "list_windows",
     "model_version",
     "next_candidate",
     "previous_candidate",
     "register_model",
     "release_lease",
+    "require_monitor_run",
     "require_run",
     "review_progress",
     "reviews_for",
     "scored_sample_ids",
+    "scored_windows",
+    "set_review_run",
     "set_run_status",
     "set_suggestions",
+    "signal_timeline",
     "submit_review",
     "triage_counts",
     "triage_query",
     "undo_last_review",
     "update_score_column",
     "upsert_samples",
+    "window_candidate_ids",
 ]

@@ -23,6 +23,7 @@ CANDIDATE_OPTIONAL = (
     "suggested_label",
     "suggestion_confidence",
     "evidence",
+    "monitor_window_id",
 )
 
 
@@ -63,7 +64,8 @@ def add_candidates(session: Session, run_id: int, rows: Sequence[Mapping[str, An
 
     Each row has ``sample_id, rank, class_name, hardness_score, image_png``
     and optionally ``pick_distance, suggested_cause, suggested_label,
-    suggestion_confidence, evidence`` (JSON-serialisable dict).
+    suggestion_confidence, evidence`` (JSON-serialisable dict) and ``monitor_window_id``
+    (the monitoring window a monitoring candidate came from).
 
     Returns
     -------
@@ -110,6 +112,9 @@ def add_candidates(session: Session, run_id: int, rows: Sequence[Mapping[str, An
                     nullable=True,
                 ),
                 "evidence": row.get("evidence"),
+                "monitor_window_id": None
+                if row.get("monitor_window_id") is None
+                else _as_int("monitor_window_id", row["monitor_window_id"]),
                 "review_version": 0,
             }
         )

@@ -1,4 +1,5 @@
-"""Exports of a run: scores, candidates, the fix list and the raw review history.
+"""Exports of a run: scores, candidates, the fix list and the raw review history; a monitor
+run's windows.
 
 ``export_rows`` reads everything in one read-only transaction, so an export
 taken while reviewers keep writing is one consistent snapshot.
@@ -23,9 +24,9 @@ from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
 from hardcase.miner.vocabulary import SCORE_FIELDS, SKIP
-from hardcase.store.api import effective_reviews, require_run
+from hardcase.store.api import effective_reviews, require_monitor_run, require_run
 from hardcase.store.db import Store
-from hardcase.store.schema import Candidate, Review, RunError, Sample, Score
+from hardcase.store.schema import Candidate, MonitorWindow, Review, RunError, Sample, Score
 
 SCORE_COLUMNS: list[str] = ["sample_id", "source_index", "given_label", *SCORE_FIELDS, "uri"]
 """``uri`` (file path for folders and manifests, ``path#row`` for arrays) comes last, so the
@@ -80,6 +81,28 @@ REVIEW_COLUMNS: list[str] = [
 
 ERROR_COLUMNS: list[str] = ["source_index", "uri", "reason"]
 
+WINDOW_COLUMNS: list[str] = [
+    "window",
+    "window_key",
+    "first_index",
+    "last_index",
+    "n",
+    "n_errors",
+    "estimated_accuracy",
+    "accuracy_low",
+    "accuracy_high",
+    "true_accuracy",
+    "alert",
+    "alert_signals",
+    "classes_moved",
+    "root_cause",
+    "root_cause_message",
+]
+"""A monitor run's windows; ``window`` is the window index, the lists are joined with ``;``."""
+
+LIST_SEPARATOR = ";"
+"""Joins the list-valued window columns (signal and class names) into one text value."""
+
 EXPORTS: dict[str, list[str]] = {
     "scores": SCORE_COLUMNS,
     "errors": ERROR_COLUMNS,
@@ -87,7 +110,10 @@ EXPORTS: dict[str, list[str]] = {
     "fixes": FIX_COLUMNS,
     "reviews": REVIEW_COLUMNS,
 }
-"""What ``export_rows`` can export, and its columns."""
+"""What ``export_rows`` can export of a mining run, and its columns."""
+
+MONITOR_EXPORTS: dict[str, list[str]] = {"windows": WINDOW_COLUMNS}
+"""What ``export_rows`` can export of a monitor run, and its columns."""
 
 FORMATS: tuple[str, ...] = ("csv", "jsonl", "parquet")
 
@@ -106,6 +132,11 @@ COLUMN_KINDS: dict[str, str] = {
             "seen_version",
             "version",
             "retracts_review_id",
+            "window",
+            "first_index",
+            "last_index",
+            "n",
+            "n_errors",
         ],
         INT,
     ),
@@ -115,6 +146,10 @@ COLUMN_KINDS: dict[str, str] = {
             "pick_distance",
             "suggestion_confidence",
             "agreement",
+            "estimated_accuracy",
+            "accuracy_low",
+            "accuracy_high",
+            "true_accuracy",
         ],
         FLOAT,
     ),
@@ -130,12 +165,17 @@ COLUMN_KINDS: dict[str, str] = {
             "reviewer",
             "cause",
             "new_label",
+            "window_key",
+            "alert_signals",
+            "classes_moved",
+            "root_cause",
+            "root_cause_message",
         ],
         STR,
     ),
     "note": TEXT,
     "reason": TEXT,
-    "conflict": BOOL,
+    **dict.fromkeys(["conflict", "alert"], BOOL),
     **dict.fromkeys(["evidence", "transform", "reviewers"], JSON),
     **dict.fromkeys(["decided_at", "created_at"], TIME),
 }
@@ -286,35 +326,62 @@ def _review_rows(session: Session, run_id: int) -> list[Row]:
     return [tuple(row) for row in session.execute(_review_query(run_id).order_by(Review.id))]
 
 
+def _window_rows(session: Session, monitor_run_id: int) -> list[Row]:
+    listed = ("alert_signals", "classes_moved")
+    rows = session.execute(
+        select(
+            *(
+                MonitorWindow.window_index if name == "window" else _column(name, MonitorWindow)
+                for name in WINDOW_COLUMNS
+            )
+        )
+        .where(MonitorWindow.monitor_run_id == monitor_run_id)
+        .order_by(MonitorWindow.window_index)
+    )
+    return [
+        tuple(
+            LIST_SEPARATOR.join(value) if name in listed else value
+            for name, value in zip(WINDOW_COLUMNS, row)
+        )
+        for row in rows
+    ]
+
+
 def export_rows(store: Store, run_name: str, what: str) -> tuple[list[str], list[Row]]:
     """Rows of one export of a run, read from one consistent snapshot.
 
     Parameters
     ----------
+    run_name
+        The mining run, or for ``'windows'`` the monitor run.
     what
         ``'scores'`` (every scored sample), ``'candidates'`` (every candidate,
         by rank, with its final decision), ``'fixes'`` (candidates with a
-        final non-skip decision, by rank) or ``'reviews'`` (the full review
-        history, retractions included, by id).
+        final non-skip decision, by rank), ``'reviews'`` (the full review
+        history, retractions included, by id) or ``'windows'`` (a monitor
+        run's windows, by index).
 
     Returns
     -------
     (columns, rows)
-        Column names (``EXPORTS[what]``) and value tuples.
+        Column names (``EXPORTS[what]`` or ``MONITOR_EXPORTS[what]``) and value tuples.
     """
-    if what not in EXPORTS:
-        raise ValueError(f"export must be one of {', '.join(EXPORTS)}, got {what!r}")
+    columns = EXPORTS.get(what) or MONITOR_EXPORTS.get(what)
+    if columns is None:
+        raise ValueError(f"export must be one of {', '.join([*EXPORTS, *MONITOR_EXPORTS])}, got {what!r}")
     readers = {
         "scores": _score_rows,
         "errors": _error_rows,
         "candidates": _candidate_rows,
         "fixes": _fix_rows,
         "reviews": _review_rows,
+        "windows": _window_rows,
     }
+    find_run = require_monitor_run if what in MONITOR_EXPORTS else require_run
     with store.snapshot() as session:
-        run = require_run(session, run_name)  # the first read fixes the SQLite snapshot
+        run = find_run(session, run_name)  # the first read fixes the SQLite snapshot
         rows = readers[what](session, run.id)
-    return list(EXPORTS[what]), rows
+    return list(columns), rows
 
 
 # --------------------------------------------------------------------------- files

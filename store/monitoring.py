@@ -376,7 +376,7 @@ def scored_windows(session: Session, monitor_run_id: int) -> dict[int, str | Non
             MonitorWindow.monitor_run_id == monitor_run_id
         )
     )
-    return dict(rows.tuples())
+    return {window_index: window_key for window_index, window_key in rows}
 
 
 def list_windows(session: Session, monitor_run_id: int) -> list[MonitorWindow]:

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import CheckConstraint
 
 from hardcase.miner import vocabulary
-from hardcase.store.schema import Candidate, Review, Run, Score, User
+from hardcase.store.schema import Candidate, MonitorSignal, MonitorWindow, Review, Run, Score, User
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,6 +32,8 @@ def _allowed(table, name: str) -> set[str]:
         (Review, "cause", vocabulary.DECISIONS),
         (Run, "status", vocabulary.RUN_STATUSES),
         (User, "role", vocabulary.ROLES),
+        (MonitorSignal, "signal", vocabulary.MONITOR_SIGNALS),
+        (MonitorWindow, "root_cause", vocabulary.ROOT_CAUSES),
     ],
 )
 def test_schema_constraints_are_the_vocabulary(table, constraint, values):
@@ -80,6 +82,8 @@ def test_migrated_database_enforces_the_vocabulary(tmp_path):
         ("reviews", "cause", vocabulary.DECISIONS),
         ("runs", "status", vocabulary.RUN_STATUSES),
         ("users", "role", vocabulary.ROLES),
+        ("monitor_signals", "signal", vocabulary.MONITOR_SIGNALS),
+        ("monitor_windows", "root_cause", vocabulary.ROOT_CAUSES),
     ]:
         sql = ddl[table]
         start = sql.index(f"{column} IN (")

@@ -60,6 +60,27 @@ def get_or_create_dataset(
     return dataset
 
 
+def grow_dataset(session: Session, dataset_id: int, n_samples: int) -> Dataset:
+    """Record that a stream dataset grew to ``n_samples`` rows (a monitored stream appends).
+
+    Raises
+    ------
+    StoreError
+        The dataset is unknown or would shrink: rows already stored would no longer exist.
+    """
+    n_samples = _as_int("n_samples", n_samples)
+    dataset = session.get(Dataset, dataset_id, with_for_update=True)
+    if dataset is None:
+        raise StoreError(f"no dataset with id {dataset_id}")
+    if n_samples < dataset.n_samples:
+        raise StoreError(
+            f"dataset {dataset.name!r} had {dataset.n_samples} samples and now has {n_samples}: "
+            "a monitored stream may only grow; monitor the new data under another --run"
+        )
+    dataset.n_samples = n_samples
+    return dataset
+
+
 def get_dataset(session: Session, name: str) -> Dataset | None:
     """The dataset called ``name``, or None."""
     return session.scalars(select(Dataset).where(Dataset.name == name)).one_or_none()

@@ -50,6 +50,7 @@ from hardcase.review_app.workflows.conventions import (
     ConventionError,
     check_convention,
 )
+from hardcase.review_app.workflows.artifacts import run_folder
 from hardcase.review_app.workflows.data import open_for_model
 from hardcase.review_app.workflows.images import encode_png
 from hardcase.review_app.workflows.recorded import load_recorded_predictions
@@ -301,7 +302,7 @@ def _mine(store: Store, options: MiningOptions, classifier, warming: threading.T
                 dataset_id=dataset.id,
                 model_version_id=model_version.id,
                 params=options.params(),
-                embeddings_path=str((artifacts_dir / options.run_name / "embeddings.npy").resolve()),
+                embeddings_path=str(run_folder(artifacts_dir, options.run_name) / "embeddings.npy"),
             )
         run_id, dataset_id, stage = run.id, dataset.id, _stage_reached(run)
         if run.status == "failed":  # resumed: back at the stage it reached, the failure cleared
@@ -359,7 +360,7 @@ def _score_and_select(store: Store, options: MiningOptions, run_id: int, dataset
     n = len(source)
     class_names = list(classifier.class_names)
 
-    folder = artifacts_dir / options.run_name
+    folder = run_folder(artifacts_dir, options.run_name)
     dim = classifier.embedding_dim
     pred_probs, sample_ids, done, embeddings = _artifact_arrays(folder, n, classifier.n_classes, dim, resume)
     already = int(done.sum())

@@ -373,7 +373,7 @@ def run_retrain(store, options: RetrainOptions, *, echo: Callable[[str], None] =
 # --------------------------------------------------------------------------- the run's reports
 
 
-def run_folder(store, run_name: str) -> Path | None:
+def _stored_run_folder(store, run_name: str) -> Path | None:
     """The run's artifacts folder (beside its embeddings), or None when the run has none."""
     embeddings_path = run_dataset(store, run_name).embeddings_path
     return Path(embeddings_path).parent if embeddings_path else None
@@ -381,7 +381,7 @@ def run_folder(store, run_name: str) -> Path | None:
 
 def record_report(store, run_name: str, paths: Mapping[str, Path]) -> Path | None:
     """Append the report's files to ``<run artifacts>/retrain_reports.jsonl`` (what the triage tab shows)."""
-    folder = run_folder(store, run_name)
+    folder = _stored_run_folder(store, run_name)
     if folder is None:
         return None
     folder.mkdir(parents=True, exist_ok=True)
@@ -395,7 +395,7 @@ def record_report(store, run_name: str, paths: Mapping[str, Path]) -> Path | Non
 
 def run_reports(store, run_name: str) -> list[dict[str, str]]:
     """The retrain reports recorded for a run, oldest first, whose JSON file still exists."""
-    folder = run_folder(store, run_name)
+    folder = _stored_run_folder(store, run_name)
     index = folder / REPORTS_INDEX if folder is not None else None
     if index is None or not index.exists():
         return []

@@ -43,6 +43,7 @@ from hardcase.models.transform_search import (
     null_reference_rows,
     search_transforms,
 )
+from hardcase.review_app.workflows.artifacts import run_folder
 from hardcase.review_app.workflows.data import open_for_model, read_options
 from hardcase.review_app.workflows.images import decode_png
 from hardcase.store import api
@@ -307,7 +308,7 @@ def suggest_for_run(
     """
     started = time.perf_counter()
     inputs = _read_run(store, run_name)
-    folder = Path(artifacts_dir) / inputs.run_name
+    folder = run_folder(artifacts_dir, inputs.run_name)
     pred_probs, embeddings, done = _open_artifacts(folder)
     # a run mined from recorded predictions has no model: no transform search, no training
     # embeddings, no false-fix calibration; the pool is the reference

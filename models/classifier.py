@@ -8,7 +8,6 @@ a :class:`KerasClassifier`, the Keras implementation of the
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import warnings
@@ -22,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from hardcase.miner.scores import detect_logits, softmax
+from hardcase.miner.sources.hashing import file_hash
 from hardcase.miner.spec import PreprocessingSpec, as_uint8, spec_path_for
 
 __all__ = ["KerasClassifier", "ModelOutputError", "check_input_fits", "detect_spec", "file_hash", "load_classifier"]
@@ -31,31 +31,6 @@ _PASS_THROUGH = (keras.layers.Dropout, keras.layers.Activation, keras.layers.Sof
 
 class ModelOutputError(ValueError):
     """The model produced outputs that cannot be used (NaN or infinite values)."""
-
-
-def file_hash(path: str | os.PathLike) -> str:
-    """The sha256 of a model: of its file, or of every file of a SavedModel directory.
-
-    Parameters
-    ----------
-    path : str or PathLike
-        A model file, or a directory (its files are hashed in sorted order, each preceded
-        by its relative path, so renaming a file changes the hash).
-
-    Returns
-    -------
-    str
-        64 hexadecimal digits.
-    """
-    digest = hashlib.sha256()
-    path = Path(path)
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
-        with open(file, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _load_keras_model(path: Path) -> keras.Model:

@@ -128,7 +128,7 @@ from .base import (
     _normalize_size,
 )
 from .folder import _open_folder
-from .hashing import content_hash, content_hashes
+from .hashing import content_hash, content_hashes, file_hash
 from .idx import _idx_header, read_idx, write_idx
 from .imagefiles import ImageFileSource
 from .labels import load_labels
@@ -145,6 +145,7 @@ __all__ = [
     "RowError",
     "content_hash",
     "content_hashes",
+    "file_hash",
     "load_labels",
     "open_source",
     "read_idx",

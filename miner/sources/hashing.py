@@ -1,12 +1,15 @@
-"""Content hashes of images: the identity of a sample across runs, files and formats."""
+"""Content hashes: of images (the identity of a sample across runs, files and formats) and of
+files (the identity of a model version)."""
 
 from __future__ import annotations
 
 import hashlib
+import os
+from pathlib import Path
 
 import numpy as np
 
-__all__ = ["content_hash", "content_hashes"]
+__all__ = ["content_hash", "content_hashes", "file_hash"]
 
 
 def content_hash(image: np.ndarray) -> str:
@@ -68,3 +71,28 @@ def content_hashes(images: np.ndarray) -> list[str]:
         h.update(rows[start : start + row_bytes])
         out.append(h.hexdigest())
     return out
+
+
+def file_hash(path: str | os.PathLike) -> str:
+    """The sha256 of a model: of its file, or of every file of a SavedModel directory.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        A model file, or a directory (its files are hashed in sorted order, each preceded
+        by its relative path, so renaming a file changes the hash).
+
+    Returns
+    -------
+    str
+        64 hexadecimal digits.
+    """
+    digest = hashlib.sha256()
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
+        with open(file, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()

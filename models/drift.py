@@ -11,10 +11,14 @@ when the model's confidence in its new prediction reaches the reference's mean c
 that class. The transform restoring the most samples wins (ties: the higher mean confidence).
 
 :func:`explain_window` turns that into a :class:`~hardcase.miner.monitors.RootCause`: first the
-statistical causes (environment, input statistics: :func:`~hardcase.miner.monitors.statistical_cause`),
-then ``transform`` when the best shared transform restores at least ``min_restored`` of the
-samples and clearly more (``margin``) than the same grid restores of the reference's own
-low-confidence samples (the chance level), else ``rare``.
+statistical causes that need no model (an environment change; a pipeline-grade input change:
+dtype, shape, NaNs, range, blank images, a gross intensity or contrast change:
+:func:`~hardcase.miner.monitors.statistical_cause`), then ``transform`` when the best shared
+transform restores at least ``min_restored`` of the samples and clearly more (``margin``) than
+the same grid restores of the reference's own low-confidence samples (the chance level); when
+none does, ``pipeline`` if the input statistics moved all the same (a soft integrity alert),
+else ``rare``. A small contrast move never outranks a transform that restores the window: a
+tilting camera lowers the contrast a little.
 
 A tilt "toward d" (:class:`~hardcase.miner.transform.Transform`) magnifies the edge facing d;
 a camera that tilted toward d is undone by a tilt toward d + 180 with a zoom-out, so the
@@ -221,15 +225,19 @@ def explain_window(
     Returns
     -------
     RootCause
-        ``environment`` / ``pipeline`` (:func:`statistical_cause`), ``transform``, ``rare``, or
-        ``none`` when the window has no low-confidence sample.
+        ``environment`` / ``pipeline`` (:func:`statistical_cause`), ``transform``, ``pipeline``
+        (soft input moves and no transform), ``rare``, or ``none`` when the window has no
+        low-confidence sample and its inputs did not move.
     """
     cause = statistical_cause(report)
     if cause is not None:
         return cause
     bars = monitor.confident_thresholds_
     rows = low_confidence_rows(pred_probs, bars, max_rows=max_samples)
+    soft = statistical_cause(report, soft=True)
     if rows.size == 0:
+        if soft is not None:
+            return soft
         return RootCause(kind="none", message="no low-confidence samples in the window")
     fit = fit_shared_transform(classifier, np.asarray(images)[rows], bars=bars, grid=grid)
     null_share = 0.0
@@ -249,6 +257,13 @@ def explain_window(
         return RootCause(kind="transform", message=message, transform=fit.transform.to_dict(), camera=camera,
                          restored_share=fit.restored_share, null_share=null_share, n_samples=int(rows.size),
                          detail=detail)
+    if soft is not None:
+        # the input statistics moved and no shared transform explains the window: a pipeline change
+        return RootCause(kind="pipeline", message=(
+            f"{soft.message}; no shared transform restores the {rows.size} low-confidence samples (best: "
+            f"{fit.transform.describe()}, {100 * fit.restored_share:.0f}%; chance {100 * null_share:.0f}%)"),
+            transform=fit.transform.to_dict(), restored_share=fit.restored_share, null_share=null_share,
+            n_samples=int(rows.size), detail=detail | soft.detail)
     message = (f"no shared transform restores the {rows.size} low-confidence samples (best: "
                f"{fit.transform.describe()}, {100 * fit.restored_share:.0f}%; chance {100 * null_share:.0f}%): "
                f"new kinds of data")

@@ -6,8 +6,10 @@ windows of ``window_size`` rows drawn (with replacement) from the *calibration* 
 reference, which none of its fitted parts saw, and alerts past the ``1 - alpha`` quantile of
 those statistics. ``alpha`` is small (a stream of hundreds of windows should raise no false
 alert), smaller than ``1 / n_bootstrap``, so the quantile is taken from a normal fit to the
-bootstrap statistics (mean + z * sd), and never inside the bootstrap range: the threshold is at
-least the most extreme bootstrap value plus a tenth of a standard deviation.
+bootstrap statistics (mean + z * sd, z widened by Cornish-Fisher when the alert-side tail is
+long), and never inside the bootstrap range: the threshold is at least the most extreme
+bootstrap value plus a tenth of a standard deviation. Statistics of pairs of rows (silhouette,
+MMD) use windows of distinct rows with the finite-population correction of their spread.
 """
 
 from __future__ import annotations
@@ -25,7 +27,15 @@ from hardcase.miner._validation import (
     check_positive_int,
 )
 
-__all__ = ["NotFittedError", "SignalResult", "Threshold", "calibrate_threshold", "reference_split"]
+__all__ = [
+    "NotFittedError",
+    "SignalResult",
+    "Threshold",
+    "bootstrap_windows",
+    "calibrate_threshold",
+    "finite_population_factor",
+    "reference_split",
+]
 
 #: Alert when the statistic is above (``"above"``) or below (``"below"``) its threshold.
 SIDES = ("above", "below")
@@ -77,7 +87,7 @@ class Threshold:
                 "alpha": self.alpha}
 
 
-def calibrate_threshold(null_statistics, *, side: str, alpha: float) -> Threshold:
+def calibrate_threshold(null_statistics, *, side: str, alpha: float, spread_factor: float = 1.0) -> Threshold:
     """The alert threshold of a statistic from its values on bootstrap windows of the reference.
 
     Parameters
@@ -88,12 +98,19 @@ def calibrate_threshold(null_statistics, *, side: str, alpha: float) -> Threshol
         ``"above"`` or ``"below"``: which side alerts.
     alpha : float
         Per-window false-alert rate, in (0, 1).
+    spread_factor : float
+        Multiplies the bootstrap standard deviation (>= 1): windows drawn *without* replacement
+        from a calibration part of N rows vary less than independent windows do, by the finite
+        population correction; ``spread_factor = sqrt((N - 1) / (N - n))`` undoes it
+        (:func:`finite_population_factor`).
 
     Returns
     -------
     Threshold
-        ``mean +- z(1 - alpha) * sd``, and at least a tenth of a standard deviation beyond the
-        most extreme bootstrap value.
+        ``mean +- z * sd`` with ``z = z(1 - alpha)`` widened by the Cornish-Fisher term
+        ``skew * (z^2 - 1) / 6`` when the statistic's alert-side tail is long (skewness > 0 toward
+        that side, capped at 2), and at least a tenth of a standard deviation beyond the most
+        extreme bootstrap value.
     """
     if side not in SIDES:
         raise ValueError(f"side must be one of {SIDES}, got {side!r}")
@@ -104,8 +121,16 @@ def calibrate_threshold(null_statistics, *, side: str, alpha: float) -> Threshol
     values = values[np.isfinite(values)]
     if values.size < 2:
         raise ValueError(f"need at least 2 finite bootstrap statistics to calibrate, got {values.size}")
-    center, spread = float(values.mean()), float(values.std(ddof=1))
+    if not (math.isfinite(spread_factor) and spread_factor >= 1.0):
+        raise ValueError(f"spread_factor must be a finite number >= 1, got {spread_factor!r}")
+    center, spread = float(values.mean()), float(values.std(ddof=1)) * float(spread_factor)
     z = float(sps.norm.isf(alpha))
+    # a statistic with a long tail on its alert side (a share near 0 or 1, a maximum over
+    # classes) is past the normal quantile more often than alpha: widen by Cornish-Fisher's
+    # skewness term; a short tail never narrows the threshold
+    oriented = values if side == "above" else -values
+    skew = float(sps.skew(oriented, bias=False)) if values.size >= 3 and spread > 0 else 0.0
+    z += max(0.0, min(skew, 2.0)) * (z * z - 1.0) / 6.0 if math.isfinite(skew) else 0.0
     if side == "above":
         value = max(center + z * spread, float(values.max()) + 0.1 * spread)
     else:
@@ -133,10 +158,28 @@ def reference_split(n: int, *, calibration_share: float, random_state: int) -> t
     return np.sort(order[n_cal:]), np.sort(order[:n_cal])
 
 
-def bootstrap_windows(n: int, *, window_size: int, n_windows: int, random_state: int) -> np.ndarray:
-    """Row indices of ``n_windows`` windows of ``window_size`` rows drawn with replacement from ``n``."""
+def bootstrap_windows(n: int, *, window_size: int, n_windows: int, random_state: int,
+                      replace: bool = True) -> np.ndarray:
+    """Row indices of ``n_windows`` windows of ``window_size`` rows drawn from ``0 .. n-1``.
+
+    With ``replace=False`` each window holds distinct rows (a random subset of an i.i.d. sample
+    is itself an i.i.d. sample: what statistics on pairs of rows - silhouettes, MMD - need, as a
+    duplicated row sits at distance 0 from its copy); when ``n < window_size`` rows must repeat
+    and the draw falls back to replacement.
+    """
     rng = np.random.default_rng(random_state)
-    return rng.integers(0, n, size=(n_windows, window_size))
+    if replace or n < window_size:
+        return rng.integers(0, n, size=(n_windows, window_size))
+    return np.stack([rng.choice(n, size=window_size, replace=False) for _ in range(n_windows)])
+
+
+def finite_population_factor(n: int, window_size: int) -> float:
+    """``sqrt((n - 1) / (n - window_size))``: how much more independent windows of ``window_size``
+    rows vary than windows drawn without replacement from the same ``n`` rows (1 when
+    ``n <= window_size``, where :func:`bootstrap_windows` draws with replacement)."""
+    if n <= window_size:
+        return 1.0
+    return float(math.sqrt((n - 1) / (n - window_size)))
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,8 @@ Every monitor here projects embeddings with a PCA fitted on the fit part of the 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from scipy import stats as sps
 from sklearn.decomposition import PCA
@@ -32,8 +34,10 @@ from hardcase.miner._validation import (
 from hardcase.miner.monitors._base import (
     Monitor,
     SignalResult,
+    Threshold,
     bootstrap_windows,
     calibrate_threshold,
+    finite_population_factor,
     reference_split,
 )
 from hardcase.miner.monitors.outputs import MIN_CLASS_COUNT
@@ -84,10 +88,13 @@ class ClusterHealthMonitor(_EmbeddingMonitor):
     """Silhouette of the embeddings grouped by predicted class: are the class clusters blurring?
 
     Statistic: the window's mean silhouette (Euclidean, in the reference PCA space, labels =
-    predicted classes), alerting *below* its bootstrap threshold. Per class: the mean silhouette
-    of the samples predicted as that class; a class moved when its drop below its bootstrap mean
-    exceeds ``z(1 - alpha)`` bootstrap standard deviations. A window predicting a single class
-    has no silhouette: the statistic is then -1 (the worst).
+    predicted classes), alerting *below* its bootstrap threshold. The bootstrap windows hold
+    distinct rows of the calibration part (a duplicated row sits at distance 0 from its copy
+    and would make the reference look tighter than any real window), with the finite-population
+    correction of the spread. Per class: the mean silhouette of the samples predicted as that
+    class, with its own bootstrap threshold at ``alpha / K``; the classes moved are those past
+    their own threshold, furthest first. A window predicting a single class has no silhouette:
+    the statistic is then -1 (the worst).
 
     Parameters
     ----------
@@ -112,7 +119,8 @@ class ClusterHealthMonitor(_EmbeddingMonitor):
         self.n_classes_ = k
         pred = probs.argmax(axis=1)
         windows = bootstrap_windows(len(cal_rows), window_size=self.window_size, n_windows=self.n_bootstrap,
-                                    random_state=self.random_state + 5)
+                                    random_state=self.random_state + 5, replace=False)
+        factor = finite_population_factor(len(cal_rows), self.window_size)
         overall, per_class = [], []
         for w in windows:
             rows = cal_rows[w]
@@ -120,11 +128,16 @@ class ClusterHealthMonitor(_EmbeddingMonitor):
             overall.append(s)
             per_class.append(c)
         per_class = np.array(per_class)
-        with np.errstate(invalid="ignore"):
+        with np.errstate(invalid="ignore"), _quiet():
             self.class_mean_ = np.nanmean(per_class, axis=0)
-            self.class_sd_ = np.maximum(np.nanstd(per_class, axis=0, ddof=1), 1e-3)
+        self.class_thresholds_ = []
+        for c in range(k):
+            column = per_class[:, c]
+            ok = np.isfinite(column)
+            self.class_thresholds_.append(calibrate_threshold(column[ok], side="below", alpha=self.alpha / k,
+                                                              spread_factor=factor) if ok.sum() >= 10 else None)
         self.reference_silhouette_ = float(np.mean(overall))
-        self.threshold_ = calibrate_threshold(overall, side="below", alpha=self.alpha)
+        self.threshold_ = calibrate_threshold(overall, side="below", alpha=self.alpha, spread_factor=factor)
         return self
 
     def _silhouette(self, z: np.ndarray, pred: np.ndarray) -> tuple[float, np.ndarray]:
@@ -153,16 +166,21 @@ class ClusterHealthMonitor(_EmbeddingMonitor):
         else:
             values = np.full(len(pred), np.nan)
         statistic, per_class = self._silhouette(z, pred)
-        drop = (self.class_mean_ - per_class) / self.class_sd_
-        bar = float(sps.norm.isf(self.alpha))
-        order = np.argsort(-np.nan_to_num(drop, nan=-np.inf), kind="stable")
-        moved = [int(c) for c in order if np.isfinite(drop[c]) and drop[c] > bar]
+        past = np.full(self.n_classes_, np.nan)
+        for c, threshold in enumerate(self.class_thresholds_):
+            if threshold is not None and np.isfinite(per_class[c]) and threshold.passed(per_class[c]):
+                past[c] = threshold.severity(per_class[c])
+        order = np.argsort(-np.nan_to_num(past, nan=-np.inf), kind="stable")
+        moved = [int(c) for c in order if np.isfinite(past[c])]
+        drop = np.array([t.severity(v) if t is not None and np.isfinite(v) else np.nan
+                         for t, v in zip(self.class_thresholds_, per_class, strict=True)])
         alert = self.threshold_.passed(statistic)
         message = ""
         if alert:
             message = f"class clusters blurred: silhouette {statistic:.3f} where the reference has {self.reference_silhouette_:.3f}"
             if moved:
-                message += "; most in class " + ", ".join(str(c) for c in moved[:3])
+                message += "; most in class " + ", ".join(
+                    f"{c} ({per_class[c]:.3f}, reference {self.class_mean_[c]:.3f})" for c in moved[:3])
         return values, SignalResult(
             signal="cluster_health", statistic=statistic, threshold=self.threshold_, alert=alert,
             per_class={c: float(per_class[c]) for c in range(self.n_classes_)}, classes_moved=tuple(moved),
@@ -170,6 +188,18 @@ class ClusterHealthMonitor(_EmbeddingMonitor):
                     "n_components": int(self.space_.n_components_)},
             message=message,
         )
+
+
+class _quiet:
+    def __enter__(self):
+        import warnings
+
+        self._ctx = warnings.catch_warnings()
+        self._ctx.__enter__()
+        warnings.simplefilter("ignore", RuntimeWarning)
+
+    def __exit__(self, *exc):
+        return self._ctx.__exit__(*exc)
 
 
 def _bincount(pred: np.ndarray, k: int) -> np.ndarray:
@@ -187,8 +217,9 @@ class EmbeddingDriftMonitor(_EmbeddingMonitor):
     is a permutation test (``n_permutations``) of the window against ``reference_size``
     reference rows. ``"ks"``: ``scipy.stats.ks_2samp`` per PCA component; the statistic is the
     Bonferroni p-value ``min(1, D * min p)``. Either way the alert threshold on the statistic
-    comes from bootstrap windows of the calibration part of the reference (above for MMD,
-    below for the KS p-value), not from the test's nominal level.
+    comes from bootstrap windows (distinct rows, finite-population corrected) of the
+    calibration part of the reference (above for MMD; below for the KS p-value, calibrated on
+    ``-log10 p``), not from the test's nominal level.
 
     Parameters
     ----------
@@ -230,10 +261,18 @@ class EmbeddingDriftMonitor(_EmbeddingMonitor):
         self.bandwidth_ = float(np.median(distances[np.triu_indices_from(distances, k=1)]))
         self._k_rr = self._kernel(self.reference_, self.reference_)
         windows = bootstrap_windows(len(cal_rows), window_size=self.window_size, n_windows=self.n_bootstrap,
-                                    random_state=self.random_state + 7)
-        null = [self._statistic(z[cal_rows[w]])[0] for w in windows]
-        side = "above" if self.method == "mmd" else "below"
-        self.threshold_ = calibrate_threshold(null, side=side, alpha=self.alpha)
+                                    random_state=self.random_state + 7, replace=False)
+        null = np.array([self._statistic(z[cal_rows[w]])[0] for w in windows])
+        factor = finite_population_factor(len(cal_rows), self.window_size)
+        if self.method == "mmd":
+            self.threshold_ = calibrate_threshold(null, side="above", alpha=self.alpha, spread_factor=factor)
+        else:
+            # p-values span orders of magnitude: calibrate on -log10 p, alert below its threshold
+            log_null = -np.log10(np.maximum(null, 1e-300))
+            log_threshold = calibrate_threshold(log_null, side="above", alpha=self.alpha, spread_factor=factor)
+            self.threshold_ = Threshold(value=float(10.0 ** -log_threshold.value), side="below",
+                                        center=float(np.median(null)), spread=float(null.std(ddof=1)),
+                                        alpha=float(self.alpha))
         return self
 
     def _kernel(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -300,14 +339,21 @@ OOD_METHODS = ("knn", "gmm")
 class OODMonitor(_EmbeddingMonitor):
     """The share of a window's samples unlike anything in the reference.
 
-    A sample's OOD score is its distance to the ``k``-th nearest reference embedding
-    (``"knn"``) or minus its log-likelihood under a ``GaussianMixture`` of ``n_mixture``
-    components (``"gmm"``), both in the reference PCA space fitted on the fit part. The cutoff is
-    the ``1 - quantile`` quantile of the scores of the *calibration* part (rows the space and
-    the density never saw), so about ``quantile`` of new reference-like samples pass it. The
-    statistic is the window's share past the cutoff, alerting above its bootstrap threshold.
-    Per class: the share among the samples predicted as each class; a class moved when its
-    count is beyond a binomial ``alpha / K`` tail.
+    A sample's OOD score (the values :meth:`score` returns, one per sample; **higher = more out
+    of distribution**) is its Euclidean distance to the ``k``-th nearest fit-part reference
+    embedding (``"knn"``) or minus its log-likelihood under a ``GaussianMixture`` of
+    ``n_mixture`` components (``"gmm"``), both in the reference PCA space fitted on the fit
+    part. The cutoff ``cutoff_`` is the ``m``-th largest score of the *calibration* part (rows
+    the space and the density never saw), ``m = ceil(quantile * N_cal)``, so about ``quantile``
+    of new reference-like samples pass it. The statistic is the window's share past the cutoff.
+
+    Its threshold is exact and distribution-free: the chance that a new reference-like sample
+    scores above the ``m``-th largest of ``N_cal`` scores is Beta(m, N_cal - m + 1)
+    distributed (order statistics), so the count past the cutoff in a window of n such samples
+    is beta-binomial, and the alert fires past its ``1 - alpha`` quantile (a normal fit to
+    bootstrap shares would understate this skewed tail). Per class: the share among the
+    samples predicted as each class; a class moved when its count is beyond the beta-binomial
+    ``alpha / K`` tail of its own number of predictions.
 
     Parameters
     ----------
@@ -348,15 +394,23 @@ class OODMonitor(_EmbeddingMonitor):
         else:
             self.mixture_ = GaussianMixture(n_components=min(self.n_mixture, len(fit_rows)), covariance_type="full",
                                             reg_covar=1e-4, random_state=self.random_state).fit(z[fit_rows])
-        cal_scores = self._ood_scores(z[cal_rows])
-        self.cutoff_ = float(np.quantile(cal_scores, 1.0 - self.quantile))
+        cal_scores = np.sort(self._ood_scores(z[cal_rows]))
+        n_cal = len(cal_scores)
+        m = int(min(n_cal, max(1, math.ceil(float(self.quantile) * n_cal))))
+        self.cutoff_ = float(cal_scores[n_cal - m])
         self.n_classes_ = probs.shape[1] if probs is not None else None
-        past = (cal_scores > self.cutoff_).astype(np.float64)
-        windows = bootstrap_windows(len(cal_rows), window_size=self.window_size, n_windows=self.n_bootstrap,
-                                    random_state=self.random_state + 9)
-        self.reference_rate_ = float(past.mean())
-        self.threshold_ = calibrate_threshold(past[windows].mean(axis=1), side="above", alpha=self.alpha)
+        #: Beta parameters of the chance that a reference-like sample scores above ``cutoff_``
+        self.exceedance_ = (float(m), float(n_cal - m + 1))
+        self.reference_rate_ = m / (n_cal + 1.0)
+        self.threshold_ = self._threshold(self.window_size, self.alpha)
         return self
+
+    def _threshold(self, n: int, alpha: float) -> Threshold:
+        a, b = self.exceedance_
+        null = sps.betabinom(int(n), a, b)
+        count = float(null.isf(alpha))  # P(count > count) <= alpha
+        return Threshold(value=count / n, side="above", center=float(null.mean()) / n,
+                         spread=float(null.std()) / n, alpha=float(alpha))
 
     def _ood_scores(self, z: np.ndarray) -> np.ndarray:
         if self.method == "knn":
@@ -365,13 +419,19 @@ class OODMonitor(_EmbeddingMonitor):
         return -self.mixture_.score_samples(z)
 
     def score(self, embeddings, pred_probs=None) -> tuple[np.ndarray, SignalResult]:
-        """Per-sample OOD scores (N,; higher = less like the reference) and the result (``statistic`` = OOD share)."""
+        """Per-sample OOD scores (N,) and the result (``statistic`` = the share past ``cutoff_``).
+
+        The scores: the distance to the ``k``-th nearest reference embedding (``"knn"``) or the
+        negative log-likelihood under the mixture (``"gmm"``), in the reference PCA space;
+        higher = more out of distribution; above ``cutoff_`` = out of distribution.
+        """
         self._check_fitted()
         emb, probs = _check_window(embeddings, pred_probs, self.n_features_in_)
         z = self.space_.transform(emb).astype(np.float64)
         scores = self._ood_scores(z)
         past = scores > self.cutoff_
         statistic = float(past.mean())
+        threshold = self.threshold_ if len(scores) == self.window_size else self._threshold(len(scores), self.alpha)
         per_class, moved = None, []
         if probs is not None:
             k = probs.shape[1]
@@ -380,17 +440,21 @@ class OODMonitor(_EmbeddingMonitor):
             hits = np.bincount(pred, weights=past.astype(np.float64), minlength=k)
             with np.errstate(invalid="ignore", divide="ignore"):
                 shares = hits / counts
-            tail = sps.binom.sf(hits - 1, counts.astype(np.int64), max(self.reference_rate_, 1e-3))
+            a, b = self.exceedance_
+            with np.errstate(invalid="ignore", divide="ignore"):
+                tail = np.where(hits > 0, sps.betabinom.sf(hits - 1, counts.astype(np.int64), a, b), 1.0)
             order = np.argsort(tail, kind="stable")
             moved = [int(c) for c in order if counts[c] >= MIN_CLASS_COUNT and tail[c] < self.alpha / k]
             per_class = {c: float(shares[c]) for c in range(k)}
-        alert = self.threshold_.passed(statistic)
+        alert = threshold.passed(statistic)
         message = ""
         if alert:
             message = (f"{100 * statistic:.1f}% of the window is unlike the reference "
                        f"(reference {100 * self.reference_rate_:.1f}%)")
+            if moved:
+                message += "; most in class " + ", ".join(f"{c} ({100 * per_class[c]:.0f}%)" for c in moved[:3])
         return scores, SignalResult(
-            signal="ood", statistic=statistic, threshold=self.threshold_, alert=alert, per_class=per_class,
+            signal="ood", statistic=statistic, threshold=threshold, alert=alert, per_class=per_class,
             classes_moved=tuple(moved), detail={"method": self.method, "cutoff": self.cutoff_,
                                                 "reference_rate": self.reference_rate_},
             message=message,

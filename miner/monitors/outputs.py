@@ -16,6 +16,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from scipy import stats as sps
 from sklearn.isotonic import IsotonicRegression
@@ -134,8 +136,10 @@ class ConfidenceMonitor(Monitor):
 
     Per class with at least ``MIN_CLASS_COUNT`` predictions in the window, the drop
     ``z_k = (reference mean_k - window mean_k) / (reference sd_k / sqrt(n_k))``; the statistic
-    is the largest ``z_k`` (a drop in any class), alerting above its bootstrap threshold. The
-    canaries (``classes_moved``) are the classes with ``z_k > z(1 - alpha)``, largest first.
+    is the largest ``z_k`` (a drop in any class), alerting above its bootstrap threshold. Each
+    class also has its own bootstrap threshold on ``z_k`` (at ``alpha / K``): the canaries
+    (``classes_moved``) are the classes past their own threshold, furthest first (in reference
+    standard deviations of their own bootstrap ``z_k``).
 
     Parameters
     ----------
@@ -151,7 +155,8 @@ class ConfidenceMonitor(Monitor):
         self.random_state = random_state
 
     def fit(self, pred_probs) -> ConfidenceMonitor:
-        """Learn ``class_mean_`` and ``class_sd_`` (K,), ``mean_confidence_`` and ``threshold_``."""
+        """Learn ``class_mean_`` and ``class_sd_`` (K,), ``mean_confidence_``, ``threshold_`` and the
+        per-class ``class_thresholds_`` (K Thresholds, None for a class too rare to calibrate)."""
         self._check_settings()
         probs = check_pred_probs(pred_probs)
         n, k = probs.shape
@@ -171,8 +176,15 @@ class ConfidenceMonitor(Monitor):
         self.mean_confidence_ = float(conf[fit_rows].mean())
         windows = bootstrap_windows(len(cal_rows), window_size=self.window_size, n_windows=self.n_bootstrap,
                                     random_state=self.random_state + 2)
-        null = [self._drops(conf[cal_rows][w], pred[cal_rows][w])[0] for w in windows]
-        self.threshold_ = calibrate_threshold(null, side="above", alpha=self.alpha)
+        drops = [self._drops(conf[cal_rows][w], pred[cal_rows][w]) for w in windows]
+        self.threshold_ = calibrate_threshold([d[0] for d in drops], side="above", alpha=self.alpha)
+        per_class = np.array([d[2] for d in drops])
+        self.class_thresholds_ = []
+        for c in range(k):
+            column = per_class[:, c]
+            ok = np.isfinite(column)
+            self.class_thresholds_.append(
+                calibrate_threshold(column[ok], side="above", alpha=self.alpha / k) if ok.sum() >= 10 else None)
         return self
 
     def _drops(self, conf: np.ndarray, pred: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
@@ -191,23 +203,31 @@ class ConfidenceMonitor(Monitor):
         self._check_fitted()
         probs = check_pred_probs(pred_probs)
         _check_k(probs, self.n_classes_)
+        if probs.shape[0] == 0:
+            raise ValueError("pred_probs has no rows; a window needs at least one")
         conf, pred = probs.max(axis=1), probs.argmax(axis=1)
         statistic, window_mean, z = self._drops(conf, pred)
-        bar = float(sps.norm.isf(self.alpha))
-        order = np.argsort(-np.nan_to_num(z, nan=-np.inf), kind="stable")
-        moved = [int(c) for c in order if np.isfinite(z[c]) and z[c] > bar]
+        past = np.full(self.n_classes_, np.nan)
+        for c, threshold in enumerate(self.class_thresholds_):
+            if threshold is not None and np.isfinite(z[c]) and threshold.passed(z[c]):
+                past[c] = threshold.severity(z[c])
+        order = np.argsort(-np.nan_to_num(past, nan=-np.inf), kind="stable")
+        moved = [int(c) for c in order if np.isfinite(past[c])]
         alert = self.threshold_.passed(statistic)
         message = ""
         if alert:
-            top = moved[:3] or [int(order[0])]
-            parts = [f"class {c} {window_mean[c]:.2f} (reference {self.class_mean_[c]:.2f})" for c in top]
+            top = moved[:3]
+            if not top and np.isfinite(z).any():
+                top = [int(np.nanargmax(z))]
+            parts = [f"class {c} {window_mean[c]:.3f} (reference {self.class_mean_[c]:.3f}, {z[c]:.1f} standard errors)"
+                     for c in top]
             message = "confidence dropped: " + ", ".join(parts)
         return window_mean, SignalResult(
             signal="confidence", statistic=statistic, threshold=self.threshold_, alert=alert,
             per_class={c: float(window_mean[c]) for c in range(self.n_classes_)}, classes_moved=tuple(moved),
-            detail={"mean_confidence": float(conf.mean()) if conf.size else float("nan"),
-                    "reference_mean_confidence": self.mean_confidence_, "drop_z": z.tolist(),
-                    "reference_class_mean": self.class_mean_.tolist()},
+            detail={"mean_confidence": float(conf.mean()), "reference_mean_confidence": self.mean_confidence_,
+                    "drop_z": z.tolist(), "reference_class_mean": self.class_mean_.tolist(),
+                    "class_thresholds": [None if t is None else t.value for t in self.class_thresholds_]},
             message=message,
         )
 
@@ -237,9 +257,14 @@ class AccuracyEstimator(Monitor):
         (``sklearn.isotonic.IsotonicRegression``); the estimate is the window's mean
         calibrated confidence.
 
-    The interval is a percentile bootstrap over the window's per-sample estimates
-    (``interval`` coverage). The alert fires when the estimate falls below the bootstrap
-    threshold of the reference's estimates.
+    The interval is for the window's true accuracy: the estimate plus the ``(1 - interval) / 2``
+    and ``(1 + interval) / 2`` quantiles of ``truth - estimate`` over the bootstrap windows of
+    the calibration part (which hold both the estimate's error and the window's sampling
+    noise), scaled by ``sqrt(window_size / n)`` for a window of another size, and widened to
+    hold a percentile bootstrap of the window's own per-sample estimates. The alert fires
+    when the estimate falls below the bootstrap threshold of the reference's estimates; the
+    classes moved are those whose estimated accuracy fell most below their own reference
+    estimate (by more than ``class_drop``, at least ``MIN_CLASS_COUNT`` predictions).
 
     Parameters
     ----------
@@ -247,14 +272,17 @@ class AccuracyEstimator(Monitor):
         ``"atc"`` (default), ``"atc_mc"`` or ``"cbpe"``.
     interval : float
         Coverage of the interval, e.g. 0.95.
+    class_drop : float
+        A class moved when its estimated accuracy is this much below its reference estimate.
     Others as :class:`LabelShiftMonitor`.
     """
 
-    def __init__(self, *, method: str = "atc", interval: float = 0.95, window_size: int = 300,
-                 n_bootstrap: int = 200, alpha: float = 0.001, calibration_share: float = 0.5,
-                 random_state: int = 0) -> None:
+    def __init__(self, *, method: str = "atc", interval: float = 0.95, class_drop: float = 0.1,
+                 window_size: int = 300, n_bootstrap: int = 200, alpha: float = 0.001,
+                 calibration_share: float = 0.5, random_state: int = 0) -> None:
         self.method = method
         self.interval = interval
+        self.class_drop = class_drop
         self.window_size = window_size
         self.n_bootstrap = n_bootstrap
         self.alpha = alpha
@@ -292,6 +320,14 @@ class AccuracyEstimator(Monitor):
         truths = correct[cal_rows][windows].mean(axis=1)
         #: mean absolute error of the estimate on the reference's bootstrap windows
         self.calibration_error_ = float(np.abs(estimates - truths).mean())
+        tail = (1.0 - float(self.interval)) / 2
+        #: quantiles of (true - estimated accuracy) on the reference's bootstrap windows
+        self.error_quantiles_ = tuple(float(v) for v in np.quantile(truths - estimates, [tail, 1.0 - tail]))
+        cal_pred = probs[cal_rows].argmax(axis=1)
+        counts = _counts(cal_pred, k)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            #: estimated accuracy per predicted class on the calibration part (K,)
+            self.class_estimate_ = np.bincount(cal_pred, weights=per_sample, minlength=k) / counts
         self.threshold_ = calibrate_threshold(estimates, side="below", alpha=self.alpha)
         return self
 
@@ -317,10 +353,7 @@ class AccuracyEstimator(Monitor):
             raise ValueError("pred_probs has no rows; a window needs at least one")
         values = self._per_sample(probs)
         estimate = float(values.mean())
-        rng = np.random.default_rng(self.random_state + 4)
-        resampled = values[rng.integers(0, n, size=(500, n))].mean(axis=1)
-        tail = (1.0 - float(self.interval)) / 2
-        low, high = (float(v) for v in np.quantile(resampled, [tail, 1.0 - tail]))
+        low, high = self._interval(values, estimate)
         pred = probs.argmax(axis=1)
         counts = _counts(pred, self.n_classes_)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -335,16 +368,32 @@ class AccuracyEstimator(Monitor):
                 detail["true_accuracy"] = truth
                 detail["error"] = estimate - truth
         alert = self.threshold_.passed(estimate)
-        drops = self.reference_accuracy_ - per_class
+        drops = self.class_estimate_ - per_class
+        drops[(counts < MIN_CLASS_COUNT) | ~np.isfinite(drops)] = np.nan
         order = np.argsort(-np.nan_to_num(drops, nan=-np.inf), kind="stable")
-        moved = [int(c) for c in order if counts[c] >= MIN_CLASS_COUNT and drops[c] > 0.1]
-        message = (f"estimated accuracy {100 * estimate:.1f}% ({100 * low:.0f}-{100 * high:.0f}%) where the "
-                   f"reference has {100 * self.reference_accuracy_:.1f}%") if alert else ""
+        moved = [int(c) for c in order if np.isfinite(drops[c]) and drops[c] > self.class_drop]
+        message = ""
+        if alert:
+            message = (f"estimated accuracy {100 * estimate:.1f}% ({100 * low:.0f}-{100 * high:.0f}%) where the "
+                       f"reference has {100 * self.reference_accuracy_:.1f}%")
+            if moved:
+                message += "; most lost in class " + ", ".join(
+                    f"{c} ({100 * per_class[c]:.0f}%, reference {100 * self.class_estimate_[c]:.0f}%)" for c in moved[:3])
         return values, SignalResult(
             signal="accuracy", statistic=estimate, threshold=self.threshold_, alert=alert,
             per_class={c: float(per_class[c]) for c in range(self.n_classes_)}, classes_moved=tuple(moved),
             detail=detail, message=message,
         )
+
+    def _interval(self, values: np.ndarray, estimate: float) -> tuple[float, float]:
+        n = len(values)
+        scale = math.sqrt(self.window_size / n)
+        low, high = estimate + scale * self.error_quantiles_[0], estimate + scale * self.error_quantiles_[1]
+        rng = np.random.default_rng(self.random_state + 4)
+        resampled = values[rng.integers(0, n, size=(500, n))].mean(axis=1)
+        tail = (1.0 - float(self.interval)) / 2
+        b_low, b_high = (float(v) for v in np.quantile(resampled, [tail, 1.0 - tail]))
+        return max(0.0, min(low, b_low)), min(1.0, max(high, b_high))
 
 
 class KSOutputTest(Monitor):
@@ -352,49 +401,89 @@ class KSOutputTest(Monitor):
 
     Each of the K columns of ``pred_probs`` is compared with the reference's by
     ``scipy.stats.ks_2samp``; the window's p-value is ``min(1, K * min p)`` and the alert fires
-    when it is below ``alpha`` (0.05 in the paper). No bootstrap calibration: the level is the
-    test's own, which assumes the reference and the stream come from one distribution.
+    when it is below ``alpha`` (0.05 in the paper). No bootstrap calibration by default: the
+    level is the test's own, which assumes the reference and the stream come from one
+    distribution (a stream from a slightly different population than the reference alerts far
+    more often than ``alpha``). With ``calibrate=True`` the reference is split as the other
+    monitors split it and the threshold on the Bonferroni p-value comes from bootstrap windows
+    of the calibration part at the per-window false-alert rate ``alpha`` (the same test at a
+    calibrated level, for comparisons at equal false-alert rates).
 
     Parameters
     ----------
     alpha : float
-        The test level (default 0.05).
+        The test level (default 0.05), or the per-window false-alert rate with ``calibrate``.
     reference_size : int
         Reference rows kept (a seeded draw; all when fewer).
+    calibrate : bool
+        Calibrate the threshold on bootstrap windows of the reference.
+    window_size, n_bootstrap, calibration_share
+        As :class:`LabelShiftMonitor` (used with ``calibrate``).
     random_state : int
     """
 
     _fitted_attribute = "reference_"
 
-    def __init__(self, *, alpha: float = 0.05, reference_size: int = 1000, random_state: int = 0) -> None:
+    def __init__(self, *, alpha: float = 0.05, reference_size: int = 1000, calibrate: bool = False,
+                 window_size: int = 300, n_bootstrap: int = 200, calibration_share: float = 0.5,
+                 random_state: int = 0) -> None:
         self.alpha = alpha
         self.reference_size = reference_size
+        self.calibrate = calibrate
+        self.window_size = window_size
+        self.n_bootstrap = n_bootstrap
+        self.calibration_share = calibration_share
         self.random_state = random_state
 
     def fit(self, pred_probs) -> KSOutputTest:
-        """Keep ``reference_`` (the reference outputs) and the fixed ``threshold_``."""
+        """Keep ``reference_`` (the reference outputs) and ``threshold_`` (fixed, or calibrated)."""
         probs = check_pred_probs(pred_probs)
         size = check_positive_int(self.reference_size, name="reference_size")
-        if len(probs) > size:
-            rows = np.random.default_rng(self.random_state).choice(len(probs), size=size, replace=False)
-            probs = probs[np.sort(rows)]
-        self.reference_ = probs
-        self.threshold_ = Threshold(value=float(self.alpha), side="below", center=0.5, spread=0.29,
-                                    alpha=float(self.alpha))
+        if self.calibrate:
+            self._check_settings()
+        elif not 0.0 < float(self.alpha) < 1.0:
+            raise ValueError(f"alpha must be in (0, 1), got {self.alpha!r}")
+        rows = np.arange(len(probs))
+        cal_rows = None
+        if self.calibrate:
+            rows, cal_rows = reference_split(len(probs), calibration_share=self.calibration_share,
+                                             random_state=self.random_state)
+        if len(rows) > size:
+            rows = np.sort(np.random.default_rng(self.random_state).choice(rows, size=size, replace=False))
+        self.reference_ = probs[rows]
+        if self.calibrate:
+            windows = bootstrap_windows(len(cal_rows), window_size=self.window_size, n_windows=self.n_bootstrap,
+                                        random_state=self.random_state + 11, replace=False)
+            null = [self._test(probs[cal_rows[w]])[1] for w in windows]
+            # p-values span orders of magnitude: calibrate on -log10 p (above)
+            log_threshold = calibrate_threshold(-np.log10(np.maximum(null, 1e-300)), side="above", alpha=self.alpha)
+            value = float(10.0 ** -log_threshold.value)
+            self.threshold_ = Threshold(value=value, side="below", center=float(np.median(null)),
+                                        spread=float(np.std(null)), alpha=float(self.alpha))
+        else:
+            self.threshold_ = Threshold(value=float(self.alpha), side="below", center=0.5, spread=0.29,
+                                        alpha=float(self.alpha))
         return self
+
+    def _test(self, probs: np.ndarray) -> tuple[np.ndarray, float]:
+        k = probs.shape[1]
+        p = np.array([sps.ks_2samp(self.reference_[:, c], probs[:, c]).pvalue for c in range(k)])
+        return p, float(min(1.0, k * p.min()))
 
     def score(self, pred_probs) -> tuple[np.ndarray, SignalResult]:
         """Per-column KS p-values (K,) and the result (``statistic`` = the Bonferroni p-value)."""
         self._check_fitted()
         probs = check_pred_probs(pred_probs)
         _check_k(probs, self.reference_.shape[1])
+        if probs.shape[0] == 0:
+            raise ValueError("pred_probs has no rows; a window needs at least one")
         k = probs.shape[1]
-        p = np.array([sps.ks_2samp(self.reference_[:, c], probs[:, c]).pvalue for c in range(k)])
-        bonferroni = float(min(1.0, k * p.min()))
-        alert = bonferroni < self.alpha
+        p, bonferroni = self._test(probs)
+        alert = self.threshold_.passed(bonferroni)
         return p, SignalResult(
             signal="ks_outputs", statistic=bonferroni, threshold=self.threshold_, alert=alert, p_value=bonferroni,
             per_class={c: float(p[c]) for c in range(k)},
-            classes_moved=tuple(int(c) for c in np.argsort(p, kind="stable") if p[c] * k < self.alpha),
-            message=f"outputs drifted (KS, Bonferroni p = {bonferroni:.2g})" if alert else "",
+            classes_moved=tuple(int(c) for c in np.argsort(p, kind="stable") if p[c] * k < self.threshold_.value),
+            message=(f"outputs drifted (KS, Bonferroni p = {bonferroni:.2g}, threshold {self.threshold_.value:.2g})"
+                     if alert else ""),
         )

@@ -65,19 +65,26 @@ class RootCause:
                           "null_share": self.null_share, "n_samples": self.n_samples, "detail": self.detail})
 
 
-def statistical_cause(report) -> RootCause | None:
+def statistical_cause(report, *, soft: bool = False) -> RootCause | None:
     """An environment change or an input-statistics change behind a window, or None.
 
     Parameters
     ----------
     report : WindowReport
+    soft : bool
+        Also name ``pipeline`` when the integrity signal alerted on soft moves alone (a mean
+        intensity or contrast a few standard errors off, one class's statistics): what
+        :func:`hardcase.models.drift.explain_window` does once no shared transform explains the
+        window. By default only pipeline-grade failures count (shape, dtype, NaNs, values
+        outside the reference's range, blank images, a gross change of intensity or contrast):
+        a tilting camera lowers the contrast a little too, and that is no pipeline change.
 
     Returns
     -------
     RootCause or None
         ``environment`` when the library versions or the model hash differ from the
-        reference's; ``pipeline`` when the input-integrity checks failed (the message quotes
-        them, e.g. "mean intensity 0.13 where the reference has 33.3"); else None (ask
+        reference's; ``pipeline`` when the input-integrity checks failed as above (the message
+        quotes them, e.g. "mean intensity 0.13 where the reference has 33.3"); else None (ask
         :func:`hardcase.models.drift.explain_window` whether a transform explains it).
     """
     if report.environment_changes:
@@ -85,9 +92,16 @@ def statistical_cause(report) -> RootCause | None:
         return RootCause(kind="environment", message=f"the environment changed: {changes}",
                          detail={"changes": report.environment_changes})
     integrity = report.signals.get("integrity")
-    if integrity is not None and integrity.alert:
-        failed = integrity.detail.get("failed", {})
-        text = "; ".join(failed.values()) if failed else integrity.message
+    if integrity is None or not integrity.alert:
+        return None
+    failed = integrity.detail.get("failed", {})
+    grade = [key for key in integrity.detail.get("pipeline", list(failed)) if key in failed]
+    if grade:
+        text = "; ".join(failed[key] for key in grade)
         return RootCause(kind="pipeline", message=f"the input statistics moved (a units or pipeline change): {text}",
-                         detail={"failed": failed})
+                         detail={"failed": failed, "pipeline": grade})
+    if soft:
+        text = "; ".join(failed.values()) if failed else integrity.message
+        return RootCause(kind="pipeline", message=f"the input statistics moved: {text}",
+                         detail={"failed": failed, "pipeline": []})
     return None

@@ -15,7 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from hardcase.miner._validation import check_fraction, check_positive_int, check_pred_probs
+from sklearn.decomposition import PCA
+
+from hardcase.miner._validation import check_embeddings, check_fraction, check_positive_int, check_pred_probs
 from hardcase.miner.monitors._base import Monitor, SignalResult, _jsonable
 from hardcase.miner.monitors.embedding import (
     ClusterHealthMonitor,
@@ -87,9 +89,16 @@ class WindowReport:
         lines = []
         for name in self.alerts:
             result = self.signals[name]
-            past = result.severity
-            far = f"{past:.1f} reference sd from the mean" if math.isfinite(past) else "undefined statistic"
-            line = f"[{name}] {result.message or 'past its threshold'} (statistic {result.statistic:.4g}, threshold {result.threshold.value:.4g}, {far})"
+            excess, spread = result.excess, result.threshold.spread
+            if math.isfinite(excess):
+                far = f"past its threshold {result.threshold.value:.4g} by {abs(excess):.3g}"
+                if spread > 0:
+                    far += f" ({abs(excess) / spread:.1f} reference sd)"
+            else:
+                far = "statistic undefined"
+            if not result.threshold.passed(result.statistic):
+                far = f"within its threshold {result.threshold.value:.4g}, alerting on a failed check"
+            line = f"[{name}] {result.message or 'past its threshold'} (statistic {result.statistic:.4g}, {far})"
             if result.classes_moved:
                 line += "; classes first: " + ", ".join(self.class_name(c) for c in result.classes_moved[:3])
             lines.append(line)
@@ -184,7 +193,9 @@ class WindowMonitor(Monitor):
         -------
         self
             With ``monitors_`` (signal -> fitted monitor), ``signals_`` (the fitted signals),
-            ``n_classes_``, ``class_names_``, ``environment_``.
+            ``n_classes_``, ``class_names_``, ``environment_``, ``confident_thresholds_`` and
+            ``projection_`` (the 2-D PCA of the reference embeddings behind :meth:`project`;
+            None without embeddings).
         """
         check_positive_int(self.window_size, name="window_size")
         check_fraction(self.alpha, name="alpha")
@@ -230,7 +241,7 @@ class WindowMonitor(Monitor):
                 monitors[name] = OODMonitor(method=self.ood_method, n_components=self.n_components, **common,
                                             **split).fit(embeddings, probs)
             elif name == "integrity":
-                monitors[name] = InputIntegrityMonitor(**common).fit(images)
+                monitors[name] = InputIntegrityMonitor(**common).fit(images, probs)
         self.n_classes_ = k
         self.class_names_ = tuple(self.class_names) if self.class_names is not None else tuple(str(c) for c in range(k))
         self.environment_ = dict(environment) if environment else None
@@ -238,8 +249,38 @@ class WindowMonitor(Monitor):
         # reference confidence per predicted class: the bar a restored prediction must reach
         self.confident_thresholds_ = np.nan_to_num(monitors["confidence"].class_mean_, nan=0.5) \
             if "confidence" in monitors else np.full(k, 0.5)
+        self.projection_ = None
+        if embeddings is not None:
+            emb = check_embeddings(embeddings, n=n, n_name="pred_probs")
+            self.projection_ = PCA(n_components=min(2, emb.shape[1], n), random_state=self.random_state).fit(emb)
         self.monitors_ = monitors
         return self
+
+    def project(self, embeddings) -> np.ndarray:
+        """The 2-D map of embeddings: ``projection_`` (a PCA to 2 dimensions fitted once on the
+        reference embeddings), so every window lands in the same plane.
+
+        Parameters
+        ----------
+        embeddings : array_like, shape (n, D)
+
+        Returns
+        -------
+        np.ndarray, shape (n, 2), float64
+            (A reference with one embedding dimension gives a second column of zeros.)
+        """
+        self._check_fitted()
+        if self.projection_ is None:
+            raise ValueError("this WindowMonitor was fitted without embeddings; fit(..., embeddings) to project them")
+        emb = check_embeddings(embeddings)
+        d = self.projection_.n_features_in_
+        if emb.shape[1] != d:
+            raise ValueError(f"embeddings have D={emb.shape[1]} columns but the monitor was fitted on D={d}")
+        out = np.zeros((emb.shape[0], 2))
+        if emb.shape[0]:
+            xy = self.projection_.transform(emb)
+            out[:, : xy.shape[1]] = xy
+        return out
 
     def score(self, pred_probs, embeddings=None, *, images=None, labels=None, environment=None,
               window=None) -> WindowReport:
@@ -273,8 +314,12 @@ class WindowMonitor(Monitor):
             elif name == "embedding_drift" and embeddings is not None:
                 _, results[name] = monitor.score(embeddings)
             elif name == "integrity" and images is not None:
-                _, results[name] = monitor.score(images)
-        alerts = tuple(sorted((n for n, r in results.items() if r.alert), key=lambda n: -results[n].severity))
+                _, results[name] = monitor.score(images, probs if len(images) == len(probs) else None)
+        def rank(name: str) -> float:
+            result = results[name]  # a failed hard check (within the threshold) is the most definite
+            return math.inf if not result.threshold.passed(result.statistic) else result.severity
+
+        alerts = tuple(sorted((n for n, r in results.items() if r.alert), key=lambda n: -rank(n)))
         moved: list[int] = []
         for alerting in (True, False):
             for name in SIGNALS:

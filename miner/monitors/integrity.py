@@ -184,9 +184,9 @@ class InputIntegrityMonitor(Monitor):
         """
         self._check_fitted()
         arr = _as_array(images, "images")
-        stats = image_statistics(arr)
-        if len(arr) == 0:
+        if arr.ndim >= 1 and len(arr) == 0:
             raise ValueError("images has no rows; a window needs at least one")
+        stats = image_statistics(arr)
         pred = None
         if pred_probs is not None and self.n_classes_ is not None:
             probs = check_pred_probs(pred_probs)

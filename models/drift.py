@@ -226,12 +226,14 @@ def explain_window(
     -------
     RootCause
         ``environment`` / ``pipeline`` (:func:`statistical_cause`), ``transform``, ``pipeline``
-        (soft input moves and no transform), ``rare``, or ``none`` when the window has no
-        low-confidence sample and its inputs did not move.
+        (soft input moves and no transform), ``rare``, or ``none`` when the window raised no
+        alert, or has no low-confidence sample and its inputs did not move.
     """
     cause = statistical_cause(report)
     if cause is not None:
         return cause
+    if not report.alert:
+        return RootCause(kind="none", message="the window raised no alert: nothing to explain")
     bars = monitor.confident_thresholds_
     rows = low_confidence_rows(pred_probs, bars, max_rows=max_samples)
     soft = statistical_cause(report, soft=True)

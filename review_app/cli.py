@@ -115,6 +115,39 @@ def build_parser() -> argparse.ArgumentParser:
     mine.add_argument("--no-suggest", action="store_true", help="skip cause suggestion for the candidates")
     mine.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    monitor = commands.add_parser(
+        "monitor", help="watch a production stream in windows: alerts, their root cause, the worst samples into review")
+    monitor.add_argument("--model", required=True, help=".keras, .h5 or SavedModel directory")
+    monitor.add_argument("--reference", required=True,
+                         help="labelled held-out data the model was not trained on (same formats as --data)")
+    monitor.add_argument("--reference-labels", default=None, help="labels for --reference, when not inside it")
+    monitor.add_argument("--stream", required=True, help="the production data, in order (any --data format)")
+    monitor.add_argument("--stream-labels", default=None, help="labels for --stream where known (true accuracy)")
+    windows = monitor.add_mutually_exclusive_group()
+    windows.add_argument("--window", type=_positive, default=None, help="samples per window (default 300)")
+    windows.add_argument("--by", choices=["t"], default=None,
+                         help="t: one window per timestamp or batch id (npz 't', manifest 'timestamp')")
+    add_db(monitor)
+    monitor.add_argument("--run", required=True, help="name of this monitor run (same name resumes; its alerts "
+                                                      "go to the review run of the same name)")
+    monitor.add_argument("--review", type=int, default=20,
+                         help="samples of each alerting window sent to review (default 20; 0 = none)")
+    monitor.add_argument("--alpha", type=float, default=0.002,
+                         help="per-window false-alert rate of all signals together (default 0.002)")
+    monitor.add_argument("--class-names", type=_class_names, default=None)
+    monitor.add_argument("--scale", choices=["0-1", "0-255", "-1-1"], default=None)
+    monitor.add_argument("--invert", action="store_true", default=None)
+    monitor.add_argument("--channels", type=int, choices=[1, 3], default=None)
+    monitor.add_argument("--size", type=_size, default=None)
+    monitor.add_argument("--resize", action="store_true")
+    monitor.add_argument("--max-pixels", type=_positive, default=None)
+    monitor.add_argument("--allow-outside-root", action="store_true")
+    monitor.add_argument("--embedding-layer", default=None)
+    monitor.add_argument("--batch-size", type=_positive, default=256)
+    monitor.add_argument("--seed", type=int, default=0)
+    monitor.add_argument("--no-suggest", action="store_true", help="skip cause suggestion for the review samples")
+    monitor.add_argument("--quiet", action="store_true", help="no progress bar")
+
     serve = commands.add_parser("serve", help="serve the review app")
     add_db(serve)
     serve.add_argument("--run", default=None)
@@ -128,8 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="export scores, candidates or the fix list")
     add_db(export)
     export.add_argument("--run", required=True)
-    export.add_argument("--what", choices=["scores", "candidates", "fixes", "reviews", "errors", "images"], required=True,
-                        help="images: the relabeled candidates as an image-folder zip (root/<class>/<id>.png)")
+    export.add_argument("--what", choices=["scores", "candidates", "fixes", "reviews", "errors", "images", "windows"],
+                        required=True,
+                        help="images: the relabeled candidates as an image-folder zip (root/<class>/<id>.png); "
+                             "windows: one row per window of a monitor run")
     export.add_argument("--format", choices=["csv", "jsonl", "parquet"], default=None, help="default: from --out's suffix")
     export.add_argument("--out", type=Path, required=True)
 
@@ -183,8 +218,11 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_mine(args) -> int:
+    from hardcase.review_app.workflows.artifacts import run_folder
     from hardcase.review_app.workflows.mining import MiningOptions, mine
 
+    artifacts = args.artifacts or _default_artifacts(args.db)
+    run_folder(artifacts, args.run)  # a name that cannot be a folder fails before any work
     store = _open_store(args.db)
     options = MiningOptions(
         run_name=args.run,
@@ -213,7 +251,32 @@ def _cmd_mine(args) -> int:
     )
     if args.embeddings and not args.predictions:
         raise CliError("--embeddings goes with --predictions (a model computes its own)")
-    report = mine(store, options, artifacts_dir=args.artifacts or _default_artifacts(args.db), progress=not args.quiet)
+    report = mine(store, options, artifacts_dir=artifacts, progress=not args.quiet)
+    print(report.summary())
+    return 0
+
+
+def _cmd_monitor(args) -> int:
+    from hardcase.review_app.workflows.artifacts import run_folder
+    from hardcase.review_app.workflows.monitoring import MonitorOptions, monitor_stream
+
+    if not 0.0 < args.alpha < 1.0:
+        raise CliError(f"--alpha must be in (0, 1), got {args.alpha}")
+    if args.review < 0:
+        raise CliError(f"--review must be 0 or more, got {args.review}")
+    artifacts = args.artifacts or _default_artifacts(args.db)
+    run_folder(artifacts, args.run)
+    store = _open_store(args.db)
+    options = MonitorOptions(
+        run_name=args.run, model_path=args.model, reference_path=args.reference,
+        reference_labels=args.reference_labels, stream_path=args.stream, stream_labels=args.stream_labels,
+        window=args.window, by_t=args.by == "t", review=args.review, alpha=args.alpha,
+        class_names=args.class_names, scale=args.scale, invert=args.invert, channels=args.channels, size=args.size,
+        resize=args.resize, max_pixels=args.max_pixels, allow_outside_root=args.allow_outside_root,
+        embedding_layer=args.embedding_layer, batch_size=args.batch_size, seed=args.seed,
+        suggest=not args.no_suggest,
+    )
+    report = monitor_stream(store, options, artifacts_dir=artifacts, progress=not args.quiet)
     print(report.summary())
     return 0
 
@@ -345,7 +408,7 @@ def _cmd_db(args) -> int:
     return 0
 
 
-COMMANDS = {"demo": _cmd_demo, "mine": _cmd_mine, "serve": _cmd_serve, "export": _cmd_export, "db": _cmd_db,
+COMMANDS = {"demo": _cmd_demo, "mine": _cmd_mine, "monitor": _cmd_monitor, "serve": _cmd_serve, "export": _cmd_export, "db": _cmd_db,
             "users": _cmd_users, "retrain": _cmd_retrain}
 
 
@@ -366,6 +429,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"hardcase {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the machine's fault, not the user's (disk full, permissions): one line, exit 1
+        if args.verbose:
+            raise
+        print(f"hardcase {args.command}: failed: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"hardcase {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -40,7 +40,7 @@ def write_columns(path: str | os.PathLike[str], columns: Mapping[str, np.ndarray
     Parameters
     ----------
     path
-        The Parquet file; its folder must exist.
+        The Parquet file; its folder is created if missing.
     columns
         Column name -> values, one per sample (a 2-D array holds one vector per sample).
 
@@ -65,6 +65,7 @@ def write_columns(path: str | os.PathLike[str], columns: Mapping[str, np.ndarray
                 f"column {name!r} has {len(array)} values, column {first_name!r} has {len(first)}"
             )
     target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
     os.close(handle)
     try:

@@ -44,13 +44,13 @@ from hardcase.miner.sources import Batch, DataSource, content_hashes
 from hardcase.miner.spec import spec_path_for
 from hardcase.miner.vocabulary import SCORE_FIELDS
 from hardcase.models.classifier import file_hash, load_classifier
+from hardcase.review_app.workflows.artifacts import run_folder
 from hardcase.review_app.workflows.conventions import (
     CHECK_IMAGES,
     ConventionCheck,
     ConventionError,
     check_convention,
 )
-from hardcase.review_app.workflows.artifacts import run_folder
 from hardcase.review_app.workflows.data import open_for_model
 from hardcase.review_app.workflows.images import encode_png
 from hardcase.review_app.workflows.recorded import load_recorded_predictions

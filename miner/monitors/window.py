@@ -14,10 +14,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
-
 from sklearn.decomposition import PCA
 
-from hardcase.miner._validation import check_embeddings, check_fraction, check_positive_int, check_pred_probs
+from hardcase.miner._validation import (
+    check_embeddings,
+    check_fraction,
+    check_positive_int,
+    check_pred_probs,
+)
 from hardcase.miner.monitors._base import Monitor, SignalResult, _jsonable
 from hardcase.miner.monitors.embedding import (
     ClusterHealthMonitor,
@@ -26,7 +30,12 @@ from hardcase.miner.monitors.embedding import (
 )
 from hardcase.miner.monitors.environment import environment_changes
 from hardcase.miner.monitors.integrity import InputIntegrityMonitor
-from hardcase.miner.monitors.outputs import AccuracyEstimator, ConfidenceMonitor, LabelShiftMonitor
+from hardcase.miner.monitors.outputs import (
+    AccuracyEstimator,
+    ConfidenceMonitor,
+    KSOutputTest,
+    LabelShiftMonitor,
+)
 from hardcase.miner.monitors.rootcause import RootCause
 from hardcase.miner.vocabulary import MONITOR_SIGNALS
 
@@ -201,7 +210,7 @@ class WindowMonitor(Monitor):
         check_fraction(self.alpha, name="alpha")
         probs = check_pred_probs(pred_probs)
         n, k = probs.shape
-        available = {"confidence", "label_shift"}
+        available = {"confidence", "label_shift", "output_drift"}
         if embeddings is not None:
             available |= {"cluster_health", "embedding_drift", "ood"}
         if labels is not None:
@@ -228,6 +237,8 @@ class WindowMonitor(Monitor):
                 monitors[name] = ConfidenceMonitor(**common, **split).fit(probs)
             elif name == "label_shift":
                 monitors[name] = LabelShiftMonitor(**common, **split).fit(probs)
+            elif name == "output_drift":
+                monitors[name] = KSOutputTest(calibrate=True, **common, **split).fit(probs)
             elif name == "accuracy":
                 monitors[name] = AccuracyEstimator(method=self.accuracy_method, **common, **split).fit(probs, labels)
             elif name == "cluster_health":
@@ -307,6 +318,8 @@ class WindowMonitor(Monitor):
         for name, monitor in self.monitors_.items():
             if name in ("confidence", "label_shift"):
                 _, results[name] = monitor.score(probs)
+            elif name == "output_drift":
+                results[name] = replace(monitor.score(probs)[1], signal=name)
             elif name == "accuracy":
                 _, results[name] = monitor.score(probs, labels)
             elif name in ("cluster_health", "ood") and embeddings is not None:

@@ -25,7 +25,7 @@ depends_on: str | Sequence[str] | None = None
 # the constraints' values as of this revision (not the vocabulary's: a migration is frozen)
 SIGNALS = (
     "signal IN ('integrity', 'confidence', 'cluster_health', 'accuracy', 'ood', 'label_shift', "
-    "'embedding_drift')"
+    "'embedding_drift', 'output_drift')"
 )
 ROOT_CAUSES = "root_cause IN ('environment', 'pipeline', 'transform', 'rare', 'none')"
 ACCURACIES = ("estimated_accuracy", "accuracy_low", "accuracy_high", "true_accuracy")

@@ -1,4 +1,4 @@
-"""Matplotlib figures of the triage tab (object-oriented API only: no pyplot state, thread-safe)."""
+"""Matplotlib figures of the triage and monitor tabs (object-oriented API only: no pyplot state, thread-safe)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from hardcase.review_app.workflows.insights import PairAgreement
+from hardcase.review_app.workflows.monitor_views import SignalSeries, WindowMap
 
 WIDTH, HEIGHT = 6.4, 4.6
 MIN_BAR_SLOTS = 4
@@ -166,3 +167,140 @@ def kappa_figure(pairs: Sequence[PairAgreement]) -> Figure:
     ]
     return bar_figure(labels, [pair.kappa for pair in pairs], title=title, ylabel="kappa",
                       ylim=(-1.0, 1.3), notes=notes, color="tab:purple")
+
+
+# --------------------------------------------------------------------------- monitor figures
+
+ALERT_COLOR = "tab:red"
+ALERT_SHADE = "#f6d5d5"
+
+
+def _shade_alerts(axes, alert_windows: Sequence[int]) -> None:
+    """A light red band behind every alerting window."""
+    for window in alert_windows:
+        axes.axvspan(window - 0.5, window + 0.5, color=ALERT_SHADE, zorder=0, linewidth=0)
+
+
+def signal_timelines_figure(series: Sequence[SignalSeries], alert_windows: Sequence[int]) -> Figure:
+    """One small panel per signal: its statistic by window, its threshold dashed, alerts in red.
+
+    Windows that alerted (any signal) are shaded; the points where this signal alerted are red.
+    """
+    title = "Signals by window"
+    if not series:
+        return message_figure(title, "No signal stored for this run yet.")
+    columns = min(3, len(series))
+    rows = math.ceil(len(series) / columns)
+    figure = Figure(figsize=(WIDTH * 1.6, 2.1 * rows + 0.5), dpi=100, layout="constrained")
+    figure.suptitle(f"{title} (dashed: threshold, red: alert)")
+    grid = figure.subplots(rows, columns, squeeze=False, sharex=True)
+    for axes, signal in zip(grid.flat, series):
+        _shade_alerts(axes, alert_windows)
+        axes.plot(signal.windows, signal.statistic, color="tab:blue", linewidth=1.2, marker="o", markersize=2.5)
+        axes.step(signal.windows, signal.threshold, where="mid", color="0.3", linestyle="--", linewidth=1)
+        alerted = signal.alert & np.isfinite(signal.statistic)
+        axes.scatter(signal.windows[alerted], signal.statistic[alerted], color=ALERT_COLOR, s=28, zorder=3)
+        side = "alerts above" if signal.side == "above" else "alerts below"
+        axes.set_title(f"{signal.signal.replace('_', ' ')} ({side})", fontsize=9)
+        axes.tick_params(labelsize=7)
+    for axes in grid.flat[len(series):]:
+        axes.set_axis_off()
+    for axes in grid[-1]:
+        axes.set_xlabel("window", fontsize=8)
+    return figure
+
+
+def accuracy_timeline_figure(windows: Sequence[int], estimated: Sequence[float | None],
+                             low: Sequence[float | None], high: Sequence[float | None],
+                             true: Sequence[float | None], alert_windows: Sequence[int]) -> Figure:
+    """Estimated accuracy by window with its interval band, and the true accuracy where known."""
+    title = "Accuracy by window"
+    as_array = lambda values: np.array([np.nan if v is None else v for v in values], dtype=np.float64)  # noqa: E731
+    estimated, low, high, true = map(as_array, (estimated, low, high, true))
+    if not len(windows) or not (np.isfinite(estimated).any() or np.isfinite(true).any()):
+        return message_figure(title, "No accuracy estimate stored for this run.")
+    figure, axes = _figure()
+    x = np.asarray(windows)
+    _shade_alerts(axes, alert_windows)
+    axes.fill_between(x, low, high, color="tab:blue", alpha=0.2, linewidth=0, label="interval")
+    axes.plot(x, estimated, color="tab:blue", marker="o", markersize=3, label="estimated")
+    if np.isfinite(true).any():
+        known = np.isfinite(true)
+        axes.plot(x[known], true[known], color="black", marker="s", markersize=3, linestyle=":", label="true")
+    if len(alert_windows):
+        axes.plot([], [], color=ALERT_SHADE, linewidth=8, label="alert")
+    values = np.concatenate([a[np.isfinite(a)] for a in (estimated, low, high, true)])
+    axes.set_ylim(max(0.0, float(values.min()) - 0.05), min(1.0, float(values.max()) + 0.05) + 0.01)
+    axes.set_xlabel("window")
+    axes.set_ylabel("accuracy")
+    axes.set_title(title)
+    axes.legend(loc="lower left", fontsize=8)
+    return figure
+
+
+def canary_figure(class_names: Sequence[str], windows: np.ndarray, matrix: np.ndarray,
+                  canaries: Sequence[str]) -> Figure:
+    """Which classes moved in which window (rows earliest mover first); the first movers in bold.
+
+    ``matrix`` holds 0 (still), 1 (moved) or 2 (named by an alerting signal).
+    """
+    from matplotlib.colors import ListedColormap
+
+    title = "Classes that moved, first movers first"
+    if not len(class_names) or not matrix.any():
+        return message_figure(title, "No class has moved in any window.")
+    figure = Figure(figsize=(WIDTH, max(2.2, 0.32 * len(class_names) + 1.4)), dpi=100, layout="constrained")
+    axes = figure.add_subplot()
+    colors = ListedColormap(["#f4f4f4", "#f5b971", ALERT_COLOR])
+    axes.imshow(matrix, cmap=colors, vmin=0, vmax=2, aspect="auto", interpolation="nearest")
+    axes.set_yticks(range(len(class_names)), labels=class_names)
+    for label in axes.get_yticklabels():
+        if label.get_text() in canaries:
+            label.set_fontweight("bold")
+            label.set_color(ALERT_COLOR)
+    step = max(1, math.ceil(len(windows) / 20))
+    axes.set_xticks(range(0, len(windows), step), labels=[str(w) for w in windows[::step]])
+    for row, name in enumerate(class_names):
+        moved = np.flatnonzero(matrix[row])
+        if name in canaries and len(moved):
+            axes.scatter([moved[0]], [row], marker="*", s=90, color="black", zorder=3)
+    axes.set_xlabel("window")
+    axes.set_title(title + " (★ canary: first to move; red: alerting signal)", fontsize=10)
+    return figure
+
+
+def embedding_map_figure(window_map: WindowMap) -> Figure:
+    """A window's samples on the reference's 2-D map: reference in light grey, the window
+    coloured by predicted class, out-of-distribution samples outlined."""
+    window = window_map.window
+    title = f"Window {window.index} ({window.t}) on the reference map"
+    if not len(window_map.xy) and not len(window_map.reference_xy):
+        return message_figure(title, "No point to draw.")
+    figure = Figure(figsize=(WIDTH * 1.15, HEIGHT * 1.15), dpi=100, layout="constrained")
+    axes = figure.add_subplot()
+    if len(window_map.reference_xy):
+        axes.scatter(window_map.reference_xy[:, 0], window_map.reference_xy[:, 1], s=6, color="0.85",
+                     linewidths=0, label="reference", zorder=1)
+    colors = _class_colors(len(window_map.class_names))
+    for k in np.unique(window_map.predicted):
+        chosen = window_map.predicted == k
+        name = window_map.class_names[k] if 0 <= k < len(window_map.class_names) else f"class {k}"
+        axes.scatter(window_map.xy[chosen, 0], window_map.xy[chosen, 1], s=14, color=colors[k % len(colors)],
+                     linewidths=0, label=name, zorder=2)
+    if window_map.ood.any():
+        outlined = window_map.xy[window_map.ood]
+        axes.scatter(outlined[:, 0], outlined[:, 1], s=46, facecolors="none", edgecolors="black", linewidths=1.1,
+                     label="out of distribution", zorder=3)
+    axes.set_title(title + (" — alert" if window.alert else ""), color=ALERT_COLOR if window.alert else "black")
+    axes.set_xticks([])
+    axes.set_yticks([])
+    axes.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, title="predicted", title_fontsize=8,
+                markerscale=1.4, frameon=False)
+    return figure
+
+
+def _class_colors(n: int) -> list:
+    from matplotlib import colormaps
+
+    palette = colormaps["tab10" if n <= 10 else "tab20"]
+    return [palette(i % palette.N) for i in range(max(n, 1))]

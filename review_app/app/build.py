@@ -9,7 +9,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr
 
 from hardcase.review_app.app.handlers.review import Handlers
-from hardcase.review_app.app.tabs import export, gallery, review, triage, try_tab
+from hardcase.review_app.app.tabs import export, gallery, monitor, review, triage, try_tab
 from hardcase.review_app.workflows.review import ReviewService
 
 CSS = """
@@ -35,6 +35,8 @@ def build_app(service: ReviewService, *, run_name: str | None = None) -> gr.Bloc
                 try_tab.build(service, **runs)
             with gr.Tab("Triage", id="triage") as triage_tab:
                 triage.build(service, tab=triage_tab, tabs=tabs, review_tab=review_tab, **runs)
+            with gr.Tab("Monitor", id="monitor") as monitor_tab:
+                monitor.build(service, tab=monitor_tab, tabs=tabs, review_tab=review_tab)
             with gr.Tab("Export", id="export"):
                 export.build(service, **runs)
     return app

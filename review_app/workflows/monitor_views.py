@@ -20,14 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from hardcase.miner.vocabulary import MONITOR_SIGNALS
 from hardcase.review_app.workflows.artifacts import run_folder
 from hardcase.store import api
 from hardcase.store.columnar import read_columns
 from hardcase.store.db import Store
-from hardcase.store.schema import Candidate, ModelVersion, Run
+from hardcase.store.schema import Candidate, ModelVersion, MonitorWindow, Run
 
 __all__ = [
     "ROOT_CAUSE_WORDS",
@@ -45,6 +45,7 @@ __all__ = [
     "canary_matrix",
     "first_candidate",
     "load_monitor",
+    "largest_window_index",
     "load_window_map",
     "monitor_run_names",
     "root_cause_text",
@@ -162,6 +163,13 @@ def monitor_run_names(store: Store) -> list[str]:
     """Names of the store's monitor runs, oldest first."""
     with store.snapshot() as session:
         return [run.name for run in api.list_monitor_runs(session)]
+
+
+def largest_window_index(store: Store) -> int:
+    """The largest window index of any monitor run (0 without windows): the window slider's
+    widest range, so a request for any stored window passes its bounds."""
+    with store.snapshot() as session:
+        return int(session.scalar(select(func.max(MonitorWindow.window_index))) or 0)
 
 
 def _optional_float(value) -> float | None:

@@ -268,6 +268,19 @@ def test_handlers_say_one_thing_on_user_mistakes(monitor_store):
     assert status == "⚠️ window 2 raised no alert: none of its samples went to review"
 
 
+def test_without_monitor_runs_the_tab_says_how_to_start_one(tmp_path):
+    from hardcase.review_app.app.handlers.monitor import MonitorHandlers
+    from hardcase.review_app.workflows.review import ReviewService
+
+    store = open_store(f"sqlite:///{tmp_path / 'empty.db'}")
+    try:
+        run, status, summary, *_ = MonitorHandlers(ReviewService(store)).refresh(None)
+        assert run["choices"] == [] and status == ""
+        assert summary == views.START_HINT and "hardcase monitor --model ... --reference ... --stream ... --run NAME" in summary
+    finally:
+        store.dispose()
+
+
 # --- through gradio_client --------------------------------------------------------------------------
 def test_monitor_endpoints(served, monitor_store):
     _, client = served

@@ -1,5 +1,17 @@
 """The model side of a drift alert's root cause: does ONE shared transform explain the window?
 
+A camera that moved shows first in the images themselves. :func:`fit_camera_motion` asks which
+camera motion (a perspective tilt of some strength toward some direction, a rotation, a zoom),
+applied to the reference's mean image, reproduces the window's mean image: warping is linear in
+the pixel values, so the warped mean is the mean of the warped images, and the fit costs one
+small warp per candidate motion. The share of the window's squared difference from the
+reference it removes (``explained_share``) is compared with what the same fit explains between
+two halves of undisturbed reference data (the chance level). This forward fit names the motion
+itself; undoing it through the model (below) does not: the transform that makes a tilted
+digit most confident to the model is often not the geometric inverse (a 0.35 tilt toward 30
+degrees is "restored" best by a tilt toward 60), and a weak early tilt leaves few
+low-confidence samples to restore.
+
 A camera that moved disturbs every image the same way, so one transform undoes most of it;
 new kinds of data do not share one. :func:`fit_shared_transform` takes the window's
 low-confidence samples and evaluates a small grid of shared transforms on all of them at once
@@ -20,6 +32,8 @@ none does, ``pipeline`` if the input statistics moved all the same (a soft integ
 else ``rare``. A small contrast move never outranks a transform that restores the window: a
 tilting camera lowers the contrast a little.
 
+:func:`explain_window` tries the camera motion first, then the shared restoring transform.
+
 A tilt "toward d" (:class:`~hardcase.miner.transform.Transform`) magnifies the edge facing d;
 a camera that tilted toward d is undone by a tilt toward d + 180 with a zoom-out, so the
 camera's direction is reported as the restoring direction + 180 degrees.
@@ -35,7 +49,114 @@ from hardcase.miner.monitors import RootCause, WindowMonitor, WindowReport, stat
 from hardcase.miner.protocols import Classifier
 from hardcase.models.transforms import MAX_PERSPECTIVE, Transform, apply_transform
 
-__all__ = ["SharedTransformFit", "default_grid", "explain_window", "fit_shared_transform", "low_confidence_rows"]
+__all__ = ["CameraFit", "SharedTransformFit", "camera_grid", "default_grid", "explain_window", "fit_camera_motion",
+           "fit_shared_transform", "low_confidence_rows"]
+
+
+def camera_grid(*, directions: int = 24, strengths=(0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35),
+                rotations=(5.0, 10.0, 15.0, 20.0, 30.0, 45.0), scales=(0.8, 0.9, 1.1, 1.25)) -> list[Transform]:
+    """Camera motions :func:`fit_camera_motion` tries: tilts (strength x direction), rotations
+    both ways, and zooms."""
+    grid = [Transform()]
+    grid += [Transform(perspective=s, direction=360.0 * j / directions) for s in strengths for j in range(directions)]
+    grid += [Transform(rotate=sign * a) for a in rotations for sign in (-1.0, 1.0)]
+    grid += [Transform(scale=z) for z in scales]
+    return grid
+
+
+@dataclass(frozen=True)
+class CameraFit:
+    """The camera motion that best turns the reference's mean image into the window's.
+
+    Attributes
+    ----------
+    transform : Transform
+        The motion (applied to reference images, it reproduces the window's).
+    explained_share : float
+        ``1 - d(motion) / d(identity)``, d the mean squared difference between the warped
+        reference mean image and the window's mean image: 0 when nothing moved, near 1 when
+        the motion accounts for all of it.
+    null_share : float
+        The largest share the same fit explains between a reference subsample of the window's
+        size and the rest of the reference (over a few draws): the chance level.
+    ranking : list of (Transform, float)
+        The best motions with their explained shares, best first (five).
+    """
+
+    transform: Transform
+    explained_share: float
+    null_share: float
+    ranking: list
+
+
+def _mean_image(images: np.ndarray) -> np.ndarray:
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[..., None]
+    return images.astype(np.float64).mean(axis=0).astype(np.float32)
+
+
+def _explained(reference_mean: np.ndarray, window_mean: np.ndarray, grid: list[Transform]) -> list[tuple]:
+    identity = float(np.mean((reference_mean - window_mean) ** 2))
+    out = []
+    for t in grid:
+        moved = reference_mean if t.is_identity else apply_transform(reference_mean, t)
+        d = float(np.mean((moved - window_mean) ** 2))
+        out.append((t, 1.0 - d / identity if identity > 0 else 0.0))
+    return sorted(out, key=lambda item: -item[1])
+
+
+def _refined(best: Transform) -> list[Transform]:
+    if best.perspective:
+        return [Transform(perspective=float(np.clip(best.perspective + ds, 0.02, MAX_PERSPECTIVE)),
+                          direction=(best.direction + dd) % 360.0)
+                for dd in (-7.5, -3.75, 0.0, 3.75, 7.5) for ds in (-0.025, 0.0, 0.025)]
+    if best.rotate:
+        return [Transform(rotate=float(np.clip(best.rotate + dr, -180.0, 180.0))) for dr in (-2.5, 0.0, 2.5)]
+    return [best]
+
+
+def fit_camera_motion(reference_images, window_images, *, grid: list[Transform] | None = None, null_draws: int = 5,
+                      random_state: int = 0) -> CameraFit:
+    """The camera motion that, applied to the reference, reproduces the window's images.
+
+    Parameters
+    ----------
+    reference_images : np.ndarray, shape (N, H, W[, C])
+        Undisturbed images as the model takes them (uint8 or float pixels).
+    window_images : np.ndarray, shape (n, H, W[, C])
+        The window's images, the same size.
+    grid : list of Transform, optional
+        Default :func:`camera_grid`; the best tilt or rotation is refined once.
+    null_draws : int
+        Reference subsamples of the window's size fitted against the rest for ``null_share``.
+    random_state : int
+
+    Returns
+    -------
+    CameraFit
+    """
+    reference_images, window_images = np.asarray(reference_images), np.asarray(window_images)
+    if reference_images.shape[1:] != window_images.shape[1:] or len(window_images) == 0 or len(reference_images) < 4:
+        raise ValueError(f"reference images {reference_images.shape} and window images {window_images.shape} must "
+                         "share their image shape, and neither may be (nearly) empty")
+    grid = list(grid) if grid is not None else camera_grid()
+    reference_mean = _mean_image(reference_images)
+    ranking = _explained(reference_mean, _mean_image(window_images), grid)
+    extra = [t for t in _refined(ranking[0][0]) if t not in grid]
+    if extra:
+        ranking = sorted(ranking + _explained(reference_mean, _mean_image(window_images), extra),
+                         key=lambda item: -item[1])
+    rng = np.random.default_rng(random_state)
+    size = min(len(window_images), len(reference_images) // 2)
+    null = 0.0
+    for _ in range(null_draws):
+        rows = rng.permutation(len(reference_images))
+        part, rest = rows[:size], rows[size:]
+        null = max(null, _explained(_mean_image(reference_images[rest]), _mean_image(reference_images[part]),
+                                    grid)[0][1])
+    best, share = ranking[0]
+    return CameraFit(transform=best, explained_share=float(share), null_share=float(null), ranking=ranking[:5])
 
 
 def default_grid(*, directions: int = 12, strengths=(0.15, 0.25, 0.35), scales=(1.0, 0.85, 0.7),
@@ -176,6 +297,15 @@ def _camera(t: Transform) -> dict[str, float]:
     return {"scale": float(1.0 / t.scale)}
 
 
+def _motion(t: Transform) -> dict[str, float]:
+    """A camera motion fitted forward (:func:`fit_camera_motion`) as the camera dict."""
+    if t.perspective:
+        return {"perspective": float(t.perspective), "direction": float(t.direction % 360.0)}
+    if t.rotate:
+        return {"rotate": float(t.rotate)}
+    return {"scale": float(t.scale)}
+
+
 def _describe_camera(camera: dict[str, float]) -> str:
     if "perspective" in camera:
         return f"the camera tilted about {camera['perspective']:.2f} toward {camera['direction']:.0f}°"
@@ -195,6 +325,7 @@ def explain_window(
     reference_probs=None,
     max_samples: int = 64,
     min_restored: float = 0.3,
+    min_explained: float = 0.5,
     margin: float = 0.15,
     grid: list[Transform] | None = None,
 ) -> RootCause:
@@ -218,8 +349,12 @@ def explain_window(
         Low-confidence samples examined (the least confident).
     min_restored : float
         Smallest restored share (above the identity's) that names a transform.
+    min_explained : float
+        Smallest share of the window's mean-image change a camera motion must reproduce
+        (:func:`fit_camera_motion`) to be named.
     margin : float
-        How much more than the chance level the transform must restore.
+        How much more than the chance level the camera motion must explain, or the restoring
+        transform restore.
     grid : list of Transform, optional
 
     Returns
@@ -234,6 +369,19 @@ def explain_window(
         return cause
     if not report.alert:
         return RootCause(kind="none", message="the window raised no alert: nothing to explain")
+    if reference_images is not None:
+        camera_fit = fit_camera_motion(reference_images, images)
+        motion = camera_fit.transform
+        if (not motion.is_identity and camera_fit.explained_share >= min_explained
+                and camera_fit.explained_share >= camera_fit.null_share + margin):
+            camera = _motion(motion)
+            message = (f"{motion.describe()} applied to the reference reproduces "
+                       f"{100 * camera_fit.explained_share:.0f}% of how the window's images moved (chance "
+                       f"{100 * camera_fit.null_share:.0f}%): {_describe_camera(camera)}")
+            return RootCause(kind="transform", message=message, transform=motion.to_dict(), camera=camera,
+                             null_share=camera_fit.null_share, n_samples=int(len(images)),
+                             detail={"explained_share": camera_fit.explained_share, "method": "camera motion",
+                                     "runners_up": [(t.to_dict(), share) for t, share in camera_fit.ranking[1:4]]})
     bars = monitor.confident_thresholds_
     rows = low_confidence_rows(pred_probs, bars, max_rows=max_samples)
     soft = statistical_cause(report, soft=True)
@@ -244,10 +392,11 @@ def explain_window(
     fit = fit_shared_transform(classifier, np.asarray(images)[rows], bars=bars, grid=grid)
     null_share = 0.0
     if reference_images is not None and reference_probs is not None:
-        null_rows = low_confidence_rows(reference_probs, bars, max_rows=max_samples)
+        # the same search on as many of the reference's own least confident samples: the best of
+        # ~180 transforms on a few dozen hard digits restores some by chance, more the fewer they are
+        null_rows = low_confidence_rows(reference_probs, bars, max_rows=int(rows.size))
         if null_rows.size:
-            null = fit_shared_transform(classifier, np.asarray(reference_images)[null_rows], bars=bars, grid=grid,
-                                        refine=False)
+            null = fit_shared_transform(classifier, np.asarray(reference_images)[null_rows], bars=bars, grid=grid)
             null_share = null.restored_share - null.identity_share
     gain = fit.restored_share - fit.identity_share
     detail = {"identity_share": fit.identity_share, "gain": gain, "mean_confidence": fit.mean_confidence,

@@ -37,7 +37,9 @@ class RootCause:
         The camera motion it undoes: ``{"perspective": s, "direction": d}`` for a tilt (the
         restoring tilt's opposite direction), ``{"rotate": a}`` for a rotation.
     restored_share : float or None
-        Share of the low-confidence samples the transform makes confident.
+        Share of the low-confidence samples the transform makes confident (None for a camera
+        motion fitted forward: its ``detail["explained_share"]`` is the share of the window's
+        mean-image change it reproduces).
     null_share : float or None
         The best share any transform of the grid reaches on the reference's own low-confidence
         samples (what "restoring" gives by chance).

@@ -2,13 +2,15 @@
 
 - :class:`LabelShiftMonitor`: the predicted-class distribution and its chi-square distance from
   the reference's (label shift);
-- :class:`ConfidenceMonitor`: mean confidence per predicted class; the classes whose confidence
-  dropped most (in reference standard errors) are the canaries;
+- :class:`ConfidenceMonitor`: confidence per predicted class against the reference's (a rank
+  test per class); the classes whose confidence dropped most clearly are the canaries;
 - :class:`AccuracyEstimator`: accuracy without labels, calibrated on labelled reference data:
   ATC (Average Thresholded Confidence, Garg et al. 2022: the share of samples whose score -
   negative entropy, or max probability for ``"atc_mc"`` - exceeds the threshold that gives the
   reference's accuracy) or CBPE-style (NannyML: the mean of the confidences calibrated by an
-  isotonic regression of correctness on confidence); with a bootstrap interval;
+  isotonic regression of correctness on confidence); with an interval from the reference's own
+  errors. (A per-class one-vs-rest calibration, as NannyML does it, measured worse on the drift
+  benchmark: 3.49 points of mean error against 3.29.)
 - :class:`KSOutputTest`: "Failing Loudly" (Rabanser et al. 2019) BBSD: a Kolmogorov-Smirnov
   test per output column against the reference, Bonferroni-corrected, at a fixed level - no
   calibration on the reference (the benchmark's anchor).

@@ -20,10 +20,10 @@ either would make an undisturbed stream look moved.
 4. ``null``: undisturbed.
 
 Signals (``WindowMonitor``, alpha = 0.002 per window shared by its 8 signals): integrity
-(with per-class intensity and contrast), confidence, cluster health, accuracy (ATC), OOD
+(with per-class intensity and contrast), confidence, cluster health, accuracy (CBPE), OOD
 (kNN), label shift, embedding drift (MMD), output drift (Failing Loudly's KS on the outputs,
 its threshold calibrated on the reference); alternatives fitted beside with the same
-per-signal level: accuracy by ATC-MC and CBPE, drift by KS per PCA component, OOD by a
+per-signal level: accuracy by ATC (negative entropy) and ATC-MC, drift by KS per PCA component, OOD by a
 GaussianMixture; the anchor: Failing Loudly's KS-on-outputs with Bonferroni at 0.05
 (uncalibrated, ``ks_outputs``) and the same test with its threshold calibrated on the
 reference at the per-signal level (``ks_outputs_cal``).
@@ -65,7 +65,7 @@ if str(REPO) not in sys.path:
 from hardcase.miner.vocabulary import MONITOR_SIGNALS as MAIN_SIGNALS  # noqa: E402
 
 SCENARIOS = ("tilt", "units", "canary", "null")
-ALT_SIGNALS = ("accuracy_atc_mc", "accuracy_cbpe", "drift_ks", "ood_gmm", "ks_outputs", "ks_outputs_cal")
+ALT_SIGNALS = ("accuracy_atc", "accuracy_atc_mc", "drift_ks", "ood_gmm", "ks_outputs", "ks_outputs_cal")
 TILT_DIRECTIONS = (30.0, 120.0, 250.0)
 CANARY_CLASSES = (7, 3, 5)
 
@@ -208,8 +208,8 @@ def run_seed(seed: int, args, folder: Path, test_images, test_labels) -> dict:
     per_signal = args.alpha / len(monitor.signals_)
     common = {"window_size": args.window_size, "alpha": per_signal, "random_state": seed}
     alternatives = {
+        "accuracy_atc": AccuracyEstimator(method="atc", **common).fit(ref_probs, ref_labels),
         "accuracy_atc_mc": AccuracyEstimator(method="atc_mc", **common).fit(ref_probs, ref_labels),
-        "accuracy_cbpe": AccuracyEstimator(method="cbpe", **common).fit(ref_probs, ref_labels),
         "drift_ks": EmbeddingDriftMonitor(method="ks", **common).fit(ref_emb),
         "ood_gmm": OODMonitor(method="gmm", **common).fit(ref_emb, ref_probs),
         "ks_outputs": KSOutputTest(alpha=0.05, random_state=seed).fit(ref_probs),
@@ -233,7 +233,7 @@ def run_seed(seed: int, args, folder: Path, test_images, test_labels) -> dict:
             report = monitor.score(probs, emb, images=raw, labels=test_labels[idx], environment=env, window=w)
             score_seconds.append(time.perf_counter() - t0)
             alerts = {s: bool(report.signals[s].alert) for s in report.signals}
-            estimates = {"atc": report.estimated_accuracy}
+            estimates = {monitor.accuracy_method: report.estimated_accuracy}
             for alt, mon in alternatives.items():
                 if alt.startswith("accuracy"):
                     _, r = mon.score(probs)

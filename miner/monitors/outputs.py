@@ -7,10 +7,9 @@
 - :class:`AccuracyEstimator`: accuracy without labels, calibrated on labelled reference data:
   ATC (Average Thresholded Confidence, Garg et al. 2022: the share of samples whose score -
   negative entropy, or max probability for ``"atc_mc"`` - exceeds the threshold that gives the
-  reference's accuracy) or CBPE-style (NannyML: the mean of the confidences calibrated by an
-  isotonic regression of correctness on confidence); with an interval from the reference's own
-  errors. (A per-class one-vs-rest calibration, as NannyML does it, measured worse on the drift
-  benchmark: 3.49 points of mean error against 3.29.)
+  reference's accuracy) or CBPE (NannyML: the mean calibrated probability of the predicted
+  class, each class calibrated one-vs-rest by an isotonic regression); with an interval from the
+  reference's own errors;
 - :class:`KSOutputTest`: "Failing Loudly" (Rabanser et al. 2019) BBSD: a Kolmogorov-Smirnov
   test per output column against the reference, Bonferroni-corrected, at a fixed level - no
   calibration on the reference (the benchmark's anchor).
@@ -245,11 +244,12 @@ class AccuracyEstimator(Monitor):
         the paper's ATC-NE) or max probability (``"atc_mc"``) - such that the share of samples
         scoring above ``t`` equals the reference accuracy; a window's estimate is its share
         above ``t``.
-    ``"cbpe"``
-        Confidence-based performance estimation (NannyML's CBPE for accuracy): the max
-        probability calibrated by an isotonic regression of correctness on it
-        (``sklearn.isotonic.IsotonicRegression``); the estimate is the window's mean
-        calibrated confidence.
+    ``"cbpe"`` (default of :class:`~hardcase.miner.monitors.WindowMonitor`)
+        Confidence-based performance estimation (NannyML's CBPE for accuracy): each class's
+        probability calibrated one-vs-rest by an isotonic regression
+        (``sklearn.isotonic.IsotonicRegression``) of "the sample is of class k" on ``p_k``, the
+        calibrated vector normalized to sum to 1; a sample's chance of being right is its
+        calibrated probability of the predicted class, the estimate the window's mean.
 
     The interval is for the window's true accuracy: the estimate plus the ``(1 - interval) / 2``
     and ``(1 + interval) / 2`` quantiles of ``truth - estimate`` over the bootstrap windows of
@@ -284,7 +284,7 @@ class AccuracyEstimator(Monitor):
         self.random_state = random_state
 
     def fit(self, pred_probs, labels) -> AccuracyEstimator:
-        """Learn the ATC threshold ``atc_threshold_`` or the ``calibrator_``, and ``threshold_``.
+        """Learn the ATC threshold ``atc_threshold_`` or the per-class ``calibrators_``, and ``threshold_``.
 
         ``labels`` (N,) are the reference's true classes (no unknown labels).
         """
@@ -299,13 +299,7 @@ class AccuracyEstimator(Monitor):
                                              random_state=self.random_state)
         self.n_classes_ = k
         correct = (probs.argmax(axis=1) == labels).astype(np.float64)
-        if self.method == "cbpe":
-            self.calibrator_ = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
-            self.calibrator_.fit(probs[fit_rows].max(axis=1), correct[fit_rows])
-        else:
-            scores = self._scores(probs[fit_rows])
-            accuracy = correct[fit_rows].mean()
-            self.atc_threshold_ = float(np.quantile(scores, 1.0 - accuracy)) if accuracy < 1 else float(scores.min() - 1e-9)
+        self._fit_estimator(probs[fit_rows], labels[fit_rows])
         self.reference_accuracy_ = float(correct[cal_rows].mean())
         per_sample = self._per_sample(probs[cal_rows])
         windows = bootstrap_windows(len(cal_rows), window_size=self.window_size, n_windows=self.n_bootstrap,
@@ -323,14 +317,38 @@ class AccuracyEstimator(Monitor):
             #: estimated accuracy per predicted class on the calibration part (K,)
             self.class_estimate_ = np.bincount(cal_pred, weights=per_sample, minlength=k) / counts
         self.threshold_ = calibrate_threshold(estimates, side="below", alpha=self.alpha)
+        # the errors, interval and threshold above come from an estimator that never saw the
+        # calibration part; the estimate itself is then fitted on the whole reference (twice
+        # the data: the drift benchmark's mean error drops from 3.8 to 2.4 points for CBPE)
+        self._fit_estimator(probs, labels)
         return self
+
+    def _fit_estimator(self, probs: np.ndarray, labels: np.ndarray) -> None:
+        if self.method == "cbpe":
+            # one isotonic calibration per class, one-vs-rest (as NannyML's CBPE): the chance a
+            # sample is of class k given p_k
+            self.calibrators_ = []
+            for c in range(probs.shape[1]):
+                calibrator = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
+                calibrator.fit(probs[:, c], (labels == c).astype(np.float64))
+                self.calibrators_.append(calibrator)
+        else:
+            scores = self._scores(probs)
+            accuracy = float((probs.argmax(axis=1) == labels).mean())
+            self.atc_threshold_ = float(np.quantile(scores, 1.0 - accuracy)) if accuracy < 1 else float(scores.min() - 1e-9)
 
     def _scores(self, probs: np.ndarray) -> np.ndarray:
         return _entropy_score(probs) if self.method == "atc" else probs.max(axis=1)
 
     def _per_sample(self, probs: np.ndarray) -> np.ndarray:
         if self.method == "cbpe":
-            return self.calibrator_.predict(probs.max(axis=1))
+            # the calibrated vector normalized to sum to 1; a sample is right with its
+            # calibrated probability of the predicted class
+            calibrated = np.column_stack([cal.predict(probs[:, c]) for c, cal in enumerate(self.calibrators_)])
+            total = calibrated.sum(axis=1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                chosen = calibrated[np.arange(len(probs)), probs.argmax(axis=1)] / total
+            return np.where(total > 0, chosen, 0.0)
         return (self._scores(probs) > self.atc_threshold_).astype(np.float64)
 
     def score(self, pred_probs, labels=None) -> tuple[np.ndarray, SignalResult]:

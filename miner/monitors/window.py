@@ -149,7 +149,8 @@ class WindowMonitor(Monitor):
     n_components : int
         PCA dimensions of the embedding space.
     accuracy_method : str
-        ``"atc"``, ``"atc_mc"`` or ``"cbpe"`` (:class:`AccuracyEstimator`).
+        ``"cbpe"`` (default: the drift benchmark's most accurate), ``"atc"`` or ``"atc_mc"``
+        (:class:`AccuracyEstimator`).
     drift_method : str
         ``"mmd"`` or ``"ks"`` (:class:`EmbeddingDriftMonitor`).
     ood_method : str
@@ -166,7 +167,7 @@ class WindowMonitor(Monitor):
     _fitted_attribute = "monitors_"
 
     def __init__(self, *, window_size: int = 300, alpha: float = 0.002, n_bootstrap: int = 200,
-                 calibration_share: float = 0.5, n_components: int = 20, accuracy_method: str = "atc",
+                 calibration_share: float = 0.5, n_components: int = 20, accuracy_method: str = "cbpe",
                  drift_method: str = "mmd", ood_method: str = "knn", n_permutations: int = 100,
                  signals=None, class_names=None, random_state: int = 0) -> None:
         self.window_size = window_size

@@ -6,6 +6,10 @@ The file lists one table per user::
     name = "alice"
     role = "annotator"          # annotator | engineer | lead
     password_hash = "scrypt$16384$8$1$<salt>$<hash>"   # from `hardcase users hash`
+
+Roles are checked on the server, endpoint by endpoint (:data:`ENDPOINT_ROLES`,
+:func:`check_access`): annotators review and try the model; engineers also export and watch
+monitoring; leads also triage and adjudicate.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from hardcase.miner.vocabulary import ROLES
+from hardcase.miner.vocabulary import DECISIONS, ROLES
+from hardcase.store import api
+from hardcase.store.db import Store
 
 _N, _R, _P = 2**14, 8, 1
 
@@ -91,3 +97,55 @@ def authenticator(accounts: dict[str, Account]) -> Callable[[str, str], bool]:
         return account is not None and verify_password(password, account.password_hash)
 
     return check
+
+
+#: The least role each public endpoint of the review app needs, by ``api_name`` (private steps
+#: chained after one, such as the monitor map after a refresh, check the endpoint they belong
+#: to). Every public endpoint is listed: a test fails when a new one is not.
+ENDPOINT_ROLES: dict[str, str] = {
+    **dict.fromkeys(
+        ["ping", "next_candidate", "previous_candidate", "first_candidate", "open_candidate", "submit_review",
+         "undo", "predict_transformed", "apply_suggestion", "reset_transform", "preview_saliency",
+         "remember_reviewer", "recall_reviewer", "run_classes", "gallery", "gallery_classes", "gallery_select",
+         "open_in_review", "try_predict", "try_reset", "try_upload",
+         *(f"decide_{decision}" for decision in DECISIONS),
+         *(f"preview_{slider}" for slider in ("rotate", "perspective", "direction", "scale", "shift_x", "shift_y",
+                                              "aspect", "shear"))],
+        "annotator"),
+    **dict.fromkeys(["export", "export_image_folder", "monitor", "monitor_map", "pick_alert", "open_alert"],
+                    "engineer"),
+    **dict.fromkeys(["triage", "retrain_report", "open_disagreement"], "lead"),
+}
+
+
+class AccessDenied(PermissionError):
+    """A signed-in user called an endpoint their role does not allow (one line: who, what, which role)."""
+
+
+def role_allows(role: str, minimum: str) -> bool:
+    """Whether ``role`` is ``minimum`` or above in :data:`~hardcase.miner.vocabulary.ROLES`."""
+    return role in ROLES and ROLES.index(role) >= ROLES.index(minimum)
+
+
+def check_access(store: Store, username: str | None, endpoint: str) -> None:
+    """Refuse ``endpoint`` to ``username`` unless their stored role allows it.
+
+    ``username`` None is an app served without ``--auth`` (bound to loopback: one trusted
+    user), which may call everything. A signed-in name without a stored account may call
+    nothing.
+
+    Raises
+    ------
+    AccessDenied
+    KeyError
+        ``endpoint`` is not in :data:`ENDPOINT_ROLES` (a programming error: list it).
+    """
+    minimum = ENDPOINT_ROLES[endpoint]
+    if username is None:
+        return
+    with store.snapshot() as session:
+        user = api.get_user(session, username)
+        role = user.role if user is not None else None
+    if role is None or not role_allows(role, minimum):
+        who = f"{username} ({role})" if role else f"{username} (no account in this database)"
+        raise AccessDenied(f"{who} may not use {endpoint}: it needs the {minimum} role or above")

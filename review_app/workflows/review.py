@@ -19,6 +19,7 @@ from hardcase.miner.sources import open_source
 from hardcase.miner.spec import as_uint8
 from hardcase.miner.vocabulary import CAUSES, DECISIONS
 from hardcase.models.transforms import Transform, apply_transform
+from hardcase.review_app.workflows.accounts import check_access
 from hardcase.review_app.workflows.classifiers import ClassifierCache
 from hardcase.review_app.workflows.images import decode_png
 from hardcase.review_app.workflows.recorded import NoModelError
@@ -60,6 +61,11 @@ class ReviewService:
         self._image = lru_cache(maxsize=4096)(self._load_image)
         self._saliency: dict[int, Saliency] = {}
         self._sources: dict[str, object] = {}
+
+    # access --------------------------------------------------------------------------
+    def check_access(self, username: str | None, endpoint: str) -> None:
+        """:func:`~hardcase.review_app.workflows.accounts.check_access` on this service's store."""
+        check_access(self.store, username, endpoint)
 
     # runs and candidates -------------------------------------------------------------
     def run_names(self) -> list[str]:

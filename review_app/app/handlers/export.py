@@ -15,6 +15,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from hardcase.review_app.app.handlers.access import guard
 from hardcase.review_app.workflows.exports import write_fix_list, write_image_folder_zip
 from hardcase.review_app.workflows.review import ReviewService
 from hardcase.store.errors import StoreError
@@ -43,8 +44,9 @@ class ExportHandlers:
 
     service: ReviewService
 
-    def export(self, run_name, what="fixes", fmt="csv"):
+    def export(self, run_name, what="fixes", fmt="csv", request: gr.Request = None):
         """One export of a run (``fixes``, ``candidates``, ``reviews`` or ``scores``) as a file."""
+        guard(self.service, request, "export")
         if not run_name:
             raise gr.Error("choose a mining run first")
         if what not in EXPORTS:
@@ -60,8 +62,9 @@ class ExportHandlers:
             note += " — nothing decided yet: review candidates first."
         return str(path), note
 
-    def export_image_folder(self, run_name):
+    def export_image_folder(self, run_name, request: gr.Request = None):
         """The reviewed candidates as a zipped image-folder tree with their final labels."""
+        guard(self.service, request, "export_image_folder")
         if not run_name:
             raise gr.Error("choose a mining run first")
         try:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from hardcase.review_app.app import plots
+from hardcase.review_app.app.handlers.access import guard
 from hardcase.review_app.workflows import monitor_views as views
 from hardcase.review_app.workflows.review import ReviewService
 from hardcase.store.errors import StoreError
@@ -45,9 +46,10 @@ class MonitorHandlers:
             raise views.MonitorViewError(str(exc)) from None
 
     # ------------------------------------------------------------------ the run
-    def refresh(self, run_name):
+    def refresh(self, run_name, request: gr.Request = None):
         """The run's summary, timelines, canary classes, alerts table and latest root cause;
         the run choices re-read and the window slider set to the run's windows."""
+        guard(self.service, request, "monitor")
         names = self.run_names()
         if not names and not run_name:
             return (gr.update(choices=[], value=None), "", views.START_HINT,
@@ -95,8 +97,9 @@ class MonitorHandlers:
                          step=1, interactive=last > first)
 
     # ------------------------------------------------------------------ a window's map
-    def window_map(self, run_name, window):
+    def window_map(self, run_name, window, request: gr.Request = None):
         """The map of window ``window``: the figure, its caption and the status line."""
+        guard(self.service, request, "monitor_map")
         try:
             data = self._load(run_name)
             if window is None:
@@ -109,15 +112,16 @@ class MonitorHandlers:
             return gr.skip(), "", _problem(str(exc))
         return plots.embedding_map_figure(loaded), loaded.caption(), ""
 
-    def map_after_refresh(self, run_name, window):
+    def map_after_refresh(self, run_name, window, request: gr.Request = None):
         """The map after the run was (re)loaded: nothing without a run (the summary says why)."""
         if not run_name:
             return gr.skip(), "", gr.skip()
-        return self.window_map(run_name, window)
+        return self.window_map(run_name, window, request)
 
     # ------------------------------------------------------------------ alerts
-    def pick_alert(self, evt: gr.EventData):
+    def pick_alert(self, evt: gr.EventData, request: gr.Request = None):
         """A click on an alerts table row: that row's window index."""
+        guard(self.service, request, "pick_alert")
         data = getattr(evt, "_data", None) or {}
         row = data.get("row_value") or []
         try:
@@ -125,9 +129,10 @@ class MonitorHandlers:
         except (IndexError, TypeError, ValueError):
             raise gr.Error("select a row of the alerts table") from None
 
-    def open_alert(self, run_name, window):
+    def open_alert(self, run_name, window, request: gr.Request = None):
         """Open window ``window``'s first candidate in the review tab (its id, the review run of
         the monitor run's name, the review tab selected); the root cause and slider follow it."""
+        guard(self.service, request, "open_alert")
         try:
             data = self._load(run_name)
             if window is None:

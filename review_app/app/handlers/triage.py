@@ -10,6 +10,7 @@ import gradio as gr
 
 from hardcase.miner.vocabulary import DECISIONS
 from hardcase.review_app.app import plots
+from hardcase.review_app.app.handlers.access import guard
 from hardcase.review_app.app.handlers.export import export_folder
 from hardcase.review_app.app.handlers.gallery import GalleryHandlers
 from hardcase.review_app.workflows import insights
@@ -25,8 +26,9 @@ class TriageHandlers:
 
     service: ReviewService
 
-    def refresh(self, run_name):
+    def refresh(self, run_name, request: gr.Request = None):
         """Summary, five figures and the disagreement table of a run."""
+        guard(self.service, request, "triage")
         if not run_name:
             raise gr.Error("choose a mining run first")
         try:
@@ -61,13 +63,14 @@ class TriageHandlers:
             table,
         )
 
-    def retrain_report(self, run_name):
+    def retrain_report(self, run_name, request: gr.Request = None):
         """The latest retrain report of a run: its Markdown, its plots and its files to download
         (the plots and files are hidden while the run has no report).
 
         ``hardcase retrain --run NAME`` records every report it writes in the run's artifacts
         folder; the files are copied to a private temporary folder for Gradio to serve.
         """
+        guard(self.service, request, "retrain_report")
         from hardcase.review_app.workflows.retrain import run_reports
 
         if not run_name:
@@ -94,8 +97,9 @@ class TriageHandlers:
         files = [copies[key] for key in ("json", "markdown") if key in copies]
         return header + body, gr.Gallery(value=gallery, visible=True), gr.File(value=files, visible=True)
 
-    def select_disagreement(self, evt: gr.EventData):
+    def select_disagreement(self, evt: gr.EventData, request: gr.Request = None):
         """A click on a disagreement row opens that candidate in the review tab."""
+        guard(self.service, request, "open_disagreement")
         data = getattr(evt, "_data", None) or {}
         row = data.get("row_value") or []
         try:

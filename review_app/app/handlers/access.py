@@ -1,0 +1,18 @@
+"""The server-side role check every protected handler starts with."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from hardcase.review_app.workflows.accounts import AccessDenied
+from hardcase.review_app.workflows.review import ReviewService
+
+
+def guard(service: ReviewService, request: gr.Request | None, endpoint: str) -> None:
+    """Refuse ``endpoint`` to the signed-in user unless their role allows it (a ``gr.Error``:
+    one message in the page, an error for an API caller)."""
+    username = getattr(request, "username", None) if request is not None else None
+    try:
+        service.check_access(username, endpoint)
+    except AccessDenied as exc:
+        raise gr.Error(str(exc)) from None

@@ -59,6 +59,11 @@ def transform_from_sliders(rotate, perspective, direction, scale, shift_x=0.0, s
         raise gr.Error(str(exc)) from None
 
 
+def wrap_degrees(angle: float) -> float:
+    """``angle`` as the same direction in [-180, 180) (270 -> -90, 337.5 -> -22.5, 180 -> -180)."""
+    return ((float(angle) + 180.0) % 360.0) - 180.0
+
+
 def _reviewer(request: gr.Request | None, typed: str | None) -> str:
     if request is not None and getattr(request, "username", None):
         return request.username
@@ -158,8 +163,9 @@ class Handlers:
         transform = self.service.suggested_transform(int(candidate_id))
         if transform is None:
             raise gr.Error("this candidate's suggestion has no transform")
-        return (transform.rotate, transform.perspective, transform.direction, transform.scale,
-                transform.shift_x, transform.shift_y, transform.aspect, transform.shear)
+        # the search gives directions in [0, 360); the sliders span -180..180: the same angles
+        return (wrap_degrees(transform.rotate), transform.perspective, wrap_degrees(transform.direction),
+                transform.scale, transform.shift_x, transform.shift_y, transform.aspect, transform.shear)
 
     def preview_transformed(self, candidate_id, rotate, perspective, direction, scale, saliency=False,
                             shift_x=0.0, shift_y=0.0, aspect=1.0, shear=0.0):

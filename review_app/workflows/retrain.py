@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -380,21 +381,48 @@ def _stored_run_folder(store, run_name: str) -> Path | None:
 
 
 def record_report(store, run_name: str, paths: Mapping[str, Path]) -> Path | None:
-    """Append the report's files to ``<run artifacts>/retrain_reports.jsonl`` (what the triage tab shows)."""
+    """Copy the report's files into ``<run artifacts>/reports/<stamp>/`` and list them, relative to
+    the run's folder, in ``<run artifacts>/retrain_reports.jsonl`` (what the triage tab shows).
+
+    The copies, not the files beside ``--out``, are what the app serves: ``--out`` may be
+    anywhere, and a file there may be replaced or linked elsewhere after the run.
+    """
     folder = _stored_run_folder(store, run_name)
     if folder is None:
         return None
-    folder.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    target = folder / "reports" / stamp
+    suffix = 1
+    while target.exists():
+        suffix += 1
+        target = folder / "reports" / f"{stamp}-{suffix}"
+    target.mkdir(parents=True)
+    entry: dict[str, str] = {"written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    for key, path in paths.items():
+        if Path(path).is_file():
+            copy = target / Path(path).name
+            shutil.copyfile(path, copy)
+            entry[key] = copy.relative_to(folder).as_posix()
     index = folder / REPORTS_INDEX
-    entry = {"written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-             **{key: str(Path(path).resolve()) for key, path in paths.items()}}
     with index.open("a", encoding="utf-8") as handle:
         handle.write(json.dumps(entry) + "\n")
     return index
 
 
+def _contained(folder: Path, recorded: str) -> Path | None:
+    """``recorded`` (relative to the run's folder) as a regular file inside it, else None: an
+    absolute path, ``..``, or a symlink leading out of the folder is never served."""
+    root = folder.resolve()
+    path = (folder / recorded).resolve()
+    if not path.is_relative_to(root) or not path.is_file():
+        return None
+    return path
+
+
 def run_reports(store, run_name: str) -> list[dict[str, str]]:
-    """The retrain reports recorded for a run, oldest first, whose JSON file still exists."""
+    """The retrain reports recorded for a run, oldest first: their files as absolute paths, only
+    those that resolve (symlinks followed) to regular files inside the run's artifacts folder;
+    an entry whose JSON report does not is left out."""
     folder = _stored_run_folder(store, run_name)
     index = folder / REPORTS_INDEX if folder is not None else None
     if index is None or not index.exists():
@@ -405,8 +433,14 @@ def run_reports(store, run_name: str) -> list[dict[str, str]]:
             entry = json.loads(line)
         except json.JSONDecodeError:
             continue  # a line cut short by a crash
-        if isinstance(entry, dict) and entry.get("json") and Path(entry["json"]).exists():
-            entries.append(entry)
+        if not isinstance(entry, dict):
+            continue
+        files = {key: _contained(folder, value) for key, value in entry.items()
+                 if key != "written_at" and isinstance(value, str)}
+        if files.get("json") is None:
+            continue
+        entries.append({"written_at": str(entry.get("written_at", "?")),
+                        **{key: str(path) for key, path in files.items() if path is not None}})
     return entries
 
 

@@ -92,3 +92,17 @@ def test_access_without_auth_and_for_unknown_accounts(role_app):
         check_access(service.store, "ann", "triage")
     with pytest.raises(KeyError):
         check_access(service.store, "lea", "no_such_endpoint")
+
+
+@pytest.mark.parametrize(("user", "shown"), [("ann", [False, False, False]), ("eng", [False, True, True]),
+                                             ("lea", [True, True, True]), (None, [True, True, True])])
+def test_each_role_sees_the_tabs_it_may_use(role_app, user, shown):
+    """Triage, Monitor and Export, in that order (tab visibility is not part of the API's
+    answer, so the page-load handler is called as the app calls it)."""
+    from types import SimpleNamespace
+
+    from hardcase.review_app.app.handlers.access import visible_tabs
+
+    _, service = role_app
+    updates = visible_tabs(service, SimpleNamespace(username=user), ["triage", "monitor", "export"])
+    assert [update["visible"] for update in updates] == shown

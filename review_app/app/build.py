@@ -8,6 +8,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr
 
+from hardcase.review_app.app.handlers.access import visible_tabs
 from hardcase.review_app.app.handlers.review import Handlers
 from hardcase.review_app.app.tabs import export, gallery, monitor, review, triage, try_tab
 from hardcase.review_app.workflows.review import ReviewService
@@ -37,8 +38,15 @@ def build_app(service: ReviewService, *, run_name: str | None = None) -> gr.Bloc
                 triage.build(service, tab=triage_tab, tabs=tabs, review_tab=review_tab, **runs)
             with gr.Tab("Monitor", id="monitor") as monitor_tab:
                 monitor.build(service, tab=monitor_tab, tabs=tabs, review_tab=review_tab)
-            with gr.Tab("Export", id="export"):
+            with gr.Tab("Export", id="export") as export_tab:
                 export.build(service, **runs)
+        # each role sees the tabs it may use (the server refuses the others' endpoints anyway)
+        role_tabs = {"triage": triage_tab, "monitor": monitor_tab, "export": export_tab}
+
+        def show_role_tabs(request: gr.Request):
+            return visible_tabs(service, request, list(role_tabs))
+
+        app.load(show_role_tabs, None, list(role_tabs.values()), api_name="visible_tabs", queue=False)
     return app
 
 

@@ -107,7 +107,7 @@ ENDPOINT_ROLES: dict[str, str] = {
         ["ping", "next_candidate", "previous_candidate", "first_candidate", "open_candidate", "submit_review",
          "undo", "predict_transformed", "apply_suggestion", "reset_transform", "preview_saliency",
          "remember_reviewer", "recall_reviewer", "run_classes", "gallery", "gallery_classes", "gallery_select",
-         "open_in_review", "try_predict", "try_reset", "try_upload",
+         "open_in_review", "try_predict", "try_reset", "try_upload", "visible_tabs",
          *(f"decide_{decision}" for decision in DECISIONS),
          *(f"preview_{slider}" for slider in ("rotate", "perspective", "direction", "scale", "shift_x", "shift_y",
                                               "aspect", "shear"))],

@@ -16,3 +16,16 @@ def guard(service: ReviewService, request: gr.Request | None, endpoint: str) -> 
         service.check_access(username, endpoint)
     except AccessDenied as exc:
         raise gr.Error(str(exc)) from None
+
+
+def visible_tabs(service: ReviewService, request: gr.Request | None, endpoints: list[str]) -> list:
+    """A visibility update per tab, named by its main endpoint: shown when the user may use it."""
+    username = getattr(request, "username", None) if request is not None else None
+    updates = []
+    for endpoint in endpoints:
+        try:
+            service.check_access(username, endpoint)
+            updates.append(gr.update(visible=True))
+        except AccessDenied:
+            updates.append(gr.update(visible=False))
+    return updates

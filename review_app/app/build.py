@@ -7,7 +7,9 @@ import os
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr
+from PIL import Image
 
+from hardcase.miner.sources import MAX_PIXELS
 from hardcase.review_app.app.handlers.access import visible_tabs
 from hardcase.review_app.app.handlers.review import Handlers
 from hardcase.review_app.app.tabs import export, gallery, monitor, review, triage, try_tab
@@ -24,6 +26,9 @@ def build_app(service: ReviewService, *, run_name: str | None = None) -> gr.Bloc
     run_names = service.run_names()
     default_run = run_name if run_name is not None else (run_names[-1] if run_names else None)
     handlers = Handlers(service)
+    # every image this process decodes, Gradio's own preprocessing of API payloads included, is
+    # refused past MAX_PIXELS (Pillow raises DecompressionBombError past twice its limit)
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS // 2
     with gr.Blocks(title="hardcase review", analytics_enabled=False) as app:
         gr.Markdown("## hardcase — review hard examples")
         with gr.Tabs(selected="review") as tabs:

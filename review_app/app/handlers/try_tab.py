@@ -9,6 +9,7 @@ import gradio as gr
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from hardcase.miner.sources import MAX_PIXELS
 from hardcase.review_app.app.handlers.review import transform_from_sliders
 from hardcase.review_app.workflows.probe import EmptyImageError, RunModels
 from hardcase.review_app.workflows.review import ReviewService
@@ -93,9 +94,13 @@ class TryHandlers:
         if not path:
             raise gr.Error("choose an image file to upload")
         try:
-            with Image.open(path) as opened:
+            with Image.open(path) as opened:  # reads the header only
+                width, height = opened.size
+                if width * height > MAX_PIXELS:  # a 194 KB PNG may declare 13000 x 13000 pixels
+                    raise gr.Error(f"that image is {width}x{height} pixels ({width * height / 1e6:.0f} Mpx); "
+                                   f"uploads are limited to {MAX_PIXELS / 1e6:.0f} Mpx")
                 image = np.asarray(opened.convert("RGBA"))
-        except (UnidentifiedImageError, OSError):
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
             raise gr.Error("that file is not an image hardcase can read (PNG, JPEG, WebP, ...)") from None
         fitted = fit_canvas(image)
         return {"background": fitted, "layers": [], "composite": fitted}

@@ -17,7 +17,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import math
 import os
+import threading
+import time
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -89,12 +92,69 @@ def load_accounts(path: str | os.PathLike) -> dict[str, Account]:
     return accounts
 
 
-def authenticator(accounts: dict[str, Account]) -> Callable[[str, str], bool]:
-    """The ``auth`` callable for ``gr.Blocks.launch``."""
+#: Failed sign-ins of one user name before it is locked, and the first lock's length (seconds;
+#: each further failure while counting doubles it, up to an hour).
+MAX_FAILURES = 5
+LOCK_SECONDS = 30.0
+MAX_LOCK_SECONDS = 3600.0
+
+
+class LoginGuard:
+    """Failed sign-ins per user name, and the lock that follows too many.
+
+    A locked name is refused at once, without hashing: a flood of guesses costs the server
+    nothing and cannot slow the reviewers. Thread-safe (Gradio signs users in on its worker
+    threads).
+    """
+
+    def __init__(self, *, max_failures: int = MAX_FAILURES, lock_seconds: float = LOCK_SECONDS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_failures = max_failures
+        self.lock_seconds = lock_seconds
+        self.clock = clock
+        self._failures: dict[str, int] = {}
+        self._locked_until: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def locked(self, username: str) -> bool:
+        with self._lock:
+            return self.clock() < self._locked_until.get(username, -math.inf)
+
+    def failed(self, username: str) -> None:
+        with self._lock:
+            count = self._failures.get(username, 0) + 1
+            self._failures[username] = count
+            if count >= self.max_failures:
+                doublings = count - self.max_failures
+                seconds = min(MAX_LOCK_SECONDS, self.lock_seconds * 2.0 ** doublings)
+                self._locked_until[username] = self.clock() + seconds
+
+    def succeeded(self, username: str) -> None:
+        with self._lock:
+            self._failures.pop(username, None)
+            self._locked_until.pop(username, None)
+
+
+#: Verified in the place of an unknown user's hash, so an unknown name takes as long to refuse
+#: as a wrong password (no user enumeration by timing).
+_DUMMY_HASH = "scrypt$16384$8$1$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+
+
+def authenticator(accounts: dict[str, Account], *, guard: LoginGuard | None = None) -> Callable[[str, str], bool]:
+    """The ``auth`` callable for ``gr.Blocks.launch``: constant work for unknown names, and a
+    lock after :data:`MAX_FAILURES` failures of one name (:class:`LoginGuard`)."""
+    guard = guard or LoginGuard()
 
     def check(username: str, password: str) -> bool:
+        if guard.locked(username):
+            return False
         account = accounts.get(username)
-        return account is not None and verify_password(password, account.password_hash)
+        ok = verify_password(password, account.password_hash if account is not None else _DUMMY_HASH)
+        if ok and account is not None:
+            guard.succeeded(username)
+            return True
+        guard.failed(username)
+        return False
 
     return check
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from hardcase.miner.spec import PreprocessingSpec
 
-__all__ = ["Classifier"]
+__all__ = ["Classifier", "UntrustedModelError"]
 
 
 @runtime_checkable
@@ -137,3 +137,8 @@ class Classifier(Protocol):
             The classifier has no embedding.
         """
         ...
+
+
+class UntrustedModelError(ValueError):
+    """A model that runs its own code when loaded or called (a SavedModel's graph) was given
+    without the user saying they trust it (``--trust-model``)."""

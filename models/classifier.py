@@ -20,11 +20,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from hardcase.miner.protocols import UntrustedModelError
 from hardcase.miner.scores import detect_logits, softmax
 from hardcase.miner.sources.hashing import file_hash
 from hardcase.miner.spec import PreprocessingSpec, as_uint8, spec_path_for
 
-__all__ = ["KerasClassifier", "ModelOutputError", "check_input_fits", "detect_spec", "file_hash", "load_classifier"]
+__all__ = ["KerasClassifier", "ModelOutputError", "UntrustedModelError", "check_input_fits", "detect_spec", "file_hash",
+           "load_classifier"]
 
 _PASS_THROUGH = (keras.layers.Dropout, keras.layers.Activation, keras.layers.Softmax)
 
@@ -33,10 +35,17 @@ class ModelOutputError(ValueError):
     """The model produced outputs that cannot be used (NaN or infinite values)."""
 
 
-def _load_keras_model(path: Path) -> keras.Model:
+def _load_keras_model(path: Path, *, trust_model: bool = False) -> keras.Model:
     if path.is_dir():
         if not (path / "saved_model.pb").exists():
             raise ValueError(f"{path} is a directory but not a SavedModel (no saved_model.pb)")
+        if not trust_model:
+            # nothing like Keras' safe_mode exists for a SavedModel: its graph may write files,
+            # read others or open connections on every prediction
+            raise UntrustedModelError(
+                f"{path} is a SavedModel: running it runs its whole TensorFlow graph, which may do anything "
+                "on this machine (write files, open connections); pass --trust-model if you trust who made "
+                "it, or export it as a .keras file")
         layer = keras.layers.TFSMLayer(str(path), call_endpoint="serving_default")
         signature = tf.saved_model.load(str(path)).signatures["serving_default"]
         spec = next(iter(signature.structured_input_signature[1].values()))
@@ -473,8 +482,13 @@ def load_classifier(
     channels: int | None = None,
     size: Sequence[int] | None = None,
     class_names: Sequence[str] | None = None,
+    trust_model: bool = False,
 ) -> KerasClassifier:
     """Load a ``.keras`` / ``.h5`` file or a SavedModel directory with its preprocessing spec.
+
+    ``.keras`` and ``.h5`` files load with ``safe_mode`` (no Python code from the file); a
+    SavedModel directory runs its own graph, so it loads only with ``trust_model=True``
+    (:class:`UntrustedModelError` otherwise).
 
     The spec is ``spec`` when given, else the one stored beside the model
     (``<model>.spec.json``, :func:`~hardcase.miner.spec.spec_path_for`), else the one
@@ -526,7 +540,7 @@ def load_classifier(
     if channels is not None and size_channels is not None and channels != size_channels:
         raise ValueError(f"size says {size_channels} channels but channels is {channels}")
     channels = channels if channels is not None else size_channels
-    model = _load_keras_model(path)
+    model = _load_keras_model(path, trust_model=trust_model)
     if spec is None:
         sidecar = spec_path_for(path)
         spec = PreprocessingSpec.load(sidecar) if sidecar.exists() else detect_spec(model, size=size, channels=channels)

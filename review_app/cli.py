@@ -63,6 +63,10 @@ def _positive(text: str) -> int:
     return value
 
 
+TRUST_HELP = ("load a SavedModel directory: its TensorFlow graph runs as it is, and may do anything on this "
+              "machine (.keras and .h5 files load without running code from the file)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hardcase", description="Find, explain, review and fix the hard cases of an image classifier.")
     parser.add_argument("-v", "--verbose", action="store_true", help="show debug logs and tracebacks")
@@ -113,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     mine.add_argument("--allow-outside-root", action="store_true",
                       help="read manifest paths that lead outside the manifest's folder")
     mine.add_argument("--no-suggest", action="store_true", help="skip cause suggestion for the candidates")
+    mine.add_argument("--trust-model", action="store_true", help=TRUST_HELP)
     mine.add_argument("--quiet", action="store_true", help="no progress bar")
 
     monitor = commands.add_parser(
@@ -146,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     monitor.add_argument("--batch-size", type=_positive, default=256)
     monitor.add_argument("--seed", type=int, default=0)
     monitor.add_argument("--no-suggest", action="store_true", help="skip cause suggestion for the review samples")
+    monitor.add_argument("--trust-model", action="store_true", help=TRUST_HELP)
     monitor.add_argument("--quiet", action="store_true", help="no progress bar")
 
     serve = commands.add_parser("serve", help="serve the review app")
@@ -154,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=7860)
     serve.add_argument("--auth", type=Path, default=None, help="users file (TOML: name, role, password_hash)")
+    serve.add_argument("--trust-model", action="store_true", help=TRUST_HELP)
 
     users = commands.add_parser("users", help="manage reviewer accounts")
     users.add_argument("action", choices=["hash"], help="hash: read a password, print the users-file hash")
@@ -188,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     retrain.add_argument("--resize", action="store_true",
                          help="resize training and evaluation arrays of another size to the model's input")
     retrain.add_argument("--seed", type=int, default=0)
+    retrain.add_argument("--trust-model", action="store_true", help=TRUST_HELP)
     retrain.add_argument("--batch-size", type=_positive, default=64)
     retrain.add_argument("--ablate", action="store_true", help="also retrain with no fix and with one fix family at a time")
     retrain.add_argument("--no-stress", action="store_true", help="skip the rotated / perspective copies of the eval sets")
@@ -248,6 +256,7 @@ def _cmd_mine(args) -> int:
         predictions_path=args.predictions,
         invert=args.invert,
         embeddings_path=args.embeddings,
+        trust_model=args.trust_model,
     )
     if args.embeddings and not args.predictions:
         raise CliError("--embeddings goes with --predictions (a model computes its own)")
@@ -274,7 +283,7 @@ def _cmd_monitor(args) -> int:
         class_names=args.class_names, scale=args.scale, invert=args.invert, channels=args.channels, size=args.size,
         resize=args.resize, max_pixels=args.max_pixels, allow_outside_root=args.allow_outside_root,
         embedding_layer=args.embedding_layer, batch_size=args.batch_size, seed=args.seed,
-        suggest=not args.no_suggest,
+        suggest=not args.no_suggest, trust_model=args.trust_model,
     )
     report = monitor_stream(store, options, artifacts_dir=artifacts, progress=not args.quiet)
     print(report.summary())
@@ -290,7 +299,8 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _serve(store, *, run_name: str | None, host: str, port: int, auth_file: Path | None = None) -> int:
+def _serve(store, *, run_name: str | None, host: str, port: int, auth_file: Path | None = None,
+           trust_model: bool = False) -> int:
     if not _is_loopback(host) and auth_file is None:
         raise CliError(f"refusing to serve on {host} without --auth FILE; bind 127.0.0.1 or give a users file")
     from hardcase.review_app.app import build_app, launch_options
@@ -302,7 +312,7 @@ def _serve(store, *, run_name: str | None, host: str, port: int, auth_file: Path
         accounts = load_accounts(auth_file)
         _sync_accounts(store, accounts)
         options.update(auth=authenticator(accounts), auth_message="hardcase: sign in to review")
-    app = build_app(ReviewService(store), run_name=run_name)
+    app = build_app(ReviewService(store, trust_model=trust_model), run_name=run_name)
     app.queue(max_size=64, default_concurrency_limit=4)
     print(f"hardcase review app: http://{host}:{port}", flush=True)
     app.launch(**options)
@@ -323,7 +333,8 @@ def _sync_accounts(store, accounts) -> None:
 
 
 def _cmd_serve(args) -> int:
-    return _serve(_open_store(args.db), run_name=args.run, host=args.host, port=args.port, auth_file=args.auth)
+    return _serve(_open_store(args.db), run_name=args.run, host=args.host, port=args.port, auth_file=args.auth,
+                  trust_model=args.trust_model)
 
 
 def _cmd_users(args) -> int:
@@ -383,7 +394,7 @@ def _cmd_retrain(args) -> int:
         model_path=args.model, train_data=args.train_data, train_labels=args.train_labels, run_name=args.run,
         fixes_path=args.fixes, evals=evals, out=str(args.out), epochs=args.epochs, seed=args.seed,
         batch_size=args.batch_size, ablate=args.ablate, stress=not args.no_stress, resize=args.resize,
-        pool=not args.no_pool, scale=args.scale, class_names=args.class_names,
+        pool=not args.no_pool, scale=args.scale, class_names=args.class_names, trust_model=args.trust_model,
     )
     try:
         run_retrain(store, options)

@@ -122,7 +122,7 @@ def test_h5_and_savedmodel_give_the_same_probabilities(tmp_path, demo_model_path
     np.testing.assert_allclose(from_h5.predict_proba(pool_x[:32]), reference, atol=1e-5)
 
     model.export(tmp_path / "saved", format="tf_saved_model")
-    from_saved = load_classifier(tmp_path / "saved", class_names=[str(k) for k in range(10)])
+    from_saved = load_classifier(tmp_path / "saved", class_names=[str(k) for k in range(10)], trust_model=True)
     np.testing.assert_allclose(from_saved.predict_proba(pool_x[:32]), reference, atol=1e-5)
     assert from_saved.spec.image_shape == (28, 28, 1)
 
@@ -394,3 +394,37 @@ def test_border_fill_is_the_frame_median_per_channel():
     stacked = np.stack([np.full((9, 9), v, np.uint8) for v in (0, 50, 100, 150, 200)], axis=-1)
     rotated = apply_transform(stacked, Transform(rotate=30))
     assert rotated[0, 0].tolist() == [0, 50, 100, 150, 200]
+
+
+def test_a_savedmodel_that_writes_files_is_refused_without_trust(tmp_path, mnist_small, capsys):
+    """A SavedModel's graph runs as it is (nothing like safe_mode): one whose serving function
+    writes a file on the host is refused by mine and monitor unless --trust-model is given."""
+    import tensorflow as tf
+
+    from hardcase.models.classifier import UntrustedModelError
+    from hardcase.review_app.cli import main
+
+    marker = tmp_path / "pwned.txt"
+
+    class Writer(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 28, 28, 1], tf.float32)])
+        def serve(self, x):
+            tf.io.write_file(str(marker), "written by the model")
+            return {"probs": tf.nn.softmax(tf.zeros([tf.shape(x)[0], 10]))}
+
+    module = Writer()
+    tf.saved_model.save(module, str(tmp_path / "writer"), signatures={"serving_default": module.serve})
+    _, _, pool_x, pool_y = mnist_small
+    np.savez(tmp_path / "data.npz", x=pool_x[:20], y=pool_y[:20])
+    with pytest.raises(UntrustedModelError, match="pass --trust-model"):
+        load_classifier(tmp_path / "writer")
+    for command in (["mine", "--data", str(tmp_path / "data.npz")],
+                    ["monitor", "--reference", str(tmp_path / "data.npz"), "--stream", str(tmp_path / "data.npz")]):
+        code = main([*command, "--model", str(tmp_path / "writer"), "--db", f"sqlite:///{tmp_path / 'h.db'}",
+                     "--run", "r", "--quiet"])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and "is a SavedModel" in err and "--trust-model" in err and len(err.splitlines()) == 1
+    assert not marker.exists()
+    # trusted, it loads and its graph runs (the file it writes is the proof)
+    load_classifier(tmp_path / "writer", trust_model=True).predict_proba(pool_x[:2])
+    assert marker.read_text() == "written by the model"

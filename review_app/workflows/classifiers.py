@@ -20,7 +20,9 @@ if TYPE_CHECKING:
 class ClassifierCache:
     """Thread-safe map from a model version's id to its loaded classifier."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, trust_model: bool = False) -> None:
+        #: load SavedModel directories, whose graphs run on every prediction (``serve --trust-model``)
+        self.trust_model = trust_model
         self._lock = threading.Lock()
         self._loaded: dict[int, Classifier] = {}
 
@@ -48,5 +50,6 @@ class ClassifierCache:
                 from hardcase.miner.spec import PreprocessingSpec
                 from hardcase.models.classifier import load_classifier
 
-                self._loaded[version_id] = load_classifier(path, spec=PreprocessingSpec.from_dict(spec))
+                self._loaded[version_id] = load_classifier(path, spec=PreprocessingSpec.from_dict(spec),
+                                                           trust_model=self.trust_model)
             return self._loaded[version_id]

@@ -101,6 +101,7 @@ class MiningOptions:
     allow_outside_root: bool = False  # read manifest paths outside the manifest's folder
     predictions_path: str | None = None  # recorded pred_probs (N, K) .npy, in the place of a model
     embeddings_path: str | None = None  # recorded embeddings (N, D) .npy beside them
+    trust_model: bool = False  # run a SavedModel directory's own graph (it may do anything)
 
     def params(self) -> dict:
         return {
@@ -118,6 +119,7 @@ class MiningOptions:
             "allow_outside_root": self.allow_outside_root,
             "predictions": str(Path(self.predictions_path).resolve()) if self.predictions_path else None,
             "embeddings": str(Path(self.embeddings_path).resolve()) if self.embeddings_path else None,
+            "trust_model": self.trust_model,
         }
 
 
@@ -197,6 +199,7 @@ def mine(store: Store, options: MiningOptions, *, artifacts_dir: Path, progress:
         channels=options.channels,
         size=options.size,
         class_names=options.class_names or None,
+        trust_model=options.trust_model,
     )
     if options.invert is not None:
         classifier = classifier.with_spec(classifier.spec.with_overrides(invert=options.invert))

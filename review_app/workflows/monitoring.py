@@ -102,6 +102,7 @@ class MonitorOptions:
     alpha: float = 0.002
     seed: int = 0
     suggest: bool = True
+    trust_model: bool = False  # run a SavedModel directory's own graph (it may do anything)
 
     def params(self) -> dict[str, Any]:
         params = asdict(self)
@@ -199,7 +200,7 @@ def monitor_stream(store: Store, options: MonitorOptions, *, artifacts_dir: Path
     _check_options(options)
     classifier = load_classifier(options.model_path, embedding_layer=options.embedding_layer, scale=options.scale,
                                  channels=options.channels, size=options.size,
-                                 class_names=options.class_names or None)
+                                 class_names=options.class_names or None, trust_model=options.trust_model)
     if options.invert is not None:
         classifier = classifier.with_spec(classifier.spec.with_overrides(invert=options.invert))
     if classifier.embedding_layer is None:

@@ -61,6 +61,7 @@ class RetrainOptions:
     resize: bool = False
     pool: bool = True  # confirmed pool samples join the training data with their final labels
     scale: str | None = None  # overrides the run's recorded input scaling
+    trust_model: bool = False  # run a SavedModel directory's own graph (it may do anything)
     class_names: list[str] | None = None  # overrides the run's recorded class names
 
 
@@ -285,7 +286,7 @@ def run_retrain(store, options: RetrainOptions, *, echo: Callable[[str], None] =
     # the spec the run was mined with (its input convention may have been detected then)
     stored = run_spec(store, options.run_name) if store is not None else None
     classifier = load_classifier(options.model_path, spec=stored, scale=options.scale,
-                                 class_names=options.class_names)
+                                 class_names=options.class_names, trust_model=options.trust_model)
     spec = classifier.spec
     train_images, train_labels = load_images(options.train_data, spec, labels=options.train_labels,
                                              resize=options.resize)

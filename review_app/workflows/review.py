@@ -53,11 +53,11 @@ class Prediction:
 class ReviewService:
     """Review operations over one store; thread-safe."""
 
-    def __init__(self, store: Store, *, lease_seconds: int = 600) -> None:
+    def __init__(self, store: Store, *, lease_seconds: int = 600, trust_model: bool = False) -> None:
         self.store = store
         self.lease_seconds = lease_seconds
         self._model_lock = threading.Lock()
-        self.classifiers = ClassifierCache()
+        self.classifiers = ClassifierCache(trust_model=trust_model)
         self._image = lru_cache(maxsize=4096)(self._load_image)
         self._saliency: dict[int, Saliency] = {}
         self._sources: dict[str, object] = {}

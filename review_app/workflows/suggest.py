@@ -171,7 +171,8 @@ def _load_run_classifier(inputs: _RunInputs) -> Classifier:
     if file_hash(path) != inputs.model_hash:
         raise SuggestionInputError(f"the run's model file {path} changed since the run was mined")
     return load_classifier(path, spec=PreprocessingSpec.from_dict(inputs.spec),
-                           embedding_layer=inputs.params.get("embedding_layer"))
+                           embedding_layer=inputs.params.get("embedding_layer"),
+                           trust_model=bool(inputs.params.get("trust_model")))
 
 
 def _open_artifacts(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import gradio as gr
 import numpy as np
 
+from hardcase.miner.protocols import UntrustedModelError
 from hardcase.models.transforms import FIELDS, Transform
 from hardcase.review_app.workflows.recorded import NoModelError
 from hardcase.review_app.workflows.review import ReviewInputError, ReviewService
@@ -187,7 +188,7 @@ class Handlers:
     def _predict(self, candidate_id, transform, *, saliency: bool = False):
         try:
             return self.service.predict_transformed(int(candidate_id), transform, saliency=saliency)
-        except (StoreError, NoModelError) as exc:
+        except (StoreError, NoModelError, UntrustedModelError) as exc:
             raise gr.Error(str(exc)) from None
 
     # --- reviews --------------------------------------------------------------------

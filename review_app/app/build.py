@@ -26,9 +26,6 @@ def build_app(service: ReviewService, *, run_name: str | None = None) -> gr.Bloc
     run_names = service.run_names()
     default_run = run_name if run_name is not None else (run_names[-1] if run_names else None)
     handlers = Handlers(service)
-    # every image this process decodes, Gradio's own preprocessing of API payloads included, is
-    # refused past MAX_PIXELS (Pillow raises DecompressionBombError past twice its limit)
-    Image.MAX_IMAGE_PIXELS = MAX_PIXELS // 2
     with gr.Blocks(title="hardcase review", analytics_enabled=False) as app:
         gr.Markdown("## hardcase — review hard examples")
         with gr.Tabs(selected="review") as tabs:
@@ -53,6 +50,13 @@ def build_app(service: ReviewService, *, run_name: str | None = None) -> gr.Bloc
 
         app.load(show_role_tabs, None, list(role_tabs.values()), api_name="visible_tabs", queue=False)
     return app
+
+
+def limit_decoded_pixels() -> None:
+    """Refuse to decode any image past :data:`~hardcase.miner.sources.MAX_PIXELS` in this process,
+    Gradio's own preprocessing of API payloads included (Pillow raises DecompressionBombError
+    past twice its limit). Process-wide: the serving commands call it, not ``build_app``."""
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS // 2
 
 
 def launch_options(*, host: str = "127.0.0.1", port: int = 7860) -> dict:

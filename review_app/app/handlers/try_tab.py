@@ -100,7 +100,9 @@ class TryHandlers:
                     raise gr.Error(f"that image is {width}x{height} pixels ({width * height / 1e6:.0f} Mpx); "
                                    f"uploads are limited to {MAX_PIXELS / 1e6:.0f} Mpx")
                 image = np.asarray(opened.convert("RGBA"))
-        except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
+        except Image.DecompressionBombError:  # the served process's own limit, met while opening
+            raise gr.Error(f"that image declares more pixels than uploads may have ({MAX_PIXELS / 1e6:.0f} Mpx)") from None
+        except (UnidentifiedImageError, OSError):
             raise gr.Error("that file is not an image hardcase can read (PNG, JPEG, WebP, ...)") from None
         fitted = fit_canvas(image)
         return {"background": fitted, "layers": [], "composite": fitted}

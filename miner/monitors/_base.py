@@ -15,6 +15,8 @@ MMD) use windows of distinct rows with the finite-population correction of their
 from __future__ import annotations
 
 import math
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -250,6 +252,20 @@ def _jsonable(value):
     if isinstance(value, (float, np.floating)):
         return float(value) if math.isfinite(value) else None
     return value
+
+
+def class_counts(pred: np.ndarray, k: int) -> np.ndarray:
+    """How many rows of ``pred`` (n,) fall in each of the ``k`` classes, as floats (K,)."""
+    return np.bincount(pred, minlength=k).astype(np.float64)
+
+
+@contextmanager
+def quiet_runtime_warnings():
+    """Silence numpy's RuntimeWarnings (an empty class's nanmean, a window of constant images):
+    the monitors turn those cases into NaN values on purpose."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield
 
 
 class Monitor:

@@ -37,7 +37,9 @@ from hardcase.miner.monitors._base import (
     Threshold,
     bootstrap_windows,
     calibrate_threshold,
+    class_counts,
     finite_population_factor,
+    quiet_runtime_warnings,
     reference_split,
 )
 from hardcase.miner.monitors.outputs import MIN_CLASS_COUNT
@@ -128,7 +130,7 @@ class ClusterHealthMonitor(_EmbeddingMonitor):
             overall.append(s)
             per_class.append(c)
         per_class = np.array(per_class)
-        with np.errstate(invalid="ignore"), _quiet():
+        with np.errstate(invalid="ignore"), quiet_runtime_warnings():
             self.class_mean_ = np.nanmean(per_class, axis=0)
         self.class_thresholds_ = []
         for c in range(k):
@@ -148,7 +150,7 @@ class ClusterHealthMonitor(_EmbeddingMonitor):
             return -1.0, per_class
         # duplicated rows (bootstrap draws) are fine: silhouette needs only distances
         values = silhouette_samples(z, pred, metric="euclidean")
-        counts = _bincount(pred, k)
+        counts = class_counts(pred, k)
         sums = np.bincount(pred, weights=values, minlength=k)
         ok = counts >= MIN_CLASS_COUNT
         per_class[ok] = sums[ok] / counts[ok]
@@ -188,22 +190,6 @@ class ClusterHealthMonitor(_EmbeddingMonitor):
                     "n_components": int(self.space_.n_components_)},
             message=message,
         )
-
-
-class _quiet:
-    def __enter__(self):
-        import warnings
-
-        self._ctx = warnings.catch_warnings()
-        self._ctx.__enter__()
-        warnings.simplefilter("ignore", RuntimeWarning)
-
-    def __exit__(self, *exc):
-        return self._ctx.__exit__(*exc)
-
-
-def _bincount(pred: np.ndarray, k: int) -> np.ndarray:
-    return np.bincount(pred, minlength=k).astype(np.float64)
 
 
 DRIFT_METHODS = ("mmd", "ks")
@@ -436,7 +422,7 @@ class OODMonitor(_EmbeddingMonitor):
         if probs is not None:
             k = probs.shape[1]
             pred = probs.argmax(axis=1)
-            counts = _bincount(pred, k)
+            counts = class_counts(pred, k)
             hits = np.bincount(pred, weights=past.astype(np.float64), minlength=k)
             with np.errstate(invalid="ignore", divide="ignore"):
                 shares = hits / counts

@@ -29,6 +29,7 @@ from hardcase.miner.monitors._base import (
     SignalResult,
     bootstrap_windows,
     calibrate_threshold,
+    quiet_runtime_warnings,
 )
 from hardcase.miner.monitors.outputs import MIN_CLASS_COUNT
 
@@ -60,22 +61,10 @@ def image_statistics(images) -> dict[str, np.ndarray]:
     finite = np.isfinite(flat)
     nonfinite = (~finite).sum(axis=1)
     clean = np.where(finite, flat, np.nan)
-    with np.errstate(invalid="ignore"), _quiet():
+    with np.errstate(invalid="ignore"), quiet_runtime_warnings():
         mean = np.nanmean(clean, axis=1)
         std = np.nanstd(clean, axis=1)
     return {"mean": mean, "std": std, "constant": ~(np.nan_to_num(std) > 0), "nonfinite": nonfinite}
-
-
-class _quiet:
-    def __enter__(self):
-        import warnings
-
-        self._ctx = warnings.catch_warnings()
-        self._ctx.__enter__()
-        warnings.simplefilter("ignore", RuntimeWarning)
-
-    def __exit__(self, *exc):
-        return self._ctx.__exit__(*exc)
 
 
 class InputIntegrityMonitor(Monitor):
@@ -152,7 +141,7 @@ class InputIntegrityMonitor(Monitor):
 
     @staticmethod
     def _soft(stats: dict[str, np.ndarray], rows) -> np.ndarray:
-        with _quiet():
+        with quiet_runtime_warnings():
             return np.array([np.nanmean(stats["mean"][rows]), np.nanmean(stats["std"][rows]),
                              float(np.mean(stats["constant"][rows]))])
 
@@ -166,7 +155,7 @@ class InputIntegrityMonitor(Monitor):
         values = np.column_stack([stats["mean"][rows], stats["std"][rows]])
         counts = np.bincount(p, minlength=k).astype(np.float64)
         out = np.full((k, 2), np.nan)
-        with np.errstate(invalid="ignore", divide="ignore"), _quiet():
+        with np.errstate(invalid="ignore", divide="ignore"), quiet_runtime_warnings():
             for j in range(2):
                 sums = np.bincount(p, weights=np.nan_to_num(values[:, j]), minlength=k)
                 se = self.class_sd_[:, j] * np.sqrt(1.0 / counts + 1.0 / np.maximum(self.class_count_, 1))

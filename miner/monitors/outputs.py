@@ -35,6 +35,7 @@ from hardcase.miner.monitors._base import (
     Threshold,
     bootstrap_windows,
     calibrate_threshold,
+    class_counts,
     reference_split,
 )
 
@@ -44,8 +45,7 @@ __all__ = ["AccuracyEstimator", "ConfidenceMonitor", "KSOutputTest", "LabelShift
 MIN_CLASS_COUNT = 5
 
 
-def _counts(pred: np.ndarray, k: int) -> np.ndarray:
-    return np.bincount(pred, minlength=k).astype(np.float64)
+
 
 
 class LabelShiftMonitor(Monitor):
@@ -84,13 +84,13 @@ class LabelShiftMonitor(Monitor):
         fit_rows, cal_rows = reference_split(n, calibration_share=self.calibration_share,
                                              random_state=self.random_state)
         pred = probs.argmax(axis=1)
-        counts = _counts(pred[fit_rows], k) + 0.5
+        counts = class_counts(pred[fit_rows], k) + 0.5
         self.n_classes_ = k
         self.reference_share_ = counts / counts.sum()
         windows = bootstrap_windows(len(cal_rows), window_size=self.window_size, n_windows=self.n_bootstrap,
                                     random_state=self.random_state + 1)
         cal_pred = pred[cal_rows]
-        null = [self._chi2(_counts(cal_pred[w], k))[0] for w in windows]
+        null = [self._chi2(class_counts(cal_pred[w], k))[0] for w in windows]
         self.threshold_ = calibrate_threshold(null, side="above", alpha=self.alpha)
         return self
 
@@ -105,7 +105,7 @@ class LabelShiftMonitor(Monitor):
         probs = check_pred_probs(pred_probs)
         _check_k(probs, self.n_classes_)
         k = self.n_classes_
-        counts = _counts(probs.argmax(axis=1), k)
+        counts = class_counts(probs.argmax(axis=1), k)
         if counts.sum() == 0:
             raise ValueError("pred_probs has no rows; a window needs at least one")
         statistic, p_value, residual = self._chi2(counts)
@@ -182,7 +182,7 @@ class ConfidenceMonitor(Monitor):
     def _test(self, conf: np.ndarray, pred: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
         """(statistic, per-class Bonferroni -log10 p (K,; NaN when untested), window mean per class)."""
         k = self.n_classes_
-        counts = _counts(pred, k)
+        counts = class_counts(pred, k)
         with np.errstate(invalid="ignore", divide="ignore"):
             window_mean = np.bincount(pred, weights=conf, minlength=k) / counts
         p = np.full(k, np.nan)
@@ -312,7 +312,7 @@ class AccuracyEstimator(Monitor):
         #: quantiles of (true - estimated accuracy) on the reference's bootstrap windows
         self.error_quantiles_ = tuple(float(v) for v in np.quantile(truths - estimates, [tail, 1.0 - tail]))
         cal_pred = probs[cal_rows].argmax(axis=1)
-        counts = _counts(cal_pred, k)
+        counts = class_counts(cal_pred, k)
         with np.errstate(invalid="ignore", divide="ignore"):
             #: estimated accuracy per predicted class on the calibration part (K,)
             self.class_estimate_ = np.bincount(cal_pred, weights=per_sample, minlength=k) / counts
@@ -367,7 +367,7 @@ class AccuracyEstimator(Monitor):
         estimate = float(values.mean())
         low, high = self._interval(values, estimate)
         pred = probs.argmax(axis=1)
-        counts = _counts(pred, self.n_classes_)
+        counts = class_counts(pred, self.n_classes_)
         with np.errstate(invalid="ignore", divide="ignore"):
             per_class = np.bincount(pred, weights=values, minlength=self.n_classes_) / counts
         detail = {"method": self.method, "estimate": estimate, "interval": [low, high],

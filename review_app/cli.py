@@ -269,13 +269,8 @@ def _cmd_monitor(args) -> int:
     from hardcase.review_app.workflows.artifacts import run_folder
     from hardcase.review_app.workflows.monitoring import MonitorOptions, monitor_stream
 
-    if not 0.0 < args.alpha < 1.0:
-        raise CliError(f"--alpha must be in (0, 1), got {args.alpha}")
-    if args.review < 0:
-        raise CliError(f"--review must be 0 or more, got {args.review}")
     artifacts = args.artifacts or _default_artifacts(args.db)
     run_folder(artifacts, args.run)
-    store = _open_store(args.db)
     options = MonitorOptions(
         run_name=args.run, model_path=args.model, reference_path=args.reference,
         reference_labels=args.reference_labels, stream_path=args.stream, stream_labels=args.stream_labels,
@@ -285,6 +280,8 @@ def _cmd_monitor(args) -> int:
         embedding_layer=args.embedding_layer, batch_size=args.batch_size, seed=args.seed,
         suggest=not args.no_suggest, trust_model=args.trust_model,
     )
+    options.check()  # before the database is opened or created
+    store = _open_store(args.db)
     report = monitor_stream(store, options, artifacts_dir=artifacts, progress=not args.quiet)
     print(report.summary())
     return 0

@@ -299,6 +299,12 @@ class DataSource:
                 out.append(str(k))
         return out
 
+    def row_uris(self, indices: Iterable[int]) -> list[str]:
+        """Where each row comes from: its file (folders, manifests), or ``<file>#<row>`` (arrays)."""
+        if self.uris is not None:
+            return [self.uris[i] for i in indices]
+        return [f"{self.uri}#{i}" for i in indices]
+
     def labels_for(self, class_names: Sequence[str]) -> np.ndarray:
         """The source's labels as indices into a model's classes.
 

@@ -398,7 +398,7 @@ def _score_and_select(store: Store, options: MiningOptions, run_id: int, dataset
                 scores=scores,
                 content_hash=hashes,
                 # a file per row (folders, manifests), else the array file and row: path#row
-                uri=[source.uris[i] if source.uris is not None else f"{source.uri}#{i}" for i in indices],
+                uri=source.row_uris(indices),
                 given_label=[label_names[g] or None for g in given],
                 timestamp=[str(source.timestamps[i]) if source.timestamps is not None else None
                            for i in indices],

@@ -43,7 +43,7 @@ from hardcase.miner.select import select_candidates
 from hardcase.miner.sources import DataSource, content_hashes
 from hardcase.miner.spec import as_uint8, spec_path_for
 from hardcase.miner.vocabulary import SCORE_FIELDS
-from hardcase.models.classifier import file_hash, load_classifier
+from hardcase.models.classifier import load_classifier
 from hardcase.review_app.workflows.artifacts import run_folder
 from hardcase.review_app.workflows.conventions import ConventionError, check_convention
 from hardcase.review_app.workflows.data import open_for_model
@@ -103,6 +103,17 @@ class MonitorOptions:
     seed: int = 0
     suggest: bool = True
     trust_model: bool = False  # run a SavedModel directory's own graph (it may do anything)
+
+    def check(self) -> None:
+        """Refuse inconsistent options (MonitorInputError), before any data or model is read."""
+        if self.window is not None and self.by_t:
+            raise MonitorInputError("give either --window N or --by t, not both")
+        if self.window is not None and self.window < 10:
+            raise MonitorInputError(f"--window must be at least 10 samples, got {self.window}")
+        if self.review < 0:
+            raise MonitorInputError(f"--review must be 0 or more, got {self.review}")
+        if not 0.0 < self.alpha < 1.0:
+            raise MonitorInputError(f"--alpha must be in (0, 1), got {self.alpha}")
 
     def params(self) -> dict[str, Any]:
         params = asdict(self)
@@ -197,7 +208,7 @@ def monitor_stream(store: Store, options: MonitorOptions, *, artifacts_dir: Path
         Inconsistent options, unusable data, or a run name taken by another model or data.
     """
     started = time.perf_counter()
-    _check_options(options)
+    options.check()
     classifier = load_classifier(options.model_path, embedding_layer=options.embedding_layer, scale=options.scale,
                                  channels=options.channels, size=options.size,
                                  class_names=options.class_names or None, trust_model=options.trust_model)
@@ -219,7 +230,8 @@ def monitor_stream(store: Store, options: MonitorOptions, *, artifacts_dir: Path
     if len(stream) == 0:
         raise MonitorInputError(f"the stream {options.stream_path} holds no samples")
     stream_labels = _labels(stream, classifier.spec.class_names, options.stream_path)
-    run = _open_run(store, options, classifier, reference, stream, Path(artifacts_dir))
+    environment = environment_record(options.model_path)  # hashes the model: once per invocation
+    run = _open_run(store, options, classifier, reference, stream, Path(artifacts_dir), environment)
     folder = run_folder(artifacts_dir, options.run_name)
     report = MonitorReport(run_name=options.run_name, n_stream=len(stream), window_by=run.window_by,
                            window_size=run.window_size,
@@ -228,9 +240,9 @@ def monitor_stream(store: Store, options: MonitorOptions, *, artifacts_dir: Path
     report.n_previous = len(run.done)
     todo = [w for w in windows if w.index not in run.done]
     if todo:
-        monitor, ref = _fitted_monitor(classifier, reference, ref_labels, options, run, folder, progress)
+        monitor, ref = _fitted_monitor(classifier, reference, ref_labels, options, run, folder, progress,
+                                       model_hash=environment["model_sha256"])
         outputs = _StreamArtifacts(folder, len(stream), classifier.n_classes, classifier.embedding_dim)
-        environment = environment_record(options.model_path)  # this invocation's, against the run's first
         bar = tqdm(total=sum(len(w.rows) for w in todo), unit="img", desc=f"monitoring {options.run_name}",
                    disable=not progress)
         for window in todo:
@@ -250,17 +262,6 @@ def monitor_stream(store: Store, options: MonitorOptions, *, artifacts_dir: Path
             api.set_run_status(session, run.review_run_id, "done")
     report.seconds = time.perf_counter() - started
     return report
-
-
-def _check_options(options: MonitorOptions) -> None:
-    if options.window is not None and options.by_t:
-        raise MonitorInputError("give either --window N or --by t, not both")
-    if options.window is not None and options.window < 10:
-        raise MonitorInputError(f"--window must be at least 10 samples, got {options.window}")
-    if options.review < 0:
-        raise MonitorInputError(f"--review must be 0 or more, got {options.review}")
-    if not 0.0 < options.alpha < 1.0:
-        raise MonitorInputError(f"--alpha must be in (0, 1), got {options.alpha}")
 
 
 def _labels(source: DataSource, class_names, where: str) -> np.ndarray | None:
@@ -305,12 +306,14 @@ class _Run:
 
 
 def _open_run(store: Store, options: MonitorOptions, classifier, reference: DataSource, stream: DataSource,
-              artifacts_dir: Path) -> _Run:
+              artifacts_dir: Path, environment: dict) -> _Run:
+    """The monitor run (created on the first invocation, with ``environment``, this invocation's
+    record, as the reference environment later windows are compared with)."""
     class_names = list(classifier.spec.class_names)
     model_path = Path(options.model_path)
     with store.Session.begin() as session:
         model = api.register_model(session, name=model_path.name, path=str(model_path.resolve()),
-                                   file_hash=file_hash(model_path), spec=classifier.spec.to_dict(),
+                                   file_hash=environment["model_sha256"], spec=classifier.spec.to_dict(),
                                    class_names=class_names)
         ref_data = api.get_or_create_dataset(session, name=str(Path(options.reference_path).resolve()),
                                              uri=str(Path(options.reference_path).resolve()), kind=reference.kind,
@@ -329,7 +332,7 @@ def _open_run(store: Store, options: MonitorOptions, classifier, reference: Data
             if options.by_t and stream.timestamps is None:
                 raise MonitorInputError(f"--by t needs timestamps in {options.stream_path} "
                                         "(an npz array 't' or a manifest 'timestamp' column)")
-            params = options.params() | {"environment": environment_record(model_path),
+            params = options.params() | {"environment": environment,
                                          "artifacts_dir": str(artifacts_dir.resolve()),
                                          "calibration_size": _calibration_size(options, stream)}
             run = api.create_monitor_run(
@@ -393,20 +396,22 @@ def _windows(stream: DataSource, run: _Run) -> tuple[list[_Window], int, int]:
 
 @dataclass
 class _Reference:
+    """The reference rows used, their images as read and the model's outputs on them."""
+
+    rows: np.ndarray
     images: np.ndarray
     probs: np.ndarray
     embeddings: np.ndarray
-    labels: np.ndarray | None
 
 
 def _fitted_monitor(classifier, reference: DataSource, labels, options: MonitorOptions, run: _Run, folder: Path,
-                    progress: bool) -> tuple[WindowMonitor, _Reference]:
+                    progress: bool, *, model_hash: str) -> tuple[WindowMonitor, _Reference]:
     rows = np.arange(len(reference))
     if labels is not None:
         rows = rows[labels >= 0]
     if len(rows) > MAX_REFERENCE:
         rows = np.sort(np.random.default_rng(options.seed).choice(rows, MAX_REFERENCE, replace=False))
-    ref = _reference_outputs(classifier, reference, rows, options, folder, progress)
+    ref = _reference_outputs(classifier, reference, rows, options, folder, progress, model_hash=model_hash)
     ref_labels = labels[ref.rows] if labels is not None else None
     monitor = WindowMonitor(window_size=run.calibration_size, alpha=options.alpha, class_names=list(classifier.class_names),
                             random_state=options.seed)
@@ -416,8 +421,8 @@ def _fitted_monitor(classifier, reference: DataSource, labels, options: MonitorO
         "x": xy[:, 0], "y": xy[:, 1], "predicted": ref.probs.argmax(axis=1),
         "label": ref_labels if ref_labels is not None else np.full(len(xy), -1),
     })
-    return monitor, _Reference(images=as_uint8(ref.images), probs=ref.probs, embeddings=ref.embeddings,
-                               labels=ref_labels)
+    ref.images = as_uint8(ref.images)  # as the root cause's transforms take them
+    return monitor, ref
 
 
 def _calibration_size(options: MonitorOptions, stream: DataSource) -> int:
@@ -429,27 +434,19 @@ def _calibration_size(options: MonitorOptions, stream: DataSource) -> int:
     return max(10, int(np.median(counts)))
 
 
-@dataclass
-class _ReferenceOutputs:
-    rows: np.ndarray
-    images: np.ndarray
-    probs: np.ndarray
-    embeddings: np.ndarray
-
-
 def _reference_outputs(classifier, reference: DataSource, rows: np.ndarray, options: MonitorOptions, folder: Path,
-                       progress: bool) -> _ReferenceOutputs:
+                       progress: bool, *, model_hash: str) -> _Reference:
     """The reference's images as read and the model's outputs on them, cached per model and data."""
     path = Path(options.reference_path).resolve()
     meta = json.dumps({"reference": str(path), "mtime_ns": path.stat().st_mtime_ns, "n": len(reference),
-                       "model": file_hash(Path(options.model_path)), "spec": classifier.spec.to_dict(),
+                       "model": model_hash, "spec": classifier.spec.to_dict(),
                        "embedding_layer": options.embedding_layer, "rows": len(rows), "seed": options.seed},
                       sort_keys=True)
     cache = folder / REFERENCE_CACHE
     if cache.exists():
         with np.load(cache, allow_pickle=False) as stored:
             if str(stored["meta"]) == meta:
-                return _ReferenceOutputs(stored["rows"], stored["images"], stored["probs"], stored["embeddings"])
+                return _Reference(stored["rows"], stored["images"], stored["probs"], stored["embeddings"])
     images, probs, embeddings, kept = [], [], [], []
     bar = tqdm(total=len(rows), unit="img", desc="scoring the reference", disable=not progress)
     for start in range(0, len(rows), options.batch_size):
@@ -464,7 +461,7 @@ def _reference_outputs(classifier, reference: DataSource, rows: np.ndarray, opti
     bar.close()
     if not kept:
         raise MonitorInputError(f"no readable image in the reference {options.reference_path}")
-    out = _ReferenceOutputs(np.concatenate(kept), np.concatenate(images), np.concatenate(probs),
+    out = _Reference(np.concatenate(kept), np.concatenate(images), np.concatenate(probs),
                             np.concatenate(embeddings))
     folder.mkdir(parents=True, exist_ok=True)
     temporary = folder / f".{REFERENCE_CACHE}.tmp.npz"
@@ -539,28 +536,30 @@ def _monitor_window(store: Store, options: MonitorOptions, run: _Run, classifier
                                                        monitor=monitor, reference_images=ref.images,
                                                        reference_probs=ref.probs))
     ood = monitor.monitors_["ood"].score(embeddings, probs)[0] if "ood" in monitor.monitors_ else np.full(len(rows), np.nan)
+    ood = np.asarray(ood, dtype=np.float64)
+    hardness = hardness_score(probs)
     xy = monitor.project(embeddings)
     samples_path = Path("windows") / f"window-{window.index:06d}.parquet"
     write_columns(folder / samples_path, {
         "source_index": rows,
-        "uri": [stream.uris[i] if stream.uris is not None else f"{stream.uri}#{i}" for i in rows],
+        "uri": stream.row_uris(rows),
         "t": [window.key] * len(rows),
         "predicted": probs.argmax(axis=1),
         "confidence": probs.max(axis=1),
-        "hardness_score": hardness_score(probs),
-        "ood_score": np.asarray(ood, dtype=np.float64),
+        "hardness_score": hardness,
+        "ood_score": ood,
         "x": xy[:, 0], "y": xy[:, 1],
         "label": labels if labels is not None else np.full(len(rows), -1),
     })
     outputs.keep(rows, probs, embeddings)
-    picked = _review_rows(probs, embeddings, np.asarray(ood, dtype=np.float64), options) if report.alert else np.array([], int)
+    picked = _review_rows(probs, hardness, embeddings, ood, options) if report.alert else np.array([], int)
     hashes = content_hashes(batch.images[picked]) if len(picked) else []
     with store.Session.begin() as session:
         window_id = api.add_window(session, run.id, **_window_row(report, window, rows, n_errors, samples_path))
         if len(picked):
             review_run_id = _review_run(session, options, run, folder)
-            _add_candidates(session, review_run_id, run.stream_dataset_id, window_id, stream, batch, rows, picked, hashes, probs, labels,
-                            class_names, outputs)
+            _add_candidates(session, review_run_id, run.stream_dataset_id, window_id, stream, batch, rows, picked,
+                            hashes, probs, hardness, labels, class_names, outputs)
     cause = report.root_cause
     return WindowSummary(window=window.index, key=window.key, n=len(rows), alert=report.alert,
                          alerts=list(report.alerts), classes_moved=[report.class_name(c) for c in report.classes_moved],
@@ -595,14 +594,15 @@ def _window_row(report: WindowReport, window: _Window, rows: np.ndarray, n_error
     }
 
 
-def _review_rows(probs: np.ndarray, embeddings: np.ndarray, ood: np.ndarray, options: MonitorOptions) -> np.ndarray:
+def _review_rows(probs: np.ndarray, hardness: np.ndarray, embeddings: np.ndarray, ood: np.ndarray,
+                 options: MonitorOptions) -> np.ndarray:
     """Positions (into the window) of the samples sent to review: the hardest half, picked
     diverse per predicted class, then the most out-of-distribution of the rest."""
     k = min(options.review, len(probs))
     if k == 0:
         return np.array([], dtype=np.int64)
     n_hard = (k + 1) // 2 if np.isfinite(ood).any() else k
-    selection = select_candidates(hardness_score(probs), groups=probs.argmax(axis=1), embeddings=embeddings,
+    selection = select_candidates(hardness, groups=probs.argmax(axis=1), embeddings=embeddings,
                                   budget=n_hard, diversity=0.5, seed=options.seed)
     picked = [int(i) for i in selection.indices]
     for i in np.argsort(-np.nan_to_num(ood, nan=-np.inf), kind="stable"):
@@ -627,7 +627,8 @@ def _review_run(session, options: MonitorOptions, run: _Run, folder: Path) -> in
 
 
 def _add_candidates(session, review_run_id: int, dataset_id: int, window_id: int, stream: DataSource, batch, rows: np.ndarray,
-                    picked: np.ndarray, hashes: list[str], probs: np.ndarray, labels: np.ndarray | None,
+                    picked: np.ndarray, hashes: list[str], probs: np.ndarray, hardness: np.ndarray,
+                    labels: np.ndarray | None,
                     class_names: list[str], outputs: _StreamArtifacts) -> None:
     source_rows = rows[picked]
     names = np.asarray(class_names + [""], dtype=object)
@@ -635,7 +636,7 @@ def _add_candidates(session, review_run_id: int, dataset_id: int, window_id: int
     sample_ids = api.upsert_samples(
         session, dataset_id,
         source_index=source_rows.tolist(), content_hash=hashes,
-        uri=[stream.uris[i] if stream.uris is not None else f"{stream.uri}#{i}" for i in source_rows],
+        uri=stream.row_uris(source_rows),
         given_label=[names[g] or None for g in given],
         timestamp=[str(stream.timestamps[i]) if stream.timestamps is not None else None for i in source_rows])
     outputs.sample_ids[source_rows] = sample_ids
@@ -648,10 +649,9 @@ def _add_candidates(session, review_run_id: int, dataset_id: int, window_id: int
     start, _ = api.review_progress(session, review_run_id)
     candidate_rows = []
     for rank, (position, sample_id) in enumerate(zip(picked, sample_ids, strict=True), start=start):
-        predicted = int(window_probs[rank - start].argmax())
         candidate_rows.append({
-            "sample_id": int(sample_id), "rank": rank, "class_name": class_names[predicted],
-            "hardness_score": float(hardness_score(probs[[position]])[0]),
+            "sample_id": int(sample_id), "rank": rank, "class_name": class_names[int(probs[position].argmax())],
+            "hardness_score": float(hardness[position]),
             "image_png": encode_png(np.asarray(batch.images[position])), "monitor_window_id": window_id,
         })
     api.add_candidates(session, review_run_id, candidate_rows)

@@ -426,6 +426,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not args.verbose:
         warnings.filterwarnings("ignore", category=DeprecationWarning)
+        # TensorFlow's own warnings (retracing notices...) say nothing a user can act on
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
     from hardcase.store.errors import StoreError
 
     try:
@@ -433,16 +435,15 @@ def main(argv: list[str] | None = None) -> int:
     # every input error of the workflows (MiningInputError, SuggestionInputError, PlanError,
     # ModelOutputError, the miner's validation) is a ValueError: catching it here keeps the
     # commands that need no model from importing TensorFlow
-    except (CliError, StoreError, FileNotFoundError, ValueError) as exc:
+    except (CliError, StoreError, ValueError, OSError) as exc:
         if args.verbose:
             raise
+        # the machine's fault, not the user's (disk full, permissions): exit 1; a missing file is the user's
+        if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
+            print(f"hardcase {args.command}: failed: {exc}", file=sys.stderr)
+            return 1
         print(f"hardcase {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:  # the machine's fault, not the user's (disk full, permissions): one line, exit 1
-        if args.verbose:
-            raise
-        print(f"hardcase {args.command}: failed: {exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print(f"hardcase {args.command}: interrupted", file=sys.stderr)
         return 130

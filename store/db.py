@@ -43,7 +43,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
-from hardcase.store.errors import StoreError
+from hardcase.store.errors import StoreError, StoreFullError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 """Alembic script directory shipped inside the package."""
@@ -261,15 +261,35 @@ def _make_engine(url: URL) -> Engine:
             engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
-        return engine
-    return create_engine(
-        url,
-        pool_pre_ping=True,
-        connect_args={
-            "connect_timeout": POSTGRES_CONNECT_TIMEOUT_SECONDS,
-            "application_name": "hardcase",
-        },
-    )
+    else:
+        engine = create_engine(
+            url,
+            pool_pre_ping=True,
+            connect_args={
+                "connect_timeout": POSTGRES_CONNECT_TIMEOUT_SECONDS,
+                "application_name": "hardcase",
+            },
+        )
+    event.listen(engine, "handle_error", _full_device_as_store_error)
+    return engine
+
+
+#: How each backend says its device is full: SQLite's SQLITE_FULL message, PostgreSQL's
+#: SQLSTATE 53100 (disk_full) and the "could not extend file" / "could not write" it raises.
+_FULL_DEVICE = ("database or disk is full", "no space left on device")
+
+
+def _full_device_as_store_error(context) -> StoreFullError | None:
+    """A full disk reaches users as one plain sentence, not the driver's message and SQL."""
+    original = context.original_exception
+    text = str(original).lower()
+    if getattr(original, "sqlstate", None) == "53100" or any(marker in text for marker in _FULL_DEVICE):
+        where = mask_url(context.engine.url) if context.engine is not None else "the database"
+        return StoreFullError(
+            f"the database {where!r} has no space left on its device: nothing of this action was saved; "
+            "free some space and try again"
+        )
+    return None
 
 
 def _first_line(exc: BaseException) -> str:

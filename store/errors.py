@@ -8,3 +8,10 @@ class StoreError(RuntimeError):
 
     The message is one line and names the offending value.
     """
+
+
+class StoreFullError(StoreError, OSError):
+    """The database's device (or the server's) has no space left: the action was not saved.
+
+    An ``OSError`` too: the machine's fault, not the user's, and the CLI exits 1 for it.
+    """

@@ -44,7 +44,7 @@ from hardcase.miner.sources import Batch, DataSource, content_hashes
 from hardcase.miner.spec import spec_path_for
 from hardcase.miner.vocabulary import SCORE_FIELDS
 from hardcase.models.classifier import file_hash, load_classifier
-from hardcase.review_app.workflows.artifacts import run_folder
+from hardcase.review_app.workflows.artifacts import open_run_arrays, run_folder
 from hardcase.review_app.workflows.conventions import (
     CHECK_IMAGES,
     ConventionCheck,
@@ -158,26 +158,17 @@ class MiningReport:
 
 def _artifact_arrays(folder: Path, n: int, n_classes: int, dim: int | None, resume: bool):
     """Per-run memory-mapped outputs: pred_probs (N, K), sample ids (N,), done mask (N,),
-    embeddings (N, D) float16.
+    embeddings (N, D) float16, their disk space reserved (:func:`open_run_arrays`).
 
     ``done`` is 0 = not yet read, 1 = scored, 2 = unreadable (an error row).
     """
-    folder.mkdir(parents=True, exist_ok=True)
-
-    def open_array(name: str, dtype, shape):
-        path = folder / name
-        if resume and path.exists():
-            array = np.lib.format.open_memmap(path, mode="r+")
-            if array.shape != shape:
-                raise MiningInputError(f"{path} has shape {array.shape}, expected {shape}; use a new --run")
-            return array
-        return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
-
-    probs = open_array("pred_probs.npy", np.float32, (n, n_classes))
-    sample_ids = open_array("sample_ids.npy", np.int64, (n,))
-    done = open_array("done.npy", np.uint8, (n,))
-    embeddings = open_array("embeddings.npy", np.float16, (n, dim)) if dim else None
-    return probs, sample_ids, done, embeddings
+    arrays = {"pred_probs.npy": (np.float32, (n, n_classes)), "sample_ids.npy": (np.int64, (n,)),
+              "done.npy": (np.uint8, (n,))}
+    if dim:
+        arrays["embeddings.npy"] = (np.float16, (n, dim))
+    opened = open_run_arrays(folder, arrays, resume=resume)
+    return (opened["pred_probs.npy"], opened["sample_ids.npy"], opened["done.npy"],
+            opened.get("embeddings.npy"))
 
 
 def mine(store: Store, options: MiningOptions, *, artifacts_dir: Path, progress: bool = True) -> MiningReport:

@@ -44,7 +44,7 @@ from hardcase.miner.sources import DataSource, content_hashes
 from hardcase.miner.spec import as_uint8, spec_path_for
 from hardcase.miner.vocabulary import SCORE_FIELDS
 from hardcase.models.classifier import load_classifier
-from hardcase.review_app.workflows.artifacts import run_folder
+from hardcase.review_app.workflows.artifacts import open_run_arrays, run_folder
 from hardcase.review_app.workflows.conventions import ConventionError, check_convention
 from hardcase.review_app.workflows.data import open_for_model
 from hardcase.review_app.workflows.images import encode_png
@@ -480,28 +480,12 @@ class _StreamArtifacts:
     review run like a mined one; grown in place when the stream grew."""
 
     def __init__(self, folder: Path, n: int, n_classes: int, dim: int) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        self.probs = self._open(folder / "pred_probs.npy", np.float32, (n, n_classes))
-        self.embeddings = self._open(folder / "embeddings.npy", np.float16, (n, dim))
-        self.done = self._open(folder / "done.npy", np.uint8, (n,))
-        self.sample_ids = self._open(folder / "sample_ids.npy", np.int64, (n,))
-
-    @staticmethod
-    def _open(path: Path, dtype, shape):
-        if path.exists():
-            old = np.load(path, mmap_mode="r")
-            if old.shape == shape:
-                return np.lib.format.open_memmap(path, mode="r+")
-            if old.shape[1:] != shape[1:] or old.shape[0] > shape[0]:
-                raise MonitorInputError(f"{path} has shape {old.shape}, expected {shape}; use a new --run")
-            grown = path.with_name(f".{path.name}.grow.npy")
-            array = np.lib.format.open_memmap(grown, mode="w+", dtype=dtype, shape=shape)
-            array[: old.shape[0]] = old
-            array.flush()
-            del old
-            os.replace(grown, path)
-            return np.lib.format.open_memmap(path, mode="r+")
-        return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+        opened = open_run_arrays(folder, {"pred_probs.npy": (np.float32, (n, n_classes)),
+                                          "embeddings.npy": (np.float16, (n, dim)),
+                                          "done.npy": (np.uint8, (n,)), "sample_ids.npy": (np.int64, (n,))},
+                                 grow=True)
+        self.probs, self.embeddings = opened["pred_probs.npy"], opened["embeddings.npy"]
+        self.done, self.sample_ids = opened["done.npy"], opened["sample_ids.npy"]
 
     def keep(self, rows: np.ndarray, probs: np.ndarray, embeddings: np.ndarray) -> None:
         self.probs[rows] = probs

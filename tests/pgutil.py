@@ -109,13 +109,14 @@ class Seeded:
 
 
 def seed_run(
-    store: Any, *, n_samples: int = 12, n_candidates: int = 6, name: str = "run-1"
+    store: Any, *, n_samples: int = 12, n_candidates: int = 6, name: str = "run-1", classes: tuple = ()
 ) -> Seeded:
     """A dataset, model, run, scores for every sample and candidates for the first ones.
 
     Candidate ``i`` has rank ``i + 1``, class ``CLASSES[i % 3]`` and suggested
-    cause ``SUGGESTED_CAUSES[i % 5]``.
+    cause ``SUGGESTED_CAUSES[i % 5]`` (``classes``, three names, replaces ``CLASSES``).
     """
+    names = tuple(classes) or CLASSES
     from hardcase.miner.vocabulary import SUGGESTED_CAUSES
     from hardcase.store import api
 
@@ -125,7 +126,7 @@ def seed_run(
             name=f"ds-{name}",
             uri="/data/ds",
             kind="folder",
-            class_names=list(CLASSES),
+            class_names=list(names),
             n_samples=n_samples,
         )
         sample_ids = api.upsert_samples(
@@ -134,7 +135,7 @@ def seed_run(
             source_index=list(range(n_samples)),
             content_hash=[f"{index:064x}" for index in range(n_samples)],
             uri=[f"/data/ds/{index}.png" for index in range(n_samples)],
-            given_label=[CLASSES[index % 3] for index in range(n_samples)],
+            given_label=[names[index % 3] for index in range(n_samples)],
         )
         model = api.register_model(
             session,
@@ -142,7 +143,7 @@ def seed_run(
             path="/models/m.keras",
             file_hash=f"hash-{name}",
             spec={"size": [32, 32]},
-            class_names=list(CLASSES),
+            class_names=list(names),
         )
         run = api.create_run(
             session,
@@ -157,7 +158,7 @@ def seed_run(
             [
                 {
                     "sample_id": sample_id,
-                    "predicted_label": CLASSES[(index + 1) % 3],
+                    "predicted_label": names[(index + 1) % 3],
                     "confidence": 0.5 + index / (4 * n_samples),
                     "margin": 0.1,
                     "entropy": 0.9,
@@ -174,11 +175,11 @@ def seed_run(
                 {
                     "sample_id": sample_ids[index],
                     "rank": index + 1,
-                    "class_name": CLASSES[index % 3],
+                    "class_name": names[index % 3],
                     "hardness_score": 1.0 - index / n_samples,
                     "image_png": TINY_PNG,
                     "suggested_cause": SUGGESTED_CAUSES[index % 5],
-                    "suggested_label": CLASSES[(index + 1) % 3],
+                    "suggested_label": names[(index + 1) % 3],
                     "suggestion_confidence": 0.75,
                     "evidence": {"neighbours": [index, index + 1]},
                 }

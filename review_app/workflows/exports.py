@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import unicodedata
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,13 +30,33 @@ from hardcase.store.db import Store
 from hardcase.store.export import FORMATS, export_rows, write_rows
 from hardcase.store.schema import Candidate
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+#: Anything but letters and digits of any script, ``.``, ``_`` and ``-``: separators, spaces,
+#: control and shell characters.
+_UNSAFE = re.compile(r"[^\w.-]+")
 
 
 def safe_name(name: str) -> str:
-    """``name`` usable as one path component (no separators, no leading dot)."""
-    cleaned = _UNSAFE.sub("_", str(name)).lstrip(".")
+    """``name`` usable as one path component (no separators, no leading dot); letters of any
+    script are kept (``"chat noir"`` -> ``"chat_noir"``, ``"猫"`` -> ``"猫"``)."""
+    cleaned = _UNSAFE.sub("_", unicodedata.normalize("NFC", str(name))).lstrip(".")
     return cleaned or "_"
+
+
+def class_folders(class_names) -> dict[str, str]:
+    """One distinct folder name per class: :func:`safe_name`, and where two classes would share
+    a folder (``"a/b"`` and ``"a_b"``, or ``"Cat"`` and ``"cat"`` on a case-insensitive disk)
+    the later one gets ``-2``, ``-3``..."""
+    folders: dict[str, str] = {}
+    taken: set[str] = set()
+    for name in class_names:
+        base = candidate = safe_name(name)
+        suffix = 1
+        while candidate.casefold() in taken:
+            suffix += 1
+            candidate = f"{base}-{suffix}"
+        folders[name] = candidate
+        taken.add(candidate.casefold())
+    return folders
 
 
 def write_fix_list(store: Store, run_name: str, folder: Path, *, what: str = "fixes", fmt: str = "csv") -> tuple[Path, int]:
@@ -85,7 +106,7 @@ def write_image_folder_zip(store: Store, run_name: str, folder: Path) -> ImageFo
             if sample_id in wanted
         }
     root = f"{safe_name(run_name)}-relabeled"
-    folders = {name: safe_name(name) for name in class_names}
+    folders = class_folders(class_names)
     per_class = dict.fromkeys(class_names, 0)
     unlabelled = 0
     path = Path(folder) / f"{root}.zip"
@@ -102,7 +123,7 @@ def write_image_folder_zip(store: Store, run_name: str, folder: Path) -> ImageFo
                 unlabelled += 1
                 continue
             if label not in folders:
-                folders[label] = safe_name(label)
+                folders = class_folders([*folders, label])
                 per_class[label] = 0
                 archive.writestr(f"{root}/{folders[label]}/", b"")
             member = f"{root}/{folders[label]}/{fix['sample_id']}.png"

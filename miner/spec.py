@@ -19,11 +19,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SCALES", "PreprocessingSpec", "as_uint8", "spec_path_for"]
+__all__ = ["CHANNEL_ORDERS", "SCALES", "PreprocessingSpec", "as_uint8", "spec_path_for"]
 
 #: The pixel scalings a spec may name: ``"0-1"`` (x / 255), ``"0-255"`` (unchanged) and
 #: ``"-1-1"`` (x / 127.5 - 1).
 SCALES = ("0-1", "0-255", "-1-1")
+#: The channel orders of a colour model's input: images are stored and shown as RGB; a
+#: ``"BGR"`` model (trained on OpenCV-read images, or Caffe-style weights) gets them reversed.
+CHANNEL_ORDERS = ("RGB", "BGR")
 
 
 @dataclass(frozen=True)
@@ -45,12 +48,15 @@ class PreprocessingSpec:
     invert : bool
         The model was trained on inverted pixels (255 - x: dark ink on light paper where the
         data has light ink on dark, or the other way round); applied before the scaling.
+    channel_order : str
+        One of :data:`CHANNEL_ORDERS`: ``"RGB"`` (images as stored) or ``"BGR"`` (the
+        channels reversed before the model); only a 3-channel spec may say ``"BGR"``.
 
     Raises
     ------
     ValueError
-        A size that is not a positive integer, channels other than 1 or 3, an unknown scale,
-        or duplicate class names.
+        A size that is not a positive integer, channels other than 1 or 3, an unknown scale
+        or channel order, ``"BGR"`` with one channel, or duplicate class names.
     """
 
     height: int
@@ -59,6 +65,7 @@ class PreprocessingSpec:
     scale: str = "0-1"
     class_names: tuple[str, ...] = field(default_factory=tuple)
     invert: bool = False
+    channel_order: str = "RGB"
 
     def __post_init__(self) -> None:
         for name in ("height", "width"):
@@ -71,6 +78,10 @@ class PreprocessingSpec:
             raise ValueError(f"spec scale must be one of {', '.join(SCALES)}, got {self.scale!r}")
         if not isinstance(self.invert, bool):
             raise ValueError(f"spec invert must be true or false, got {self.invert!r}")
+        if self.channel_order not in CHANNEL_ORDERS:
+            raise ValueError(f"spec channel_order must be one of {', '.join(CHANNEL_ORDERS)}, got {self.channel_order!r}")
+        if self.channel_order == "BGR" and self.channels != 3:
+            raise ValueError(f"spec channel_order BGR needs 3 channels, got {self.channels}")
         if len(set(self.class_names)) != len(self.class_names):
             raise ValueError(f"spec class_names has duplicates: {list(self.class_names)}")
 
@@ -91,7 +102,7 @@ class PreprocessingSpec:
         ----------
         **overrides
             Any of ``height``, ``width``, ``channels``, ``scale``, ``class_names`` (any
-            sequence of str; stored as a tuple), ``invert``.
+            sequence of str; stored as a tuple), ``invert``, ``channel_order``.
 
         Returns
         -------
@@ -115,28 +126,46 @@ class PreprocessingSpec:
 
     @property
     def convention(self) -> str:
-        """The input convention in words: ``"0-255"``, ``"0-1, inverted"``."""
-        return self.scale + (", inverted" if self.invert else "")
+        """The input convention in words: ``"0-255"``, ``"0-1, inverted"``, ``"0-1, BGR"``."""
+        return self.scale + (", inverted" if self.invert else "") + (", BGR" if self.channel_order == "BGR" else "")
+
+    def ordered(self, images: np.ndarray) -> np.ndarray:
+        """Images with their channels in the model's order (values unchanged).
+
+        Parameters
+        ----------
+        images : np.ndarray, shape (..., C)
+            RGB (or grayscale) pixels as stored, channels last.
+
+        Returns
+        -------
+        np.ndarray
+            ``images`` itself for an RGB (or grayscale) spec; a view with the last axis
+            reversed for ``"BGR"``.
+        """
+        return images[..., ::-1] if self.channel_order == "BGR" else images
 
     def prepare(self, images: np.ndarray) -> np.ndarray:
-        """Scale a batch of images to model input.
+        """Scale a batch of images to model input, channels in the model's order.
 
         Parameters
         ----------
         images : np.ndarray, uint8 (or any 0-255 numeric), shape (N, H, W, C)
-            Pixels as stored; any shape works, the scaling is per element.
+            Pixels as stored (RGB); the scaling is per element, the channel order (see
+            :meth:`ordered`) applies to the last axis.
 
         Returns
         -------
         np.ndarray, float32, same shape
-            ``images * multiplier + offset`` (see :meth:`affine`).
+            ``ordered(images) * multiplier + offset`` (see :meth:`affine`).
         """
         multiplier, offset = self.affine()
-        x = images.astype(np.float32) * np.float32(multiplier)
+        x = self.ordered(np.asarray(images)).astype(np.float32) * np.float32(multiplier)
         return x + np.float32(offset) if offset else x
 
     def to_dict(self) -> dict[str, Any]:
-        """The spec as JSON-ready data: ``height``, ``width``, ``channels``, ``scale``, ``class_names`` (a list)."""
+        """The spec as JSON-ready data: ``height``, ``width``, ``channels``, ``scale``, ``class_names`` (a list),
+        ``invert``, ``channel_order``."""
         return {
             "height": self.height,
             "width": self.width,
@@ -144,11 +173,14 @@ class PreprocessingSpec:
             "scale": self.scale,
             "class_names": list(self.class_names),
             "invert": self.invert,
+            "channel_order": self.channel_order,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PreprocessingSpec:
-        """The spec of :meth:`to_dict` data; ``scale`` defaults to ``"0-1"``, ``class_names`` to none.
+        """The spec of :meth:`to_dict` data; ``scale`` defaults to ``"0-1"``, ``class_names`` to none,
+        ``invert`` to false and ``channel_order`` to ``"RGB"`` (specs recorded before these
+        fields existed load as they were read then).
 
         Raises
         ------
@@ -157,7 +189,7 @@ class PreprocessingSpec:
         ValueError
             An unknown key, or an invalid value (see the class).
         """
-        known = {"height", "width", "channels", "scale", "class_names", "invert"}
+        known = {"height", "width", "channels", "scale", "class_names", "invert", "channel_order"}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown preprocessing spec keys {sorted(unknown)}")
@@ -168,6 +200,7 @@ class PreprocessingSpec:
             scale=str(data.get("scale", "0-1")),
             class_names=tuple(str(c) for c in data.get("class_names", ())),
             invert=bool(data.get("invert", False)),
+            channel_order=str(data.get("channel_order", "RGB")),
         )
 
     def save(self, path: Path) -> None:

@@ -8,6 +8,7 @@ a :class:`KerasClassifier`, the Keras implementation of the
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import warnings
@@ -206,6 +207,22 @@ def _embedding_layer(model: keras.Model, name: str | None) -> keras.layers.Layer
     return layers[index] if index >= 0 else None
 
 
+def _with_class_names(model: keras.Model, spec: PreprocessingSpec) -> PreprocessingSpec:
+    """``spec`` naming the model's K outputs (``"0" .. "K-1"`` when it names none).
+
+    Raises
+    ------
+    ValueError
+        The spec names another number of classes than the model has outputs.
+    """
+    n_outputs = int(model.outputs[0].shape[-1])
+    if spec.class_names and len(spec.class_names) != n_outputs:
+        raise ValueError(f"model has {n_outputs} outputs but the spec names {len(spec.class_names)} classes")
+    if not spec.class_names:
+        spec = spec.with_overrides(class_names=[str(k) for k in range(n_outputs)])
+    return spec
+
+
 class KerasClassifier:
     """A Keras image classifier with its preprocessing spec (a :class:`~hardcase.miner.protocols.Classifier`).
 
@@ -257,13 +274,7 @@ class KerasClassifier:
     ) -> None:
         if not isinstance(spec, PreprocessingSpec):
             raise TypeError(f"spec must be a PreprocessingSpec, got {type(spec).__name__}")
-        n_outputs = int(model.outputs[0].shape[-1])
-        if spec.class_names and len(spec.class_names) != n_outputs:
-            raise ValueError(
-                f"model has {n_outputs} outputs but the spec names {len(spec.class_names)} classes"
-            )
-        if not spec.class_names:
-            spec = spec.with_overrides(class_names=[str(k) for k in range(n_outputs)])
+        spec = _with_class_names(model, spec)
         check_input_fits(model, spec)
         self._model = model
         self._spec = spec
@@ -304,8 +315,15 @@ class KerasClassifier:
         """The same model read through another spec (e.g. another input convention).
 
         The Keras model is shared, not copied; the class-count and input checks run again.
+        A spec of the same image shape also shares the compiled forward pass (the scaling
+        and channel order are applied outside the traced graph's weights), so trying the
+        input conventions costs no retracing.
         """
-        return KerasClassifier(self._model, spec, embedding_layer=self.embedding_layer, path=self.path)
+        if not isinstance(spec, PreprocessingSpec) or spec.image_shape != self._spec.image_shape:
+            return KerasClassifier(self._model, spec, embedding_layer=self.embedding_layer, path=self.path)
+        twin = copy.copy(self)
+        twin._spec = _with_class_names(self._model, spec)
+        return twin
 
     @property
     def model(self) -> keras.Model:
@@ -356,7 +374,7 @@ class KerasClassifier:
         return images[..., 0] if rank == 3 else images
 
     def _model_input(self, images: np.ndarray) -> np.ndarray:
-        """uint8 pixels shaped as the model's input; scaling happens in the graph."""
+        """uint8 pixels shaped as the model's input, channels in its order; scaling happens in the graph."""
         images = as_uint8(images)
         if images.ndim == 3:
             images = images[..., None]
@@ -364,7 +382,7 @@ class KerasClassifier:
             raise ValueError(
                 f"images have shape {images.shape[1:]} but the model expects {self.spec.image_shape}"
             )
-        return np.ascontiguousarray(self.to_model_layout(images))
+        return np.ascontiguousarray(self.to_model_layout(self.spec.ordered(images)))
 
     def _to_probabilities(self, outputs: np.ndarray, batch_label: str) -> np.ndarray:
         outputs = np.asarray(outputs, dtype=np.float64)
@@ -483,6 +501,7 @@ def load_classifier(
     size: Sequence[int] | None = None,
     class_names: Sequence[str] | None = None,
     trust_model: bool = False,
+    channel_order: str | None = None,
 ) -> KerasClassifier:
     """Load a ``.keras`` / ``.h5`` file or a SavedModel directory with its preprocessing spec.
 
@@ -493,7 +512,7 @@ def load_classifier(
     The spec is ``spec`` when given, else the one stored beside the model
     (``<model>.spec.json``, :func:`~hardcase.miner.spec.spec_path_for`), else the one
     detected from the model's input and output shapes (:func:`detect_spec`); ``scale``,
-    ``channels``, ``size`` and ``class_names`` override its fields. The classifier is built
+    ``channels``, ``size``, ``class_names`` and ``channel_order`` override its fields. The classifier is built
     with the result, so a spec naming another number of classes than the model has outputs,
     or images that do not fit the model's input, are refused here, before any data is read.
 
@@ -517,6 +536,10 @@ def load_classifier(
         channel count here and ``channels`` must agree).
     class_names : sequence of str, optional
         One per model output.
+    trust_model : bool
+        Load a SavedModel directory (its graph runs as it is).
+    channel_order : str, optional
+        ``"RGB"`` or ``"BGR"`` (a colour model trained on channel-reversed images).
 
     Returns
     -------
@@ -545,6 +568,7 @@ def load_classifier(
         sidecar = spec_path_for(path)
         spec = PreprocessingSpec.load(sidecar) if sidecar.exists() else detect_spec(model, size=size, channels=channels)
     spec = spec.with_overrides(
-        scale=scale, channels=channels, height=height, width=width, class_names=class_names
+        scale=scale, channels=channels, height=height, width=width, class_names=class_names,
+        channel_order=channel_order,
     )
     return KerasClassifier(model, spec, embedding_layer=embedding_layer, path=path)

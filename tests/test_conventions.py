@@ -7,6 +7,7 @@ import shutil
 import keras
 import numpy as np
 import pytest
+from usermodels import coloured_shapes, train_shapes_model
 
 from hardcase.miner.spec import PreprocessingSpec, spec_path_for
 from hardcase.models.classifier import load_classifier
@@ -171,3 +172,47 @@ def test_a_flat_input_model_mines_images_of_the_size_given(tmp_path):
     assert "20 scored + 0 errors = 20 samples" in ok.stdout
     wrong = run("5x5x3", "wrong")
     assert wrong.returncode == 2 and len(wrong.stderr.strip().splitlines()) == 1, wrong.stderr
+
+
+# --- channel order -----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def bgr_shapes_model(tmp_path_factory):
+    """The 3-class colour model trained on channel-reversed images (as read by OpenCV); no spec beside it."""
+    return train_shapes_model(tmp_path_factory.mktemp("bgr") / "bgr_shapes.keras", channel_order="BGR")
+
+
+def test_colour_candidates_also_try_the_other_channel_order():
+    spec = PreprocessingSpec(height=4, width=4, channels=3)
+    variants = candidate_specs(spec)
+    assert variants[0] == spec and len(variants) == 12 == len({v.convention for v in variants})
+    assert {v.channel_order for v in variants} == {"RGB", "BGR"}
+    images = np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3)
+    bgr = spec.with_overrides(channel_order="BGR")
+    np.testing.assert_array_equal(bgr.prepare(images), spec.prepare(images)[..., ::-1])
+    # grayscale has one channel order only, and a spec recorded before the field existed reads as RGB
+    assert len(candidate_specs(spec.with_overrides(channels=1))) == 6
+    old = {key: value for key, value in bgr.to_dict().items() if key != "channel_order"}
+    assert PreprocessingSpec.from_dict(old).channel_order == "RGB"
+    assert PreprocessingSpec.from_dict(bgr.to_dict()) == bgr
+    with pytest.raises(ValueError, match="BGR needs 3 channels"):
+        PreprocessingSpec(height=4, width=4, channels=1, channel_order="BGR")
+
+
+def test_a_bgr_colour_model_is_detected_and_a_given_rgb_spec_stops(bgr_shapes_model):
+    images, labels = coloured_shapes(150, seed=3)  # stored RGB, as every image source gives them
+    classifier = load_classifier(bgr_shapes_model)
+    assert classifier.spec.convention == "0-1"
+    check = check_convention(classifier, images, labels, spec_given=False)
+    assert check.changed and check.spec.convention == "0-1, BGR" and check.spec.channel_order == "BGR"
+    real = _accuracy(load_classifier(bgr_shapes_model, channel_order="BGR"), images, labels)
+    by_hand = float(np.mean(keras.models.load_model(bgr_shapes_model).predict(images[..., ::-1] / 255.0, verbose=0)
+                            .argmax(axis=1) == labels))
+    assert check.accuracies["0-1, BGR"] == pytest.approx(real) == pytest.approx(by_hand, abs=1e-9) and real > 0.9
+    # red and blue swap under the wrong order: only the green third stays right
+    assert check.accuracies["0-1"] < 0.5
+    with pytest.raises(ConventionError, match=r'says its input is 0-1,.*0-1, BGR gives .*"channel_order": "BGR"'):
+        check_convention(classifier, images, labels, spec_given=True)
+    # the model trained on RGB keeps RGB
+    rgb_model = train_shapes_model(bgr_shapes_model.parent / "rgb_shapes.keras")
+    kept = check_convention(load_classifier(rgb_model), images, labels, spec_given=False)
+    assert not kept.changed and kept.spec.channel_order == "RGB" and kept.accuracies["0-1"] > 0.9

@@ -12,64 +12,26 @@ import warnings
 import keras
 import numpy as np
 import pytest
+from usermodels import (
+    coloured_shapes,
+    flat_mlp,
+    functional_cnn_rescaling_inside,
+    rgb_cnn,
+    sequential_cnn,
+    train_shapes_model,
+)
 
 from hardcase.models.classifier import load_classifier
 from hardcase.models.saliency import GRADIENT_X_INPUT, Saliency
 from hardcase.models.transforms import Transform, apply_transform
 
-
-def _functional_cnn_rescaling_inside() -> keras.Model:
-    inputs = keras.Input((28, 28, 1))
-    x = keras.layers.Rescaling(1 / 255)(inputs)
-    x = keras.layers.Conv2D(4, 3, activation="relu", name="conv_a")(x)
-    x = keras.layers.MaxPooling2D()(x)
-    x = keras.layers.Flatten()(x)
-    return keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x))
-
-
-def _sequential_cnn() -> keras.Model:
-    return keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Conv2D(4, 3, activation="relu", name="conv_s"),
-                             keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10)])
-
-
-def _flat_mlp() -> keras.Model:
-    return keras.Sequential([keras.Input((784,)), keras.layers.Dense(16, activation="relu"),
-                             keras.layers.Dense(10, activation="softmax")])
-
-
-def _rgb_cnn() -> keras.Model:
-    return keras.Sequential([keras.Input((32, 32, 3)),
-                             keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv_rgb"),
-                             keras.layers.MaxPooling2D(),
-                             keras.layers.GlobalMaxPooling2D(),
-                             keras.layers.Dense(3, activation="softmax")])
-
-
-def _shapes(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """32x32 RGB images: a red, green or blue shape (the label: 0, 1, 2) on a random grey background.
-
-    The shape (square, disc or bar) and its place are random, so only its colour tells the class.
-    """
-    rng = np.random.default_rng(seed)
-    images = np.empty((n, 32, 32, 3), np.uint8)
-    labels = rng.integers(0, 3, n)
-    ys, xs = np.mgrid[0:32, 0:32]
-    for image, label in zip(images, labels):
-        image[:] = rng.integers(60, 140)
-        cy, cx = rng.integers(8, 24, 2)
-        mask = [(abs(ys - cy) <= 4) & (abs(xs - cx) <= 4), (ys - cy) ** 2 + (xs - cx) ** 2 <= 20,
-                (abs(ys - cy) <= 1) & (abs(xs - cx) <= 7)][rng.integers(0, 3)]
-        image[mask] = np.eye(3, dtype=np.uint8)[label] * 255
-    return images, labels
-
-
 MODELS = {
     # name: (builder, load_classifier keywords a user would give, image shape, method)
-    "functional CNN, Rescaling inside": (_functional_cnn_rescaling_inside, {"scale": "0-255"}, (28, 28, 1),
+    "functional CNN, Rescaling inside": (functional_cnn_rescaling_inside, {"scale": "0-255"}, (28, 28, 1),
                                          "HiResCAM on layer 'conv_a'"),
-    "Sequential CNN": (_sequential_cnn, {}, (28, 28, 1), "HiResCAM on layer 'conv_s'"),
-    "flat MLP": (_flat_mlp, {"size": (28, 28), "channels": 1}, (28, 28, 1), GRADIENT_X_INPUT),
-    "RGB CNN, 3 classes": (_rgb_cnn, {"size": (32, 32, 3)}, (32, 32, 3), "HiResCAM on layer 'conv_rgb'"),
+    "Sequential CNN": (sequential_cnn, {}, (28, 28, 1), "HiResCAM on layer 'conv_s'"),
+    "flat MLP": (flat_mlp, {"size": (28, 28), "channels": 1}, (28, 28, 1), GRADIENT_X_INPUT),
+    "RGB CNN, 3 classes": (rgb_cnn, {"size": (32, 32, 3)}, (32, 32, 3), "HiResCAM on layer 'conv_rgb'"),
 }
 
 
@@ -108,14 +70,9 @@ def test_a_users_model_predicts_transforms_and_explains(tmp_path, name):
 
 
 def test_an_rgb_model_learns_coloured_shapes_and_looks_at_them(tmp_path):
-    images, labels = _shapes(600)
-    keras.utils.set_random_seed(0)
-    model = _rgb_cnn()
-    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
-    model.fit(images / 255.0, labels, epochs=6, batch_size=32, verbose=0)
-    model.save(tmp_path / "shapes.keras")
+    train_shapes_model(tmp_path / "shapes.keras")
     classifier = load_classifier(tmp_path / "shapes.keras", size=(32, 32, 3), class_names=["red", "green", "blue"])
-    test_images, test_labels = _shapes(60, seed=1)
+    test_images, test_labels = coloured_shapes(60, seed=1)
     assert np.mean(classifier.predict_proba(test_images).argmax(1) == test_labels) >= 0.8
     saliency = Saliency(classifier)
     shape_mask = np.any(test_images != test_images[:, :1, :1], axis=-1)
@@ -125,7 +82,7 @@ def test_an_rgb_model_learns_coloured_shapes_and_looks_at_them(tmp_path):
 
 
 def test_flat_models_without_a_size_assume_a_square_grayscale_image(tmp_path):
-    _flat_mlp().save(tmp_path / "mlp.keras")
+    flat_mlp().save(tmp_path / "mlp.keras")
     with pytest.warns(UserWarning, match=r"flat input of D = 784 values: assuming 28x28x1"):
         classifier = load_classifier(tmp_path / "mlp.keras")
     assert classifier.spec.image_shape == (28, 28, 1)
@@ -142,14 +99,14 @@ def test_flat_models_without_a_size_assume_a_square_grayscale_image(tmp_path):
     ({"channels": 3}, r"images of 28x28x3 .* do not fit the model's input \(None, 28, 28, 1\)"),
 ])
 def test_a_size_that_does_not_fit_the_model_is_one_clear_error_at_load(tmp_path, options, message):
-    _sequential_cnn().save(tmp_path / "cnn.keras")
+    sequential_cnn().save(tmp_path / "cnn.keras")
     with pytest.raises(ValueError, match=message) as raised:
         load_classifier(tmp_path / "cnn.keras", **options)
     assert "\n" not in str(raised.value)
 
 
 def test_a_flat_size_that_does_not_add_up_is_refused(tmp_path):
-    _flat_mlp().save(tmp_path / "mlp.keras")
+    flat_mlp().save(tmp_path / "mlp.keras")
     with pytest.raises(ValueError, match=r"images of 32x32x1 \(= 1024 values\) do not fit the model's input \(None, 784\)"):
         load_classifier(tmp_path / "mlp.keras", size=(32, 32))
     with pytest.raises(ValueError, match="size says 3 channels but channels is 1"):

@@ -3,7 +3,7 @@
 A model with ``Rescaling(1/255)`` inside, fed 0-1 floats, scores near chance without raising
 anything: every label looks wrong and every example looks hard. So before mining, the first
 labelled images are classified under each candidate convention (scaling 0-1, 0-255 or -1..1,
-plain or inverted) and the accuracies compared:
+plain or inverted, and for a colour model RGB or BGR channel order) and the accuracies compared:
 
 - when the spec was given (a spec file or ``--scale``) and another convention is far better,
   mining stops with one line naming it;
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from hardcase.miner.spec import SCALES, PreprocessingSpec
+from hardcase.miner.spec import CHANNEL_ORDERS, SCALES, PreprocessingSpec
 
 if TYPE_CHECKING:
     from hardcase.models.classifier import KerasClassifier
@@ -58,9 +58,30 @@ class ConventionCheck:
 
 
 def candidate_specs(spec: PreprocessingSpec) -> list[PreprocessingSpec]:
-    """``spec`` under every scaling and inversion, ``spec`` itself first."""
-    variants = [spec.with_overrides(scale=scale, invert=invert) for scale in SCALES for invert in (False, True)]
+    """``spec`` under every scaling, inversion and (3 channels) channel order, ``spec`` itself first.
+
+    Returns
+    -------
+    list of PreprocessingSpec
+        6 for a grayscale spec, 12 for a colour one.
+    """
+    orders = CHANNEL_ORDERS if spec.channels == 3 else (spec.channel_order,)
+    variants = [spec.with_overrides(scale=scale, invert=invert, channel_order=order)
+                for scale in SCALES for invert in (False, True) for order in orders]
     return [spec, *(v for v in variants if v != spec)]
+
+
+def _changed_fields(variant: PreprocessingSpec, current: PreprocessingSpec) -> int:
+    return ((variant.scale != current.scale) + (variant.invert != current.invert)
+            + (variant.channel_order != current.channel_order))
+
+
+def _remedy(best: PreprocessingSpec, current: PreprocessingSpec) -> str:
+    """What the user passes (or writes in the spec file) to read the model through ``best``."""
+    flags = f"pass --scale {best.scale}" + (" --invert" if best.invert else "")
+    if best.channel_order != current.channel_order:
+        return f'{flags} and set "channel_order": "{best.channel_order}" in the model\'s .spec.json'
+    return f"{flags} (or fix the model's .spec.json)"
 
 
 def check_convention(
@@ -97,15 +118,14 @@ def check_convention(
         accuracies[variant.convention] = float(np.mean(predicted == labels))
     top = max(accuracies.values())
     tied = [variant for variant in candidate_specs(current) if accuracies[variant.convention] >= top - TIE]
-    best = min(tied, key=lambda variant: (variant.scale != current.scale) + (variant.invert != current.invert))
+    best = min(tied, key=lambda variant: _changed_fields(variant, current))
     gain = accuracies[best.convention] - accuracies[current.convention]
     if gain < DECISIVE_GAIN:
         return ConventionCheck(current, accuracies, len(labels), changed=False)
     if spec_given:
-        flags = f"--scale {best.scale}" + (" --invert" if best.invert else "")
         raise ConventionError(
             f"the model's spec says its input is {current.convention}, which classifies the first {len(labels)} "
             f"labelled images of {where} with accuracy {accuracies[current.convention]:.3f}, but {best.convention} "
-            f"gives {accuracies[best.convention]:.3f}: pass {flags} (or fix the model's .spec.json)"
+            f"gives {accuracies[best.convention]:.3f}: {_remedy(best, current)}"
         )
     return ConventionCheck(best, accuracies, len(labels), changed=True)

@@ -1,29 +1,29 @@
 """The Try tab's work without Gradio: turn a sketch or an upload into model input, predict.
 
-Input convention
-----------------
-The demo model, like MNIST, expects a **white digit on a black background**, 28x28, the
-digit's bounding box fitted into the central 20x20 pixels and its centre of mass at the
-centre of the image. The sketchpad gives the opposite: an RGBA canvas with black strokes
-on a transparent (shown white) background, far larger than 28x28; uploads may be either
-polarity. :func:`to_model_input` therefore
+The conversion follows the run's preprocessing spec (size, channels, class names):
 
-1. composites RGBA onto white (the colour under transparent pixels is arbitrary),
-2. converts to grey (ITU-R 601 luma),
-3. inverts when the border is bright (dark ink on a light background), so ink is bright,
-4. with ``normalize`` (the default), crops to the ink, fits the longest side into
-   ``20/28`` of the model's size (area interpolation, as MNIST's anti-aliasing) and shifts
-   the centre of mass to the centre; without it, resizes the whole image,
-5. repeats the channel for RGB models.
+Colour models (3 channels)
+    The image stays in colour: RGBA is composited onto white (as the sketchpad shows it) and
+    the whole image is resized to the model's size. Nothing is inverted or cropped.
 
-The same conversion serves any run's model through its preprocessing spec (size and
-channels); scaling to floats is the classifier's job.
+Grayscale models
+    The MNIST family's convention, **bright ink on a dark background**: RGBA is composited
+    onto white, converted to grey (ITU-R 601 luma), inverted when the border is bright (dark
+    ink on light paper, as the sketchpad and most scans give it) and resized to the model's
+    size.
+
+MNIST-style centring (only for a 28x28 grayscale spec, :func:`offers_centring`)
+    With ``normalize`` (the default there), the ink is cropped, its longest side fitted into
+    the central 20x20 pixels (area interpolation, as MNIST's anti-aliasing) and its centre of
+    mass shifted to the centre, as MNIST's digits were made.
+
+:func:`try_prompt` says what to draw or upload for a spec ("a digit" only when the classes are
+the ten digits). Scaling to floats and the channel order are the classifier's job.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -31,12 +31,13 @@ import numpy as np
 from hardcase.miner.spec import PreprocessingSpec
 from hardcase.models.transforms import Transform, apply_transform
 from hardcase.review_app.workflows.review import ReviewService
-
-if TYPE_CHECKING:
-    pass
+from hardcase.store.errors import StoreError
 
 MNIST_BOX = 20 / 28
 """Share of the image side the digit's bounding box is fitted into."""
+MNIST_SIZE = (28, 28)
+"""The image size (height, width) MNIST-style centring is offered for, with one channel."""
+DIGITS = tuple("0123456789")
 INK_THRESHOLD = 0.15
 """Grey level (share of the brightest pixel) above which a pixel counts as ink."""
 
@@ -79,20 +80,110 @@ def _centre_of_mass_shift(canvas: np.ndarray) -> tuple[float, float]:
     return (canvas.shape[0] - 1) / 2 - centre_row, (canvas.shape[1] - 1) / 2 - centre_col
 
 
+def offers_centring(spec: PreprocessingSpec) -> bool:
+    """Whether MNIST-style crop, fit and centring applies: a 28x28 grayscale spec."""
+    return spec.channels == 1 and (spec.height, spec.width) == MNIST_SIZE
+
+
+@dataclass(frozen=True)
+class TryPrompt:
+    """What the Try tab asks for, from the run's spec."""
+
+    label: str
+    """The sketchpad's label."""
+    help: str
+    """Markdown under the upload button: what the model expects and how images are converted."""
+    centring: bool
+    """Whether MNIST-style centring is offered (:func:`offers_centring`)."""
+    colour: bool
+    """Whether the model takes colour (the brush offers colours, nothing turns grey)."""
+    empty: str
+    """The note shown before anything is drawn."""
+
+
+def try_prompt(spec: PreprocessingSpec) -> TryPrompt:
+    """The Try tab's texts for a model of ``spec``.
+
+    "Digit" is said only when the classes are the ten digits; otherwise the class names are
+    listed (up to 12).
+    """
+    names = list(spec.class_names)
+    if tuple(names) == DIGITS:
+        thing = "a digit"
+    else:
+        shown = ", ".join(names[:12]) + (f", ... ({len(names)} classes)" if len(names) > 12 else "")
+        thing = f"one of: {shown}" if names else "an image"
+    size = f"{spec.height}x{spec.width}"
+    colour = spec.channels == 3
+    if colour:
+        help_text = (f"Draw or upload {thing}. The model takes {size} colour images: drawings and uploads "
+                     f"keep their colours and are resized to {size} (transparent pixels become white).")
+        tool = "pick the brush ✎ and a colour on the left, then draw"
+    else:
+        help_text = (f"Draw or upload {thing}. The model takes {size} grayscale images with bright ink on a dark "
+                     f"background: drawings and uploads are turned grey, inverted when their border is light, "
+                     f"and resized to {size}.")
+        tool = "pick the brush ✎ on the left, then draw"
+    if offers_centring(spec):
+        help_text += (" Ticked, the box crops to the ink, fits it into the central 20x20 pixels and centres it "
+                      "on its centre of mass, as MNIST's digits were made; unticked, the whole image is resized.")
+    return TryPrompt(label=f"Draw {thing}: {tool}", help=help_text, centring=offers_centring(spec), colour=colour,
+                     empty=f"Draw {thing} or upload an image.")
+
+
+def _colour_input(image: np.ndarray, spec: PreprocessingSpec) -> np.ndarray:
+    """An RGB(A) or grey image as the colour model's uint8 (H, W, 3) input: composited onto white, resized."""
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.ndim != 3 or image.shape[-1] not in (1, 2, 3, 4) or min(image.shape[:2]) < 1:
+        raise ValueError(f"expected an image (H, W[, C]) with 1-4 channels, got shape {image.shape}")
+    pixels = image.astype(np.float32)
+    if image.dtype != np.uint8:
+        pixels = pixels * (255.0 if pixels.max(initial=0) <= 1.0 else 1.0)
+    if pixels.shape[-1] in (2, 4):  # transparency composited onto white, as the sketchpad shows it
+        alpha = pixels[..., -1:] / 255.0
+        pixels = pixels[..., :-1] * alpha + 255.0 * (1.0 - alpha)
+    if pixels.shape[-1] == 1:
+        pixels = np.repeat(pixels, 3, axis=2)
+    if float(np.ptp(pixels)) < 8:
+        raise EmptyImageError("the image is empty: draw something or upload an image")
+    shrinking = pixels.shape[0] > spec.height or pixels.shape[1] > spec.width
+    out = cv2.resize(pixels, (spec.width, spec.height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
 def to_model_input(image: np.ndarray, spec: PreprocessingSpec, *, normalize: bool = True) -> np.ndarray:
     """A sketch or uploaded image as the model's uint8 input (H, W, C) (see the module docstring).
+
+    Parameters
+    ----------
+    image : np.ndarray
+        uint8 (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), any size.
+    spec : PreprocessingSpec
+        The model's: its size and channels shape the output.
+    normalize : bool
+        MNIST-style crop, fit and centring; applies only where :func:`offers_centring`.
+
+    Returns
+    -------
+    np.ndarray, uint8, shape ``spec.image_shape``
+        RGB for a colour model (the classifier applies its channel order).
 
     Raises
     ------
     EmptyImageError
         Nothing is drawn (no pixel differs from the background).
     """
+    if spec.channels == 3:
+        return _colour_input(image, spec)
+    normalize = normalize and offers_centring(spec)
     grey = to_grey_ink(image)
     grey = grey - np.median(np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]]))
     grey = np.clip(grey, 0, 255)
     peak = float(grey.max(initial=0))
     if peak < 8:
-        raise EmptyImageError("the image is empty: draw a digit or upload an image")
+        raise EmptyImageError("the image is empty: draw something or upload an image")
     grey *= 255.0 / peak
     height, width = spec.height, spec.width
     if not normalize:
@@ -113,8 +204,7 @@ def to_model_input(image: np.ndarray, spec: PreprocessingSpec, *, normalize: boo
         matrix = np.float32([[1, 0, shift_col], [0, 1, shift_row]])
         out = cv2.warpAffine(canvas, matrix, (width, height), flags=cv2.INTER_LINEAR,
                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    out = np.clip(np.rint(out), 0, 255).astype(np.uint8)[..., None]
-    return np.repeat(out, 3, axis=2) if spec.channels == 3 else out
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)[..., None]
 
 
 @dataclass(frozen=True)
@@ -130,6 +220,18 @@ class RunModels:
 
     def __init__(self, service: ReviewService) -> None:
         self.service = service
+
+    def prompt(self, run_name: str) -> TryPrompt:
+        """What the Try tab asks for with ``run_name``'s model, from the spec recorded with the run
+        (no model is loaded; an unknown run or a run without a spec gets the generic prompt)."""
+        from hardcase.review_app.workflows.retrain import run_spec
+
+        try:
+            spec = run_spec(self.service.store, run_name)
+        except (StoreError, KeyError, ValueError, TypeError):
+            return TryPrompt(label="Draw an image", help="Choose a mining run: its model makes the prediction.",
+                             centring=False, colour=False, empty="Choose a mining run, then draw or upload an image.")
+        return try_prompt(spec)
 
     def predict(self, run_name: str, image: np.ndarray, transform: Transform, *, normalize: bool = True) -> TryResult:
         """Convert ``image`` to the run's model input, apply ``transform`` and predict."""

@@ -11,12 +11,22 @@ from PIL import Image, UnidentifiedImageError
 
 from hardcase.miner.sources import MAX_PIXELS
 from hardcase.review_app.app.handlers.review import transform_from_sliders
-from hardcase.review_app.workflows.probe import EmptyImageError, RunModels
+from hardcase.review_app.workflows.probe import EmptyImageError, RunModels, TryPrompt
 from hardcase.review_app.workflows.review import ReviewService
 from hardcase.store.errors import StoreError
 
 DISPLAY = 280
 CANVAS = 280
+#: The brush of a grayscale model: black ink only (it is inverted to MNIST's bright ink).
+INK_BRUSH = {"default_size": 12, "colors": ["#000000"], "color_mode": "fixed"}
+#: The brush of a colour model: a palette to start from, and a colour picker.
+COLOUR_BRUSH = {"default_size": 12, "colors": ["#000000", "#d62728", "#2ca02c", "#1f77b4", "#ff7f0e", "#ffffff"],
+                "color_mode": "defaults"}
+
+
+def brush_for(prompt: TryPrompt) -> gr.Brush:
+    """The sketchpad's brush for a model: colours for a colour model, black ink otherwise."""
+    return gr.Brush(**(COLOUR_BRUSH if prompt.colour else INK_BRUSH))
 
 
 def crisp(image: np.ndarray, size: int = DISPLAY) -> np.ndarray:
@@ -69,6 +79,13 @@ class TryHandlers:
     def __post_init__(self) -> None:
         self.models = RunModels(self.service)
 
+    def describe(self, run_name):
+        """The Try tab's sketchpad, centring box and help for ``run_name``'s model (from its recorded spec)."""
+        prompt = self.models.prompt(run_name or "")
+        return (gr.update(label=prompt.label, brush=brush_for(prompt)),
+                gr.update(visible=prompt.centring, value=prompt.centring),
+                prompt.help)
+
     def predict(self, run_name, sketch, normalize, rotate, perspective, direction, scale, shift_x=0.0, shift_y=0.0,
                 aspect=1.0, shear=0.0):
         """Model input (as the model sees it), probabilities and a note for a drawn image."""
@@ -77,11 +94,12 @@ class TryHandlers:
         transform = transform_from_sliders(rotate, perspective, direction, scale, shift_x, shift_y, aspect, shear)
         image = _image_of(sketch)
         if image is None:
-            return None, None, "Draw a digit (white background, dark ink) or upload an image."
+            return None, None, self.models.prompt(run_name).empty
         try:
             result = self.models.predict(run_name, image, transform, normalize=bool(normalize))
         except EmptyImageError:
-            return None, None, "The canvas is empty: draw a digit or upload an image."
+            empty = self.models.prompt(run_name).empty
+            return None, None, f"The canvas is empty: {empty[0].lower()}{empty[1:]}"
         except (StoreError, FileNotFoundError, ValueError) as exc:
             raise gr.Error(str(exc)) from None
         top = max(result.probabilities, key=result.probabilities.get)

@@ -1,11 +1,16 @@
-"""The Try tab: draw or upload a digit and see a run's model predict it under the review sliders."""
+"""The Try tab: draw or upload an image and see a run's model predict it under the review sliders.
+
+The sketchpad's prompt and brush, the MNIST-style centring box and the help follow the chosen
+run's recorded spec (size, channels, class names: :func:`~hardcase.review_app.workflows.probe.try_prompt`);
+an upload is predicted as soon as it lands on the sketchpad.
+"""
 
 from __future__ import annotations
 
 import gradio as gr
 
 from hardcase.review_app.app.handlers.review import RESET_TRANSFORM
-from hardcase.review_app.app.handlers.try_tab import CANVAS, TryHandlers
+from hardcase.review_app.app.handlers.try_tab import CANVAS, TryHandlers, brush_for
 from hardcase.review_app.app.tabs.review import MODEL_CONCURRENCY, transform_sliders
 from hardcase.review_app.workflows.review import ReviewService
 
@@ -13,25 +18,21 @@ from hardcase.review_app.workflows.review import ReviewService
 def build(service: ReviewService, *, run_names: list[str], default_run: str | None) -> None:
     """Lay out the Try tab inside ``tab`` and wire its events."""
     handlers = TryHandlers(service)
+    prompt = handlers.models.prompt(default_run or "")  # the recorded spec only: no model is loaded here
     with gr.Row():
         run = gr.Dropdown(run_names, value=default_run, label="Model of mining run", scale=2, elem_id="try-run")
-        normalize = gr.Checkbox(True, label="Crop, fit 20x20 and centre like MNIST", scale=1, elem_id="try-normalize")
+        normalize = gr.Checkbox(prompt.centring, label="Crop, fit 20x20 and centre like MNIST", scale=1,
+                                visible=prompt.centring, elem_id="try-normalize")
     with gr.Row(equal_height=False):
         with gr.Column(scale=1):
             sketch = gr.Sketchpad(
-                label="Draw a digit: pick the brush ✎ on the left, then draw", type="numpy", image_mode="RGBA",
+                label=prompt.label, type="numpy", image_mode="RGBA",
                 canvas_size=(CANVAS, CANVAS), fixed_canvas=True, layers=False, transforms=(),
-                brush=gr.Brush(default_size=12, colors=["#000000"], color_mode="fixed"),
-                elem_id="try-sketch",
+                brush=brush_for(prompt), elem_id="try-sketch",
             )
             upload = gr.UploadButton("Upload an image instead", file_types=["image"], size="sm",
                                      elem_id="try-upload")
-            gr.Markdown(
-                "Draw dark on light, or upload a photo or scan of a digit. "
-                "The model expects MNIST's convention: a white digit on black, 28x28, fitted into the "
-                "central 20x20 and centred on its centre of mass. Drawings and uploads are converted: "
-                "dark-on-light images are inverted, then cropped, fitted and centred (untick the box to "
-                "only resize).", elem_id="try-help")
+            help_text = gr.Markdown(prompt.help, elem_id="try-help")
         with gr.Column(scale=1):
             with gr.Row():
                 model_view = gr.Image(label="What the model sees", type="numpy", interactive=False, height=220,
@@ -41,9 +42,17 @@ def build(service: ReviewService, *, run_names: list[str], default_run: str | No
             sliders = transform_sliders("try-")
             reset = gr.Button("Reset transform", size="sm", elem_id="try-reset")
 
+    predict_inputs = [run, sketch, normalize, *sliders]
+    predict_outputs = [model_view, probabilities, note]
+    # private: the prompt follows the run (what it shows comes from the run's stored spec)
+    run.change(handlers.describe, run, [sketch, normalize, help_text], api_name=False, queue=False)
     gr.on([sketch.change, run.change, normalize.change, *(slider.change for slider in sliders)],
-          handlers.predict, [run, sketch, normalize, *sliders], [model_view, probabilities, note],
+          handlers.predict, predict_inputs, predict_outputs,
           api_name="try_predict", trigger_mode="always_last", show_progress="hidden",
           concurrency_id=MODEL_CONCURRENCY, concurrency_limit=2)
-    upload.upload(handlers.upload, upload, sketch, api_name="try_upload")
+    # an upload sets the sketchpad's value from the server, which did not reach its change
+    # event (nothing was predicted until a slider moved): predict it here, a private step of try_upload
+    upload.upload(handlers.upload, upload, sketch, api_name="try_upload").then(
+        handlers.predict, predict_inputs, predict_outputs, api_name=False, show_progress="hidden",
+        concurrency_id=MODEL_CONCURRENCY, concurrency_limit=2)
     reset.click(lambda: RESET_TRANSFORM, None, sliders, api_name="try_reset", queue=False)

@@ -229,6 +229,10 @@ class RareSample:
     sample_id: int | None = None
     neighbours: list[int] = field(default_factory=list)
     """Source indices of the nearest mined samples (embedding space), for data collection."""
+    uri: str | None = None
+    """Where the sample comes from (its file, or ``<file>#<row>`` for arrays; None in plans made before)."""
+    neighbour_uris: list[str] = field(default_factory=list)
+    """Where each of ``neighbours`` comes from, in the same order."""
 
 
 @dataclass(frozen=True)
@@ -239,7 +243,7 @@ class RareFix:
     oversample: int = 5
 
     def collect_more(self) -> list[dict[str, Any]]:
-        """The "collect more like these" list: ids, labels and nearest neighbours."""
+        """The "collect more like these" list: ids, uris, labels and nearest neighbours (indices and uris)."""
         return [asdict(sample) for sample in self.samples]
 
     def describe(self) -> str:
@@ -522,6 +526,7 @@ def build_plan(
     pool_hashes: Mapping[int, str] | None = None,
     train_index_of_hash: Mapping[str, int] | None = None,
     neighbours: Mapping[int, list[int]] | None = None,
+    uris: Mapping[int, str] | None = None,
     rare_oversample: int = 5,
     augment_p: float = 1.0,
     augment_copies: int = 1,
@@ -544,6 +549,9 @@ def build_plan(
         ``content hash -> training row``: which mined samples are in the training data.
     neighbours
         ``source_index -> nearest mined source indices`` for the rare "collect more" list.
+    uris
+        ``source_index -> uri`` (``DataSource.row_uris``) of the rare samples and their
+        neighbours, so the "collect more" list names files, not only rows.
     rare_oversample
         Times each rare sample is added.
     augment_p, augment_copies
@@ -566,6 +574,7 @@ def build_plan(
     pool_hashes = pool_hashes or {}
     train_index_of_hash = train_index_of_hash or {}
     neighbours = neighbours or {}
+    uris = uris or {}
     decisions = Counter(str(row.get("final_cause")) for row in fixes)
     by_cause: dict[str, list[Mapping[str, Any]]] = {name: [] for name in FAMILIES}
     for number, row in enumerate(fixes):
@@ -609,10 +618,13 @@ def build_plan(
 
     rare = None
     if by_cause["rare"]:
-        samples = [RareSample(source_index=int(row["source_index"]), label=str(_label_of(row)),
-                              sample_id=row.get("sample_id"),
-                              neighbours=[int(n) for n in neighbours.get(int(row["source_index"]), [])])
-                   for row in by_cause["rare"]]
+        samples = []
+        for row in by_cause["rare"]:
+            index = int(row["source_index"])
+            near = [int(n) for n in neighbours.get(index, [])]
+            samples.append(RareSample(source_index=index, label=str(_label_of(row)), sample_id=row.get("sample_id"),
+                                      neighbours=near, uri=uris.get(index) or row.get("uri"),
+                                      neighbour_uris=[uris[n] for n in near if n in uris]))
         rare = RareFix(samples=samples, oversample=int(rare_oversample))
 
     meta = {"decisions": dict(decisions), "n_rows": len(fixes), **(provenance or {})}

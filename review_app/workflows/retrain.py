@@ -218,10 +218,13 @@ def make_plan(rows: Sequence[Mapping[str, Any]], *, spec, train_images: np.ndarr
     if any(r.get("final_cause") == "mislabel" for r in rows):
         train_index_of_hash = {digest: i for i, digest in enumerate(content_hashes(train_images))}
     rare_indices = [int(r["source_index"]) for r in rows if r.get("final_cause") == "rare"]
+    neighbours = nearest_neighbours(embeddings_path, rare_indices)
+    # "collect more like these" names files: the one way a source names its rows
+    named = sorted({*rare_indices, *(n for near in neighbours.values() for n in near)})
+    uris = dict(zip(named, source.row_uris(named))) if source is not None and named else {}
     plan = build_plan(rows, class_names=list(spec.class_names), train_labels=train_labels,
                       pool_hashes=pool_hashes, train_index_of_hash=train_index_of_hash,
-                      neighbours=nearest_neighbours(embeddings_path, rare_indices),
-                      rare_oversample=rare_oversample,
+                      neighbours=neighbours, uris=uris, rare_oversample=rare_oversample,
                       provenance={"mined_data": mined_path, **(provenance or {})})
     rare_images = None
     if plan.rare is not None:
@@ -513,7 +516,10 @@ def markdown(report: Mapping[str, Any]) -> str:
                     + ", ".join(f"{family} {count:,} images" for family, count in sizes.items()) + "."]
     if plan.rare is not None:
         out += ["", "## Collect more like these", ""]
-        out += [f"- source index {s.source_index} (class {s.label}); neighbours {s.neighbours}" for s in plan.rare.samples]
+        for sample in plan.rare.samples:
+            near = sample.neighbour_uris or [f"source index {n}" for n in sample.neighbours]
+            out.append(f"- {sample.uri or f'source index {sample.source_index}'} (class {sample.label})"
+                       + (f"; like it: {', '.join(near)}" if near else ""))
     return "\n".join(out) + "\n"
 
 

@@ -6,7 +6,8 @@
 - :mod:`~hardcase.store.queue`: which candidate a reviewer sees next (leases);
 - :mod:`~hardcase.store.reviews`: append-only reviews, undo, conflicts, progress, triage counts;
 - :mod:`~hardcase.store.users`: accounts and roles;
-- :mod:`~hardcase.store.monitoring`: monitor runs, their scored windows and signals.
+- :mod:`~hardcase.store.monitoring`: monitor runs, their scored windows and signals;
+- :mod:`~hardcase.store.projections`: a run's 2-D map of its embeddings.
 
 Every function takes the session first and runs inside the caller's unit of
 work::
@@ -58,6 +59,12 @@ from hardcase.store.monitoring import (
     signal_timeline,
     window_candidate_ids,
 )
+from hardcase.store.projections import (
+    MapPoints,
+    get_projection,
+    map_points,
+    set_projection,
+)
 from hardcase.store.queue import (
     DEFAULT_LEASE_SECONDS,
     RELEASE_LEASE,
@@ -70,13 +77,18 @@ from hardcase.store.queue import (
 from hardcase.store.reviews import (
     INSERT_REVIEW,
     LOCK_CANDIDATE_QUERY,
+    BatchResult,
+    BatchSummary,
     OtherReview,
     ReviewResult,
+    list_batches,
     review_progress,
     reviews_for,
+    submit_batch,
     submit_review,
     triage_counts,
     triage_query,
+    undo_batch,
     undo_last_review,
 )
 from hardcase.store.runs import (
@@ -121,8 +133,11 @@ __all__ = [
     "ERROR_REQUIRED",
     "HISTORY_QUERY",
     "HISTORY_ROWS_QUERY",
+    "BatchResult",
+    "BatchSummary",
     "INSERT_REVIEW",
     "LOCK_CANDIDATE_QUERY",
+    "MapPoints",
     "OtherReview",
     "PNG_MAGIC",
     "RELEASE_LEASE",
@@ -148,14 +163,17 @@ __all__ = [
     "get_candidate",
     "get_dataset",
     "get_monitor_run",
+    "get_projection",
     "get_or_create_dataset",
     "get_run",
     "get_user",
     "grow_dataset",
+    "list_batches",
     "list_monitor_runs",
     "list_runs",
     "list_users",
     "list_windows",
+    "map_points",
     "model_version",
     "next_candidate",
     "previous_candidate",
@@ -167,13 +185,16 @@ __all__ = [
     "reviews_for",
     "scored_sample_ids",
     "scored_windows",
+    "set_projection",
     "set_review_run",
     "set_run_status",
     "set_suggestions",
     "signal_timeline",
+    "submit_batch",
     "submit_review",
     "triage_counts",
     "triage_query",
+    "undo_batch",
     "undo_last_review",
     "update_score_column",
     "upsert_samples",

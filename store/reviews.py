@@ -1,4 +1,5 @@
-"""Reviews: append-only decisions, undo as a retraction, conflicts, progress and triage counts."""
+"""Reviews: append-only decisions, undo as a retraction, conflicts, progress and triage counts;
+bulk decisions of a lead as one batch, undone as one batch."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from hardcase.store._rows import _as_int, _check_name
 from hardcase.store.candidates import _history, _history_rows, effective_reviews
 from hardcase.store.errors import StoreError
 from hardcase.store.queue import release_lease
-from hardcase.store.schema import Candidate, Review
+from hardcase.store.schema import BATCH_ACTIONS, Candidate, Review, ReviewBatch
 
 
 class OtherReview(NamedTuple):
@@ -72,7 +73,8 @@ def _append_review(
 ) -> tuple[int, dt.datetime]:
     """Insert a review row and move the candidate to its version and decision."""
     review_id, created_at = session.execute(
-        INSERT_REVIEW, {"candidate_id": candidate_id, "retracts_review_id": None, **values}
+        INSERT_REVIEW,
+        {"candidate_id": candidate_id, "retracts_review_id": None, "batch_id": None, **values},
     ).one()
     session.execute(
         update(Candidate)
@@ -178,7 +180,23 @@ def undo_last_review(session: Session, candidate_id: int, *, reviewer: str) -> R
     if not own:
         raise StoreError(f"reviewer {reviewer!r} has no review of candidate {candidate_id} to undo")
     target = own[-1]
-    remaining = [review for review in standing if review.id != target.id]
+    retraction_id = _retract(session, candidate_id, target.id, standing, previous, reviewer=reviewer)
+    return ReviewResult(retraction_id, previous + 1, False, _others(history, target.id))
+
+
+def _retract(
+    session: Session,
+    candidate_id: int,
+    target_id: int,
+    standing: Sequence[Any],
+    previous: int,
+    *,
+    reviewer: str,
+    batch_id: int | None = None,
+) -> int:
+    """Append the retraction of standing review ``target_id`` (the candidate row locked at
+    version ``previous``); its decision falls back to the latest review still standing."""
+    remaining = [review for review in standing if review.id != target_id]
     retraction_id, _ = _append_review(
         session,
         candidate_id,
@@ -186,14 +204,15 @@ def undo_last_review(session: Session, candidate_id: int, *, reviewer: str) -> R
         reviewer=reviewer,
         cause=None,
         new_label=None,
-        note=f"retracts review {target.id}",
+        note=f"retracts review {target_id}",
         transform=None,
         seen_version=previous,
         version=previous + 1,
         conflict=False,
-        retracts_review_id=target.id,
+        retracts_review_id=target_id,
+        batch_id=batch_id,
     )
-    return ReviewResult(retraction_id, previous + 1, False, _others(history, target.id))
+    return retraction_id
 
 
 def reviews_for(session: Session, candidate_id: int) -> list[Review]:
@@ -225,3 +244,186 @@ def triage_counts(session: Session, run_id: int) -> dict[tuple[str, str | None],
     """
     rows = session.execute(triage_query(run_id))
     return {(class_name, decision): int(count) for class_name, decision, count in rows}
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """Outcome of ``submit_batch`` / ``undo_batch``.
+
+    Attributes
+    ----------
+    batch_id
+        Id of the appended ``review_batches`` row.
+    candidate_ids
+        The candidates a review was appended for, in the order given.
+    review_ids
+        The appended reviews (or retractions), one per candidate.
+    """
+
+    batch_id: int
+    candidate_ids: tuple[int, ...]
+    review_ids: tuple[int, ...]
+
+
+def _check_decision(index: int, cause: Any, new_label: Any) -> None:
+    if cause not in DECISIONS:
+        raise ValueError(f"decision {index}: cause must be one of {', '.join(DECISIONS)}, got {cause!r}")
+    if new_label is not None:
+        _check_name("new_label", new_label)
+    if cause == "mislabel" and new_label is None:
+        raise ValueError(f"decision {index}: cause 'mislabel' needs new_label, the correct class name")
+
+
+def submit_batch(
+    session: Session,
+    run_id: int,
+    decisions: Sequence[Mapping[str, Any]],
+    *,
+    reviewer: str,
+    action: str = "decide",
+    description: str = "",
+) -> BatchResult:
+    """Decide many candidates of a run at once: one batch row, one review per candidate.
+
+    Each review is ``reviewer``'s own judgment of that candidate, appended as
+    :func:`submit_review` appends one (the candidate row locked, its version bumped, the
+    reviewer's lease released) on top of the version it has now, so no conflict is flagged.
+
+    Parameters
+    ----------
+    run_id
+        The run every candidate belongs to.
+    decisions
+        Mappings with ``candidate_id``, ``cause`` (one of ``DECISIONS``) and optional
+        ``new_label`` (required for ``mislabel``); a candidate at most once.
+    action
+        ``decide`` or ``adjudicate`` (a lead settling candidates whose reviewers disagree).
+    description
+        What was selected and how, in words (shown in the list of batches).
+
+    Raises
+    ------
+    ValueError
+        No decision, a candidate twice, a bad cause or label, a bad action or reviewer.
+    StoreError
+        A candidate that does not exist or belongs to another run.
+    """
+    _check_name("reviewer", reviewer)
+    if action not in BATCH_ACTIONS or action == "undo":
+        raise ValueError(f"action must be 'decide' or 'adjudicate', got {action!r}")
+    if not decisions:
+        raise ValueError("a batch needs at least one decision")
+    ids = [_as_int("candidate_id", decision["candidate_id"]) for decision in decisions]
+    if len(set(ids)) != len(ids):
+        raise ValueError("a batch decides each candidate at most once")
+    for index, decision in enumerate(decisions):
+        _check_decision(index, decision.get("cause"), decision.get("new_label"))
+    found = set(
+        session.scalars(select(Candidate.id).where(Candidate.run_id == run_id, Candidate.id.in_(ids)))
+    )
+    if len(found) != len(ids):
+        missing = next(candidate_id for candidate_id in ids if candidate_id not in found)
+        raise StoreError(f"no candidate with id {missing} in run {run_id}")
+    batch_id = _new_batch(session, run_id, reviewer=reviewer, action=action, description=description)
+    review_ids = []
+    for candidate_id, decision in zip(ids, decisions):
+        previous = _lock_candidate(session, candidate_id)
+        review_id, _ = _append_review(
+            session,
+            candidate_id,
+            decision=decision["cause"],
+            reviewer=reviewer,
+            cause=decision["cause"],
+            new_label=decision.get("new_label"),
+            note=str(decision.get("note") or ""),
+            transform=None,
+            seen_version=previous,
+            version=previous + 1,
+            conflict=False,
+            batch_id=batch_id,
+        )
+        release_lease(session, candidate_id, reviewer)
+        review_ids.append(review_id)
+    return BatchResult(batch_id, tuple(ids), tuple(review_ids))
+
+
+def _new_batch(session: Session, run_id: int, **values: Any) -> int:
+    batch = ReviewBatch(run_id=run_id, **values)
+    session.add(batch)
+    session.flush()
+    return batch.id
+
+
+def undo_batch(session: Session, batch_id: int, *, reviewer: str) -> BatchResult:
+    """Retract every review of batch ``batch_id`` still standing, as one ``undo`` batch.
+
+    Nothing is deleted; each candidate's decision falls back to its latest review still
+    standing. A review of the batch already retracted on its own is left as it is.
+
+    Raises
+    ------
+    StoreError
+        No such batch, an undo batch, a batch of another reviewer, or one already undone.
+    """
+    _check_name("reviewer", reviewer)
+    batch = session.get(ReviewBatch, _as_int("batch_id", batch_id))
+    if batch is None:
+        raise StoreError(f"no review batch with id {batch_id}")
+    if batch.action == "undo":
+        raise StoreError(f"batch {batch_id} is itself an undo; it cannot be undone")
+    if batch.reviewer != reviewer:
+        raise StoreError(f"batch {batch_id} was made by {batch.reviewer!r}; only they can undo it")
+    if session.scalar(select(ReviewBatch.id).where(ReviewBatch.undoes_batch_id == batch.id)) is not None:
+        raise StoreError(f"batch {batch_id} was already undone")
+    undo_id = _new_batch(
+        session, batch.run_id, reviewer=reviewer, action="undo",
+        description=f"undoes batch {batch.id}", undoes_batch_id=batch.id,
+    )
+    targets = session.execute(
+        select(Review.id, Review.candidate_id).where(Review.batch_id == batch.id).order_by(Review.id)
+    ).all()
+    candidate_ids, retraction_ids = [], []
+    for target_id, candidate_id in targets:
+        previous = _lock_candidate(session, candidate_id)
+        standing = effective_reviews(_history_rows(session, candidate_id))
+        if not any(review.id == target_id for review in standing):
+            continue
+        retraction_ids.append(
+            _retract(session, candidate_id, target_id, standing, previous, reviewer=reviewer, batch_id=undo_id)
+        )
+        candidate_ids.append(candidate_id)
+    return BatchResult(undo_id, tuple(candidate_ids), tuple(retraction_ids))
+
+
+class BatchSummary(NamedTuple):
+    """One batch of a run as the batch list shows it."""
+
+    id: int
+    reviewer: str
+    action: str
+    description: str
+    n_reviews: int
+    undone_by: int | None
+    created_at: dt.datetime
+
+
+def list_batches(session: Session, run_id: int, *, reviewer: str | None = None) -> list[BatchSummary]:
+    """The run's review batches, newest first (``undone_by``: the batch that undid it, if any)."""
+    undo = ReviewBatch.__table__.alias("undo")
+    counts = (
+        select(Review.batch_id, func.count().label("n"))
+        .where(Review.batch_id.is_not(None))
+        .group_by(Review.batch_id)
+        .subquery()
+    )
+    query = (
+        select(ReviewBatch.id, ReviewBatch.reviewer, ReviewBatch.action, ReviewBatch.description,
+               func.coalesce(counts.c.n, 0), undo.c.id, ReviewBatch.created_at)
+        .outerjoin(counts, counts.c.batch_id == ReviewBatch.id)
+        .outerjoin(undo, undo.c.undoes_batch_id == ReviewBatch.id)
+        .where(ReviewBatch.run_id == run_id)
+        .order_by(ReviewBatch.id.desc())
+    )
+    if reviewer is not None:
+        query = query.where(ReviewBatch.reviewer == reviewer)
+    return [BatchSummary(*row) for row in session.execute(query)]

@@ -11,7 +11,10 @@ window; the per-sample values of a window live in a Parquet file beside the
 database (``monitor_windows.samples_path``, see ``store.columnar``).
 
 Reviews are append-only: a review is never updated or deleted. Undo appends a
-row that retracts an earlier one (``retracts_review_id``). A candidate's
+row that retracts an earlier one (``retracts_review_id``). A lead's bulk decision
+is one ``review_batches`` row and one review per candidate pointing at it
+(``reviews.batch_id``); undoing the batch is a second batch (``undoes_batch_id``)
+whose reviews retract the first one's. A candidate's
 ``review_version`` counts the review rows written for it and ``decision``
 caches the cause of its latest non-retracted review; both are changed only
 under a row lock in the same transaction that appends the review (see
@@ -80,6 +83,12 @@ WINDOW_ACCURACIES: tuple[str, ...] = (
     "true_accuracy",
 )
 """The accuracy columns of a monitoring window, each NULL or in [0, 1]."""
+
+BATCH_ACTIONS: tuple[str, ...] = ("decide", "adjudicate", "undo")
+"""What a batch of reviews does: decide many candidates, settle disputed ones, or undo a batch."""
+
+PROJECTION_METHODS: tuple[str, ...] = ("pca", "tsne")
+"""How a run's 2-D map of its embeddings was computed."""
 
 
 def in_values(column: str, values: tuple[str, ...]) -> str:
@@ -226,6 +235,9 @@ class Score(Base):
     loss: Mapped[float | None] = mapped_column(Float, nullable=True)
     label_quality_score: Mapped[float | None] = mapped_column(Float, nullable=True)
     hardness_score: Mapped[float] = mapped_column(Float)
+    map_x: Mapped[float | None] = mapped_column(Float, nullable=True)
+    """The sample's place on the run's 2-D map of its embeddings (see ``RunProjection``); None before."""
+    map_y: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class RunError(Base):
@@ -335,6 +347,53 @@ class Review(Base):
     version: Mapped[int] = mapped_column(Integer)
     conflict: Mapped[bool] = mapped_column(Boolean)
     retracts_review_id: Mapped[int | None] = mapped_column(ForeignKey("reviews.id"), nullable=True)
+    created_at: Mapped[dt.datetime] = created_at_column()
+    batch_id: Mapped[int | None] = mapped_column(ForeignKey("review_batches.id"), nullable=True, index=True)
+    """The bulk decision (or its undo) this review belongs to; None for a review of its own."""
+
+
+class ReviewBatch(Base):
+    """One bulk action of a lead over many candidates: its reviews point at it (``Review.batch_id``).
+
+    An ``undo`` batch names the batch it undoes (at most once); its reviews are the
+    retractions of that batch's reviews.
+    """
+
+    __tablename__ = "review_batches"
+    __table_args__ = (
+        UniqueConstraint("undoes_batch_id"),
+        CheckConstraint(in_values("action", BATCH_ACTIONS), name="action"),
+        CheckConstraint(
+            "(action = 'undo' AND undoes_batch_id IS NOT NULL)"
+            " OR (action <> 'undo' AND undoes_batch_id IS NULL)",
+            name="undo_names_its_batch",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
+    reviewer: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    action: Mapped[str] = mapped_column(String(16))
+    description: Mapped[str] = mapped_column(Text, default="", server_default="")
+    undoes_batch_id: Mapped[int | None] = mapped_column(ForeignKey("review_batches.id"), nullable=True)
+    created_at: Mapped[dt.datetime] = created_at_column()
+
+
+class RunProjection(Base):
+    """How a run's 2-D map (``scores.map_x``, ``scores.map_y``) was computed, once it was."""
+
+    __tablename__ = "run_projections"
+    __table_args__ = (
+        CheckConstraint(in_values("method", PROJECTION_METHODS), name="method"),
+        CheckConstraint("n_points >= 0 AND n_fitted >= 0 AND n_fitted <= n_points", name="counts_valid"),
+    )
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), primary_key=True)
+    method: Mapped[str] = mapped_column(String(16))
+    n_points: Mapped[int] = mapped_column(Integer)
+    """Scored samples placed on the map."""
+    n_fitted: Mapped[int] = mapped_column(Integer)
+    """Samples the 2-D embedding was fitted on (t-SNE's subsample; the others are placed by their neighbours)."""
     created_at: Mapped[dt.datetime] = created_at_column()
 
 

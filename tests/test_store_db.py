@@ -209,14 +209,14 @@ def test_migrations_empty_to_head_to_base_to_head(db_url):
         assert current_revision(store) is None
         assert not table_names(store) & HARDCASE_TABLES
         upgrade(store)
-        assert current_revision(store) == head_revision() == "0003"
+        assert current_revision(store) == head_revision() == "0004"
         assert HARDCASE_TABLES <= table_names(store)
         seed_run(store)
         downgrade(store, "base")
         assert current_revision(store) is None
         assert not table_names(store) & HARDCASE_TABLES
         upgrade(store, "head")
-        assert current_revision(store) == "0003"
+        assert current_revision(store) == "0004"
         seed_run(store)
     finally:
         store.dispose()
@@ -280,7 +280,7 @@ def test_newer_schema_is_refused_and_nothing_changes(db_url):
     for attempt in (lambda: open_store(db_url), lambda: open_store(db_url, upgrade=False)):
         with pytest.raises(StoreError, match="newer than this hardcase") as caught:
             attempt()
-        assert "ffff_future" in str(caught.value) and "head 0003" in str(caught.value)
+        assert "ffff_future" in str(caught.value) and "head 0004" in str(caught.value)
 
     if sqlite_file:
         assert file_digest(sqlite_file) == before
@@ -299,7 +299,7 @@ def test_newer_schema_is_refused_and_nothing_changes(db_url):
 def test_unknown_downgrade_target_is_a_store_error(store):
     with pytest.raises(StoreError, match="cannot downgrade"):
         downgrade(store, "nonsense")
-    assert current_revision(store) == "0003"
+    assert current_revision(store) == "0004"
 
 
 # --------------------------------------------------------------------------- constraints

@@ -104,7 +104,7 @@ def test_migration_0003_up_and_down_keeps_the_mining_data(db_url):
         upgrade(store, "0002")
         assert not table_names(store) & MONITORING_TABLES
         upgrade(store, "head")
-        assert current_revision(store) == "0003"
+        assert current_revision(store) == "0004"
         assert MONITORING_TABLES <= table_names(store)
         seeded = seed_run(store)
         monitor_run_id = new_monitor_run(store, seeded, name="run-1")

@@ -31,6 +31,11 @@ CALLS = {
     "retrain_report": ("demo",),
     "open_disagreement": (),
     "next_candidate": ("demo", "", -1, "any", "unreviewed", "any"),
+    "bulk_decide": ("demo", "ticked rows", "", "accept the suggestion", None, "any", "any", "all", "", 0, ""),
+    "adjudicate": ("demo", "ticked rows", "", "accept the suggestion", None, "any", "any", "all", "", 0, ""),
+    "undo_batch": (None, ""),
+    "model_choices": ("demo",),
+    "compare_models": ("demo", "", ""),
 }
 
 

@@ -12,7 +12,7 @@ from PIL import Image
 from hardcase.miner.sources import MAX_PIXELS
 from hardcase.review_app.app.handlers.access import visible_tabs
 from hardcase.review_app.app.handlers.review import Handlers
-from hardcase.review_app.app.tabs import export, gallery, monitor, review, triage, try_tab
+from hardcase.review_app.app.tabs import explore, export, gallery, monitor, review, triage, try_tab
 from hardcase.review_app.workflows.review import ReviewService
 
 CSS = """
@@ -34,6 +34,8 @@ def build_app(service: ReviewService, *, run_name: str | None = None) -> gr.Bloc
             runs = {"run_names": run_names, "default_run": default_run}
             with gr.Tab("Gallery", id="gallery") as gallery_tab:
                 gallery.build(service, tab=gallery_tab, tabs=tabs, review_tab=review_tab, **runs)
+            with gr.Tab("Explore", id="explore") as explore_tab:
+                explore.build(service, tab=explore_tab, tabs=tabs, review_tab=review_tab, **runs)
             with gr.Tab("Try", id="try"):
                 try_tab.build(service, **runs)
             with gr.Tab("Triage", id="triage") as triage_tab:

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
+from hardcase.review_app.workflows.explore import RunMap
 from hardcase.review_app.workflows.insights import PairAgreement
 from hardcase.review_app.workflows.monitor_views import SignalSeries, WindowMap
 
@@ -304,3 +305,97 @@ def _class_colors(n: int) -> list:
 
     palette = colormaps["tab10" if n <= 10 else "tab20"]
     return [palette(i % palette.N) for i in range(max(n, 1))]
+
+
+# --------------------------------------------------------------------------- explore tab
+
+HISTOGRAM_BINS = 50
+MAP_SIZE = (9.0, 6.0)
+MAP_DPI = 100
+CAUSE_COLORS = {"augment": "tab:blue", "rare": "tab:purple", "imbalance": "tab:orange", "mislabel": "tab:red",
+                "unclear": "tab:olive", None: "0.45"}
+
+
+def score_histogram_figure(values: np.ndarray, candidate_values: np.ndarray, *, cut: float | None, title: str,
+                           xlabel: str) -> Figure:
+    """Histogram of a score over every scored sample (log counts), the candidates' share in
+    colour, and the candidate cut as a dashed line (candidates are picked at or below it)."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return message_figure(title, "No sample has this score in this run.")
+    figure, axes = _figure()
+    figure.set_size_inches(WIDTH, HEIGHT * 0.75)
+    bins = np.linspace(0.0, 1.0, HISTOGRAM_BINS + 1)
+    axes.hist(values, bins=bins, color="0.7", label=f"all scored samples ({len(values):,})")
+    picked = np.asarray(candidate_values, dtype=np.float64)
+    picked = picked[np.isfinite(picked)]
+    if len(picked):
+        axes.hist(picked, bins=bins, color="tab:red", alpha=0.85, label=f"candidates ({len(picked):,})")
+    if cut is not None:
+        axes.axvline(cut, color="black", linestyle="--", linewidth=1.2, label=f"candidate cut {cut:.3f}")
+    axes.set_yscale("log")
+    axes.set_xlim(0, 1)
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel("samples (log)")
+    axes.set_title(title)
+    axes.legend(fontsize=8, frameon=False)
+    return figure
+
+
+def run_map_image(run_map: RunMap, *, color_by: str = "class") -> tuple[np.ndarray, np.ndarray]:
+    """The run's 2-D map as an RGB image, and where each candidate landed on it.
+
+    Samples are small points coloured by class (``color_by='class'``) or grey (``'cause'``);
+    candidates are larger outlined points coloured by class or by suggested cause.
+
+    Returns
+    -------
+    image : np.ndarray, uint8, shape (H, W, 3)
+    positions : np.ndarray, float64, shape (n_candidates, 2)
+        Each candidate's (x, y) pixel in ``image`` (y downwards), in ``run_map.candidate_id`` order.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.lines import Line2D
+
+    figure = Figure(figsize=MAP_SIZE, dpi=MAP_DPI, layout="constrained")
+    canvas = FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    names = list(run_map.class_names)
+    extra = sorted({str(label) for label in run_map.label} - set(names))
+    order = {name: k for k, name in enumerate(names + extra)}
+    colors = _class_colors(len(order))
+    handles = []
+    if color_by == "class":
+        for name, k in order.items():
+            chosen = run_map.label == name
+            if chosen.any():
+                axes.scatter(run_map.xy[chosen, 0], run_map.xy[chosen, 1], s=3, color=colors[k % len(colors)],
+                             alpha=0.35, linewidths=0, rasterized=True, zorder=1)
+                handles.append(Line2D([], [], marker="o", linestyle="", color=colors[k % len(colors)], label=name))
+        candidate_colors = [colors[order.get(str(name), 0) % len(colors)] for name in run_map.candidate_class]
+    else:
+        axes.scatter(run_map.xy[:, 0], run_map.xy[:, 1], s=3, color="0.8", linewidths=0, rasterized=True, zorder=1)
+        candidate_colors = [CAUSE_COLORS.get(cause if isinstance(cause, str) else None, "0.45")
+                            for cause in run_map.candidate_cause]
+        shown = {cause if isinstance(cause, str) else None for cause in run_map.candidate_cause}
+        handles = [Line2D([], [], marker="o", linestyle="", color=color, markeredgecolor="black",
+                          label=cause or "no suggestion") for cause, color in CAUSE_COLORS.items() if cause in shown]
+    if len(run_map.candidate_xy):
+        axes.scatter(run_map.candidate_xy[:, 0], run_map.candidate_xy[:, 1], s=44, c=candidate_colors,
+                     edgecolors="black", linewidths=0.9, zorder=3)
+    handles.append(Line2D([], [], marker="o", linestyle="", color="white", markeredgecolor="black",
+                          markersize=7, label="candidate (click to review)"))
+    axes.set_xticks([])
+    axes.set_yticks([])
+    method = "t-SNE" if run_map.method == "tsne" else "PCA"
+    axes.set_title(f"{method} map of {run_map.n_points:,} samples' embeddings "
+                   f"({len(run_map.xy):,} drawn), {len(run_map.candidate_xy)} candidates")
+    axes.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False,
+                title="class" if color_by == "class" else "suggested cause", title_fontsize=8)
+    canvas.draw()
+    image = np.asarray(canvas.buffer_rgba())[..., :3].copy()
+    height = image.shape[0]
+    pixels = axes.transData.transform(run_map.candidate_xy) if len(run_map.candidate_xy) else np.empty((0, 2))
+    positions = np.column_stack([pixels[:, 0], height - pixels[:, 1]]) if len(pixels) else np.empty((0, 2))
+    return image, positions

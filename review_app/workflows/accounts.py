@@ -168,13 +168,15 @@ ENDPOINT_ROLES: dict[str, str] = {
          "undo", "predict_transformed", "apply_suggestion", "reset_transform", "preview_saliency",
          "remember_reviewer", "recall_reviewer", "run_classes", "gallery", "gallery_classes", "gallery_select",
          "open_in_review", "try_predict", "try_reset", "try_upload", "visible_tabs",
+         "explore", "explore_map", "explore_table", "explore_clear_filters", "explore_open", "explore_map_select",
          *(f"decide_{decision}" for decision in DECISIONS),
          *(f"preview_{slider}" for slider in ("rotate", "perspective", "direction", "scale", "shift_x", "shift_y",
                                               "aspect", "shear"))],
         "annotator"),
     **dict.fromkeys(["export", "export_image_folder", "monitor", "monitor_map", "pick_alert", "open_alert"],
                     "engineer"),
-    **dict.fromkeys(["triage", "retrain_report", "open_disagreement"], "lead"),
+    **dict.fromkeys(["triage", "retrain_report", "open_disagreement", "bulk_decide", "adjudicate", "undo_batch",
+                     "model_choices", "compare_models"], "lead"),
 }
 
 

@@ -1,9 +1,10 @@
-"""Triage tab handlers: the run's numbers as plots, and the disagreements to adjudicate."""
+"""Triage tab handlers: the run's numbers as plots, the disagreements to adjudicate, and two
+model versions of the run side by side."""
 
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import gradio as gr
@@ -13,7 +14,7 @@ from hardcase.review_app.app import plots
 from hardcase.review_app.app.handlers.access import guard
 from hardcase.review_app.app.handlers.export import export_folder
 from hardcase.review_app.app.handlers.gallery import GalleryHandlers
-from hardcase.review_app.workflows import insights
+from hardcase.review_app.workflows import explore, insights
 from hardcase.review_app.workflows.review import ReviewService
 from hardcase.store.errors import StoreError
 
@@ -25,6 +26,7 @@ class TriageHandlers:
     """Gradio handlers of the triage tab over one :class:`ReviewService`."""
 
     service: ReviewService
+    _loaders: dict[str, explore.ModelLoader] = field(default_factory=dict)
 
     def refresh(self, run_name, request: gr.Request = None):
         """Summary, five figures and the disagreement table of a run."""
@@ -107,3 +109,47 @@ class TriageHandlers:
         except (IndexError, TypeError, ValueError):
             raise gr.Error("select a row of the disagreement table") from None
         return GalleryHandlers(self.service).open_in_review(candidate_id)
+
+    # two model versions side by side ---------------------------------------------------------
+    def model_choices(self, run_name, request: gr.Request = None):
+        """The run's models for both pickers: the mined one first, the latest retrained one second."""
+        guard(self.service, request, "model_choices")
+        if not run_name:
+            raise gr.Error("choose a mining run first", print_exception=False)
+        try:
+            labels = [choice.label for choice in explore.run_models(self.service.store, run_name)]
+        except StoreError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+        note = ("" if len(labels) > 1 else
+                f"**{run_name}** has one model so far: `hardcase retrain --run {run_name} ...` records the "
+                "retrained model here, to compare it with the mined one.")
+        return (gr.update(choices=labels, value=labels[0]),
+                gr.update(choices=labels, value=labels[-1] if len(labels) > 1 else None), note)
+
+    def compare_models(self, run_name, first_label, second_label, request: gr.Request = None):
+        """Both models' predictions per candidate, with the candidates the second model fixed and broke."""
+        guard(self.service, request, "compare_models")
+        if not run_name:
+            raise gr.Error("choose a mining run first", print_exception=False)
+        try:
+            models = {choice.label: choice for choice in explore.run_models(self.service.store, run_name)}
+            if first_label not in models or second_label not in models:
+                raise explore.ExploreInputError("pick two models of this run (after a retrain there are two)")
+            if run_name not in self._loaders:
+                self._loaders[run_name] = explore.ModelLoader(
+                    spec=explore.run_spec(self.service.store, run_name),
+                    trust_model=self.service.classifiers.trust_model)
+            comparison = explore.compare_models(self.service.store, run_name, models[first_label],
+                                                models[second_label], load=self._loaders[run_name])
+        except (explore.ExploreInputError, StoreError, FileNotFoundError, ValueError) as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+        counts = comparison.counts
+        listed = {outcome: comparison.ids(outcome) for outcome in ("fixed", "broken")}
+        summary = (f"Over the {len(comparison.rows)} candidates of **{run_name}**, against each one's final label "
+                   f"(the relabel of a mislabel decision, else the given label): **{counts['fixed']} fixed**, "
+                   f"**{counts['broken']} broken**, {counts['both right']} right with both, "
+                   f"{counts['both wrong']} wrong with both" + (f", {counts['no label']} without a label"
+                                                              if counts["no label"] else "") + ".\n\n"
+                   + "\n\n".join(f"**{outcome.capitalize()}**: " + (", ".join(f"#{i}" for i in ids) or "none")
+                                  for outcome, ids in listed.items()))
+        return summary, comparison.rows

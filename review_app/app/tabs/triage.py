@@ -1,5 +1,5 @@
 """The Triage tab (ML leads): decisions, confusion, recall, acceptance, agreement, disagreements,
-and the run's latest retrain report."""
+the run's latest retrain report, and two model versions of the run side by side."""
 
 from __future__ import annotations
 
@@ -38,6 +38,24 @@ def build(service: ReviewService, *, tab: gr.Tab, tabs: gr.Tabs, review_tab: Rev
         retrain_files = gr.File(label="Report files", file_count="multiple", interactive=False,
                                 elem_id="triage-retrain-files")
 
+    with gr.Accordion("Two model versions side by side", open=True, elem_id="triage-compare"):
+        with gr.Row():
+            first_model = gr.Dropdown([], value=None, label="First model (before)", scale=2, allow_custom_value=True,
+                                      elem_id="triage-first-model")
+            second_model = gr.Dropdown([], value=None, label="Second model (after)", scale=2, allow_custom_value=True,
+                                       elem_id="triage-second-model")
+            compare = gr.Button("Compare on the candidates", scale=1, elem_id="triage-compare-button")
+        compare_summary = gr.Markdown(elem_id="triage-compare-summary")
+        compare_table = gr.Dataframe(
+            headers=["id", "class", "final label", "first", "first p", "second", "second p", "outcome"],
+            datatype=["number", "str", "str", "str", "number", "str", "number", "str"], interactive=False,
+            max_height=420, label="Per candidate: both predictions (click a row to review it)",
+            elem_id="triage-compare-table")
+
+    gr.on([tab.select, run.change, refresh.click], handlers.model_choices, run,
+          [first_model, second_model, compare_summary], api_name="model_choices", trigger_mode="always_last")
+    compare.click(handlers.compare_models, [run, first_model, second_model], [compare_summary, compare_table],
+                  api_name="compare_models")
     gr.on([tab.select, run.change, refresh.click], handlers.refresh, run,
           [summary, decisions, confusion, recall, acceptance, kappa, disagreements],
           api_name="triage", trigger_mode="always_last")

@@ -9,8 +9,8 @@ from hardcase.review_app.workflows.accounts import (
     MAX_FAILURES,
     Account,
     LoginGuard,
-    authenticator,
     hash_password,
+    password_check,
 )
 
 
@@ -36,7 +36,7 @@ def test_an_unknown_name_is_verified_against_a_dummy_hash(users, monkeypatch):
         return real(password, stored)
 
     monkeypatch.setattr(accounts_module, "verify_password", counting)
-    check = authenticator(users)
+    check = password_check(users)
     assert not check("nobody", "right")
     assert not check("ann", "wrong")
     assert check("ann", "right")
@@ -47,7 +47,7 @@ def test_an_unknown_name_is_verified_against_a_dummy_hash(users, monkeypatch):
 def test_repeated_failures_lock_the_name_and_the_lock_doubles(users, monkeypatch):
     clock = Clock()
     guard = LoginGuard(lock_seconds=30.0, clock=clock)
-    check = authenticator(users, guard=guard)
+    check = password_check(users, guard=guard)
     for _ in range(MAX_FAILURES):
         assert not check("ann", "guess")
     calls = []
@@ -68,7 +68,7 @@ def test_repeated_failures_lock_the_name_and_the_lock_doubles(users, monkeypatch
 def test_a_locked_name_does_not_lock_the_others(users):
     clock = Clock()
     accounts = users | {"bob": Account("bob", "lead", hash_password("bobpw"))}
-    check = authenticator(accounts, guard=LoginGuard(clock=clock))
+    check = password_check(accounts, guard=LoginGuard(clock=clock))
     for _ in range(MAX_FAILURES + 3):
         check("ann", "guess")
     assert check("bob", "bobpw")

@@ -8,11 +8,13 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr
 from PIL import Image
+from starlette.middleware import Middleware
 
 from hardcase.miner.sources import MAX_PIXELS
 from hardcase.review_app.app.handlers.access import visible_tabs
 from hardcase.review_app.app.handlers.review import Handlers
 from hardcase.review_app.app.tabs import explore, export, gallery, monitor, review, triage, try_tab
+from hardcase.review_app.app.throttle import LoginThrottle
 from hardcase.review_app.workflows.review import ReviewService
 
 CSS = """
@@ -61,6 +63,13 @@ def limit_decoded_pixels() -> None:
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS // 2
 
 
+#: Sessions whose component state the server keeps (least recently used dropped first). Gradio
+#: keeps 10,000 by default, each a copy of every component's configuration (about 0.3 MB here):
+#: a script making raw API calls, each a new session, grew the server by gigabytes. A browser
+#: tab is one session; a dropped one starts from the page's own values at its next event.
+SESSION_CAPACITY = 128
+
+
 def launch_options(*, host: str = "127.0.0.1", port: int = 7860) -> dict:
     """Keyword arguments for ``gr.Blocks.launch`` shared by ``serve`` and ``demo``."""
     return {
@@ -71,4 +80,7 @@ def launch_options(*, host: str = "127.0.0.1", port: int = 7860) -> dict:
         "show_error": True,
         "footer_links": ["api"],
         "js": review.SHORTCUTS_JS,
+        "state_session_capacity": SESSION_CAPACITY,
+        # a backoff per client address in front of the sign-in route (Gradio's auth sees no address)
+        "app_kwargs": {"middleware": [Middleware(LoginThrottle)]},
     }

@@ -14,6 +14,7 @@ monitoring; leads also triage and adjudicate.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -22,7 +23,8 @@ import os
 import threading
 import time
 import tomllib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,9 +142,10 @@ class LoginGuard:
 _DUMMY_HASH = "scrypt$16384$8$1$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
 
 
-def authenticator(accounts: dict[str, Account], *, guard: LoginGuard | None = None) -> Callable[[str, str], bool]:
-    """The ``auth`` callable for ``gr.Blocks.launch``: constant work for unknown names, and a
-    lock after :data:`MAX_FAILURES` failures of one name (:class:`LoginGuard`)."""
+def password_check(accounts: dict[str, Account], *, guard: LoginGuard | None = None) -> Callable[[str, str], bool]:
+    """``check(username, password) -> bool``: constant work for unknown names, and a lock after
+    :data:`MAX_FAILURES` failures of one name (:class:`LoginGuard`). Blocking (scrypt): the
+    server calls it through :func:`authenticator`, off its event loop."""
     guard = guard or LoginGuard()
 
     def check(username: str, password: str) -> bool:
@@ -157,6 +160,35 @@ def authenticator(accounts: dict[str, Account], *, guard: LoginGuard | None = No
         return False
 
     return check
+
+
+#: Sign-ins hashed at once. scrypt releases the GIL, so a hashing thread costs one core and no
+#: more: a flood of sign-ins queues here instead of taking the cores reviewers' calls need.
+HASHING_THREADS = 1
+#: Sign-ins waiting for the hashing thread beyond which more are refused at once.
+MAX_WAITING_SIGN_INS = 32
+
+
+def authenticator(accounts: dict[str, Account], *, guard: LoginGuard | None = None
+                  ) -> Callable[[str, str], Awaitable[bool]]:
+    """The ``auth`` coroutine for ``gr.Blocks.launch``: :func:`password_check` run on a hashing
+    thread of its own, so a sign-in never holds the server's event loop (Gradio awaits a
+    coroutine ``auth``; a plain function would run scrypt on the loop and stall every reviewer
+    for its 40 ms). Past :data:`MAX_WAITING_SIGN_INS` waiting, a sign-in is refused at once."""
+    check = password_check(accounts, guard=guard)
+    pool = ThreadPoolExecutor(max_workers=HASHING_THREADS, thread_name_prefix="hardcase-sign-in")
+    waiting = threading.BoundedSemaphore(MAX_WAITING_SIGN_INS)
+
+    async def sign_in(username: str, password: str) -> bool:
+        if not waiting.acquire(blocking=False):
+            return False
+        try:
+            return await asyncio.get_running_loop().run_in_executor(pool, check, username, password)
+        finally:
+            waiting.release()
+
+    sign_in.check = check  # the blocking check, for callers without an event loop
+    return sign_in
 
 
 #: The least role each public endpoint of the review app needs, by ``api_name`` (private steps

@@ -1,0 +1,86 @@
+"""The server under abuse: raw API calls do not grow it without bound, and a sign-in flood from
+one address meets a backoff while the hashing stays off the event loop."""
+
+from __future__ import annotations
+
+import gc
+import inspect
+import os
+import sys
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+from apputil import demo_store, served_app
+
+from hardcase.review_app.app.build import SESSION_CAPACITY
+from hardcase.review_app.app.throttle import MAX_CLIENT_FAILURES
+from hardcase.review_app.workflows import accounts as accounts_module
+from hardcase.review_app.workflows.accounts import Account, authenticator, hash_password
+from hardcase.review_app.workflows.review import ReviewService
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from serve_load import RawClient, rss_mb
+
+
+@pytest.fixture(scope="module")
+def demo_service(tmp_path_factory, demo_model_path):
+    store = demo_store(tmp_path_factory.mktemp("limits"), demo_model_path, per_class=2)
+    yield ReviewService(store)
+    store.dispose()
+
+
+def test_raw_calls_each_a_new_session_keep_the_server_bounded(demo_service):
+    with served_app(demo_service, queue_size=16) as app:
+        client = RawClient(app.local_url.rstrip("/"))
+        for _ in range(SESSION_CAPACITY + 50):  # warm-up: the session store fills to its capacity
+            client.call("ping", [])
+        gc.collect()
+        before = rss_mb(os.getpid())
+        for _ in range(1500):
+            client.call("ping", [])
+        gc.collect()
+        growth = rss_mb(os.getpid()) - before
+        client.close()
+        # Gradio's default kept 10,000 sessions of ~0.3 MB each: 1,500 calls grew it by ~450 MB
+        assert len(app.state_holder.session_data) <= SESSION_CAPACITY
+        assert growth < 50, f"RSS grew {growth:.0f} MB over 1,500 raw calls"
+
+
+@pytest.fixture(scope="module")
+def signed_app(demo_service):
+    accounts = {"gina": Account("gina", "annotator", hash_password("pw"))}
+    with served_app(demo_service, queue_size=16, auth=authenticator(accounts)) as app:
+        yield app.local_url.rstrip("/")
+
+
+def _sign_in(url: str, name: str, password: str) -> int:
+    return httpx.post(f"{url}/login", data={"username": name, "password": password}, timeout=30).status_code
+
+
+def test_the_sign_in_coroutine_hashes_on_its_own_thread(monkeypatch):
+    threads = []
+    real = accounts_module.verify_password
+
+    def recording(password, stored):
+        threads.append(threading.current_thread().name)
+        return real(password, stored)
+
+    monkeypatch.setattr(accounts_module, "verify_password", recording)
+    sign_in = authenticator({"gina": Account("gina", "annotator", hash_password("pw"))})
+    assert inspect.iscoroutinefunction(sign_in)  # Gradio awaits it instead of calling it on its loop
+    import asyncio
+
+    assert asyncio.run(sign_in("gina", "pw")) is True
+    assert asyncio.run(sign_in("gina", "nope")) is False
+    assert len(threads) == 2 and all(name.startswith("hardcase-sign-in") for name in threads)
+
+
+def test_many_failed_sign_ins_from_one_address_make_it_wait(signed_app):
+    assert _sign_in(signed_app, "gina", "pw") == 200
+    # names that do not exist never lock a name, so only the address's backoff can stop them
+    statuses = [_sign_in(signed_app, f"user{index}", "guess") for index in range(MAX_CLIENT_FAILURES)]
+    assert statuses == [400] * MAX_CLIENT_FAILURES
+    refused = httpx.post(f"{signed_app}/login", data={"username": "gina", "password": "pw"}, timeout=30)
+    assert refused.status_code == 429 and "Too many failed sign-ins" in refused.text

@@ -27,7 +27,7 @@ from hardcase.miner.sources.hashing import file_hash
 from hardcase.miner.spec import PreprocessingSpec, as_uint8, spec_path_for
 
 __all__ = ["KerasClassifier", "ModelOutputError", "UntrustedModelError", "check_input_fits", "detect_spec", "file_hash",
-           "load_classifier"]
+           "load_classifier", "model_layout"]
 
 _PASS_THROUGH = (keras.layers.Dropout, keras.layers.Activation, keras.layers.Softmax)
 
@@ -207,6 +207,31 @@ def _embedding_layer(model: keras.Model, name: str | None) -> keras.layers.Layer
     return layers[index] if index >= 0 else None
 
 
+def model_layout(model: keras.Model, images: np.ndarray) -> np.ndarray:
+    """Images laid out as ``model``'s input takes them (values unchanged).
+
+    The one place the image layout (N, H, W, C) meets a model's: classifying, saliency,
+    training and retraining all go through it.
+
+    Parameters
+    ----------
+    model : keras.Model
+        One input: (None, D) flat, (None, H, W) without a channel axis, or (None, H, W, C).
+    images : np.ndarray, shape (N, H, W, C)
+        Any dtype.
+
+    Returns
+    -------
+    np.ndarray, the same dtype
+        (N, D) for a flat input (D = H * W * C, row-major: rows, then columns, then
+        channels), (N, H, W) for an input without a channel axis, else (N, H, W, C).
+    """
+    rank = len(model.inputs[0].shape)
+    if rank == 2:
+        return images.reshape(len(images), -1)
+    return images[..., 0] if rank == 3 else images
+
+
 def _with_class_names(model: keras.Model, spec: PreprocessingSpec) -> PreprocessingSpec:
     """``spec`` naming the model's K outputs (``"0" .. "K-1"`` when it names none).
 
@@ -355,23 +380,8 @@ class KerasClassifier:
         return len(self.spec.class_names)
 
     def to_model_layout(self, images: np.ndarray) -> np.ndarray:
-        """Images laid out as the model's input takes them (values unchanged).
-
-        Parameters
-        ----------
-        images : np.ndarray, shape (N, H, W, C)
-            Any dtype; (H, W, C) is ``spec.image_shape``.
-
-        Returns
-        -------
-        np.ndarray, the same dtype
-            (N, D) for a flat input (D = H * W * C, row-major: rows, then columns, then
-            channels), (N, H, W) for an input without a channel axis, else (N, H, W, C).
-        """
-        rank = len(self.model.inputs[0].shape)
-        if rank == 2:
-            return images.reshape(len(images), -1)
-        return images[..., 0] if rank == 3 else images
+        """Images (N, H, W, C) laid out as the model's input takes them (:func:`model_layout`)."""
+        return model_layout(self.model, images)
 
     def _model_input(self, images: np.ndarray) -> np.ndarray:
         """uint8 pixels shaped as the model's input, channels in its order; scaling happens in the graph."""

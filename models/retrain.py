@@ -843,7 +843,7 @@ def predict_labels(model, spec, images: np.ndarray, *, batch_size: int = 512) ->
     ----------
     model : keras.Model
     spec : PreprocessingSpec
-        Scales the images.
+        Scales the images (and orders their channels); the model's input may be flat.
     images : np.ndarray, uint8, shape (N, H, W, C)
     batch_size : int
 
@@ -851,9 +851,11 @@ def predict_labels(model, spec, images: np.ndarray, *, batch_size: int = 512) ->
     -------
     np.ndarray, int, shape (N,)
     """
+    from hardcase.models.classifier import model_layout
+
     out = []
     for start in range(0, len(images), batch_size):
-        x = spec.prepare(np.asarray(images[start:start + batch_size]))
+        x = model_layout(model, spec.prepare(np.asarray(images[start:start + batch_size])))
         out.append(np.asarray(model(x, training=False)).argmax(axis=1))
     return np.concatenate(out) if out else np.empty(0, np.int64)
 

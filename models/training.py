@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from functools import partial
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -11,7 +12,9 @@ import albumentations as A
 import keras
 import numpy as np
 
+from hardcase.miner.scores import detect_logits
 from hardcase.miner.spec import PreprocessingSpec, spec_path_for
+from hardcase.models.classifier import model_layout
 
 
 def build_demo_cnn(input_shape: tuple[int, int, int], n_classes: int, *, seed: int = 0) -> keras.Model:
@@ -53,9 +56,11 @@ class _AugmentedBatches(keras.utils.PyDataset):
     shown as they are); without it, on every row.
     """
 
-    def __init__(self, images, labels, spec, batch_size, pipeline, seed, sample_weight=None, augment_mask=None):
+    def __init__(self, images, labels, spec, batch_size, pipeline, seed, sample_weight=None, augment_mask=None,
+                 layout=None):
         super().__init__()
         self.images, self.labels, self.spec = images, labels, spec
+        self.layout = layout
         self.batch_size, self.pipeline = batch_size, pipeline
         self.sample_weight = sample_weight
         self.augment_mask = augment_mask
@@ -80,6 +85,8 @@ class _AugmentedBatches(keras.utils.PyDataset):
                 batch = np.stack([_augment(self.pipeline, image) if flag else image
                                   for image, flag in zip(batch, self.augment_mask[rows])])
         x = self.spec.prepare(batch)
+        if self.layout is not None:
+            x = self.layout(x)
         if self.sample_weight is None:
             return x, self.labels[rows]
         return x, self.labels[rows], self.sample_weight[rows]
@@ -132,7 +139,8 @@ def train_classifier(
     Parameters
     ----------
     model : keras.Model
-        Outputs probabilities (N, K).
+        Outputs probabilities or logits (N, K) (told apart on the first batch); its input
+        may be flat (:func:`~hardcase.models.classifier.model_layout`).
     images : np.ndarray, uint8, shape (N, H, W, C)
     labels : np.ndarray, int, shape (N,)
         Class indices 0 .. K-1.
@@ -160,9 +168,13 @@ def train_classifier(
         ``augment_mask`` has another shape than (N,).
     """
     keras.utils.set_random_seed(seed)
+    layout = partial(model_layout, model)  # a flat-input model (an MLP) takes each image as one vector
+    # a model whose last layer gives logits (no softmax) is trained on them, not on "probabilities"
+    first = layout(spec.prepare(np.asarray(images[:batch_size])))
+    from_logits = bool(len(first)) and detect_logits(np.asarray(model(first, training=False), np.float64))
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
-        loss="sparse_categorical_crossentropy",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
         metrics=["accuracy"],
     )
     if sample_weight is not None and class_weight is not None:
@@ -173,7 +185,7 @@ def train_classifier(
         if augment_mask.shape != (len(images),):
             raise ValueError(f"augment_mask has shape {augment_mask.shape}, expected ({len(images)},)")
     data = _AugmentedBatches(images, labels.astype(np.int64), spec, batch_size, pipeline, seed, sample_weight,
-                             augment_mask)
+                             augment_mask, layout=layout)
     callbacks = [] if progress is None else [_StepProgress(epochs * len(data), progress)]
     return model.fit(data, epochs=epochs, class_weight=class_weight, verbose=0, callbacks=callbacks)
 

@@ -55,7 +55,7 @@ def test_the_prompt_says_digit_only_for_a_digit_model():
     assert digits.label.startswith("Draw a digit") and digits.centring and not digits.colour
     shapes = try_prompt(SHAPES)
     assert "digit" not in shapes.label + shapes.help + shapes.empty and "MNIST" not in shapes.help
-    assert "one of: red, green, blue" in shapes.label and "32x32 colour" in shapes.help
+    assert "one of: blue, green, red" in shapes.label and "32x32 colour" in shapes.help
     assert not shapes.centring and shapes.colour
     # a 64x64 grayscale model is not MNIST: no centring offered, its own size said
     other = try_prompt(PreprocessingSpec(height=64, width=64, channels=1, class_names=("a", "b")))
@@ -82,12 +82,12 @@ def test_a_colour_model_gets_colour_input_at_its_size():
 
 def test_the_tab_follows_the_chosen_runs_spec(handlers):
     sketch, normalize, help_text = handlers.describe("shapes")
-    assert sketch["label"].startswith("Draw one of: red, green, blue") and "digit" not in sketch["label"]
+    assert sketch["label"].startswith("Draw one of: blue, green, red") and "digit" not in sketch["label"]
     assert sketch["brush"].color_mode == "defaults" and len(sketch["brush"].colors) > 1  # colours to draw with
     assert normalize["visible"] is False and normalize["value"] is False
     assert "32x32 colour" in help_text
     image, probabilities, note = handlers.predict("shapes", None, True, *IDENTITY)
-    assert image is None and note == "Draw one of: red, green, blue or upload an image."
+    assert image is None and note == "Draw one of: blue, green, red or upload an image."
 
 
 def test_an_upload_is_predicted_in_colour_at_once(handlers, shapes_run, tmp_path):
@@ -123,5 +123,5 @@ def test_the_upload_event_is_followed_by_a_prediction(shapes_run):
     assert followers[0]["inputs"] == predict["inputs"]
     # the tab opened on the shapes run already asks for shapes, in colour
     labels = {c["props"].get("elem_id"): c["props"] for c in config["components"]}
-    assert labels["try-sketch"]["label"].startswith("Draw one of: red, green, blue")
+    assert labels["try-sketch"]["label"].startswith("Draw one of: blue, green, red")
     assert labels["try-normalize"]["visible"] is False

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import pytest
 from usermodels import (
+    SHAPE_CLASSES,
     coloured_shapes,
     flat_mlp,
     functional_cnn_rescaling_inside,
@@ -71,7 +72,7 @@ def test_a_users_model_predicts_transforms_and_explains(tmp_path, name):
 
 def test_an_rgb_model_learns_coloured_shapes_and_looks_at_them(tmp_path):
     train_shapes_model(tmp_path / "shapes.keras")
-    classifier = load_classifier(tmp_path / "shapes.keras", size=(32, 32, 3), class_names=["red", "green", "blue"])
+    classifier = load_classifier(tmp_path / "shapes.keras", size=(32, 32, 3), class_names=SHAPE_CLASSES)
     test_images, test_labels = coloured_shapes(60, seed=1)
     assert np.mean(classifier.predict_proba(test_images).argmax(1) == test_labels) >= 0.8
     saliency = Saliency(classifier)
@@ -111,3 +112,20 @@ def test_a_flat_size_that_does_not_add_up_is_refused(tmp_path):
         load_classifier(tmp_path / "mlp.keras", size=(32, 32))
     with pytest.raises(ValueError, match="size says 3 channels but channels is 1"):
         load_classifier(tmp_path / "mlp.keras", size=(28, 28, 3), channels=1)
+
+
+def test_retraining_a_logits_model_and_a_flat_model_learns(tmp_path):
+    """train_classifier (which retrain uses) feeds a flat model flat vectors and trains a model without
+    softmax on its logits: both learn the coloured shapes' classes (by colour) from scratch."""
+    from hardcase.miner.spec import PreprocessingSpec
+    from hardcase.models.retrain import predict_labels
+    from hardcase.models.training import train_classifier
+
+    images, labels = coloured_shapes(300, seed=4)
+    spec = PreprocessingSpec(height=32, width=32, channels=3, class_names=SHAPE_CLASSES)
+    logits_cnn = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Conv2D(8, 3, activation="relu"),
+                                   keras.layers.GlobalMaxPooling2D(), keras.layers.Dense(3)])
+    flat = keras.Sequential([keras.Input((32 * 32 * 3,)), keras.layers.Dense(3, activation="softmax")])
+    for model in (logits_cnn, flat):
+        train_classifier(model, images, labels, spec, epochs=6, batch_size=32, learning_rate=1e-2)
+        assert np.mean(predict_labels(model, spec, images) == labels) > 0.9

@@ -12,7 +12,9 @@ from pathlib import Path
 import keras
 import numpy as np
 
-SHAPE_CLASSES = ("red", "green", "blue")
+#: The coloured shapes' classes in output order: alphabetical, as a model trained from class
+#: folders (``keras.utils.image_dataset_from_directory``) has them.
+SHAPE_CLASSES = ("blue", "green", "red")
 
 
 def functional_cnn_rescaling_inside(n_classes: int = 10) -> keras.Model:
@@ -27,8 +29,8 @@ def functional_cnn_rescaling_inside(n_classes: int = 10) -> keras.Model:
 
 def sequential_cnn(n_classes: int = 10) -> keras.Model:
     """A Sequential CNN whose last layer outputs logits."""
-    return keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Conv2D(4, 3, activation="relu", name="conv_s"),
-                             keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(n_classes)])
+    return keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Conv2D(8, 3, activation="relu", name="conv_s"),
+                             keras.layers.MaxPooling2D(), keras.layers.Flatten(), keras.layers.Dense(n_classes)])
 
 
 def flat_mlp(n_classes: int = 10) -> keras.Model:
@@ -47,7 +49,8 @@ def rgb_cnn() -> keras.Model:
 
 
 def coloured_shapes(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """32x32 RGB images: a red, green or blue shape (the label: 0, 1, 2) on a random grey background.
+    """32x32 RGB images: a blue, green or red shape (the label: 0, 1, 2, :data:`SHAPE_CLASSES`) on a
+    random grey background.
 
     The shape (square, disc or bar) and its place are random, so only its colour tells the
     class: read with the channels reversed (BGR), red and blue swap.
@@ -66,7 +69,7 @@ def coloured_shapes(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         cy, cx = rng.integers(8, 24, 2)
         mask = [(abs(ys - cy) <= 4) & (abs(xs - cx) <= 4), (ys - cy) ** 2 + (xs - cx) ** 2 <= 20,
                 (abs(ys - cy) <= 1) & (abs(xs - cx) <= 7)][rng.integers(0, 3)]
-        image[mask] = np.eye(3, dtype=np.uint8)[label] * 255
+        image[mask] = np.eye(3, dtype=np.uint8)[2 - label] * 255  # blue is channel 2 of RGB
     return images, labels
 
 

@@ -73,6 +73,9 @@ class MinedData(NamedTuple):
     embeddings_path: str | None
     read_options: dict[str, Any]
     """:func:`~hardcase.review_app.workflows.data.open_for_model` keywords the run was mined with."""
+    recorded: bool = False
+    """The run was mined from recorded predictions: its spec gives the image size and class
+    names, not the model's input convention (nothing was predicted)."""
 
 
 # --------------------------------------------------------------------------- data
@@ -181,7 +184,8 @@ def run_dataset(store, run_name: str) -> MinedData:
         run = api.require_run(session, run_name)
         dataset = session.get(Dataset, run.dataset_id)
         params = run.params or {}
-        return MinedData(dataset.uri, params.get("labels_path"), run.embeddings_path, read_options(params))
+        return MinedData(dataset.uri, params.get("labels_path"), run.embeddings_path, read_options(params),
+                         recorded=bool(params.get("predictions")))
 
 
 def nearest_neighbours(embeddings_path: str | None, indices: Sequence[int], k: int = 5) -> dict[int, list[int]]:
@@ -277,6 +281,39 @@ def evaluate_pair(old_model, new_model, spec, sets: Mapping[str, tuple[np.ndarra
 # --------------------------------------------------------------------------- the workflow
 
 
+def _unrecorded_convention_classifier(options: RetrainOptions, recorded: PreprocessingSpec | None):
+    """The model read through its own spec (its spec file, or detected from its shapes), for a run
+    whose recorded spec says nothing of its input convention; the recorded image size and class
+    names (of recorded predictions) still apply, and flags override."""
+    from hardcase.models.classifier import load_classifier
+
+    return load_classifier(
+        options.model_path, scale=options.scale, trust_model=options.trust_model,
+        size=recorded.image_shape if recorded is not None else None,
+        class_names=options.class_names or (list(recorded.class_names) if recorded is not None else None),
+    )
+
+
+def _checked_convention(classifier, options: RetrainOptions, images: np.ndarray, labels: np.ndarray,
+                        echo: Callable[[str], None]):
+    """The input-convention check (:mod:`.conventions`) on the first labelled training images."""
+    from hardcase.miner.spec import spec_path_for
+    from hardcase.review_app.workflows.conventions import (
+        CHECK_IMAGES,
+        ConventionError,
+        check_convention,
+    )
+
+    spec_given = options.scale is not None or spec_path_for(options.model_path).exists()
+    try:
+        check = check_convention(classifier, images[:CHECK_IMAGES], labels[:CHECK_IMAGES], spec_given=spec_given,
+                                 where=options.train_data)
+    except ConventionError as exc:
+        raise PlanError(str(exc)) from None
+    echo(check.summary())
+    return classifier.with_spec(check.spec) if check.changed else classifier
+
+
 def run_retrain(store, options: RetrainOptions, *, echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Plan, retrain, evaluate, write the model, its plan and the report; returns the report dict."""
     import keras
@@ -286,17 +323,24 @@ def run_retrain(store, options: RetrainOptions, *, echo: Callable[[str], None] =
 
     if not options.evals:
         raise PlanError("give at least one evaluation set: --eval NAME=PATH")
+    mined = MinedData(None, None, None, {}) if store is None else run_dataset(store, options.run_name)
     # the spec the run was mined with (its input convention may have been detected then)
     stored = run_spec(store, options.run_name) if store is not None else None
-    classifier = load_classifier(options.model_path, spec=stored, scale=options.scale,
-                                 class_names=options.class_names, trust_model=options.trust_model)
+    checked = stored is None or mined.recorded
+    if checked:
+        classifier = _unrecorded_convention_classifier(options, stored)
+    else:
+        classifier = load_classifier(options.model_path, spec=stored, scale=options.scale,
+                                     class_names=options.class_names, trust_model=options.trust_model)
     spec = classifier.spec
     train_images, train_labels = load_images(options.train_data, spec, labels=options.train_labels,
                                              resize=options.resize)
     known = train_labels >= 0
     train_images, train_labels = train_images[known], train_labels[known]
+    if checked:  # no model read this run's data: find how it reads images, on the training data
+        classifier = _checked_convention(classifier, options, train_images, train_labels, echo)
+        spec = classifier.spec
     rows = fix_rows(store, options.run_name, options.fixes_path)
-    mined = MinedData(None, None, None, {}) if store is None else run_dataset(store, options.run_name)
     plan, rare_images = make_plan(
         rows, spec=spec, train_images=train_images, train_labels=train_labels, mined_path=mined.path,
         mined_labels=mined.labels_path, embeddings_path=mined.embeddings_path,

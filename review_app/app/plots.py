@@ -370,12 +370,12 @@ def run_map_image(run_map: RunMap, *, color_by: str = "class") -> tuple[np.ndarr
         for name, k in order.items():
             chosen = run_map.label == name
             if chosen.any():
-                axes.scatter(run_map.xy[chosen, 0], run_map.xy[chosen, 1], s=3, color=colors[k % len(colors)],
-                             alpha=0.35, linewidths=0, rasterized=True, zorder=1)
+                axes.scatter(run_map.xy[chosen, 0], run_map.xy[chosen, 1], s=6, color=colors[k % len(colors)],
+                             alpha=0.5, linewidths=0, rasterized=True, zorder=1)
                 handles.append(Line2D([], [], marker="o", linestyle="", color=colors[k % len(colors)], label=name))
         candidate_colors = [colors[order.get(str(name), 0) % len(colors)] for name in run_map.candidate_class]
     else:
-        axes.scatter(run_map.xy[:, 0], run_map.xy[:, 1], s=3, color="0.8", linewidths=0, rasterized=True, zorder=1)
+        axes.scatter(run_map.xy[:, 0], run_map.xy[:, 1], s=6, color="0.78", linewidths=0, rasterized=True, zorder=1)
         candidate_colors = [CAUSE_COLORS.get(cause if isinstance(cause, str) else None, "0.45")
                             for cause in run_map.candidate_cause]
         shown = {cause if isinstance(cause, str) else None for cause in run_map.candidate_cause}

@@ -91,7 +91,7 @@ def build(service: ReviewService, *, tab: gr.Tab, tabs: gr.Tabs, review_tab: Rev
           [map_image, map_positions, map_note], api_name="explore_map", trigger_mode="always_last")
     run.change(handlers.choices, run, [class_filter, relabel], api_name=False)
     gr.on([tab.select, refresh.click, class_filter.change, cause_filter.change, status_filter.change,
-           reviewer_filter.submit, min_confidence.release, sort_by.change, descending.change],
+           reviewer_filter.submit, min_confidence.change, sort_by.change, descending.change],
           handlers.table, table_inputs, [table, table_note], api_name="explore_table", trigger_mode="always_last")
     clear.click(handlers.clear_filters, None, filters, api_name="explore_clear_filters", queue=False).then(
         handlers.table, table_inputs, [table, table_note], api_name=False)

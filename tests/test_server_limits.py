@@ -84,3 +84,21 @@ def test_many_failed_sign_ins_from_one_address_make_it_wait(signed_app):
     assert statuses == [400] * MAX_CLIENT_FAILURES
     refused = httpx.post(f"{signed_app}/login", data={"username": "gina", "password": "pw"}, timeout=30)
     assert refused.status_code == 429 and "Too many failed sign-ins" in refused.text
+
+
+def test_a_user_mistake_is_one_line_in_the_server_log(demo_service, monkeypatch, caplog):
+    import traceback
+
+    from gradio_client import Client
+
+    printed = []
+    monkeypatch.setattr(traceback, "print_exc", lambda *args, **kwargs: printed.append(args))
+    with served_app(demo_service, queue_size=16) as app:
+        client = Client(app.local_url, verbose=False)
+        with caplog.at_level("WARNING", logger="hardcase.review_app.user_errors"):
+            with pytest.raises(Exception, match="no candidate with id 987654"):
+                client.predict(987654, 10, 0, 1, 0, 0, 0, 1, 0, api_name="/predict_transformed")
+        client.close()
+    assert printed == []  # Gradio printed no traceback for it
+    logged = [record.getMessage() for record in caplog.records if record.name == "hardcase.review_app.user_errors"]
+    assert logged == ["predict_transformed: no candidate with id 987654"]

@@ -11,6 +11,7 @@ from PIL import Image
 from starlette.middleware import Middleware
 
 from hardcase.miner.sources import MAX_PIXELS
+from hardcase.review_app.app.errors import log_user_errors_in_one_line
 from hardcase.review_app.app.handlers.access import visible_tabs
 from hardcase.review_app.app.handlers.review import Handlers
 from hardcase.review_app.app.tabs import explore, export, gallery, monitor, review, triage, try_tab
@@ -53,7 +54,7 @@ def build_app(service: ReviewService, *, run_name: str | None = None) -> gr.Bloc
             return visible_tabs(service, request, list(role_tabs))
 
         app.load(show_role_tabs, None, list(role_tabs.values()), api_name="visible_tabs", queue=False)
-    return app
+    return log_user_errors_in_one_line(app)
 
 
 def limit_decoded_pixels() -> None:

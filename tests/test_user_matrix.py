@@ -191,7 +191,7 @@ def _mine(store, folder: Path, model: UserModel, data: DataSet, kind: str, run: 
     """Mine as a user would: no --scale, --invert or --class-names; recorded predictions (and
     embeddings) computed beforehand with the model, the way it really reads images."""
     options = MiningOptions(run_name=run, model_path=str(model.path), data_path=str(data.path(kind)),
-                            budget=6, per_class=None, suggest=kind in ("npz", "predictions"), train_data=str(data.train_npz))
+                            budget=6, per_class=None, suggest=True, train_data=str(data.train_npz))
     if kind == "predictions":
         np.save(data.folder / f"{run}-probs.npy", model.real_probs(data.pool).astype(np.float32))
         with warnings.catch_warnings():
@@ -318,6 +318,65 @@ def test_a_user_mines_reviews_exports_and_retrains(model_kind, data_kind, user_m
         assert str((data.folder / "classes").resolve()) in rare_uri
     else:
         assert rare_uri.startswith(f"{data.path(data_kind).resolve()}#")
+
+
+CLI_PAIRS = [("rescaling", "folder"), ("rescaling", "predictions"), ("rgb", "manifest")]
+
+
+@pytest.mark.parametrize("model_kind, data_kind", CLI_PAIRS, ids=[f"{m}-{d}" for m, d in CLI_PAIRS])
+def test_the_same_through_the_command_line(model_kind, data_kind, user_models, digits, shapes, tmp_path, capsys):
+    """mine, export of every kind and retrain as typed, without scale or class flags."""
+    import json
+
+    from hardcase.review_app.cli import main
+
+    model = user_models[model_kind]
+    data = digits if model.family == "digits" else shapes
+    real = model.real_accuracy(data.pool, data.labels)
+    db = f"sqlite:///{tmp_path / 'cli.db'}"
+    if data_kind == "predictions":
+        np.save(tmp_path / "probs.npy", model.real_probs(data.pool).astype(np.float32))
+        scorer = ["--predictions", str(tmp_path / "probs.npy")]
+    else:
+        scorer = ["--model", str(model.path)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["mine", *scorer, "--data", str(data.path(data_kind)), "--db", db, "--run", "cli",
+                     "--budget", "6", "--train-data", str(data.train_npz), "--quiet"]) == 0
+    mined = capsys.readouterr().out
+    assert f"{N_POOL} scored + 0 errors" in mined and f"accuracy on labelled samples {real:.3f}" in mined, mined
+    if data_kind != "predictions":
+        assert f"input convention {'detected' if model_kind == 'rescaling' else 'checked'}: " \
+               f"{EXPECTED_CONVENTION[model_kind]} (" in mined, mined
+
+    store = open_store(db)
+    try:
+        service = ReviewService(store)
+        with store.snapshot() as session:
+            run_id = api.require_run(session, "cli").id
+            ids = list(session.scalars(select(Candidate.id).where(Candidate.run_id == run_id)
+                                       .order_by(Candidate.rank)))
+        names = service.class_names("cli")
+        given = service.candidate(ids[0]).given_label
+        service.submit_review(ids[0], reviewer="cli", cause="mislabel", new_label=names[names.index(given) - 1],
+                              note="", transform=Transform(), seen_version=0)
+        service.submit_review(ids[1], reviewer="cli", cause="rare", new_label=None, note="", transform=Transform(),
+                              seen_version=0)
+    finally:
+        store.dispose()
+    for what in [*EXPORTS, "images"]:
+        out = tmp_path / (f"{what}.zip" if what == "images" else f"{what}.csv")
+        assert main(["export", "--db", db, "--run", "cli", "--what", what, "--out", str(out)]) == 0
+        assert out.exists()
+    capsys.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["retrain", "--model", str(model.path), "--train-data", str(data.train_npz), "--db", db,
+                     "--run", "cli", "--eval", f"pool={data.path(data_kind)}", "--out", str(tmp_path / "new.keras"),
+                     "--epochs", "1", "--no-stress"]) == 0
+    report = json.loads((tmp_path / "new.report.json").read_text())
+    assert report["sets"]["pool"]["before"]["accuracy"] == pytest.approx(real, abs=1e-9)
+    assert report["training"]["pool_samples"]["mislabel"] == 1
 
 
 def test_print_the_matrix():

@@ -17,14 +17,16 @@ import numpy as np
 
 from hardcase.miner.sources import open_source
 from hardcase.miner.spec import as_uint8
-from hardcase.miner.vocabulary import CAUSES, DECISIONS
+from hardcase.miner.vocabulary import CAUSES, DECISIONS, SKIP
 from hardcase.models.transforms import Transform, apply_transform
 from hardcase.review_app.workflows.accounts import check_access
 from hardcase.review_app.workflows.classifiers import ClassifierCache
 from hardcase.review_app.workflows.images import decode_png
 from hardcase.review_app.workflows.recorded import NoModelError
 from hardcase.store import api
+from hardcase.store.acceptance import Acceptance, acceptance_by_cause
 from hardcase.store.db import Store
+from hardcase.store.own_decisions import latest_decided_candidate
 from hardcase.store.schema import Run
 
 if TYPE_CHECKING:
@@ -34,6 +36,22 @@ if TYPE_CHECKING:
 
 class ReviewInputError(ValueError):
     """A reviewer's input cannot be accepted (unknown cause, missing label, no name)."""
+
+
+@dataclass(frozen=True)
+class ReviewProgress:
+    """Where a run's review stands: decided and skipped candidates counted apart."""
+
+    total: int
+    decided: int
+    """Candidates with a standing decision other than skip."""
+    skipped: int
+    """Candidates whose standing decision is skip (to come back to)."""
+
+    @property
+    def undecided(self) -> int:
+        """Candidates nobody has decided or skipped yet."""
+        return self.total - self.decided - self.skipped
 
 
 @dataclass(frozen=True)
@@ -134,9 +152,24 @@ class ReviewService:
             return api.get_candidate(session, int(candidate_id))
 
     def progress(self, run_name: str) -> tuple[int, int]:
-        """``(reviewed, total)`` candidates of ``run_name``."""
+        """``(total, reviewed)`` candidates of ``run_name`` (a skip counts as reviewed)."""
         with self.store.Session.begin() as session:
             return api.review_progress(session, api.require_run(session, run_name).id)
+
+    def review_progress(self, run_name: str) -> ReviewProgress:
+        """How many of ``run_name``'s candidates are decided, skipped, and neither."""
+        with self.store.Session.begin() as session:
+            counts = api.triage_counts(session, api.require_run(session, run_name).id)
+        total = sum(counts.values())
+        skipped = sum(n for (_, decision), n in counts.items() if decision == SKIP)
+        undecided = sum(n for (_, decision), n in counts.items() if decision is None)
+        return ReviewProgress(total=total, decided=total - skipped - undecided, skipped=skipped)
+
+    def acceptance(self, run_id: int, *, exclude_candidate_id: int | None = None) -> dict[str, Acceptance]:
+        """Per suggested cause of the run: how many of its decided suggestions reviewers confirmed
+        (:func:`hardcase.store.acceptance.acceptance_by_cause`), without ``exclude_candidate_id``."""
+        with self.store.snapshot() as session:
+            return acceptance_by_cause(session, int(run_id), exclude_candidate_id=exclude_candidate_id)
 
     # predictions --------------------------------------------------------------------
     def image(self, candidate_id: int) -> np.ndarray:
@@ -205,16 +238,35 @@ class ReviewService:
             probs = classifier.predict_proba(image[None])[0]
             shown = image
             if saliency:
-                from hardcase.models.saliency import Saliency, overlay
+                from hardcase.models.saliency import overlay
 
-                if id(classifier) not in self._saliency:
-                    self._saliency[id(classifier)] = Saliency(classifier)
-                maps = self._saliency[id(classifier)]
-                shown = overlay(image, maps.heatmap(image, int(np.argmax(probs))))
+                shown = overlay(image, self._saliency_of(classifier).heatmap(image, int(np.argmax(probs))))
         return Prediction(
             probabilities={name: float(p) for name, p in zip(classifier.class_names, probs)},
             image=shown,
         )
+
+    def saliency_method(self, candidate_id: int) -> str:
+        """What the saliency overlay of the candidate's model computes, in words
+        (:attr:`hardcase.models.saliency.Saliency.method`: ``HiResCAM on layer 'conv2d_1'`` or
+        ``gradient x input``).
+
+        Raises
+        ------
+        NoModelError
+            The run was mined from recorded predictions.
+        """
+        classifier = self.classifier_for_candidate(candidate_id)
+        with self._model_lock:
+            return self._saliency_of(classifier).method
+
+    def _saliency_of(self, classifier: Classifier) -> Saliency:
+        """The classifier's saliency maps, built once; call with ``_model_lock`` held."""
+        from hardcase.models.saliency import Saliency
+
+        if id(classifier) not in self._saliency:
+            self._saliency[id(classifier)] = Saliency(classifier)
+        return self._saliency[id(classifier)]
 
     def _recorded_prediction(self, candidate_id: int) -> Prediction:
         view = self.candidate(candidate_id)
@@ -319,6 +371,26 @@ class ReviewService:
         with self.store.Session.begin() as session:
             return api.undo_last_review(session, int(candidate_id), reviewer=reviewer)
 
+    def undo_latest_decision(self, run_name: str, reviewer: str) -> int:
+        """Retract ``reviewer``'s latest standing decision in ``run_name``, wherever the page is;
+        returns the candidate it was on. Pressed again, it takes back the decision before.
+
+        Raises
+        ------
+        ReviewInputError
+            No reviewer name, or nothing of theirs left to undo in the run.
+        hardcase.store.errors.StoreError
+            No such run.
+        """
+        reviewer = self._check_reviewer(reviewer)
+        with self.store.Session.begin() as session:
+            run = api.require_run(session, run_name)
+            candidate_id = latest_decided_candidate(session, run.id, reviewer)
+            if candidate_id is None:
+                raise ReviewInputError(f"nothing to undo: {reviewer} has no standing decision in run {run_name!r}")
+            api.undo_last_review(session, candidate_id, reviewer=reviewer)
+        return candidate_id
+
     def previous_candidate(self, run_name: str, *, before_rank: int, class_name: str | None = None):
         """The candidate ranked just before ``before_rank`` (optionally of one class), or None."""
         with self.store.Session.begin() as session:
@@ -339,4 +411,4 @@ class ReviewService:
         return name
 
 
-__all__ = ["CAUSES", "DECISIONS", "Prediction", "ReviewInputError", "ReviewService"]
+__all__ = ["CAUSES", "DECISIONS", "Acceptance", "Prediction", "ReviewInputError", "ReviewProgress", "ReviewService"]

@@ -117,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     mine.add_argument("--allow-outside-root", action="store_true",
                       help="read manifest paths that lead outside the manifest's folder")
     mine.add_argument("--no-suggest", action="store_true", help="skip cause suggestion for the candidates")
+    mine.add_argument("--replace", action="store_true",
+                      help="forget the run of this name first (its rows and arrays) and mine it anew; "
+                           "refused once anyone has reviewed it")
     mine.add_argument("--trust-model", action="store_true", help=TRUST_HELP)
     mine.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -226,12 +229,14 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_mine(args) -> int:
-    from hardcase.review_app.workflows.artifacts import run_folder
+    from hardcase.review_app.workflows.artifacts import discard_run, run_folder
     from hardcase.review_app.workflows.mining import MiningOptions, mine
 
     artifacts = args.artifacts or _default_artifacts(args.db)
     run_folder(artifacts, args.run)  # a name that cannot be a folder fails before any work
     store = _open_store(args.db)
+    if args.replace and discard_run(store, artifacts, args.run):
+        print(f"run {args.run!r} replaced: its scores, candidates and arrays are gone", file=sys.stderr)
     options = MiningOptions(
         run_name=args.run,
         model_path=args.model,

@@ -93,6 +93,7 @@ from hardcase.store.reviews import (
 )
 from hardcase.store.runs import (
     create_run,
+    delete_run,
     get_dataset,
     get_or_create_dataset,
     get_run,
@@ -158,6 +159,7 @@ __all__ = [
     "count_scores",
     "create_monitor_run",
     "create_run",
+    "delete_run",
     "delete_candidates",
     "effective_reviews",
     "get_candidate",

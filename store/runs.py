@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from hardcase.miner.vocabulary import RUN_STATUSES
@@ -17,8 +17,19 @@ from hardcase.store._rows import (
     _executemany,
     _get_or_insert,
 )
+from hardcase.store.candidates import delete_candidates
 from hardcase.store.errors import StoreError
-from hardcase.store.schema import Dataset, ModelVersion, Run, Sample
+from hardcase.store.schema import (
+    Dataset,
+    ModelVersion,
+    MonitorRun,
+    ReviewBatch,
+    Run,
+    RunError,
+    RunProjection,
+    Sample,
+    Score,
+)
 
 
 def get_or_create_dataset(
@@ -277,6 +288,37 @@ def model_version(session: Session, run: Run) -> ModelVersion:
 def list_runs(session: Session) -> list[Run]:
     """All runs, oldest first."""
     return list(session.scalars(select(Run).order_by(Run.id)))
+
+
+def delete_run(session: Session, name: str) -> None:
+    """Remove a mining run that nobody has judged yet: its scores, error rows, candidates (and
+    their leases, :func:`~hardcase.store.candidates.delete_candidates`), map and the run
+    itself, so the name can be mined again from scratch.
+
+    Reviews are never deleted: a run with any review, or one a monitor routes its samples to,
+    is refused.
+
+    Raises
+    ------
+    StoreError
+        No such run, or it has reviews or a monitor.
+    """
+    run = require_run(session, name)
+    if session.scalar(select(func.count()).select_from(MonitorRun).where(MonitorRun.review_run_id == run.id)):
+        raise StoreError(f"run {name!r} receives a monitor's samples and cannot be replaced; mine under another --run name")
+    try:
+        delete_candidates(session, run.id)  # refuses a run with reviews: they are never deleted
+    except StoreError as exc:
+        raise StoreError(f"cannot replace run {name!r}: {exc}; mine under another --run name") from None
+    for statement in (
+        delete(ReviewBatch).where(ReviewBatch.run_id == run.id),
+        delete(Score).where(Score.run_id == run.id),
+        delete(RunError).where(RunError.run_id == run.id),
+        delete(RunProjection).where(RunProjection.run_id == run.id),
+        delete(Run).where(Run.id == run.id),
+    ):
+        session.execute(statement, execution_options={"synchronize_session": False})
+    session.expunge_all()
 
 
 def set_run_status(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["RUN_NAME_PATTERN", "NoSpaceError", "ArrayShapeError", "open_run_arrays", "run_folder"]
+__all__ = ["RUN_NAME_PATTERN", "ArrayShapeError", "NoSpaceError", "discard_run", "open_run_arrays", "run_folder"]
 
 #: A run name is also a folder name: letters, digits, ``.``, ``_``, ``-`` (not starting with a
 #: dot), so ``--run ../../evil`` or ``--run /etc`` cannot write outside the artifacts folder.
@@ -158,3 +158,20 @@ def _no_space(folder: Path, needed: int, free: int) -> NoSpaceError:
 
 def _megabytes(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
+
+
+def discard_run(store, artifacts_dir: str | Path, run_name: str) -> bool:
+    """Forget a run nobody has reviewed (``hardcase mine --replace``): its rows in the store
+    (:func:`hardcase.store.runs.delete_run`, which refuses a run with reviews) and its folder
+    of arrays. Returns False when there was no such run.
+    """
+    from hardcase.store import api
+
+    folder = run_folder(artifacts_dir, run_name)
+    with store.Session.begin() as session:
+        if api.get_run(session, run_name) is None:
+            return False
+        api.delete_run(session, run_name)
+    if folder.is_dir():
+        shutil.rmtree(folder)
+    return True

@@ -198,6 +198,7 @@ ENDPOINT_ROLES: dict[str, str] = {
     **dict.fromkeys(
         ["ping", "next_candidate", "previous_candidate", "first_candidate", "open_candidate", "submit_review",
          "undo", "predict_transformed", "apply_suggestion", "reset_transform", "preview_saliency",
+         "saliency_method", "clear_filters",
          "remember_reviewer", "recall_reviewer", "run_classes", "gallery", "gallery_classes", "gallery_select",
          "open_in_review", "try_predict", "try_reset", "try_upload", "visible_tabs",
          "explore", "explore_map", "explore_table", "explore_clear_filters", "explore_open", "explore_map_select",

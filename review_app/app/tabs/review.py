@@ -7,13 +7,18 @@ from dataclasses import dataclass
 import gradio as gr
 
 from hardcase.miner.vocabulary import SUGGESTED_CAUSES
-from hardcase.models.transforms import FIELDS, MAX_PERSPECTIVE
+from hardcase.models.transforms import FIELDS
 from hardcase.review_app.app.handlers.review import (
     ANY,
     DECISION_LABELS,
     RESET_TRANSFORM,
     SHOWN,
+    SLIDER_RANGES,
+    UNREVIEWED,
     Handlers,
+    decision_problems,
+    reviewer_problems,
+    slider_problems,
 )
 
 MODEL_CONCURRENCY = "model"
@@ -41,25 +46,22 @@ SHORTCUTS_JS = """
 def transform_sliders(elem_prefix: str = "") -> list[gr.Slider]:
     """The transform sliders (rotate, tilt, direction, scale, shift x, shift y, stretch, shear: ``Transform`` field order),
     laid out in the current block; element ids are the field names after ``elem_prefix``."""
+
+    def slider(name, label):
+        low, high, step = SLIDER_RANGES[name]
+        return gr.Slider(low, high, value=dict(zip(FIELDS, RESET_TRANSFORM))[name], step=step, label=label,
+                         elem_id=f"{elem_prefix}{name}")
+
     sliders = [
-        gr.Slider(-180, 180, value=0, step=1, label="Rotate (degrees)", elem_id=f"{elem_prefix}rotate"),
-        gr.Slider(0, MAX_PERSPECTIVE, value=0, step=0.01, label="Perspective tilt",
-                  elem_id=f"{elem_prefix}perspective"),
-        gr.Slider(-180, 180, value=0, step=5, label="Tilt direction (degrees)", elem_id=f"{elem_prefix}direction"),
-        gr.Slider(0.5, 2.0, value=1.0, step=0.05, label="Scale", elem_id=f"{elem_prefix}scale"),
+        slider("rotate", "Rotate (degrees)"),
+        slider("perspective", "Perspective tilt"),
+        slider("direction", "Tilt direction (degrees)"),
+        slider("scale", "Scale"),
     ]
     with gr.Row():
-        sliders += [
-            gr.Slider(-0.25, 0.25, value=0, step=0.01, label="Shift right (share of width)",
-                      elem_id=f"{elem_prefix}shift_x"),
-            gr.Slider(-0.25, 0.25, value=0, step=0.01, label="Shift down (share of height)",
-                      elem_id=f"{elem_prefix}shift_y"),
-        ]
+        sliders += [slider("shift_x", "Shift right (share of width)"), slider("shift_y", "Shift down (share of height)")]
     with gr.Row():
-        sliders += [
-            gr.Slider(0.5, 2.0, value=1.0, step=0.01, label="Stretch (width / height)", elem_id=f"{elem_prefix}aspect"),
-            gr.Slider(-45, 45, value=0, step=1, label="Shear (degrees)", elem_id=f"{elem_prefix}shear"),
-        ]
+        sliders += [slider("aspect", "Stretch (width / height)"), slider("shear", "Shear (degrees)")]
     return sliders
 
 
@@ -88,17 +90,22 @@ def build(app: gr.Blocks, handlers: Handlers, *, run_names: list[str], default_r
     """Lay out the review tab inside the current ``gr.Blocks`` and wire its events."""
     reviewer_store = gr.BrowserState("", storage_key="hardcase-reviewer")
     with gr.Row():
-        run = gr.Dropdown(run_names, value=default_run, label="Mining run", scale=2)
+        run = gr.Dropdown(run_names, value=default_run, label="Mining run", scale=2, elem_id="run")
         reviewer = gr.Textbox(label="Your name", placeholder="who is reviewing", scale=2, elem_id="reviewer")
-        class_filter = gr.Dropdown([ANY], value=ANY, label="Class", scale=1)
-        status_filter = gr.Dropdown(["unreviewed", "reviewed", "all"], value="unreviewed", label="Status", scale=1)
-        cause_filter = gr.Dropdown([ANY, *SUGGESTED_CAUSES], value=ANY, label="Suggested cause", scale=1)
+        class_filter = gr.Dropdown([ANY], value=ANY, label="Class", scale=1, elem_id="class-filter")
+        status_filter = gr.Dropdown([UNREVIEWED, "reviewed", "all"], value=UNREVIEWED, label="Status", scale=1,
+                                    elem_id="status-filter")
+        cause_filter = gr.Dropdown([ANY, *SUGGESTED_CAUSES], value=ANY, label="Suggested cause", scale=1,
+                                   elem_id="cause-filter")
         progress = gr.Markdown(elem_id="progress")
     with gr.Row(equal_height=False):
         with gr.Column(scale=1):
             image = gr.Image(label="Candidate (as the model sees it)", type="numpy", interactive=False,
                              height=300, elem_id="candidate-image", buttons=[])
             info = gr.Markdown(elem_id="candidate-info")
+            clear_filters = gr.Button("Clear the filters", size="sm", visible=False, elem_id="clear-filters")
+            with gr.Accordion("The numbers behind it", open=False, elem_id="details-toggle"):
+                details = gr.Markdown(elem_id="details")
             neighbours = gr.Gallery(label="Nearest training images (from the cause evidence)", columns=4,
                                     height=150, elem_id="neighbours", allow_preview=False)
         with gr.Column(scale=1):
@@ -109,6 +116,7 @@ def build(app: gr.Blocks, handlers: Handlers, *, run_names: list[str], default_r
                 apply_suggestion = gr.Button("Apply suggested transform", size="sm", elem_id="apply-suggestion")
                 reset = gr.Button("Reset transform", size="sm", elem_id="reset")
                 saliency = gr.Checkbox(False, label="Saliency overlay", elem_id="saliency")
+            saliency_note = gr.Markdown(elem_id="saliency-method")
     with gr.Row():
         new_label = gr.Dropdown([], value=None, label="Relabel as (required for mislabel)", elem_id="relabel")
         note = gr.Textbox(label="Note", placeholder="what you saw", elem_id="note")
@@ -130,9 +138,17 @@ def build(app: gr.Blocks, handlers: Handlers, *, run_names: list[str], default_r
 
     components = {"image": image, "info": info, "probabilities": probabilities, "candidate_id": candidate_id,
                   "seen_version": seen_version, "rank": rank, **dict(zip(FIELDS, sliders)), "new_label": new_label,
-                  "note": note, "neighbours": neighbours, "progress": progress, "status": status}
+                  "note": note, "neighbours": neighbours, "details": details, "clear_filters": clear_filters,
+                  "progress": progress, "status": status}
     shown = [components[name] for name in SHOWN]
     filters = [class_filter, status_filter, cause_filter]
+    filter_names = ["class_filter", "status_filter", "cause_filter"]
+
+    def checked(names, check):
+        # mistakes found in the inputs are shown at their field and stop the event before its
+        # outputs change; the handlers get the values as sent (preprocess=False), so an
+        # out-of-range slider reaches the check instead of failing in Gradio's preprocessing
+        return {"validator": handlers.validator(names, check), "preprocess": False}
 
     def remember_name(name):
         return name
@@ -149,27 +165,40 @@ def build(app: gr.Blocks, handlers: Handlers, *, run_names: list[str], default_r
         return gr.update(choices=[ANY, *classes], value=ANY)
 
     run.change(on_run_change, run, class_filter, api_name="run_classes")
-    next_button.click(handlers.next_candidate, [run, reviewer, rank, *filters], shown, api_name="next_candidate")
+    next_inputs = ["run", "reviewer", "rank", *filter_names]
+    next_button.click(handlers.next_candidate, [run, reviewer, rank, *filters], shown, api_name="next_candidate",
+                      **checked(next_inputs, reviewer_problems))
+    clear_filters.click(handlers.clear_filters, [run, reviewer], [*filters, *shown], api_name="clear_filters",
+                        **checked(["run", "reviewer"], reviewer_problems))
     open_id.change(handlers.open_candidate, [open_id, run], shown, api_name="open_candidate").then(
         lambda: None, None, open_id, api_name=False)  # cleared, so opening the same candidate again works
     previous_button.click(handlers.previous_candidate, [run, rank, class_filter], shown, api_name="previous_candidate")
-    undo_button.click(handlers.undo, [run, candidate_id, reviewer], shown, api_name="undo")
+    undo_button.click(handlers.undo, [run, candidate_id, reviewer], shown, api_name="undo",
+                      **checked(["run", "candidate_id", "reviewer"], reviewer_problems))
     apply_suggestion.click(handlers.apply_suggestion, candidate_id, sliders, api_name="apply_suggestion")
 
     # inputs added later (the shifts, then stretch and shear) come last, so positional API calls keep working
     slider_inputs = [candidate_id, rotate, perspective, direction, scale, saliency, shift_x, shift_y, aspect, shear]
+    slider_names = ["candidate_id", "rotate", "perspective", "direction", "scale", "saliency", "shift_x", "shift_y",
+                    "aspect", "shear"]
     saliency.change(handlers.preview_transformed, slider_inputs, [image, probabilities], api_name="preview_saliency",
-                    show_progress="hidden", concurrency_id=MODEL_CONCURRENCY, concurrency_limit=2)
+                    show_progress="hidden", concurrency_id=MODEL_CONCURRENCY, concurrency_limit=2,
+                    **checked(slider_names, lambda values, _: slider_problems(values))).success(
+        handlers.saliency_method, [candidate_id, saliency], saliency_note, api_name="saliency_method")
     for slider in sliders:
         slider.change(handlers.preview_transformed, slider_inputs, [image, probabilities],
                       api_name=f"preview_{slider.elem_id}", trigger_mode="always_last",
-                      show_progress="hidden", concurrency_id=MODEL_CONCURRENCY, concurrency_limit=2)
+                      show_progress="hidden", concurrency_id=MODEL_CONCURRENCY, concurrency_limit=2,
+                      **checked(slider_names, lambda values, _: slider_problems(values)))
     reset.click(lambda: RESET_TRANSFORM, None, sliders, api_name="reset_transform", queue=False)
 
     decision_inputs = [run, candidate_id, new_label, note, rotate, perspective, direction, scale,
                        seen_version, reviewer, rank, *filters, shift_x, shift_y, aspect, shear]
+    decision_names = ["run", "candidate_id", "new_label", "note", "rotate", "perspective", "direction", "scale",
+                      "seen_version", "reviewer", "rank", *filter_names, "shift_x", "shift_y", "aspect", "shear"]
     for cause, button in buttons.items():
-        button.click(_decider(handlers, cause), decision_inputs, shown, api_name=f"decide_{cause}")
+        button.click(_decider(handlers, cause), decision_inputs, shown, api_name=f"decide_{cause}",
+                     **checked(decision_names, lambda values, user, cause=cause: decision_problems(cause, values, user)))
 
     gr.api(handlers.predict_transformed, api_name="predict_transformed",
            concurrency_id=MODEL_CONCURRENCY, concurrency_limit=2)

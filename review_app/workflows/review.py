@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +20,7 @@ from hardcase.miner.spec import as_uint8
 from hardcase.miner.vocabulary import CAUSES, DECISIONS, SKIP
 from hardcase.models.transforms import Transform, apply_transform
 from hardcase.review_app.workflows.accounts import check_access
+from hardcase.review_app.workflows.batching import PredictionBatcher
 from hardcase.review_app.workflows.classifiers import ClassifierCache
 from hardcase.review_app.workflows.images import decode_png
 from hardcase.review_app.workflows.recorded import NoModelError
@@ -75,6 +76,7 @@ class ReviewService:
         self.store = store
         self.lease_seconds = lease_seconds
         self._model_lock = threading.Lock()
+        self._batcher = PredictionBatcher()
         self.classifiers = ClassifierCache(trust_model=trust_model)
         self._image = lru_cache(maxsize=4096)(self._load_image)
         self._saliency: dict[int, Saliency] = {}
@@ -234,17 +236,22 @@ class ReviewService:
                 raise
             return self._recorded_prediction(int(candidate_id))
         image = apply_transform(self.image(candidate_id), transform)
-        with self._model_lock:
-            probs = classifier.predict_proba(image[None])[0]
-            shown = image
-            if saliency:
-                from hardcase.models.saliency import overlay
+        # reviewers dragging sliders at once share model calls (PredictionBatcher)
+        probs = self._batcher.run(id(classifier), partial(self._predict_locked, classifier), image)
+        shown = image
+        if saliency:
+            from hardcase.models.saliency import overlay
 
+            with self._model_lock:
                 shown = overlay(image, self._saliency_of(classifier).heatmap(image, int(np.argmax(probs))))
         return Prediction(
             probabilities={name: float(p) for name, p in zip(classifier.class_names, probs)},
             image=shown,
         )
+
+    def _predict_locked(self, classifier: Classifier, images: np.ndarray) -> np.ndarray:
+        with self._model_lock:  # a saliency map of the same model may be under way
+            return classifier.predict_proba(images)
 
     def saliency_method(self, candidate_id: int) -> str:
         """What the saliency overlay of the candidate's model computes, in words

@@ -118,7 +118,7 @@ def try_prompt(spec: PreprocessingSpec) -> TryPrompt:
     if colour:
         help_text = (f"Draw or upload {thing}. The model takes {size} colour images: drawings and uploads "
                      f"keep their colours and are resized to {size} (transparent pixels become white).")
-        tool = "pick the brush ✎ and a colour on the left, then draw"
+        tool = "brush ✎ and colours on the left"
     else:
         help_text = (f"Draw or upload {thing}. The model takes {size} grayscale images with bright ink on a dark "
                      f"background: drawings and uploads are turned grey, inverted when their border is light, "

@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Select, bindparam, delete, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Select, and_, bindparam, delete, func, or_, select
+from sqlalchemy.orm import Session, aliased
 
 from hardcase.miner.vocabulary import SUGGESTED_CAUSES
 from hardcase.store._rows import _as_float, _as_int, _aware, _check_name, _dialect_insert, _utcnow
 from hardcase.store.candidates import CandidateView, get_candidate
-from hardcase.store.schema import Candidate, Lease
+from hardcase.store.schema import Candidate, Lease, Score
 
 REVIEW_STATUSES: tuple[str, ...] = ("unreviewed", "reviewed", "all")
 """Queue filters of ``next_candidate``: no decision yet, a decision, either."""
 
 
 DEFAULT_LEASE_SECONDS = 600
+
+#: Where a candidate without a label quality (no label) sorts in the mislabel filter: after
+#: every stored one (label quality lies in [0, 1]).
+_NO_LABEL_QUALITY = 2.0
 
 
 def _take_lease(
@@ -48,8 +52,11 @@ def candidate_queue_query(
     """The ``SELECT ... FOR UPDATE SKIP LOCKED`` behind ``next_candidate``.
 
     Returns the id of the lowest-ranked candidate matching the filters whose
-    lease is absent, expired at ``now`` or held by ``reviewer``. Public so the
-    benchmark can show its query plan.
+    lease is absent, expired at ``now`` or held by ``reviewer``; with
+    ``suggested_cause="mislabel"``, the one with the lowest stored
+    ``label_quality_score`` (most likely mislabeled), ties by rank, ``after_rank``
+    then naming the current candidate in that order. Public so the benchmark can
+    show its query plan.
     """
     if status not in REVIEW_STATUSES:
         raise ValueError(f"status must be one of {', '.join(REVIEW_STATUSES)}, got {status!r}")
@@ -73,9 +80,38 @@ def candidate_queue_query(
         query = query.where(Candidate.class_name == class_name)
     if suggested_cause is not None:
         query = query.where(Candidate.suggested_cause == suggested_cause)
+    if suggested_cause == "mislabel":
+        return _by_label_quality(query, run_id, after_rank)
     if after_rank is not None:
         query = query.where(Candidate.rank > _as_int("after_rank", after_rank))
     return query.order_by(Candidate.rank).limit(1).with_for_update(of=Candidate, skip_locked=True)
+
+
+def _label_quality_key(run_id: int, candidate=Candidate):
+    """The run's stored ``label_quality_score`` of ``candidate`` (unknown sorts last)."""
+    return func.coalesce(
+        select(Score.label_quality_score)
+        .where(Score.run_id == run_id, Score.sample_id == candidate.sample_id)
+        .scalar_subquery(),
+        _NO_LABEL_QUALITY,
+    )
+
+
+def _by_label_quality(query: Select, run_id: int, after_rank: int | None) -> Select:
+    """The mislabel filter's order: most likely mislabeled first (lowest label quality), ties by
+    rank; ``after_rank`` names the current candidate, and "after" follows this order."""
+    key = _label_quality_key(run_id)
+    if after_rank is not None:
+        after_rank = _as_int("after_rank", after_rank)
+        cursor = aliased(Candidate)
+        current = (
+            select(_label_quality_key(run_id, cursor))
+            .where(cursor.run_id == run_id, cursor.rank == after_rank)
+            .scalar_subquery()
+        )
+        # a rank that names no candidate of the run leaves nothing "after" it in this order
+        query = query.where(or_(key > current, and_(key == current, Candidate.rank > after_rank)))
+    return query.order_by(key, Candidate.rank).limit(1).with_for_update(of=Candidate, skip_locked=True)
 
 
 def next_candidate(

@@ -102,7 +102,7 @@ def test_compute_scores_without_labels(p):
     out = S.compute_scores(p)
     for key in LABEL_AWARE:
         assert np.isnan(out[key]).all(), key
-    np.testing.assert_allclose(out["hardness_score"], (out["margin"] + 1) / 2)
+    np.testing.assert_allclose(out["hardness_score"], out["confidence"])
 
 
 @SETTINGS
@@ -175,9 +175,9 @@ def test_score_relations(data):
     nm = out["normalized_margin"][known]
     assert (nm[p_given >= p_max] >= 0.5 - eps).all()
     assert (nm[p_given < p_max - 1e-9] < 0.5).all()
-    # hardness: label-aware where known, (margin + 1) / 2 elsewhere
-    np.testing.assert_allclose(out["hardness_score"][known], out["normalized_margin"][known])
-    np.testing.assert_allclose(out["hardness_score"][~known], (out["margin"][~known] + 1) / 2)
+    # hardness: the self-confidence where the label is known, the max-probability elsewhere
+    np.testing.assert_allclose(out["hardness_score"][known], out["self_confidence"][known])
+    np.testing.assert_allclose(out["hardness_score"][~known], out["confidence"][~known])
 
 
 @SETTINGS
@@ -185,18 +185,18 @@ def test_score_relations(data):
 def test_hardness_label_agreeing_with_model_changes_nothing(p):
     predicted = p.argmax(axis=1)
     np.testing.assert_allclose(S.hardness_score(p, labels=predicted), S.hardness_score(p))
-    # a label the model disagrees with is harder than every unlabeled example
+    # a label the model disagrees with makes the example harder than it is without a label
     k = p.shape[1]
     other = (predicted + 1) % k
     disagree = p[np.arange(len(p)), other] < p.max(axis=1) - 1e-9
     assume(disagree.any())
-    assert (S.hardness_score(p, labels=other)[disagree] < 0.5).all()
-    assert (S.hardness_score(p) >= 0.5).all()
+    assert (S.hardness_score(p, labels=other)[disagree] < S.hardness_score(p)[disagree]).all()
+    assert (S.hardness_score(p) >= 1 / k - 1e-12).all()
 
 
 @SETTINGS
 @given(labeled_st(allow_unknown=False))
-def test_label_quality_ranks_labels_by_adjusted_probability(data):
+def test_confident_learning_ranks_labels_by_adjusted_probability(data):
     """A flipped label scores lower than its clean twin.
 
     Same row, same pool thresholds: the clean label is the class the adjusted
@@ -213,21 +213,21 @@ def test_label_quality_ranks_labels_by_adjusted_probability(data):
         if flipped == clean:
             continue
         twin = np.array([clean, flipped])
-        scores = S.label_quality_score(twin, p[[row, row]], thresholds=thresholds)
+        scores = S.confident_learning_score(twin, p[[row, row]], thresholds=thresholds)
         assert scores[1] < scores[0]
         assert scores[1] < 0.5 <= scores[0]
 
 
 @SETTINGS
 @given(labeled_st(allow_unknown=False, max_n=40, max_k=5))
-def test_label_quality_matches_cleanlab(data):
+def test_confident_learning_matches_cleanlab(data):
     rank = pytest.importorskip("cleanlab.rank")
     p, labels = data
     k = p.shape[1]
     labels = labels.copy()
     assume(len(labels) >= k)
     labels[:k] = np.arange(k)  # every class labeled at least once (cleanlab's fallback differs)
-    ours = S.label_quality_score(labels, p)
+    ours = S.confident_learning_score(labels, p)
     theirs = rank.get_label_quality_scores(
         labels, p, method="normalized_margin", adjust_pred_probs=True
     )
@@ -304,11 +304,8 @@ def test_known_label_aware_values():
     )
     # loss is clipped like Keras: p=0 gives -log(1e-7)
     assert S.cross_entropy_loss([2], [[0.5, 0.5, 0.0]])[0] == pytest.approx(-math.log(1e-7))
-    np.testing.assert_allclose(
-        S.hardness_score(P3, labels=L3),
-        [(0.7 - 0.2 + 1) / 2, (0.3 - 0.6 + 1) / 2, 0.5, 0.5, 1.0],
-    )
-    np.testing.assert_allclose(S.hardness_score(P3), [0.75, 0.65, 0.5, 0.5, 1.0])
+    np.testing.assert_allclose(S.hardness_score(P3, labels=L3), [0.7, 0.3, 1 / 3, 0.5, 1.0])
+    np.testing.assert_allclose(S.hardness_score(P3), [0.7, 0.6, 1 / 3, 0.5, 1.0])
 
 
 def test_known_confident_thresholds_and_fallback():
@@ -385,24 +382,24 @@ def test_ignored_unknown_labels_match_cleanlab_on_the_labeled_rows(data):
     )
 
 
-def test_constant_thresholds_make_label_quality_the_normalized_margin():
+def test_constant_thresholds_make_confident_learning_the_normalized_margin():
     labels = np.array([0, 2, 1, 0, 1])
     for value in (0.0, 0.3, 1.0):
         np.testing.assert_allclose(
-            S.label_quality_score(labels, P3, thresholds=np.full(3, value)),
+            S.confident_learning_score(labels, P3, thresholds=np.full(3, value)),
             S.normalized_margin_score(labels, P3),
             atol=1e-15,
         )
 
 
-def test_label_quality_adjusts_for_overconfident_class():
+def test_confident_learning_adjusts_for_overconfident_class():
     # the model puts 0.6 on class 0 for everything it labels 0, and 0.45 on class 1
     # for the examples labeled 1: a 0.5/0.5 row is more likely class 1 than class 0
     p = np.array([[0.6, 0.4]] * 4 + [[0.45, 0.55]] * 4 + [[0.5, 0.5]] * 2)
     labels = np.array([0] * 4 + [1] * 4 + [0, 1])
     t = S.confident_thresholds(labels[:8], p[:8])
     np.testing.assert_allclose(t, [0.6, 0.55])
-    lqs = S.label_quality_score(labels, p, thresholds=t)
+    lqs = S.confident_learning_score(labels, p, thresholds=t)
     assert lqs[9] > 0.5 > lqs[8]  # labeled 1: fine; labeled 0: suspicious
     # without the adjustment both would be exactly 0.5
     np.testing.assert_allclose(S.normalized_margin_score(labels[8:], p[8:]), [0.5, 0.5])
@@ -419,10 +416,13 @@ def test_flipped_labels_rank_lowest_in_a_pool():
     labels = truth.copy()
     flipped = rng.choice(n, 12, replace=False)
     labels[flipped] = (truth[flipped] + rng.integers(1, k, 12)) % k
-    lqs = S.label_quality_score(labels, p)
-    assert set(np.argsort(lqs)[:12]) == set(flipped)
-    clean_twin = S.label_quality_score(truth, p)
-    assert (lqs[flipped] < clean_twin[flipped]).all()
+    for score in (S.label_quality_score, S.confident_learning_score):
+        lqs = score(labels, p)
+        assert set(np.argsort(lqs)[:12]) == set(flipped)
+        clean_twin = score(truth, p)
+        assert (lqs[flipped] < clean_twin[flipped]).all()
+    # without embeddings the exported label quality is the self-confidence
+    np.testing.assert_allclose(S.label_quality_score(labels, p), S.self_confidence_score(labels, p))
 
 
 # --------------------------------------------------------------------- logits
@@ -537,12 +537,12 @@ def _nan_row_17():
             r"pred_probs row 1 sums to 3, not 1.*softmax",
         ),
         (
-            lambda: S.label_quality_score([0, 1], np.full((2, 3), 1 / 3), thresholds=[0.5, 0.5]),
+            lambda: S.confident_learning_score([0, 1], np.full((2, 3), 1 / 3), thresholds=[0.5, 0.5]),
             ValueError,
             r"thresholds must have shape \(K,\) = \(3,\).*got shape \(2,\)",
         ),
         (
-            lambda: S.label_quality_score([0, 1], np.full((2, 2), 0.5), thresholds=[0.5, np.nan]),
+            lambda: S.confident_learning_score([0, 1], np.full((2, 2), 0.5), thresholds=[0.5, np.nan]),
             ValueError,
             r"thresholds has value nan at class 1",
         ),

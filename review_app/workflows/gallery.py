@@ -1,4 +1,4 @@
-"""The gallery's entries: a run's candidates by class and rank, with their standing decision."""
+"""The gallery's entries: a run's candidates by class, most likely mislabeled first, with their standing decision."""
 
 from __future__ import annotations
 
@@ -43,6 +43,12 @@ class GalleryEntry:
         return text
 
 
+def _label_quality_key(row) -> float:
+    """Sort key of a row's label quality: unknown (None, NaN) after every stored value in [0, 1]."""
+    value = row.label_quality_score
+    return 2.0 if value is None or value != value else float(value)
+
+
 def gallery_entries(
     store: Store,
     run_name: str,
@@ -51,7 +57,8 @@ def gallery_entries(
     status: str = "all",
     limit: int = DEFAULT_LIMIT,
 ) -> tuple[list[GalleryEntry], int]:
-    """Candidates of a run by class (model order), then rank.
+    """Candidates of a run by class (model order), then the most likely mislabeled first (stored
+    ``label_quality_score`` ascending; candidates without one, unlabelled, after), then rank.
 
     Parameters
     ----------
@@ -73,7 +80,7 @@ def gallery_entries(
         order = {name: k for k, name in enumerate(api.model_version(session, run).class_names)}
         query = (
             select(Candidate.id, Candidate.rank, Candidate.class_name, Candidate.suggested_cause,
-                   Candidate.decision, Sample.given_label, Score.predicted_label)
+                   Candidate.decision, Sample.given_label, Score.predicted_label, Score.label_quality_score)
             .join(Sample, Sample.id == Candidate.sample_id)
             .outerjoin(Score, (Score.run_id == Candidate.run_id) & (Score.sample_id == Candidate.sample_id))
             .where(Candidate.run_id == run.id)
@@ -85,7 +92,7 @@ def gallery_entries(
         elif status == "reviewed":
             query = query.where(Candidate.decision.is_not(None))
         rows = sorted(session.execute(query), key=lambda row: (order.get(row.class_name, len(order)),
-                                                               row.class_name, row.rank))
+                                                               row.class_name, _label_quality_key(row), row.rank))
         shown = rows[: max(0, int(limit))]
         ids = [row.id for row in shown]
         images = dict(session.execute(select(Candidate.id, Candidate.image_png).where(Candidate.id.in_(ids))).all()) if ids else {}

@@ -32,13 +32,15 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from hardcase.miner.scores import (
-    class_confidence_sums,
-    compute_scores,
-    confident_thresholds_from_sums,
-    hardness_score,
-    label_quality_score,
+from hardcase.miner.causes.density import fit_class_density
+from hardcase.miner.causes.label_issues import (
+    ContrastParts,
+    contrast_parts,
+    contrast_quality_from_parts,
+    neighbour_label_quality_score,
+    pool_reference_density,
 )
+from hardcase.miner.scores import compute_scores, hardness_score, label_quality_score
 from hardcase.miner.select import select_candidates
 from hardcase.miner.sources import Batch, DataSource, content_hashes
 from hardcase.miner.spec import spec_path_for
@@ -320,6 +322,8 @@ def _mine(store: Store, options: MiningOptions, classifier, warming: threading.T
                 store, options.run_name, artifacts_dir=artifacts_dir, train_data=options.train_data,
                 classifier=None if recorded is not None else classifier, progress=progress, seed=options.seed,
             ).summary()
+            _label_quality_from_training(store, run_id, run_folder(artifacts_dir, options.run_name), labels,
+                                         len(spec.class_names))
     except BaseException as exc:
         _mark_failed(store, run_id, exc)
         raise
@@ -382,7 +386,7 @@ def _score_and_select(store: Store, options: MiningOptions, run_id: int, dataset
                 embeddings[indices] = emb.astype(np.float16)
             given = labels[indices] if labels is not None else np.full(len(indices), -1)
             scores = compute_scores(probs, labels=given)
-            # needs the whole pool's per-class thresholds: filled in by _finish
+            # needs the whole pool (and its embeddings): filled in by _finish
             scores["label_quality_score"] = np.full(len(indices), np.nan)
             checkpoint.add_samples(
                 indices,
@@ -530,11 +534,11 @@ def _read_ahead(batches: Iterator[Batch], depth: int = 2, prepare: Callable[[Bat
 def _finish(store, options, run_id, source, classifier, labels, pred_probs, sample_ids, embeddings, scored, already):
     class_names = list(classifier.class_names)
     given = labels[scored] if labels is not None else None
-    hardness, predicted, thresholds = _pool_pass(pred_probs, scored, given)
+    hardness, predicted, labelled = _pool_pass(pred_probs, scored, given)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hardcase-writer") as writer:
         # the pool's label quality is stored on the writer thread while candidates are selected here
-        stored = writer.submit(_complete_scores, store, run_id, pred_probs, scored, given, sample_ids,
-                               thresholds, class_names)
+        stored = writer.submit(_complete_scores, store, run_id, pred_probs, scored, given, sample_ids, embeddings,
+                               labelled, class_names, options.seed)
         candidate_rows = _candidate_rows(options, source, hardness, predicted, given, scored, sample_ids,
                                          embeddings, class_names)
         stored.result()
@@ -565,57 +569,99 @@ def _chunks(n: int):
 
 
 def _pool_pass(pred_probs, scored, given):
-    """Hardness and predicted class of every scored row, and the pool's confident thresholds
-    (None without labels), reading ``pred_probs`` in chunks (no full float64 copy)."""
-    n, k = len(scored), pred_probs.shape[1]
+    """Hardness and predicted class of every scored row, and whether any row has a label,
+    reading ``pred_probs`` in chunks (no full float64 copy)."""
+    n = len(scored)
     hardness = np.empty(n, dtype=np.float64)
     predicted = np.empty(n, dtype=np.int64)
-    counts, sums = np.zeros(k, dtype=np.int64), np.zeros(k)
     for part in _chunks(n):
         probs = pred_probs[scored[part]]
-        lab = given[part] if given is not None else None
-        hardness[part] = hardness_score(probs, labels=lab)
+        hardness[part] = hardness_score(probs, labels=given[part] if given is not None else None)
         predicted[part] = probs.argmax(axis=1)
-        if lab is not None:
-            c, t = class_confidence_sums(lab, probs)
-            counts += c
-            sums += t
     _release(pred_probs)
-    labelled = given is not None and counts.sum() > 0
-    return hardness, predicted, confident_thresholds_from_sums(counts, sums) if labelled else None
+    return hardness, predicted, given is not None and bool(np.any(given >= 0))
 
 
-def _complete_scores(store, run_id, pred_probs, scored, given, sample_ids, thresholds, class_names) -> None:
-    """Store what the streamed scores lack: label quality needs the whole pool's thresholds.
+def _complete_scores(store, run_id, pred_probs, scored, given, sample_ids, embeddings, labelled, class_names,
+                     seed) -> None:
+    """Store what the streamed scores lack: ``label_quality_score`` needs the whole pool.
+
+    The exported label quality (:func:`~hardcase.miner.causes.label_issues.pool_label_quality_score`)
+    with the pool's embeddings and no training data yet:
+    :func:`~hardcase.miner.causes.label_issues.neighbour_label_quality_score` against the
+    pool's own labelled embeddings (:func:`~hardcase.miner.causes.label_issues.pool_reference_density`);
+    without embeddings the embedding-free :func:`~hardcase.miner.scores.label_quality_score`.
+    Cause suggestion with training data then replaces it (:func:`_label_quality_from_training`).
 
     A run started by an older version may have stored no scores while it streamed: those are
     inserted here (rows already stored are kept).
     """
     with store.snapshot() as session:
         missing = api.count_scores(session, run_id) < len(scored)
-    if not missing and thresholds is None:
+    if not missing and not labelled:
         return
     names = np.asarray(class_names, dtype=object)
+    density = None
+    if labelled and embeddings is not None:
+        density = pool_reference_density(_Rows(embeddings, scored), given, n_classes=len(class_names), seed=seed)
     with store.Session.begin() as session:
         for part in _chunks(len(scored)):
             probs = pred_probs[scored[part]]
             ids = sample_ids[scored[part]]
             lab = given[part] if given is not None else None
             if missing:
-                scores = compute_scores(probs, labels=lab, thresholds=thresholds)
+                scores = compute_scores(probs, labels=lab)
                 api.add_score_columns(
                     session, run_id, sample_id=ids, predicted_label=names[scores["predicted_label"]].tolist(),
                     **{key: scores[key] for key in SCORE_FIELDS if key != "predicted_label"},
                 )
-            if thresholds is not None:
+            if labelled:
                 known = lab >= 0
                 if known.any():
-                    api.update_score_column(
-                        session, run_id, "label_quality_score", sample_id=ids[known],
-                        values=label_quality_score(lab[known], probs[known], thresholds=thresholds),
-                    )
+                    if density is None:
+                        values = label_quality_score(lab[known], probs[known])
+                    else:
+                        values = neighbour_label_quality_score(
+                            lab[known], probs[known], embeddings=np.asarray(embeddings[scored[part][known]], np.float32),
+                            density=density)
+                    api.update_score_column(session, run_id, "label_quality_score", sample_id=ids[known], values=values)
     _release(pred_probs)
     _release(sample_ids)
+
+
+def _label_quality_from_training(store, run_id: int, folder: Path, labels: np.ndarray, n_classes: int) -> bool:
+    """Replace the run's stored label quality by the one with the training reference.
+
+    Cause suggestion with training data leaves the training embeddings in the run folder
+    (``suggest.TRAIN_CACHE``); with them the exported ``label_quality_score`` is
+    :func:`~hardcase.miner.causes.label_issues.contrast_label_quality_score`, the best ranking
+    of the fault benchmark. Computed chunk by chunk from the run's memory-mapped outputs.
+    Returns False (nothing changed) without the cache, embeddings or labels.
+    """
+    from hardcase.review_app.workflows.suggest import TRAIN_CACHE
+
+    cache = folder / TRAIN_CACHE
+    paths = {name: folder / f"{name}.npy" for name in ("pred_probs", "embeddings", "done", "sample_ids")}
+    if labels is None or not cache.exists() or not all(path.exists() for path in paths.values()):
+        return False
+    with np.load(cache, allow_pickle=False) as stored:
+        density = fit_class_density(stored["embeddings"].astype(np.float32), stored["labels"], n_classes=n_classes)
+    arrays = {name: np.load(path, mmap_mode="r") for name, path in paths.items()}
+    rows = np.flatnonzero((np.asarray(arrays["done"]) == 1) & (labels >= 0))
+    if not rows.size:
+        return False
+    parts = []
+    for part in _chunks(len(rows)):
+        chunk = rows[part]
+        probs = np.asarray(arrays["pred_probs"][chunk], dtype=np.float64)
+        probs /= probs.sum(axis=1, keepdims=True)
+        parts.append(contrast_parts(labels[chunk], probs, embeddings=np.asarray(arrays["embeddings"][chunk], np.float32),
+                                    density=density))
+    values = contrast_quality_from_parts(labels[rows], ContrastParts.concatenate(parts), n_classes=n_classes)
+    with store.Session.begin() as session:
+        api.update_score_column(session, run_id, "label_quality_score",
+                                sample_id=np.asarray(arrays["sample_ids"][rows]), values=values)
+    return True
 
 
 class _Rows:

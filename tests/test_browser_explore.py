@@ -96,6 +96,20 @@ def test_explore_in_the_browser(browser, served):
     page.goto(url)
     page.locator("#reviewer textarea, #reviewer input").first.wait_for(timeout=WAIT)
     page.locator("#reviewer textarea, #reviewer input").first.fill("lea")
+
+    # the gallery: one headed grid per class, in the model's class order
+    page.get_by_role("tab", name="Gallery").click()
+    page.wait_for_function("document.querySelectorAll('#gallery .block.gallery-header').length === 10 && "
+                           "document.querySelectorAll('#gallery .gallery-group img').length === 30", timeout=WAIT)
+    headers = [text.strip() for text in page.locator("#gallery .block.gallery-header").all_inner_texts()]
+    assert headers == [f"Class {k} · 3 candidates" for k in range(10)]
+    first_of_class_1 = page.locator("#gallery .block.gallery-group").nth(1).locator(".thumbnail-item").first
+    candidate_id = int(re.match(r"#(\d+)", first_of_class_1.inner_text().strip()).group(1))
+    with store.snapshot() as session:
+        assert api.get_candidate(session, candidate_id).class_name == "1"
+    first_of_class_1.click()
+    _review_tab_shows(page, candidate_id)
+
     _open_explore(page)
     assert "30 candidates" in page.locator("#explore-summary").inner_text()
     assert "PCA map was computed now" in page.locator("#explore-map-note").inner_text()

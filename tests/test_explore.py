@@ -153,6 +153,23 @@ def test_filters_and_sorting(store, reviewed):
         explore.filter_candidates(frame, Filters(status="done"))
 
 
+def test_the_cached_table_follows_reviews_and_suggestions(store, reviewed):
+    ids = reviewed
+    tables = explore.CandidateTables()
+    first = tables.get(store, "demo")
+    assert tables.get(store, "demo") is first  # nothing changed: not read again
+    _review(store, ids[12], "cai", "rare")
+    assert tables.get(store, "demo").set_index("id").loc[ids[12], "judgments"] == "cai: rare"
+    with store.Session.begin() as session:
+        version = api.get_candidate(session, ids[12]).version
+        api.undo_last_review(session, ids[12], reviewer="cai")
+        assert api.get_candidate(session, ids[12]).version == version + 1
+    assert tables.get(store, "demo").set_index("id").loc[ids[12], "status"] == "unreviewed"
+    run_id, _ = _candidates(store)
+    _suggest(store, run_id, {ids[13]: ("imbalance", None, 0.4)})
+    assert tables.get(store, "demo").set_index("id").loc[ids[13], "suggested"] == "imbalance"
+
+
 def test_accepting_confident_mislabel_suggestions_then_undoing_the_batch(store, reviewed):
     ids = reviewed
     with store.snapshot() as session:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from hardcase.miner.vocabulary import DECISIONS, SUGGESTED_CAUSES, UNCLEAR
 from hardcase.review_app.workflows.images import decode_png
@@ -170,6 +170,39 @@ def load_candidates(store: Store, run_name: str) -> pd.DataFrame:
     for column in ("hardness", "label quality", "confidence"):
         frame[column] = frame[column].astype("float64")
     return frame
+
+
+def table_fingerprint(store: Store, run_name: str) -> tuple:
+    """What changes whenever a run's table would: its candidates, their review versions (every
+    review and retraction bumps one) and their suggestions. One aggregate over the run's candidates."""
+    with store.snapshot() as session:
+        run = api.require_run(session, run_name)
+        return (run.id, *session.execute(
+            select(func.count(Candidate.id), func.coalesce(func.sum(Candidate.review_version), 0),
+                   func.count(Candidate.suggested_cause), func.coalesce(func.sum(Candidate.suggestion_confidence), 0.0))
+            .where(Candidate.run_id == run.id)
+        ).one())
+
+
+class CandidateTables:
+    """:func:`load_candidates` of each run, read again only when its :func:`table_fingerprint`
+    changed: a filter or sort of a run with thousands of candidates costs one aggregate query
+    and the in-memory work. Thread-safe; callers must not modify the frames they get."""
+
+    def __init__(self) -> None:
+        self._tables: dict[str, tuple[tuple, pd.DataFrame]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, store: Store, run_name: str) -> pd.DataFrame:
+        fingerprint = table_fingerprint(store, run_name)
+        with self._lock:
+            cached = self._tables.get(run_name)
+        if cached is not None and cached[0] == fingerprint:
+            return cached[1]
+        frame = load_candidates(store, run_name)
+        with self._lock:
+            self._tables[run_name] = (fingerprint, frame)
+        return frame
 
 
 def filter_candidates(frame: pd.DataFrame, filters: Filters) -> pd.DataFrame:

@@ -8,7 +8,7 @@ from it (a user's mistake is one ``gr.Error`` message and one log line).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import gradio as gr
 import numpy as np
@@ -89,12 +89,13 @@ class ExploreHandlers:
     """Gradio handlers of the explore tab over one :class:`ReviewService`."""
 
     service: ReviewService
+    tables: explore.CandidateTables = field(default_factory=explore.CandidateTables)
 
     def _candidates(self, run_name) -> pd.DataFrame:
         if not run_name:
             raise _mistake("choose a mining run first")
         try:
-            return explore.load_candidates(self.service.store, run_name)
+            return self.tables.get(self.service.store, run_name)
         except StoreError as exc:
             raise _mistake(str(exc)) from None
 

@@ -40,6 +40,17 @@ def candidate_id_from_caption(caption: str | None) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def class_groups(class_names: list[str]) -> list[list]:
+    """Runs of equal class names in order: ``["3", "3", "5"]`` -> ``[["3", 2], ["5", 1]]``."""
+    groups: list[list] = []
+    for name in class_names:
+        if groups and groups[-1][0] == name:
+            groups[-1][1] += 1
+        else:
+            groups.append([name, 1])
+    return groups
+
+
 @dataclass
 class GalleryHandlers:
     """Gradio handlers of the gallery tab over one :class:`ReviewService`."""
@@ -47,7 +58,8 @@ class GalleryHandlers:
     service: ReviewService
 
     def show(self, run_name, class_filter, status, limit=DEFAULT_LIMIT):
-        """Gallery items ``(image, caption)`` and a summary line for the filters."""
+        """Gallery items ``(image, caption)``, a summary line for the filters, and the items'
+        class groups (``[class name, count]`` in item order, for the headed galleries)."""
         if not run_name:
             raise gr.Error("choose a mining run first")
         try:
@@ -59,13 +71,14 @@ class GalleryHandlers:
         except (StoreError, ValueError) as exc:
             raise gr.Error(str(exc)) from None
         items = [(thumbnail(entry.image_png), entry.caption) for entry in entries]
+        groups = class_groups([entry.class_name for entry in entries])
         where = f"class **{class_filter}**" if class_filter not in (None, "", ANY) else "all classes"
         summary = f"{len(entries)} of {total} {status or 'all'} candidates of **{run_name}**, {where}"
         if not entries:
             summary += " — nothing to show."
         elif len(entries) < total:
             summary += f" (the first {len(entries)} by class and rank)"
-        return items, summary
+        return items, summary, groups
 
     def classes(self, run_name):
         """Class filter choices of a run (``any`` first)."""

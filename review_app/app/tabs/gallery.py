@@ -1,4 +1,5 @@
-"""The Gallery tab: a grid of a run's candidates per class; clicking one opens it for review."""
+"""The Gallery tab: a run's candidates as one grid per class, each under its header; clicking one
+opens it for review."""
 
 from __future__ import annotations
 
@@ -9,6 +10,13 @@ from hardcase.review_app.app.handlers.review import ANY
 from hardcase.review_app.app.tabs.review import ReviewTab
 from hardcase.review_app.workflows.gallery import STATUSES
 from hardcase.review_app.workflows.review import ReviewService
+
+
+GRID_COLUMNS = 8
+"""Thumbnails per row of a class's grid (fixed, so every class's thumbnails have one size)."""
+ROW_HEIGHT = 165
+"""Pixels per row of thumbnails: a grid's height is set from its rows (Gradio gives ``height="auto"``
+galleries a minimum of 450 px, which left a one-row class in a mostly empty box)."""
 
 
 def build(service: ReviewService, *, tab: gr.Tab, tabs: gr.Tabs, review_tab: ReviewTab,
@@ -22,18 +30,34 @@ def build(service: ReviewService, *, tab: gr.Tab, tabs: gr.Tabs, review_tab: Rev
         status = gr.Radio(list(STATUSES), value="all", label="Status", scale=2, elem_id="gallery-status")
         refresh = gr.Button("Refresh", size="sm", scale=1)
     summary = gr.Markdown(elem_id="gallery-summary")
-    gallery = gr.Gallery(label="#id · given→predicted label · ✔ decided cause, or suggested cause? — click one to review it",
-                         columns=6, height="auto", allow_preview=False, object_fit="contain",
-                         buttons=[], format="png", elem_id="gallery")
     with gr.Row(equal_height=True):
         candidate = gr.Number(label="Candidate #", placeholder="candidate id", precision=0, scale=1,
                               elem_id="gallery-candidate")
         open_button = gr.Button("Open in review tab", size="md", scale=1, elem_id="gallery-open")
-        gr.Markdown("Type a candidate id, or click a thumbnail above.", container=False)
-
+        gr.Markdown("Type a candidate id, or click a thumbnail below.", container=False)
+    # the endpoint's answer (every item, in class order); drawn below as one headed grid per class
+    gallery = gr.Gallery(visible=False, format="png", type="filepath", elem_id="gallery-items")
+    groups = gr.State([])
     review_targets = [review_tab.open_id, review_tab.run, tabs]
+    with gr.Column(elem_id="gallery"):
+        gr.Markdown("#id · given→predicted label · ✔ decided cause, or suggested cause? — click one to review it",
+                    elem_id="gallery-legend")
+
+        @gr.render(inputs=[gallery, groups], triggers=[gallery.change])
+        def headed_grids(items, class_groups):
+            start = 0
+            for class_name, count in class_groups or []:
+                gr.Markdown(f"#### Class {class_name} · {count} candidate{'s' if count != 1 else ''}",
+                            elem_classes=["gallery-header"])
+                grid = gr.Gallery(value=list(items or [])[start:start + count], columns=GRID_COLUMNS, fit_columns=False,
+                                  rows=-(-count // GRID_COLUMNS), height=ROW_HEIGHT * -(-count // GRID_COLUMNS) + 24,
+                                  allow_preview=False, object_fit="contain", buttons=[], format="png",
+                                  show_label=False, elem_classes=["gallery-group"])
+                grid.select(handlers.select, None, [candidate, *review_targets], api_name=False)
+                start += count
+
     run.change(handlers.classes, run, class_filter, api_name="gallery_classes")
     gr.on([tab.select, run.change, class_filter.change, status.change, refresh.click], handlers.show,
-          [run, class_filter, status], [gallery, summary], api_name="gallery", trigger_mode="always_last")
+          [run, class_filter, status], [gallery, summary, groups], api_name="gallery", trigger_mode="always_last")
     gallery.select(handlers.select, None, [candidate, *review_targets], api_name="gallery_select")
     open_button.click(handlers.open_in_review, candidate, review_targets, api_name="open_in_review")

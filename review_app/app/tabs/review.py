@@ -97,7 +97,7 @@ def build(app: gr.Blocks, handlers: Handlers, *, run_names: list[str], default_r
                                     elem_id="status-filter")
         cause_filter = gr.Dropdown([ANY, *SUGGESTED_CAUSES], value=ANY, label="Suggested cause", scale=1,
                                    elem_id="cause-filter")
-        progress = gr.Markdown(elem_id="progress")
+    progress = gr.Markdown(elem_id="progress")
     with gr.Row(equal_height=False):
         with gr.Column(scale=1):
             image = gr.Image(label="Candidate (as the model sees it)", type="numpy", interactive=False,

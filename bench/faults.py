@@ -33,6 +33,10 @@ seed and ends with the mean, minimum and maximum of each figure.
 
 Usage: ``python bench/faults.py [--small] [--per-class 100] [--seed 0 | --seeds 0 1 2] [--model-dir DIR] [--json FILE]``
 (``--help`` lists the fault rates, angles, sizes and seeds).
+
+``--scenarios`` runs instead the grid of issue 17 (``bench/fault_scenarios.py``: ten fault
+mixes x four models x MNIST, Fashion-MNIST and scikit-learn's digits, per seed), one table per
+scenario and the means: ``nice -n 10 python bench/faults.py --scenarios --seeds 0 1 2``.
 """
 
 from __future__ import annotations
@@ -54,6 +58,8 @@ BENCH = REPO / "bench"  # exhaustive_grid.py, the baseline, lives beside this sc
 for _folder in (REPO, BENCH):
     if str(_folder) not in sys.path:
         sys.path.insert(0, str(_folder))
+
+import fault_scenarios  # noqa: E402  (the --scenarios grid, beside this script)
 
 CAUSES = ("mislabel", "augment", "rare", "imbalance")
 SUGGESTED = ("mislabel", "augment", "rare", "imbalance", "unclear")
@@ -93,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-dir", type=Path, default=None, help="reuse / keep the trained models here (default: a temporary folder)")
     p.add_argument("--models", default="full,cut", help="which models to run: full, cut or both")
     p.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
+    fault_scenarios.add_arguments(p)
     return p
 
 
@@ -273,7 +280,7 @@ def restore_shares(rows, truth, pool, classifier, *, density, thresholds, alpha,
     shares = {"search": ours, "grid": grid.predicted_after == true, "declared": declared,
               "oracle_right": oracle.predicted == true, "oracle_restores": oracle.restores}
     by_fault = {}
-    for fault in ("rotate", "perspective"):
+    for fault in ("rotate", "perspective", "shear"):
         mask = pool.fault[sources] == fault
         by_fault[fault] = {"n": int(mask.sum()),
                            **{k: float(v[mask].mean()) if mask.any() else float("nan") for k, v in shares.items()}}
@@ -494,7 +501,13 @@ def print_summary(summary: dict, seeds: list[int]) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = _settings(build_parser().parse_args(argv))
+    args = build_parser().parse_args(argv)
+    if args.scenarios:
+        results = fault_scenarios.main_grid(args)
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=1, default=float))
+        return results
+    args = _settings(args)
     seeds = args.seeds or [args.seed]
     started = time.perf_counter()
     runs = [run_seed(args, seed) for seed in seeds]

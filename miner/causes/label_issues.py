@@ -18,7 +18,12 @@ import numpy as np
 
 from hardcase.miner._validation import check_embeddings, check_labels, check_pred_probs
 from hardcase.miner.causes._common import DEFAULT_ALPHA, DEFAULT_K, _check_alpha
-from hardcase.miner.causes.density import ClassDensity, _check_density, _compute_typicality, fit_class_density
+from hardcase.miner.causes.density import (
+    ClassDensity,
+    _check_density,
+    _compute_typicality,
+    fit_class_density,
+)
 from hardcase.miner.causes.neighbours import _prepare
 from hardcase.miner.scores import label_quality_score
 
@@ -155,9 +160,7 @@ def contrast_parts(labels, pred_probs, *, embeddings, density: ClassDensity) -> 
     """
     pred_probs = check_pred_probs(pred_probs)
     m, k = pred_probs.shape
-    labels = check_labels(labels, n=m, n_classes=k)
-    if (labels < 0).any():
-        raise ValueError(f"labels has -1 at index {int(np.flatnonzero(labels < 0)[0])}; give the labelled rows only")
+    labels = check_labels(labels, n=m, n_classes=k, allow_unknown=False)
     emb = check_embeddings(embeddings, name="embeddings", n=m, n_name="pred_probs")
     density = _check_density(density, emb.shape[1], "embeddings")
     if density.n_classes != k:

@@ -4,11 +4,12 @@ The per-name lock (:class:`~hardcase.review_app.workflows.accounts.LoginGuard`) 
 at one name; a client trying many names meets this one. Gradio's ``auth`` callable is given no
 request, so the address is read here, in an ASGI middleware around the app: a failed sign-in is
 the route's 400 answer, and an address with :data:`MAX_CLIENT_FAILURES` failures is answered
-429 at once (no hashing, no route) until its lock ends, the lock doubling like the names'.
+429 after a second (no hashing, no route) until its lock ends, the lock doubling like the names'.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 
@@ -22,6 +23,8 @@ log = logging.getLogger(__name__)
 #: reviewers may share an office's address), far fewer than a guessing script makes.
 MAX_CLIENT_FAILURES = 20
 CLIENT_LOCK_SECONDS = 30.0
+#: How long a refusal of a locked address takes to come.
+REFUSAL_DELAY_SECONDS = 1.0
 
 
 class LoginThrottle:
@@ -47,6 +50,9 @@ class LoginThrottle:
         client = (scope.get("client") or ("unknown", 0))[0]
         if self.guard.locked(client):
             log.warning("sign-in refused: too many failed sign-ins from %s", client)
+            # answered slowly: a script waiting for each answer then guesses once a second, not
+            # hundreds of times, and the loop serves reviewers meanwhile
+            await asyncio.sleep(REFUSAL_DELAY_SECONDS)
             body = json.dumps({"detail": "Too many failed sign-ins from this address; wait and try again."}).encode()
             await send({"type": "http.response.start", "status": 429,
                         "headers": [(b"content-type", b"application/json"), (b"retry-after", b"30")]})

@@ -305,7 +305,12 @@ def _serve(store, *, run_name: str | None, host: str, port: int, auth_file: Path
            trust_model: bool = False) -> int:
     if not _is_loopback(host) and auth_file is None:
         raise CliError(f"refusing to serve on {host} without --auth FILE; bind 127.0.0.1 or give a users file")
-    from hardcase.review_app.app import build_app, launch_options, limit_decoded_pixels
+    from hardcase.review_app.app import (
+        build_app,
+        launch_options,
+        limit_decoded_pixels,
+        queue_options,
+    )
     from hardcase.review_app.workflows.accounts import authenticator, load_accounts
     from hardcase.review_app.workflows.review import ReviewService
 
@@ -316,7 +321,7 @@ def _serve(store, *, run_name: str | None, host: str, port: int, auth_file: Path
         options.update(auth=authenticator(accounts), auth_message="hardcase: sign in to review")
     limit_decoded_pixels()
     app = build_app(ReviewService(store, trust_model=trust_model), run_name=run_name)
-    app.queue(max_size=64, default_concurrency_limit=4)
+    app.queue(**queue_options())
     print(f"hardcase review app: http://{host}:{port}", flush=True)
     app.launch(**options)
     return 0

@@ -25,10 +25,10 @@ def demo_store(folder: Path, model_path: Path, *, per_class: int) -> Store:
 @contextmanager
 def served_app(service, *, queue_size: int = 64, **launch_extra) -> Iterator:
     """The full app on ``service`` (demo run open) on 127.0.0.1 and a free port; closed on exit."""
-    from hardcase.review_app.app import build_app, launch_options
+    from hardcase.review_app.app import build_app, launch_options, queue_options
 
     app = build_app(service, run_name="demo")
-    app.queue(max_size=queue_size)
+    app.queue(**queue_options(max_size=queue_size))
     options = launch_options(port=0)
     options.pop("server_port")  # let the OS pick a free port
     try:

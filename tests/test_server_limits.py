@@ -102,3 +102,12 @@ def test_a_user_mistake_is_one_line_in_the_server_log(demo_service, monkeypatch,
     assert printed == []  # Gradio printed no traceback for it
     logged = [record.getMessage() for record in caplog.records if record.name == "hardcase.review_app.user_errors"]
     assert logged == ["predict_transformed: no candidate with id 987654"]
+
+
+def test_queued_endpoints_cannot_be_called_around_the_queue(demo_service):
+    with served_app(demo_service, queue_size=16) as app:
+        url = app.local_url.rstrip("/")
+        # /run/ would skip the queue's bounds (waiting calls, calls at once) for any endpoint
+        direct = httpx.post(f"{url}/gradio_api/run/next_candidate", json={"data": ["demo", "x", -1, "any", "any"]})
+        assert direct.status_code == 404 and "join the queue" in direct.text
+        assert RawClient(url).call("ping", []) == ["ok"]  # through the queue it answers

@@ -6,6 +6,11 @@ service (:mod:`hardcase.review_app.workflows`) and its answers back into widget 
 module here runs SQL or touches a model directly.
 """
 
-from hardcase.review_app.app.build import build_app, launch_options, limit_decoded_pixels
+from hardcase.review_app.app.build import (
+    build_app,
+    launch_options,
+    limit_decoded_pixels,
+    queue_options,
+)
 
-__all__ = ["build_app", "launch_options", "limit_decoded_pixels"]
+__all__ = ["build_app", "launch_options", "limit_decoded_pixels", "queue_options"]

@@ -71,6 +71,14 @@ def limit_decoded_pixels() -> None:
 SESSION_CAPACITY = 128
 
 
+def queue_options(*, max_size: int = 64) -> dict:
+    """Keyword arguments for ``gr.Blocks.queue``: at most ``max_size`` calls waiting, 4 running
+    per event, and no way around the queue for the events that use it (Gradio otherwise lets
+    any client POST ``/run/<endpoint>`` and skip both bounds); events that skip the queue on
+    purpose, such as the slider previews, say so with ``queue=False``."""
+    return {"max_size": max_size, "default_concurrency_limit": 4, "api_open": False}
+
+
 def launch_options(*, host: str = "127.0.0.1", port: int = 7860) -> dict:
     """Keyword arguments for ``gr.Blocks.launch`` shared by ``serve`` and ``demo``."""
     return {

@@ -22,6 +22,10 @@ from hardcase.review_app.app.handlers.review import (
 )
 
 MODEL_CONCURRENCY = "model"
+#: Predictions of the slider previews under way at once: they reach the review service's
+#: PredictionBatcher together and share model calls (which the batcher serialises), so eight
+#: reviewers dragging wait for one batch, not for seven predictions ahead of theirs.
+MODEL_CALLS_AT_ONCE = 8
 
 # Keyboard shortcuts: keys click the matching button unless the reviewer is typing in a field.
 SHORTCUTS_JS = """
@@ -182,13 +186,13 @@ def build(app: gr.Blocks, handlers: Handlers, *, run_names: list[str], default_r
     slider_names = ["candidate_id", "rotate", "perspective", "direction", "scale", "saliency", "shift_x", "shift_y",
                     "aspect", "shear"]
     saliency.change(handlers.preview_transformed, slider_inputs, [image, probabilities], api_name="preview_saliency",
-                    show_progress="hidden", concurrency_id=MODEL_CONCURRENCY, concurrency_limit=2,
+                    show_progress="hidden", concurrency_id=MODEL_CONCURRENCY, concurrency_limit=MODEL_CALLS_AT_ONCE,
                     **checked(slider_names, lambda values, _: slider_problems(values))).success(
         handlers.saliency_method, [candidate_id, saliency], saliency_note, api_name="saliency_method")
     for slider in sliders:
         slider.change(handlers.preview_transformed, slider_inputs, [image, probabilities],
                       api_name=f"preview_{slider.elem_id}", trigger_mode="always_last",
-                      show_progress="hidden", concurrency_id=MODEL_CONCURRENCY, concurrency_limit=2,
+                      show_progress="hidden", concurrency_id=MODEL_CONCURRENCY, concurrency_limit=MODEL_CALLS_AT_ONCE,
                       **checked(slider_names, lambda values, _: slider_problems(values)))
     reset.click(lambda: RESET_TRANSFORM, None, sliders, api_name="reset_transform", queue=False)
 
@@ -201,7 +205,7 @@ def build(app: gr.Blocks, handlers: Handlers, *, run_names: list[str], default_r
                      **checked(decision_names, lambda values, user, cause=cause: decision_problems(cause, values, user)))
 
     gr.api(handlers.predict_transformed, api_name="predict_transformed",
-           concurrency_id=MODEL_CONCURRENCY, concurrency_limit=2)
+           concurrency_id=MODEL_CONCURRENCY, concurrency_limit=MODEL_CALLS_AT_ONCE)
     gr.api(handlers.submit_review, api_name="submit_review")
 
     gr.api(handlers.ping, api_name="ping")

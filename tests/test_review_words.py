@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-from pgutil import seed_run
+from pgutil import empty_database, seed_run
 
 from hardcase.review_app.app.handlers.review import (
     SHOWN,
@@ -63,13 +63,14 @@ def test_a_suggestion_is_one_plain_sentence_with_the_numbers_behind_the_toggle()
     assert plain_sentence(None) == ""
 
 
-@pytest.fixture
-def seeded(tmp_path):
-    store = open_store(f"sqlite:///{tmp_path / 'words.db'}")
-    # candidate i has suggested cause SUGGESTED_CAUSES[i % 5]: 0 and 5 augment, 1 and 6 rare, 3 and 8 mislabel
-    first, other = seed_run(store, n_samples=12, n_candidates=10), seed_run(store, name="run-2", n_candidates=5)
-    yield store, first, other
-    store.dispose()
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def seeded(request, tmp_path):
+    with empty_database(request.param, tmp_path) as url:
+        store = open_store(url)
+        # candidate i has suggested cause SUGGESTED_CAUSES[i % 5]: 0 and 5 augment, 1 and 6 rare, 3 and 8 mislabel
+        first, other = seed_run(store, n_samples=12, n_candidates=10), seed_run(store, name="run-2", n_candidates=5)
+        yield store, first, other
+        store.dispose()
 
 
 def _decide(store, candidate_id, reviewer, cause, new_label=None):
@@ -86,13 +87,25 @@ def test_acceptance_counts_confirmed_among_decided_suggestions(seeded):
     _decide(store, c[5], "ana", "rare")  # an augment suggestion called rare
     _decide(store, c[1], "ana", "skip")  # no verdict
     _decide(store, c[6], "bob", "rare")
-    _decide(store, c[3], "bob", "mislabel", new_label="cat")
-    _decide(store, c[8], "bob", "not_a_failure")
+    # candidate i's suggested class is CLASSES[(i + 1) % 3]: dog for 3, cat for 8
+    _decide(store, c[3], "bob", "mislabel", new_label="dog")
+    _decide(store, c[8], "bob", "mislabel", new_label="bird")
+    _decide(store, c[8], "bob", "not_a_failure")  # then changed their mind: the latest stands
     _decide(store, other.candidate_ids[0], "ana", "rare")  # another run's decision
     with store.snapshot() as session:
         assert acceptance_by_cause(session, run.run_id) == {
             "augment": Acceptance(1, 2), "rare": Acceptance(1, 1), "mislabel": Acceptance(1, 2)}
         assert acceptance_by_cause(session, run.run_id, exclude_candidate_id=c[0])["augment"] == Acceptance(0, 1)
+    # a mislabel counts as confirmed only to the suggested class, by the label of the decision that stands
+    _decide(store, c[8], "ana", "mislabel", new_label="cat")
+    with store.snapshot() as session:
+        assert acceptance_by_cause(session, run.run_id)["mislabel"] == Acceptance(2, 2)
+    with store.Session.begin() as session:
+        api.undo_last_review(session, c[8], reviewer="ana")
+        api.undo_last_review(session, c[8], reviewer="bob")  # bob's mislabel to bird stands again
+    with store.snapshot() as session:
+        assert api.get_candidate(session, c[8]).decision == "mislabel"
+        assert acceptance_by_cause(session, run.run_id)["mislabel"] == Acceptance(1, 2)
     with store.Session.begin() as session:
         api.undo_last_review(session, c[6], reviewer="bob")
     assert "rare" not in ReviewService(store).acceptance(run.run_id)

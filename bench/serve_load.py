@@ -140,32 +140,45 @@ def slider_call(client: RawClient, ids: list[int], rng: random.Random) -> float:
 LOGIN = ("bench", "bench-password")
 
 
-def phase(base: str, ids: list[int], n_clients: int, seconds: float) -> dict:
-    """``n_clients`` threads calling back to back for ``seconds``; their round trips."""
+def _round_trips(user, n_users: int) -> tuple[list[float], float]:
+    """Run ``user(seed) -> [seconds, ...]`` in ``n_users`` threads; every round trip (ms, sorted)
+    and the wall time."""
     times: list[float] = []
     lock = threading.Lock()
+
+    def run(seed: int) -> None:
+        mine = user(seed)
+        with lock:
+            times.extend(mine)
+
+    threads = [threading.Thread(target=run, args=(seed,)) for seed in range(n_users)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sorted(1000 * t for t in times), time.perf_counter() - started
+
+
+def _percentiles(ms: list[float]) -> dict:
+    return {"calls": len(ms), "p50_ms": statistics.median(ms), "p95_ms": ms[int(0.95 * (len(ms) - 1))]}
+
+
+def phase(base: str, ids: list[int], n_clients: int, seconds: float) -> dict:
+    """``n_clients`` threads calling back to back for ``seconds``; their round trips."""
     stop = time.perf_counter() + seconds
 
-    def worker(seed: int) -> None:
+    def client_calls(seed: int) -> list[float]:
         # one session per client, as a browser tab keeps one while its slider is dragged
         client = RawClient(base, session_hash=f"slider-user-{seed}", login=LOGIN)
         rng, mine = random.Random(seed), []
         while time.perf_counter() < stop:
             mine.append(slider_call(client, ids, rng))
         client.close()
-        with lock:
-            times.extend(mine)
+        return mine
 
-    threads = [threading.Thread(target=worker, args=(seed,)) for seed in range(n_clients)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - started
-    ms = sorted(1000 * t for t in times)
-    return {"clients": n_clients, "calls": len(ms), "calls_per_s": len(ms) / elapsed,
-            "p50_ms": statistics.median(ms), "p95_ms": ms[int(0.95 * (len(ms) - 1))]}
+    ms, elapsed = _round_trips(client_calls, n_clients)
+    return {"clients": n_clients, "calls_per_s": len(ms) / elapsed, **_percentiles(ms)}
 
 
 #: A reviewer's drag: the page asks for a prediction at each animation frame the slider moved in
@@ -178,11 +191,9 @@ LOOK_SECONDS = (1.0, 3.0)
 
 def drags(base: str, ids: list[int], n_users: int, seconds: float) -> dict:
     """``n_users`` reviewers dragging sliders and looking in turn; their round trips."""
-    times: list[float] = []
-    lock = threading.Lock()
     stop = time.perf_counter() + seconds
 
-    def reviewer(seed: int) -> None:
+    def reviewer(seed: int) -> list[float]:
         client = RawClient(base, session_hash=f"reviewer-{seed}", login=LOGIN)
         rng, mine = random.Random(seed), []
         time.sleep(rng.uniform(0, sum(LOOK_SECONDS) / 2))  # reviewers do not start in step
@@ -196,17 +207,10 @@ def drags(base: str, ids: list[int], n_users: int, seconds: float) -> dict:
                 next_frame = max(next_frame, time.perf_counter())
             time.sleep(rng.uniform(*LOOK_SECONDS))
         client.close()
-        with lock:
-            times.extend(mine)
+        return mine
 
-    threads = [threading.Thread(target=reviewer, args=(seed,)) for seed in range(n_users)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    ms = sorted(1000 * t for t in times)
-    return {"reviewers": n_users, "calls": len(ms), "p50_ms": statistics.median(ms),
-            "p95_ms": ms[int(0.95 * (len(ms) - 1))]}
+    ms, _ = _round_trips(reviewer, n_users)
+    return {"reviewers": n_users, **_percentiles(ms)}
 
 
 def flood(base: str, ids: list[int], seconds: float) -> dict:
@@ -233,8 +237,7 @@ def flood(base: str, ids: list[int], seconds: float) -> dict:
         thread.join()
     reviewer.close()
     ms.sort()
-    return {"calls": len(ms), "p50_ms": statistics.median(ms), "p95_ms": ms[int(0.95 * (len(ms) - 1))],
-            "sign_in_attempts": len(statuses), "answered_429": sum(status == 429 for status in statuses)}
+    return {**_percentiles(ms), "sign_in_attempts": len(statuses), "answered_429": sum(status == 429 for status in statuses)}
 
 
 def soak(base: str, ids: list[int], pid: int, n_calls: int) -> dict:

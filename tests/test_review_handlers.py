@@ -201,3 +201,10 @@ def test_each_mistake_is_one_line_in_the_server_log(served, caplog, capfd):
                      "new_label: a mislabel decision needs the right class: choose it here",
                      "review: nothing to undo: logan has no standing decision in run 'demo'"]
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_suggestion_without_a_transform_warns_once_and_leaves_the_sliders():
+    handlers = Handlers(_Service(None))
+    with pytest.warns(UserWarning, match="this candidate's suggestion has no transform") as warned:
+        untouched = handlers.apply_suggestion(7)
+    assert len(warned) == 1 and all(value == {"__type__": "update"} for value in untouched) and len(untouched) == 8

@@ -220,6 +220,13 @@ def contrast_label_quality_score(labels, pred_probs, *, embeddings, density: Cla
     (how typical among this pool: a pool whose style differs from the training data as a
     whole, e.g. other writers, is then not atypical of every class).
 
+    The pool calibration needs pool examples: with a few dozen labelled examples a class, the
+    faults themselves make up the far tail it calibrates against. On 500 MNIST images with 4%
+    flipped labels and 6% large rotations (the demo CNN of the tests) it found fewer of the
+    flipped labels among its k lowest than the self-confidence (10 of 20 against 15), where
+    the training calibration alone found 18; on 1,000 such images it found 35 of 40 against
+    the self-confidence's 32.
+
     Parameters
     ----------
     labels : np.ndarray, shape (N,), int

@@ -5,6 +5,12 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+# Gradio's queue rebuilds a pandas summary of its last GRADIO_ANALYTICS_MAX_EVENTS calls (default
+# 10,000) after every call, for a monitoring page hardcase does not use: it cost the review
+# server more than the predictions themselves, and grew with the calls served. Kept to 1,000
+# calls, summarised once every 1,000.
+os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", "1000")
+os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000")
 
 import gradio as gr
 from PIL import Image

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gradio as gr
 import numpy as np
 import pytest
@@ -22,12 +24,21 @@ def try_handlers(tmp_path):
     store.dispose()
 
 
+def _memory_mb(field: str) -> float:
+    """This process's ``VmRSS`` or ``VmHWM`` (its peak) in MB."""
+    line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith(field))
+    return int(line.split()[1]) / 1024
+
+
 def test_a_decompression_bomb_upload_is_refused_before_decoding(try_handlers, tmp_path):
     bomb = blank_png(tmp_path / "bomb.png", 13000, 13000)
     assert bomb.stat().st_size < 400_000  # under the 5 MB upload cap: only the header can tell
+    Path("/proc/self/clear_refs").write_text("5")  # the peak starts again from here
+    before = _memory_mb("VmRSS")
     with pytest.raises(gr.Error, match="13000x13000 pixels \\(169 Mpx\\); uploads are limited to 40 Mpx"):
         try_handlers.upload(str(bomb))
-    # refused from the header: decoding it as RGBA would have taken 676 MB
+    # refused from the header: decoding it as RGBA would have taken 676 MB at its peak
+    assert _memory_mb("VmHWM") - before < 50
 
 
 def test_an_ordinary_upload_still_works(try_handlers, tmp_path):

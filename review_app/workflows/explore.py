@@ -233,6 +233,15 @@ def sort_candidates(frame: pd.DataFrame, by: str = "rank", *, descending: bool =
                              na_position="last", kind="stable")
 
 
+def candidate_classes(store: Store, candidate_ids: Sequence[int]) -> dict[int, str]:
+    """The class group of each given candidate (ids not found are left out)."""
+    ids = [int(i) for i in candidate_ids]
+    if not ids:
+        return {}
+    with store.snapshot() as session:
+        return dict(session.execute(select(Candidate.id, Candidate.class_name).where(Candidate.id.in_(ids))).all())
+
+
 # --------------------------------------------------------------------------- score distributions
 
 
@@ -377,8 +386,9 @@ def compute_and_store_projection(
     """Compute the 2-D map of a run's stored embeddings and store it with the run's scores.
 
     Every scored sample gets a place; the candidates are always among the samples t-SNE is
-    fitted on. Bounded time for any run: PCA of every sample, t-SNE on at most ``max_fitted``
-(about 10 s for 1,000 on two busy cores), neighbour placement of the rest (see ``bench/ui_latency.py``).
+    fitted on. Bounded time for any run: PCA of every sample, t-SNE on at most ``max_fitted``,
+neighbour placement of the rest; 33-43 s for 100,000 samples on two busy cores, most of it the
+t-SNE (``bench/ui_latency.py``). ``method="pca"`` takes seconds.
 
     Returns
     -------

@@ -13,6 +13,7 @@ import gradio as gr
 import numpy as np
 
 from hardcase.review_app.app.handlers.review import ANY
+from hardcase.review_app.workflows import explore
 from hardcase.review_app.workflows.gallery import DEFAULT_LIMIT, gallery_entries
 from hardcase.review_app.workflows.images import decode_png
 from hardcase.review_app.workflows.review import ReviewService
@@ -51,6 +52,34 @@ def class_groups(class_names: list[str]) -> list[list]:
     return groups
 
 
+def grid_updates(items: list, groups: list[list], n_slots: int, *, columns: int, row_height: int) -> list:
+    """Updates of ``n_slots`` (header, grid) pairs showing ``items`` under their class headers.
+
+    ``groups`` are ``[class name, count]`` runs of ``items`` (:func:`class_groups`); classes past
+    the last slot share it, under a header naming them. Unused slots are hidden.
+    """
+    items = list(items or [])
+    groups = [list(group) for group in groups or []]
+    if len(groups) > n_slots:
+        tail = groups[n_slots - 1:]
+        names = [str(name) for name, _ in tail]
+        groups = groups[: n_slots - 1] + [[f"{names[0]} to {names[-1]} ({len(names)} classes)",
+                                           sum(count for _, count in tail)]]
+    updates, start = [], 0
+    for slot in range(n_slots):
+        if slot < len(groups):
+            name, count = groups[slot]
+            rows = -(-count // columns)
+            updates += [gr.update(value=f"#### Class {name} · {count} candidate{'s' if count != 1 else ''}",
+                                  visible=True),
+                        gr.update(value=items[start:start + count], visible=True, rows=rows,
+                                  height=row_height * rows + 24)]
+            start += count
+        else:
+            updates += [gr.update(visible=False), gr.update(value=None, visible=False)]
+    return updates
+
+
 @dataclass
 class GalleryHandlers:
     """Gradio handlers of the gallery tab over one :class:`ReviewService`."""
@@ -58,8 +87,7 @@ class GalleryHandlers:
     service: ReviewService
 
     def show(self, run_name, class_filter, status, limit=DEFAULT_LIMIT):
-        """Gallery items ``(image, caption)``, a summary line for the filters, and the items'
-        class groups (``[class name, count]`` in item order, for the headed galleries)."""
+        """Gallery items ``(image, caption)`` and a summary line for the filters."""
         if not run_name:
             raise gr.Error("choose a mining run first")
         try:
@@ -71,14 +99,20 @@ class GalleryHandlers:
         except (StoreError, ValueError) as exc:
             raise gr.Error(str(exc)) from None
         items = [(thumbnail(entry.image_png), entry.caption) for entry in entries]
-        groups = class_groups([entry.class_name for entry in entries])
         where = f"class **{class_filter}**" if class_filter not in (None, "", ANY) else "all classes"
         summary = f"{len(entries)} of {total} {status or 'all'} candidates of **{run_name}**, {where}"
         if not entries:
             summary += " — nothing to show."
         elif len(entries) < total:
             summary += f" (the first {len(entries)} by class and rank)"
-        return items, summary, groups
+        return items, summary
+
+    def class_groups(self, items) -> list[list]:
+        """The class runs (:func:`class_groups`) of gallery items, read by the ids in their captions."""
+        ids = [candidate_id_from_caption(item[1] if isinstance(item, (list, tuple)) and len(item) > 1 else None)
+               for item in items or []]
+        known = explore.candidate_classes(self.service.store, [i for i in ids if i is not None])
+        return class_groups([known.get(i, "?") for i in ids])
 
     def classes(self, run_name):
         """Class filter choices of a run (``any`` first)."""

@@ -38,7 +38,8 @@ def build(service: ReviewService, *, tab: gr.Tab, tabs: gr.Tabs, review_tab: Rev
         color_by = gr.Radio(list(MAP_COLORS), value="class", label="Colour by", elem_id="explore-color")
         map_image = gr.Image(type="numpy", interactive=False, show_label=False, buttons=[], elem_id="explore-map")
         map_note = gr.Markdown(elem_id="explore-map-note")
-        map_positions = gr.State({"ids": [], "xy": []})
+        # where the map drew each candidate (no gr.State: it would keep a heartbeat connection open)
+        map_positions = gr.JSON({"ids": [], "xy": []}, visible=False)
 
     gr.Markdown("### Candidates")
     with gr.Row():

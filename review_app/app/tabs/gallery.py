@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from hardcase.review_app.app.handlers.gallery import GalleryHandlers
+from hardcase.review_app.app.handlers.gallery import GalleryHandlers, grid_updates
 from hardcase.review_app.app.handlers.review import ANY
 from hardcase.review_app.app.tabs.review import ReviewTab
 from hardcase.review_app.workflows.gallery import STATUSES
@@ -14,9 +14,13 @@ from hardcase.review_app.workflows.review import ReviewService
 
 GRID_COLUMNS = 8
 """Thumbnails per row of a class's grid (fixed, so every class's thumbnails have one size)."""
-ROW_HEIGHT = 165
+ROW_HEIGHT = 150
 """Pixels per row of thumbnails: a grid's height is set from its rows (Gradio gives ``height="auto"``
 galleries a minimum of 450 px, which left a one-row class in a mostly empty box)."""
+GROUP_SLOTS = 24
+"""Headed grids laid out (hidden until used); the classes past the last share it. Fixed slots fed
+from the endpoint's items, with no ``gr.State`` in the page: one keeps a heartbeat connection open
+for good, so the page never goes network-idle."""
 
 
 def build(service: ReviewService, *, tab: gr.Tab, tabs: gr.Tabs, review_tab: ReviewTab,
@@ -37,27 +41,27 @@ def build(service: ReviewService, *, tab: gr.Tab, tabs: gr.Tabs, review_tab: Rev
         gr.Markdown("Type a candidate id, or click a thumbnail below.", container=False)
     # the endpoint's answer (every item, in class order); drawn below as one headed grid per class
     gallery = gr.Gallery(visible=False, format="png", type="filepath", elem_id="gallery-items")
-    groups = gr.State([])
     review_targets = [review_tab.open_id, review_tab.run, tabs]
+    header_slots, grid_slots = [], []
     with gr.Column(elem_id="gallery"):
         gr.Markdown("#id · given→predicted label · ✔ decided cause, or suggested cause? — click one to review it",
                     elem_id="gallery-legend")
+        for _ in range(GROUP_SLOTS):
+            header_slots.append(gr.Markdown(visible=False, elem_classes=["gallery-header"]))
+            grid_slots.append(gr.Gallery(visible=False, columns=GRID_COLUMNS, fit_columns=False, allow_preview=False,
+                                         object_fit="contain", buttons=[], format="png", show_label=False,
+                                         interactive=False, elem_classes=["gallery-group"]))
+    slots = [component for pair in zip(header_slots, grid_slots) for component in pair]
 
-        @gr.render(inputs=[gallery, groups], triggers=[gallery.change])
-        def headed_grids(items, class_groups):
-            start = 0
-            for class_name, count in class_groups or []:
-                gr.Markdown(f"#### Class {class_name} · {count} candidate{'s' if count != 1 else ''}",
-                            elem_classes=["gallery-header"])
-                grid = gr.Gallery(value=list(items or [])[start:start + count], columns=GRID_COLUMNS, fit_columns=False,
-                                  rows=-(-count // GRID_COLUMNS), height=ROW_HEIGHT * -(-count // GRID_COLUMNS) + 24,
-                                  allow_preview=False, object_fit="contain", buttons=[], format="png",
-                                  show_label=False, elem_classes=["gallery-group"])
-                grid.select(handlers.select, None, [candidate, *review_targets], api_name=False)
-                start += count
+    def fill_slots(items):
+        return grid_updates(items, handlers.class_groups(items), GROUP_SLOTS, columns=GRID_COLUMNS,
+                            row_height=ROW_HEIGHT)
 
     run.change(handlers.classes, run, class_filter, api_name="gallery_classes")
     gr.on([tab.select, run.change, class_filter.change, status.change, refresh.click], handlers.show,
-          [run, class_filter, status], [gallery, summary, groups], api_name="gallery", trigger_mode="always_last")
+          [run, class_filter, status], [gallery, summary], api_name="gallery", trigger_mode="always_last"
+          ).then(fill_slots, gallery, slots, api_name=False)
+    for grid in grid_slots:
+        grid.select(handlers.select, None, [candidate, *review_targets], api_name=False)
     gallery.select(handlers.select, None, [candidate, *review_targets], api_name="gallery_select")
     open_button.click(handlers.open_in_review, candidate, review_targets, api_name="open_in_review")

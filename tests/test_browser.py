@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 from apputil import demo_store, served_app
@@ -12,13 +13,21 @@ pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory, demo_model_path):
+def served(tmp_path_factory, demo_model_path):
+    """The app's URL, its store and its review service."""
     from hardcase.review_app.workflows.review import ReviewService
 
     store = demo_store(tmp_path_factory.mktemp("browser"), demo_model_path, per_class=3)
-    with served_app(ReviewService(store)) as app:
-        yield app.local_url, store
+    service = ReviewService(store)
+    with served_app(service) as app:
+        yield app.local_url, store, service
     store.dispose()
+
+
+@pytest.fixture(scope="module")
+def app_url(served):
+    url, store, _ = served
+    return url, store
 
 
 def _open_app(page, url):
@@ -229,12 +238,32 @@ def test_undo_straight_after_a_decision_returns_to_it(browser, app_url):
     _wait_status(page, f"undid your last decision on candidate {decided}")
     _wait_shown(page, decided)
     reviews = _reviews(store, decided)
-    assert [(r.reviewer, r.cause) for r in reviews] == [("cai", "rare"), ("cai", None)]
+    assert [(r.reviewer, r.cause) for r in reviews][-2:] == [("cai", "rare"), ("cai", None)]
     # nothing more of cai's to undo: said on the status line, the candidate stays
     _press(page, "u")
     _wait_status(page, "nothing to undo: cai has no standing decision")
     _wait_shown(page, decided)
     _no_error_badges(page)
+    page.context.close()
+
+
+def test_undo_pressed_while_the_decision_is_still_saving_takes_back_that_decision(browser, served, monkeypatch):
+    url, store, service = served
+    saving = service.submit_review
+
+    def slow_submit(*args, **kwargs):
+        time.sleep(1.0)  # a busy server: the decision is still being saved when u arrives
+        return saving(*args, **kwargs)
+
+    monkeypatch.setattr(service, "submit_review", slow_submit)
+    page = _start_reviewing(browser.new_context(), url, "fay")
+    decided = _shown_candidate(page)
+    _press(page, "3")
+    page.keyboard.press("u")  # no wait for "saved"
+    _wait_status(page, f"undid your last decision on candidate {decided}")
+    _wait_shown(page, decided)
+    # (the module's other tests may have decided and undone this candidate before)
+    assert [(r.reviewer, r.cause) for r in _reviews(store, decided)][-2:] == [("fay", "imbalance"), ("fay", None)]
     page.context.close()
 
 

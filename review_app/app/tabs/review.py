@@ -22,6 +22,10 @@ from hardcase.review_app.app.handlers.review import (
 )
 
 MODEL_CONCURRENCY = "model"
+#: Decisions and undo run one at a time, in the order pressed: a "u" pressed while its decision
+#: is still being saved takes back that decision, not the one before (the model lock serialises
+#: their next-candidate predictions anyway).
+DECISION_CONCURRENCY = "decisions"
 #: Predictions of the slider previews under way at once: they reach the review service's
 #: PredictionBatcher together and share model calls (which the batcher serialises), so eight
 #: reviewers dragging wait for one batch, not for seven predictions ahead of theirs.
@@ -178,6 +182,7 @@ def build(app: gr.Blocks, handlers: Handlers, *, run_names: list[str], default_r
         lambda: None, None, open_id, api_name=False)  # cleared, so opening the same candidate again works
     previous_button.click(handlers.previous_candidate, [run, rank, class_filter], shown, api_name="previous_candidate")
     undo_button.click(handlers.undo, [run, candidate_id, reviewer], shown, api_name="undo",
+                      concurrency_id=DECISION_CONCURRENCY, concurrency_limit=1,
                       **checked(["run", "candidate_id", "reviewer"], reviewer_problems))
     apply_suggestion.click(handlers.apply_suggestion, candidate_id, sliders, api_name="apply_suggestion")
 
@@ -202,7 +207,7 @@ def build(app: gr.Blocks, handlers: Handlers, *, run_names: list[str], default_r
                       "seen_version", "reviewer", "rank", *filter_names, "shift_x", "shift_y", "aspect", "shear"]
     for cause, button in buttons.items():
         button.click(_decider(handlers, cause), decision_inputs, shown, api_name=f"decide_{cause}",
-                     **checked(decision_names, lambda values, user, cause=cause: decision_problems(cause, values, user)))
+                     concurrency_id=DECISION_CONCURRENCY, concurrency_limit=1, **checked(decision_names, lambda values, user, cause=cause: decision_problems(cause, values, user)))
 
     gr.api(handlers.predict_transformed, api_name="predict_transformed",
            concurrency_id=MODEL_CONCURRENCY, concurrency_limit=MODEL_CALLS_AT_ONCE)

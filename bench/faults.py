@@ -502,9 +502,9 @@ def print_summary(summary: dict, seeds: list[int]) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    if args.scenarios:
+    if args.scenarios or args.tables_from:
         results = fault_scenarios.main_grid(args)
-        if args.json:
+        if args.json and not args.tables_from:
             args.json.write_text(json.dumps(results, indent=1, default=float))
         return results
     args = _settings(args)

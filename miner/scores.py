@@ -448,9 +448,10 @@ def label_quality_score(labels, pred_probs) -> np.ndarray:
     :func:`hardcase.miner.causes.label_issues.pool_label_quality_score`, the self-confidence
     weighed by how typical the example is, in the model's embedding space, of the class the
     model prefers against its given class. Without embeddings there is no such evidence and
-    the score is the self-confidence itself: on the benchmark it ranked wrong labels above
-    confident learning's adjusted normalized margin (:func:`confident_learning_score`, 13
-    points lower on average) and above Cleanlab's ``find_label_issues``.
+    the score is the self-confidence itself: on the benchmark (120 scenarios, 3 seeds) it found
+    0.677 of the wrong labels among its k lowest, confident learning's adjusted normalized
+    margin (:func:`confident_learning_score`) 0.522 and Cleanlab's ``find_label_issues``
+    0.659; the exported score with training embeddings found 0.734.
 
     Parameters
     ----------

@@ -23,8 +23,8 @@ from hardcase.review_app.app.handlers.review import (
 
 MODEL_CONCURRENCY = "model"
 #: Decisions and undo run one at a time, in the order pressed: a "u" pressed while its decision
-#: is still being saved takes back that decision, not the one before (the model lock serialises
-#: their next-candidate predictions anyway).
+#: is still being saved takes back that decision, not the one before. Each is short (a store
+#: write and the next candidate's one prediction), so a team's decisions queue briefly at most.
 DECISION_CONCURRENCY = "decisions"
 #: Predictions of the slider previews under way at once: they reach the review service's
 #: PredictionBatcher together and share model calls (which the batcher serialises), so eight

@@ -12,7 +12,12 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["FIELDS", "MAX_PERSPECTIVE", "MAX_SHEAR", "MAX_SHIFT", "Transform"]
+__all__ = ["FIELDS", "MAX_PERSPECTIVE", "MAX_SHEAR", "MAX_SHIFT", "Transform", "wrap_degrees"]
+
+
+def wrap_degrees(angle: float) -> float:
+    """``angle`` as the same direction in [-180, 180) (270 -> -90, 337.5 -> -22.5, 180 -> -180)."""
+    return ((float(angle) + 180.0) % 360.0) - 180.0
 
 #: The parameters of a :class:`Transform`, in the order the review sliders show them.
 FIELDS = ("rotate", "perspective", "direction", "scale", "shift_x", "shift_y", "aspect", "shear")
@@ -128,7 +133,8 @@ class Transform:
         if self.rotate:
             parts.append(f"rotating {self.rotate:+.0f}°")
         if self.perspective:
-            parts.append(f"tilting {self.perspective:.2f} toward {self.direction:.0f}°")
+            # in the review page's terms: its direction slider runs from -180 to 180
+            parts.append(f"tilting {self.perspective:.2f} toward {wrap_degrees(self.direction):.0f}°")
         if self.scale != 1.0:
             parts.append(f"scaling by {self.scale:.2f}")
         if self.shifts:

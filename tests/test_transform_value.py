@@ -69,6 +69,8 @@ def test_from_dict_takes_partial_evidence_and_names_unknown_keys():
         (Transform(rotate=-40), "rotating -40°"),
         (Transform(rotate=-40, perspective=0.15, direction=90), "rotating -40° and tilting 0.15 toward 90°"),
         (Transform(shift_x=0.1), "shifting 10% right"),
+        # the direction in the review slider's terms (-180..180), as Apply will set it
+        (Transform(perspective=0.2, direction=270), "tilting 0.20 toward -90°"),
         (Transform(perspective=0.15, direction=90, scale=0.75, shift_x=-0.1, shift_y=0.04),
          "tilting 0.15 toward 90° and scaling by 0.75 and shifting 10% left and 4% down"),
         (Transform(aspect=1.2, shear=-8), "stretching wider by 1.20 and shearing -8°"),

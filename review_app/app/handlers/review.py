@@ -22,6 +22,7 @@ import gradio as gr
 import numpy as np
 
 from hardcase.miner.protocols import UntrustedModelError
+from hardcase.miner.transform import wrap_degrees
 from hardcase.models.transforms import FIELDS, MAX_PERSPECTIVE, Transform
 from hardcase.review_app.workflows.recorded import NoModelError
 from hardcase.review_app.workflows.review import Acceptance, ReviewInputError, ReviewService
@@ -98,11 +99,6 @@ def transform_from_sliders(rotate, perspective, direction, scale, shift_x=0.0, s
         return _slider_transform(rotate, perspective, direction, scale, shift_x, shift_y, aspect, shear)
     except (TypeError, ValueError) as exc:
         raise _refusal(str(exc)) from None
-
-
-def wrap_degrees(angle: float) -> float:
-    """``angle`` as the same direction in [-180, 180) (270 -> -90, 337.5 -> -22.5, 180 -> -180)."""
-    return ((float(angle) + 180.0) % 360.0) - 180.0
 
 
 def _reviewer(request: gr.Request | None, typed: str | None) -> str:

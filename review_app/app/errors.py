@@ -16,14 +16,21 @@ import logging
 
 import gradio as gr
 
-__all__ = ["log_user_errors_in_one_line"]
+__all__ = ["log_user_errors_in_one_line", "log_user_mistake"]
 
 log = logging.getLogger("hardcase.review_app.user_errors")
 
 
+def log_user_mistake(where: str, message: str) -> str:
+    """Log a user's mistake as one line (``where: message``); returns ``message``, for mistakes
+    shown without an exception (a status line beside the field)."""
+    log.warning("%s: %s", where, " ".join(str(message).split()))
+    return message
+
+
 def _one_line(endpoint: str, error: gr.Error) -> None:
     error.print_exception = False
-    log.warning("%s: %s", endpoint, " ".join(str(error.message).split()))
+    log_user_mistake(endpoint, error.message)
 
 
 def _wrapped(fn, endpoint: str):

@@ -14,7 +14,6 @@ The ``gr.api`` endpoints answer API callers with a ``gr.Error``, which the app l
 from __future__ import annotations
 
 import inspect
-import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -24,12 +23,12 @@ import numpy as np
 from hardcase.miner.protocols import UntrustedModelError
 from hardcase.miner.transform import wrap_degrees
 from hardcase.models.transforms import FIELDS, MAX_PERSPECTIVE, Transform
+from hardcase.review_app.app.errors import log_user_mistake
 from hardcase.review_app.workflows.recorded import NoModelError
 from hardcase.review_app.workflows.review import Acceptance, ReviewInputError, ReviewService
 from hardcase.store.errors import StoreError
 
 #: The log of users' mistakes, one line each (``review_app.app.errors`` logs a ``gr.Error`` there too).
-log = logging.getLogger("hardcase.review_app.user_errors")
 
 DECISION_LABELS = {
     "augment": "augment (a small transform fixes it)",
@@ -109,8 +108,7 @@ def _reviewer(request: gr.Request | None, typed: str | None) -> str:
 
 def _user_mistake(message: str) -> str:
     """``message``, logged as the one server-log line of a user's mistake."""
-    log.warning("review: %s", message)
-    return message
+    return log_user_mistake("review", message)
 
 
 def _refusal(message: str) -> gr.Error:

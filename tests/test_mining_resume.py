@@ -87,7 +87,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, demo_model_pat
 
 def test_streamed_scores_equal_whole_pool_scores_and_missing_ones_are_completed(tmp_path, demo_model_path,
                                                                                  mnist_small):
-    """Scores stored batch by batch (label quality at the end, from the pool's thresholds) equal
+    """Scores stored batch by batch (label quality at the end, from the pool's embeddings) equal
     compute_scores over the whole pool; a run whose stored scores went missing (e.g. started by a
     version that stored them only at the end) gets them when it is finished again."""
     from hardcase.miner.scores import compute_scores
@@ -106,6 +106,11 @@ def test_streamed_scores_equal_whole_pool_scores_and_missing_ones_are_completed(
     mine(store, options, artifacts_dir=artifacts, progress=False)
     probs = np.load(artifacts / "s" / "pred_probs.npy")
     expected = compute_scores(probs.astype(np.float64), labels=labels)
+    # the exported label quality weighs in the pool's own embeddings (miner.causes.label_issues)
+    from hardcase.miner.causes.label_issues import pool_label_quality_score
+
+    expected["label_quality_score"] = pool_label_quality_score(
+        labels, probs.astype(np.float64), embeddings=np.load(artifacts / "s" / "embeddings.npy"))
     columns, rows = export_rows(store, "s", "scores")
     rows = sorted(rows, key=lambda row: row[columns.index("source_index")])
     assert len(rows) == 600

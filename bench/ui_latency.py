@@ -101,10 +101,10 @@ def explore_latency(service, client, run_name: str, calls: int) -> None:
         round_trip.append((time.perf_counter() - started) * 1000)
     p50, p95 = percentiles(server)
     r50, r95 = percentiles(round_trip)
-    ping50, _ = percentiles(ping)
+    ping50, ping95 = percentiles(ping)
     print(f"explore table filter/sort, server side: p50 {p50:.0f} ms, p95 {p95:.0f} ms; "
-          f"round trip /explore_table p50 {r50:.0f} ms, p95 {r95:.0f} ms, /ping p50 {ping50:.0f} ms "
-          "(target p95 < 300 ms)")
+          f"round trip /explore_table p50 {r50:.0f} ms, p95 {r95:.0f} ms; /ping p50 {ping50:.0f} ms, "
+          f"p95 {ping95:.0f} ms (target p95 < 300 ms)")
 
 
 def main() -> None:

@@ -387,8 +387,8 @@ def compute_and_store_projection(
 
     Every scored sample gets a place; the candidates are always among the samples t-SNE is
     fitted on. Bounded time for any run: PCA of every sample, t-SNE on at most ``max_fitted``,
-neighbour placement of the rest; 33-43 s for 100,000 samples on two busy cores, most of it the
-t-SNE (``bench/ui_latency.py``). ``method="pca"`` takes seconds.
+neighbour placement of the rest; 8 s for 100,000 samples on two shared cores, up to 43 s while
+other work loads them (``bench/ui_latency.py``). ``method="pca"`` takes seconds.
 
     Returns
     -------

@@ -260,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
                 decided[cause] = decided.get(cause, 0) + 1
         print(f"({time.perf_counter() - started:.0f} s)", "oracle decisions:", ", ".join(f"{k} {v}" for k, v in sorted(decided.items())))
 
-        mined_path, mined_labels, embeddings_path, _ = run_dataset(store, "loop")
+        mined = run_dataset(store, "loop")
+        mined_path, mined_labels, embeddings_path = mined.path, mined.labels_path, mined.embeddings_path
         oracle_plan, oracle_rare = make_plan(fix_rows(store, "loop"), spec=spec, train_images=train_x,
                                              train_labels=train_y, mined_path=mined_path, mined_labels=mined_labels,
                                              embeddings_path=embeddings_path, provenance={"run": "loop"})

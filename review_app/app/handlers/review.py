@@ -261,13 +261,16 @@ class Handlers:
         the values by name and the signed-in user; each problem it names is shown at that field,
         and the event does not run."""
 
-        def validate(*values, request: gr.Request = None):
+        def validate(*values):
+            # Gradio passes the request positionally, after the inputs (the signature below)
+            request = values[len(names)] if len(values) > len(names) else None
             problems = check(dict(zip(names, values)), getattr(request, "username", None))
             if problems:
                 _user_mistake("; ".join(f"{name}: {message}" for name, message in problems.items()))
             return [gr.validate(name not in problems, problems.get(name, "")) for name in names]
 
         keyword = inspect.Parameter.POSITIONAL_OR_KEYWORD
+        validate.__annotations__ = {"request": gr.Request}  # Gradio finds the request by its type hint
         validate.__signature__ = inspect.Signature(
             [inspect.Parameter(name, keyword) for name in names]
             + [inspect.Parameter("request", keyword, default=None, annotation=gr.Request)]

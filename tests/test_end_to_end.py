@@ -38,6 +38,11 @@ def test_demo_stores_run_scores_and_candidates(demo_store):
         assert run.status == "done"
         assert session.scalar(select(func.count()).select_from(Score).where(Score.run_id == run.id)) == 1000
         candidates = session.scalars(select(Candidate).where(Candidate.run_id == run.id)).all()
+        # mining stored the run's map: every scored sample placed, fitted by t-SNE
+        projection = api.get_projection(session, run.id)
+        assert projection.method == "tsne" and projection.n_points == 1000
+        points = api.map_points(session, run.id)
+        assert len(points.sample_id) == 1000 and np.isfinite(points.xy).all()
     assert len(candidates) == 10 * PER_CLASS
     assert {c.class_name for c in candidates} == {str(k) for k in range(10)}
     assert (folder / "artifacts" / "demo" / "embeddings.npy").exists()

@@ -324,6 +324,10 @@ def _mine(store: Store, options: MiningOptions, classifier, warming: threading.T
             ).summary()
             _label_quality_from_training(store, run_id, run_folder(artifacts_dir, options.run_name), labels,
                                          len(spec.class_names))
+        # the run's 2-D map for the Explore tab (None without embeddings)
+        from hardcase.review_app.workflows.explore import compute_and_store_projection
+
+        compute_and_store_projection(store, options.run_name, seed=options.seed)
     except BaseException as exc:
         _mark_failed(store, run_id, exc)
         raise

@@ -36,7 +36,7 @@ def _concurrently(batcher, calls):
         start.wait()
         try:
             results[index] = batcher.run(key, model, image)
-        except Exception as exc:  # noqa: BLE001 - collected for the assertion
+        except Exception as exc:  # collected for the assertion
             errors.append(exc)
 
     threads = [threading.Thread(target=call, args=(index, *args)) for index, args in enumerate(calls)]

@@ -157,7 +157,7 @@ class ExploreHandlers:
             raise _mistake(str(exc)) from None
         return gr.update(choices=[ANY, *classes], value=ANY), gr.update(choices=classes, value=None)
 
-    def map(self, run_name, color_by="class", request: gr.Request = None, progress=gr.Progress()):
+    def map(self, run_name, color_by="class", request: gr.Request = None, progress=gr.Progress()):  # noqa: B008 - how Gradio asks for a progress bar
         """The run's map as an image, where its candidates landed, and a note. A run mined
         before maps were stored gets a PCA map on first open (seconds; t-SNE is for mining)."""
         guard(self.service, request, "explore_map")

@@ -11,7 +11,6 @@ from hardcase.review_app.app.tabs.review import ReviewTab
 from hardcase.review_app.workflows.gallery import STATUSES
 from hardcase.review_app.workflows.review import ReviewService
 
-
 GRID_COLUMNS = 8
 """Thumbnails per row of a class's grid (fixed, so every class's thumbnails have one size)."""
 ROW_HEIGHT = 150

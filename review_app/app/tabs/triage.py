@@ -33,8 +33,9 @@ def build(service: ReviewService, *, tab: gr.Tab, tabs: gr.Tabs, review_tab: Rev
         )
     with gr.Accordion("Retrain report", open=True, elem_id="triage-retrain"):
         retrain_summary = gr.Markdown(elem_id="triage-retrain-report")
-        retrain_plots = gr.Gallery(label="Retrain plots", columns=3, height="auto", format="png", interactive=False,
-                                   elem_id="triage-retrain-plots")
+        # one plot a row, whole (not cropped to a square thumbnail): they are read, not browsed
+        retrain_plots = gr.Gallery(label="Retrain plots", columns=1, height="auto", object_fit="contain",
+                                   format="png", interactive=False, elem_id="triage-retrain-plots")
         retrain_files = gr.File(label="Report files", file_count="multiple", interactive=False,
                                 elem_id="triage-retrain-files")
 

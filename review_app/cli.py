@@ -374,9 +374,12 @@ def _cmd_export(args) -> int:
     fmt = args.format or args.out.suffix.lstrip(".").lower()
     if fmt not in ("csv", "jsonl", "parquet"):
         raise CliError(f"cannot tell the format of {args.out}; pass --format csv|jsonl|parquet")
+    from tqdm import tqdm
+
     columns, rows = export_rows(store, args.run, args.what)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_rows(columns, rows, args.out, fmt)
+    with tqdm(total=len(rows), unit="row", desc=f"writing {args.what}", disable=None) as bar:  # None: a terminal only
+        write_rows(columns, rows, args.out, fmt, progress=lambda done, _: bar.update(done - bar.n))
     print(f"wrote {len(rows)} {args.what} rows to {args.out}")
     return 0
 

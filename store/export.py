@@ -16,7 +16,7 @@ import datetime as dt
 import json
 import os
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -459,16 +459,23 @@ def _arrow_type(kind: str) -> Any:
     }[kind]
 
 
+#: Rows written between two progress reports of :func:`write_rows`.
+PROGRESS_EVERY = 10_000
+
+
 def write_rows(
     columns: Sequence[str],
     rows: Iterable[Sequence[Any]],
     path: str | os.PathLike[str],
     fmt: str | None = None,
+    *,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Write export rows to ``path`` as CSV, JSONL or Parquet (by ``fmt`` or suffix).
 
     The file is written next to ``path`` and renamed into place, so a crash
-    never leaves a half-written export.
+    never leaves a half-written export. ``progress(done, total)`` is called every
+    :data:`PROGRESS_EVERY` rows (Parquet: every column) and once at the end.
     """
     target = Path(path)
     fmt = _format_of(target, fmt)
@@ -478,20 +485,26 @@ def write_rows(
         if len(row) != len(columns):
             raise ValueError(f"row {number} has {len(row)} values for {len(columns)} columns")
     partial = target.with_name(target.name + ".partial")
+    total = len(rows)
+    report = progress or (lambda done, total: None)
     if fmt == "csv":
         with partial.open("w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
             writer.writerow(columns)
-            for row in rows:
+            for number, row in enumerate(rows, start=1):
                 writer.writerow([_to_text(kind, value) for kind, value in zip(kinds, row)])
+                if number % PROGRESS_EVERY == 0:
+                    report(number, total)
     elif fmt == "jsonl":
         with partial.open("w", encoding="utf-8") as handle:
-            for row in rows:
+            for number, row in enumerate(rows, start=1):
                 record = {
                     column: _to_json_value(kind, value)
                     for column, kind, value in zip(columns, kinds, row)
                 }
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+                if number % PROGRESS_EVERY == 0:
+                    report(number, total)
     else:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -504,8 +517,10 @@ def write_rows(
                     None if value is None else json.dumps(value, sort_keys=True) for value in values
                 ]
             arrays.append(pa.array(values, type=_arrow_type(kind)))
+            report(total * (position + 1) // (len(kinds) + 1), total)
         pq.write_table(pa.Table.from_arrays(arrays, names=list(columns)), partial)
     os.replace(partial, target)
+    report(total, total)
     return target
 
 

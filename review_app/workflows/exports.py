@@ -20,6 +20,7 @@ import io
 import re
 import unicodedata
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,8 +60,10 @@ def class_folders(class_names) -> dict[str, str]:
     return folders
 
 
-def write_fix_list(store: Store, run_name: str, folder: Path, *, what: str = "fixes", fmt: str = "csv") -> tuple[Path, int]:
-    """Write one export (``store.export.EXPORTS``) of a run as ``<run>-<what>.<fmt>``.
+def write_fix_list(store: Store, run_name: str, folder: Path, *, what: str = "fixes", fmt: str = "csv",
+                   progress: Callable[[int, int], None] | None = None) -> tuple[Path, int]:
+    """Write one export (``store.export.EXPORTS``) of a run as ``<run>-<what>.<fmt>``;
+    ``progress(done, total)`` follows the rows written (:func:`~hardcase.store.export.write_rows`).
 
     Returns
     -------
@@ -69,7 +72,7 @@ def write_fix_list(store: Store, run_name: str, folder: Path, *, what: str = "fi
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     columns, rows = export_rows(store, run_name, what)
-    path = write_rows(columns, rows, Path(folder) / f"{safe_name(run_name)}-{what}.{fmt}", fmt)
+    path = write_rows(columns, rows, Path(folder) / f"{safe_name(run_name)}-{what}.{fmt}", fmt, progress=progress)
     return path, len(rows)
 
 

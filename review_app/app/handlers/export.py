@@ -44,7 +44,8 @@ class ExportHandlers:
 
     service: ReviewService
 
-    def export(self, run_name, what="fixes", fmt="csv", request: gr.Request = None):
+    def export(self, run_name, what="fixes", fmt="csv", request: gr.Request = None,
+               progress=gr.Progress()):  # noqa: B008 - how Gradio asks for a progress bar
         """One export of a run (``fixes``, ``candidates``, ``reviews`` or ``scores``) as a file."""
         guard(self.service, request, "export")
         if not run_name:
@@ -54,7 +55,10 @@ class ExportHandlers:
         if fmt not in FORMATS:
             raise gr.Error(f"choose a format: one of {', '.join(FORMATS)}")
         try:
-            path, n_rows = write_fix_list(self.service.store, run_name, export_folder(), what=what, fmt=fmt)
+            progress(0, desc=f"reading the {what} of {run_name}")
+            path, n_rows = write_fix_list(self.service.store, run_name, export_folder(), what=what, fmt=fmt,
+                                          progress=lambda done, total: progress((done, total), desc=f"writing {what}",
+                                                                                unit="rows"))
         except StoreError as exc:
             raise gr.Error(str(exc)) from None
         note = f"{n_rows} rows of {what} of **{run_name}** as {fmt.upper()}"

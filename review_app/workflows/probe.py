@@ -46,13 +46,14 @@ class EmptyImageError(ValueError):
     """The image has no ink to classify (an empty canvas)."""
 
 
-def to_grey_ink(image: np.ndarray) -> np.ndarray:
-    """Grey float32 image in [0, 255] with bright ink on a dark background.
+def _opaque_pixels(image: np.ndarray) -> np.ndarray:
+    """float32 (H, W, 1 or 3) in [0, 255]: uint8 or 0-1 / 0-255 floats, grey or colour, with any
+    transparency composited onto white (as the sketchpad shows it).
 
-    Parameters
-    ----------
-    image
-        uint8 (H, W), (H, W, 1), (H, W, 3) or (H, W, 4); RGBA is composited onto white.
+    Raises
+    ------
+    ValueError
+        Not an image of 1 to 4 channels.
     """
     image = np.asarray(image)
     if image.ndim == 2:
@@ -62,9 +63,21 @@ def to_grey_ink(image: np.ndarray) -> np.ndarray:
     pixels = image.astype(np.float32)
     if image.dtype != np.uint8:
         pixels = pixels * (255.0 if pixels.max(initial=0) <= 1.0 else 1.0)
-    if pixels.shape[-1] in (2, 4):  # grey+alpha or RGBA: composite onto white
+    if pixels.shape[-1] in (2, 4):  # grey+alpha or RGBA
         alpha = pixels[..., -1:] / 255.0
         pixels = pixels[..., :-1] * alpha + 255.0 * (1.0 - alpha)
+    return pixels
+
+
+def to_grey_ink(image: np.ndarray) -> np.ndarray:
+    """Grey float32 image in [0, 255] with bright ink on a dark background.
+
+    Parameters
+    ----------
+    image
+        uint8 (H, W), (H, W, 1), (H, W, 3) or (H, W, 4); RGBA is composited onto white.
+    """
+    pixels = _opaque_pixels(image)
     grey = pixels[..., 0] if pixels.shape[-1] == 1 else pixels[..., :3] @ np.array([0.299, 0.587, 0.114], np.float32)
     border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
     if np.median(border) > 127.5:
@@ -133,17 +146,7 @@ def try_prompt(spec: PreprocessingSpec) -> TryPrompt:
 
 def _colour_input(image: np.ndarray, spec: PreprocessingSpec) -> np.ndarray:
     """An RGB(A) or grey image as the colour model's uint8 (H, W, 3) input: composited onto white, resized."""
-    image = np.asarray(image)
-    if image.ndim == 2:
-        image = image[..., None]
-    if image.ndim != 3 or image.shape[-1] not in (1, 2, 3, 4) or min(image.shape[:2]) < 1:
-        raise ValueError(f"expected an image (H, W[, C]) with 1-4 channels, got shape {image.shape}")
-    pixels = image.astype(np.float32)
-    if image.dtype != np.uint8:
-        pixels = pixels * (255.0 if pixels.max(initial=0) <= 1.0 else 1.0)
-    if pixels.shape[-1] in (2, 4):  # transparency composited onto white, as the sketchpad shows it
-        alpha = pixels[..., -1:] / 255.0
-        pixels = pixels[..., :-1] * alpha + 255.0 * (1.0 - alpha)
+    pixels = _opaque_pixels(image)
     if pixels.shape[-1] == 1:
         pixels = np.repeat(pixels, 3, axis=2)
     if float(np.ptp(pixels)) < 8:

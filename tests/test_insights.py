@@ -177,3 +177,23 @@ def test_load_triage_from_a_store(tmp_path):
                    plots.decisions_figure(rows, list(DECISIONS), decisions, n_reviewed=5, n_candidates=6)):
         assert figure.axes
     store.dispose()
+
+
+def test_an_adjudicated_candidate_is_no_longer_a_disagreement(tmp_path):
+    store, ids = _small_store(tmp_path)
+    with store.Session.begin() as session:
+        run_id = api.get_candidate(session, ids[1]).run_id
+        api.submit_batch(session, run_id, [{"candidate_id": ids[1], "cause": "rare"}], reviewer="lead",
+                         action="adjudicate", description="settle #1")
+    data = insights.load_triage(store, "r")
+    assert data.adjudicated == {ids[1]}
+    disputed = insights.disagreements(data.judgments, data.candidates, settled=data.adjudicated)
+    assert [d.candidate_id for d in disputed] == [ids[2]]
+    # a later plain decision by a reviewer reopens it: the adjudication is no longer the last word
+    with store.Session.begin() as session:
+        version = api.get_candidate(session, ids[1]).version
+        api.submit_review(session, ids[1], reviewer="bob", cause="augment", seen_version=version)
+    data = insights.load_triage(store, "r")
+    assert data.adjudicated == set()
+    assert [d.candidate_id for d in insights.disagreements(data.judgments, data.candidates,
+                                                           settled=data.adjudicated)] == [ids[1], ids[2]]

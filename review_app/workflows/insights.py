@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
 
@@ -26,7 +26,7 @@ from sqlalchemy import func, select
 from hardcase.miner.vocabulary import CAUSES, DECISIONS
 from hardcase.store import api
 from hardcase.store.db import Store
-from hardcase.store.schema import Candidate, Review, Sample, Score
+from hardcase.store.schema import Candidate, Review, ReviewBatch, Sample, Score
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,8 @@ class TriageData:
     candidates: dict[int, CandidateInfo]
     judgments: dict[int, list[Judgment]] = field(default_factory=dict)
     final: dict[int, str | None] = field(default_factory=dict)
+    adjudicated: set[int] = field(default_factory=set)
+    """Candidates a lead's adjudication settled (their latest standing review)."""
 
     @property
     def n_candidates(self) -> int:
@@ -223,6 +225,13 @@ def standing_judgments(history: Sequence[object]) -> list[Judgment]:
     return list(latest.values())
 
 
+def adjudicated(history: Sequence[object]) -> bool:
+    """Whether the latest standing non-skip review settles the candidate: a lead's adjudication
+    (a review of a batch whose ``batch_action`` is ``adjudicate``)."""
+    judged = [review for review in api.effective_reviews(history) if review.cause != "skip"]
+    return bool(judged) and getattr(judged[-1], "batch_action", None) == "adjudicate"
+
+
 def final_decision(history: Sequence[object]) -> str | None:
     """The cause of the latest standing non-skip review, or None."""
     judged = [review for review in api.effective_reviews(history) if review.cause != "skip"]
@@ -252,13 +261,15 @@ def kappa_by_pair(judgments: Mapping[int, Sequence[Judgment]]) -> list[PairAgree
 
 
 def disagreements(
-    judgments: Mapping[int, Sequence[Judgment]], candidates: Mapping[int, CandidateInfo]
+    judgments: Mapping[int, Sequence[Judgment]], candidates: Mapping[int, CandidateInfo],
+    *, settled: Collection[int] = (),
 ) -> list[Disagreement]:
-    """Candidates whose reviewers' judgments differ in cause or new label, by candidate id."""
+    """Candidates whose reviewers' judgments differ in cause or new label, by candidate id;
+    ``settled`` ones (adjudicated by a lead: :attr:`TriageData.adjudicated`) are left out."""
     result = []
     for candidate_id in sorted(judgments):
         candidate_judgments = judgments[candidate_id]
-        if len({judgment.key for judgment in candidate_judgments}) < 2:
+        if candidate_id in settled or len({judgment.key for judgment in candidate_judgments}) < 2:
             continue
         info = candidates.get(candidate_id, CandidateInfo(candidate_id, "?", None, None))
         result.append(
@@ -308,8 +319,9 @@ def load_triage(store: Store, run_name: str) -> TriageData:
         history: dict[int, list[object]] = defaultdict(list)
         for row in session.execute(
             select(Review.id, Review.candidate_id, Review.reviewer, Review.cause, Review.new_label,
-                   Review.retracts_review_id)
+                   Review.retracts_review_id, ReviewBatch.action.label("batch_action"))
             .join(Candidate, Candidate.id == Review.candidate_id)
+            .outerjoin(ReviewBatch, ReviewBatch.id == Review.batch_id)
             .where(Candidate.run_id == run.id)
             .order_by(Review.candidate_id, Review.version)
         ):
@@ -321,6 +333,7 @@ def load_triage(store: Store, run_name: str) -> TriageData:
         if (judged := standing_judgments(rows))
     }
     data.final = {candidate_id: final_decision(rows) for candidate_id, rows in history.items()}
+    data.adjudicated = {candidate_id for candidate_id, rows in history.items() if adjudicated(rows)}
     return data
 
 

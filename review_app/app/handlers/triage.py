@@ -42,7 +42,7 @@ class TriageHandlers:
         recall = insights.per_class_recall(confusion)
         rates = insights.acceptance_rates(insights.outcomes(data))
         pairs = insights.kappa_by_pair(data.judgments)
-        disputed = insights.disagreements(data.judgments, data.candidates)
+        disputed = insights.disagreements(data.judgments, data.candidates, settled=data.adjudicated)
         table = [
             [d.candidate_id, d.class_name, d.given_label or "", d.suggested_cause or "",
              "; ".join(judgment.describe() for judgment in d.judgments)]

@@ -103,10 +103,14 @@ def test_a_user_mistake_is_one_line_in_the_server_log(demo_service, monkeypatch,
         with caplog.at_level("WARNING", logger="hardcase.review_app.user_errors"):
             with pytest.raises(Exception, match="no candidate with id 987654"):
                 client.predict(987654, 10, 0, 1, 0, 0, 0, 1, 0, api_name="/predict_transformed")
+            with pytest.raises(Exception, match="'x7' is not a candidate id"):
+                client.predict("demo", "ticked rows", "x7", None, None, "any", "any", "all", "", 0, "lee",
+                               api_name="/bulk_decide")
         client.close()
-    assert printed == []  # Gradio printed no traceback for it
-    logged = [record.getMessage() for record in caplog.records if record.name == "hardcase.review_app.user_errors"]
-    assert logged == ["predict_transformed: no candidate with id 987654"]
+    assert printed == []  # Gradio printed no traceback for them
+    logged = [record.getMessage() for record in caplog.records if record.name.startswith("hardcase.review_app")]
+    assert logged == ["predict_transformed: no candidate with id 987654",
+                      "bulk_decide: 'x7' is not a candidate id"]  # once each
 
 
 def test_queued_endpoints_cannot_be_called_around_the_queue(demo_service):

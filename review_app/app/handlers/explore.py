@@ -7,7 +7,6 @@ from it (a user's mistake is one ``gr.Error`` message and one log line).
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 
 import gradio as gr
@@ -22,8 +21,6 @@ from hardcase.review_app.workflows import explore
 from hardcase.review_app.workflows.review import ReviewService
 from hardcase.store.errors import StoreError
 
-log = logging.getLogger(__name__)
-
 PICK = "pick"
 """The table's first column: ticked rows are the hand-made selection of a bulk decision."""
 TABLE_COLUMNS = [PICK, *explore.COLUMNS]
@@ -37,11 +34,6 @@ APPLY_TO = ("ticked rows", "every row matching the filters")
 MAP_COLORS = ("class", "cause")
 
 
-def _mistake(message: str) -> gr.Error:
-    log.warning("explore: %s", message)
-    return gr.Error(message, print_exception=False)
-
-
 def _chosen(value) -> str | None:
     return None if value in (None, "", ANY, "all") else str(value)
 
@@ -53,7 +45,7 @@ def filters_from(class_filter, cause_filter, status_filter, reviewer_filter, min
         try:
             confidence = float(min_confidence)
         except (TypeError, ValueError):
-            raise _mistake(f"minimum confidence must be a number, got {min_confidence!r}") from None
+            raise gr.Error(f"minimum confidence must be a number, got {min_confidence!r}") from None
         if confidence <= 0:
             confidence = None
     return explore.Filters(class_name=_chosen(class_filter), suggested_cause=_chosen(cause_filter),
@@ -80,7 +72,7 @@ def parse_ids(text) -> list[int]:
         try:
             ids.append(int(word.lstrip("#")))
         except ValueError:
-            raise _mistake(f"{word!r} is not a candidate id") from None
+            raise gr.Error(f"{word!r} is not a candidate id") from None
     return ids
 
 
@@ -93,11 +85,11 @@ class ExploreHandlers:
 
     def _candidates(self, run_name) -> pd.DataFrame:
         if not run_name:
-            raise _mistake("choose a mining run first")
+            raise gr.Error("choose a mining run first")
         try:
             return self.tables.get(self.service.store, run_name)
         except StoreError as exc:
-            raise _mistake(str(exc)) from None
+            raise gr.Error(str(exc)) from None
 
     # the run at a glance -------------------------------------------------------------------------
     def overview(self, run_name, request: gr.Request = None):
@@ -126,7 +118,7 @@ class ExploreHandlers:
             shown = explore.sort_candidates(explore.filter_candidates(frame, filters), sort_by or "rank",
                                             descending=bool(descending))
         except explore.ExploreInputError as exc:
-            raise _mistake(str(exc)) from None
+            raise gr.Error(str(exc)) from None
         described = filters.describe()
         if shown.empty:
             note = (f"No candidate of **{run_name}** matches the filters ({described}): "
@@ -154,7 +146,7 @@ class ExploreHandlers:
         try:
             classes = self.service.class_names(run_name)
         except StoreError as exc:
-            raise _mistake(str(exc)) from None
+            raise gr.Error(str(exc)) from None
         return gr.update(choices=[ANY, *classes], value=ANY), gr.update(choices=classes, value=None)
 
     def map(self, run_name, color_by="class", request: gr.Request = None, progress=gr.Progress()):  # noqa: B008 - how Gradio asks for a progress bar
@@ -189,7 +181,7 @@ class ExploreHandlers:
         try:
             candidate_id = int(row[TABLE_COLUMNS.index("id")])
         except (IndexError, TypeError, ValueError):
-            raise _mistake("select a row of the candidate table") from None
+            raise gr.Error("select a row of the candidate table") from None
         return GalleryHandlers(self.service).open_in_review(candidate_id)
 
     def open_point(self, positions, evt: gr.EventData, request: gr.Request = None):
@@ -199,7 +191,7 @@ class ExploreHandlers:
         index = data.get("index")
         ids = (positions or {}).get("ids") or []
         if not ids or not isinstance(index, (list, tuple)) or len(index) != 2:
-            raise _mistake("click on an outlined candidate of the map")
+            raise gr.Error("click on an outlined candidate of the map")
         xy = np.asarray((positions or {}).get("xy"), dtype=np.float64).reshape(-1, 2)
         distance = np.hypot(xy[:, 0] - float(index[0]), xy[:, 1] - float(index[1]))
         nearest = int(np.argmin(distance))
@@ -213,7 +205,7 @@ class ExploreHandlers:
               status_filter, reviewer_filter, min_confidence, reviewer_typed, request, *, adjudicate):
         guard(self.service, request, endpoint)
         if not run_name:
-            raise _mistake("choose a mining run first")
+            raise gr.Error("choose a mining run first")
         by_hand = apply_to != APPLY_TO[1]
         ids = parse_ids(ticked) if by_hand else None
         filters = None if by_hand else filters_from(class_filter, cause_filter, status_filter, reviewer_filter,
@@ -224,7 +216,7 @@ class ExploreHandlers:
                 decision=decision or explore.ACCEPT_SUGGESTION, new_label=new_label or None,
                 candidate_ids=ids, filters=filters, adjudicate=adjudicate)
         except (explore.ExploreInputError, StoreError, ValueError) as exc:
-            raise _mistake(str(exc)) from None
+            raise gr.Error(str(exc)) from None
         message = f"Batch **#{outcome.batch_id}**: {outcome.description}."
         if outcome.skipped:
             reasons = {}
@@ -253,11 +245,11 @@ class ExploreHandlers:
         try:
             number = int(batch_id)
         except (TypeError, ValueError):
-            raise _mistake("choose a batch to undo") from None
+            raise gr.Error("choose a batch to undo") from None
         try:
             result = explore.undo_batch(self.service.store, number, reviewer=_reviewer(request, reviewer_typed))
         except (explore.ExploreInputError, StoreError, ValueError) as exc:
-            raise _mistake(str(exc)) from None
+            raise gr.Error(str(exc)) from None
         return (f"Batch **#{number}** undone (batch #{result.batch_id}): {len(result.candidate_ids)} decisions "
                 "retracted; those candidates are back to their earlier state.")
 
@@ -271,7 +263,7 @@ class ExploreHandlers:
         try:
             found = explore.batches(self.service.store, run_name, reviewer=reviewer)
         except StoreError as exc:
-            raise _mistake(str(exc)) from None
+            raise gr.Error(str(exc)) from None
         choices = [(f"#{batch.id} · {batch.description} · {batch.created_at:%H:%M}", batch.id)
                    for batch in found if batch.action != "undo" and batch.undone_by is None]
         return gr.update(choices=choices, value=choices[0][1] if choices else None)

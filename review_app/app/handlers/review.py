@@ -97,7 +97,7 @@ def transform_from_sliders(rotate, perspective, direction, scale, shift_x=0.0, s
     try:
         return _slider_transform(rotate, perspective, direction, scale, shift_x, shift_y, aspect, shear)
     except (TypeError, ValueError) as exc:
-        raise _refusal(str(exc)) from None
+        raise gr.Error(str(exc)) from None
 
 
 def _reviewer(request: gr.Request | None, typed: str | None) -> str:
@@ -109,11 +109,6 @@ def _reviewer(request: gr.Request | None, typed: str | None) -> str:
 def _user_mistake(message: str) -> str:
     """``message``, logged as the one server-log line of a user's mistake."""
     return log_user_mistake("review", message)
-
-
-def _refusal(message: str) -> gr.Error:
-    """A ``gr.Error`` for an API caller's mistake, without a traceback (the app logs its one line)."""
-    return gr.Error(message, print_exception=False)
 
 
 def _chosen(value) -> str | None:
@@ -417,7 +412,7 @@ class Handlers:
         try:
             return self.service.predict_transformed(int(candidate_id), transform, saliency=saliency)
         except (StoreError, NoModelError, UntrustedModelError) as exc:
-            raise _refusal(str(exc)) from None
+            raise gr.Error(str(exc)) from None
 
     # --- reviews --------------------------------------------------------------------
     def _store_decision(self, candidate_id, cause, new_label, note, sliders, seen_version, reviewer_typed,
@@ -465,7 +460,7 @@ class Handlers:
             message, result = self._store_decision(candidate_id, cause, new_label, note, sliders, seen_version,
                                                    reviewer_typed, request)
         except (ReviewInputError, StoreError) as exc:
-            raise _refusal(str(exc)) from None
+            raise gr.Error(str(exc)) from None
         return {
             "review_id": result.review_id,
             "version": result.version,

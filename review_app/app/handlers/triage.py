@@ -115,11 +115,11 @@ class TriageHandlers:
         """The run's models for both pickers: the mined one first, the latest retrained one second."""
         guard(self.service, request, "model_choices")
         if not run_name:
-            raise gr.Error("choose a mining run first", print_exception=False)
+            raise gr.Error("choose a mining run first")
         try:
             labels = [choice.label for choice in explore.run_models(self.service.store, run_name)]
         except StoreError as exc:
-            raise gr.Error(str(exc), print_exception=False) from None
+            raise gr.Error(str(exc)) from None
         note = ("" if len(labels) > 1 else
                 f"**{run_name}** has one model so far: `hardcase retrain --run {run_name} ...` records the "
                 "retrained model here, to compare it with the mined one.")
@@ -130,7 +130,7 @@ class TriageHandlers:
         """Both models' predictions per candidate, with the candidates the second model fixed and broke."""
         guard(self.service, request, "compare_models")
         if not run_name:
-            raise gr.Error("choose a mining run first", print_exception=False)
+            raise gr.Error("choose a mining run first")
         try:
             models = {choice.label: choice for choice in explore.run_models(self.service.store, run_name)}
             if first_label not in models or second_label not in models:
@@ -142,7 +142,7 @@ class TriageHandlers:
             comparison = explore.compare_models(self.service.store, run_name, models[first_label],
                                                 models[second_label], load=self._loaders[run_name])
         except (explore.ExploreInputError, StoreError, FileNotFoundError, ValueError) as exc:
-            raise gr.Error(str(exc), print_exception=False) from None
+            raise gr.Error(str(exc)) from None
         counts = comparison.counts
         listed = {outcome: comparison.ids(outcome) for outcome in ("fixed", "broken")}
         summary = (f"Over the {len(comparison.rows)} candidates of **{run_name}**, against each one's final label "

@@ -1,4 +1,4 @@
-"""The server-side role check every protected handler starts with."""
+"""Who is calling, and the server-side role check every protected handler starts with."""
 
 from __future__ import annotations
 
@@ -8,10 +8,20 @@ from hardcase.review_app.workflows.accounts import AccessDenied
 from hardcase.review_app.workflows.review import ReviewService
 
 
+def signed_in_user(request: gr.Request | None) -> str | None:
+    """The signed-in user's name (``serve --auth``), or None without sign-in."""
+    return getattr(request, "username", None) or None
+
+
+def reviewer_name(request: gr.Request | None, typed: str | None) -> str:
+    """Who a decision is recorded for: the signed-in user, else the name typed on the page."""
+    return signed_in_user(request) or (typed or "").strip()
+
+
 def guard(service: ReviewService, request: gr.Request | None, endpoint: str) -> None:
     """Refuse ``endpoint`` to the signed-in user unless their role allows it (a ``gr.Error``:
     one message in the page, an error for an API caller)."""
-    username = getattr(request, "username", None) if request is not None else None
+    username = signed_in_user(request)
     try:
         service.check_access(username, endpoint)
     except AccessDenied as exc:
@@ -20,7 +30,7 @@ def guard(service: ReviewService, request: gr.Request | None, endpoint: str) -> 
 
 def visible_tabs(service: ReviewService, request: gr.Request | None, endpoints: list[str]) -> list:
     """A visibility update per tab, named by its main endpoint: shown when the user may use it."""
-    username = getattr(request, "username", None) if request is not None else None
+    username = signed_in_user(request)
     updates = []
     for endpoint in endpoints:
         try:

@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 
 from hardcase.review_app.app import plots
-from hardcase.review_app.app.handlers.access import guard
+from hardcase.review_app.app.handlers.access import guard, reviewer_name
 from hardcase.review_app.app.handlers.gallery import GalleryHandlers
-from hardcase.review_app.app.handlers.review import ANY, _reviewer
+from hardcase.review_app.app.handlers.review import ANY
 from hardcase.review_app.workflows import explore
 from hardcase.review_app.workflows.review import ReviewService
 from hardcase.store.errors import StoreError
@@ -212,7 +212,7 @@ class ExploreHandlers:
                                                     min_confidence)
         try:
             outcome = explore.bulk_decide(
-                self.service.store, run_name, reviewer=_reviewer(request, reviewer_typed),
+                self.service.store, run_name, reviewer=reviewer_name(request, reviewer_typed),
                 decision=decision or explore.ACCEPT_SUGGESTION, new_label=new_label or None,
                 candidate_ids=ids, filters=filters, adjudicate=adjudicate)
         except (explore.ExploreInputError, StoreError, ValueError) as exc:
@@ -247,7 +247,7 @@ class ExploreHandlers:
         except (TypeError, ValueError):
             raise gr.Error("choose a batch to undo") from None
         try:
-            result = explore.undo_batch(self.service.store, number, reviewer=_reviewer(request, reviewer_typed))
+            result = explore.undo_batch(self.service.store, number, reviewer=reviewer_name(request, reviewer_typed))
         except (explore.ExploreInputError, StoreError, ValueError) as exc:
             raise gr.Error(str(exc)) from None
         return (f"Batch **#{number}** undone (batch #{result.batch_id}): {len(result.candidate_ids)} decisions "
@@ -257,7 +257,7 @@ class ExploreHandlers:
         """The signed-in lead's batches of the run that can still be undone, newest first (a step of
         the undo and bulk endpoints: it checks the role of ``undo_batch``)."""
         guard(self.service, request, "undo_batch")
-        reviewer = _reviewer(request, reviewer_typed)
+        reviewer = reviewer_name(request, reviewer_typed)
         if not run_name or not reviewer:
             return gr.update(choices=[], value=None)
         try:

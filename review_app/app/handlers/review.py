@@ -24,6 +24,7 @@ from hardcase.miner.protocols import UntrustedModelError
 from hardcase.miner.transform import wrap_degrees
 from hardcase.models.transforms import FIELDS, MAX_PERSPECTIVE, Transform
 from hardcase.review_app.app.errors import log_user_mistake
+from hardcase.review_app.app.handlers.access import reviewer_name, signed_in_user
 from hardcase.review_app.workflows.recorded import NoModelError
 from hardcase.review_app.workflows.review import Acceptance, ReviewInputError, ReviewService
 from hardcase.store.errors import StoreError
@@ -98,12 +99,6 @@ def transform_from_sliders(rotate, perspective, direction, scale, shift_x=0.0, s
         return _slider_transform(rotate, perspective, direction, scale, shift_x, shift_y, aspect, shear)
     except (TypeError, ValueError) as exc:
         raise gr.Error(str(exc)) from None
-
-
-def _reviewer(request: gr.Request | None, typed: str | None) -> str:
-    if request is not None and getattr(request, "username", None):
-        return request.username
-    return (typed or "").strip()
 
 
 def _user_mistake(message: str) -> str:
@@ -259,7 +254,7 @@ class Handlers:
         def validate(*values):
             # Gradio passes the request positionally, after the inputs (the signature below)
             request = values[len(names)] if len(values) > len(names) else None
-            problems = check(dict(zip(names, values)), getattr(request, "username", None))
+            problems = check(dict(zip(names, values)), signed_in_user(request))
             if problems:
                 _user_mistake("; ".join(f"{name}: {message}" for name, message in problems.items()))
             return [gr.validate(name not in problems, problems.get(name, "")) for name in names]
@@ -312,7 +307,7 @@ class Handlers:
     def next_candidate(self, run_name, reviewer_typed, rank, class_filter, status_filter, cause_filter=ANY,
                        request: gr.Request = None):
         """Lease and show the next candidate after ``rank`` matching the filters."""
-        reviewer = _reviewer(request, reviewer_typed)
+        reviewer = reviewer_name(request, reviewer_typed)
         if not run_name:
             return self._status_only("choose a mining run first")
         filters = {
@@ -362,7 +357,7 @@ class Handlers:
         if not run_name:
             return self._status_only("choose a mining run first")
         try:
-            undone = self.service.undo_latest_decision(run_name, _reviewer(request, reviewer_typed))
+            undone = self.service.undo_latest_decision(run_name, reviewer_name(request, reviewer_typed))
             view = self.service.candidate(undone)
         except (ReviewInputError, StoreError) as exc:
             return self._status_only(str(exc))
@@ -427,7 +422,7 @@ class Handlers:
         except (TypeError, ValueError) as exc:
             raise ReviewInputError(str(exc)) from None
         result = self.service.submit_review(
-            candidate_id, reviewer=_reviewer(request, reviewer_typed), cause=cause, new_label=new_label,
+            candidate_id, reviewer=reviewer_name(request, reviewer_typed), cause=cause, new_label=new_label,
             note=note, transform=transform, seen_version=int(seen_version or 0),
         )
         message = f"saved **{cause}** for candidate {candidate_id} (version {result.version})"

@@ -8,6 +8,7 @@ import gradio as gr
 
 from hardcase.miner.vocabulary import SUGGESTED_CAUSES
 from hardcase.models.transforms import FIELDS
+from hardcase.review_app.app.handlers.access import signed_in_user
 from hardcase.review_app.app.handlers.review import (
     ANY,
     DECISION_LABELS,
@@ -217,7 +218,7 @@ def build(app: gr.Blocks, handlers: Handlers, *, run_names: list[str], default_r
 
     def first_candidate(run_name, reviewer_name, current_rank, class_name, status, cause, request: gr.Request):
         # a returning reviewer (name remembered in the browser) lands on a candidate straight away
-        if not run_name or not (reviewer_name or getattr(request, "username", None)):
+        if not run_name or not (reviewer_name or signed_in_user(request)):
             return tuple(gr.update() for _ in shown)
         return handlers.next_candidate(run_name, reviewer_name, current_rank, class_name, status, cause, request)
 

@@ -72,3 +72,16 @@ def test_a_locked_name_does_not_lock_the_others(users):
     for _ in range(MAX_FAILURES + 3):
         check("ann", "guess")
     assert check("bob", "bobpw")
+
+
+def test_failures_at_made_up_names_are_remembered_for_a_bounded_number_of_names(users):
+    clock = Clock()
+    guard = LoginGuard(clock=clock, max_tracked=3)
+    check = password_check(users, guard=guard)
+    for _ in range(MAX_FAILURES):
+        check("ann", "guess")
+    assert guard.locked("ann")
+    for index in range(3):  # three other names fail since: ann's failures are the oldest, forgotten
+        check(f"made-up-{index}", "guess")
+    assert len(guard._failures) == 3 and not guard.locked("ann")
+    assert check("ann", "right")

@@ -23,6 +23,7 @@ import os
 import threading
 import time
 import tomllib
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -99,22 +100,26 @@ def load_accounts(path: str | os.PathLike) -> dict[str, Account]:
 MAX_FAILURES = 5
 LOCK_SECONDS = 30.0
 MAX_LOCK_SECONDS = 3600.0
+#: Names (or addresses) whose failures are remembered at most; past it the one whose last
+#: failure is oldest is forgotten, so guesses at made-up names cannot grow the server.
+MAX_TRACKED = 10_000
 
 
 class LoginGuard:
     """Failed sign-ins per user name, and the lock that follows too many.
 
     A locked name is refused at once, without hashing: a flood of guesses costs the server
-    nothing and cannot slow the reviewers. Thread-safe (Gradio signs users in on its worker
-    threads).
+    nothing and cannot slow the reviewers. At most ``max_tracked`` names are remembered.
+    Thread-safe (Gradio signs users in on its worker threads).
     """
 
     def __init__(self, *, max_failures: int = MAX_FAILURES, lock_seconds: float = LOCK_SECONDS,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, max_tracked: int = MAX_TRACKED) -> None:
         self.max_failures = max_failures
         self.lock_seconds = lock_seconds
         self.clock = clock
-        self._failures: dict[str, int] = {}
+        self.max_tracked = max_tracked
+        self._failures: OrderedDict[str, int] = OrderedDict()  # least recently failed first
         self._locked_until: dict[str, float] = {}
         self._lock = threading.Lock()
 
@@ -124,8 +129,11 @@ class LoginGuard:
 
     def failed(self, username: str) -> None:
         with self._lock:
-            count = self._failures.get(username, 0) + 1
+            count = self._failures.pop(username, 0) + 1
             self._failures[username] = count
+            while len(self._failures) > self.max_tracked:
+                forgotten, _ = self._failures.popitem(last=False)
+                self._locked_until.pop(forgotten, None)
             if count >= self.max_failures:
                 doublings = count - self.max_failures
                 seconds = min(MAX_LOCK_SECONDS, self.lock_seconds * 2.0 ** doublings)
@@ -187,7 +195,6 @@ def authenticator(accounts: dict[str, Account], *, guard: LoginGuard | None = No
         finally:
             waiting.release()
 
-    sign_in.check = check  # the blocking check, for callers without an event loop
     return sign_in
 
 

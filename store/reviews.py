@@ -8,8 +8,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from sqlalchemy import Select, bindparam, func, insert, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Select, bindparam, exists, func, insert, select, update
+from sqlalchemy.orm import Session, aliased
 
 from hardcase.miner.vocabulary import DECISIONS
 from hardcase.store._rows import _as_int, _check_name
@@ -427,3 +427,30 @@ def list_batches(session: Session, run_id: int, *, reviewer: str | None = None) 
     if reviewer is not None:
         query = query.where(ReviewBatch.reviewer == reviewer)
     return [BatchSummary(*row) for row in session.execute(query)]
+
+
+def latest_decision_query(run_id: int, reviewer: str) -> Select[tuple[int]]:
+    """The candidate of ``reviewer``'s latest review in the run that has a cause and was not retracted."""
+    retraction = aliased(Review)
+    return (
+        select(Review.candidate_id)
+        .join(Candidate, Candidate.id == Review.candidate_id)
+        .where(
+            Candidate.run_id == run_id,
+            Review.reviewer == reviewer,
+            Review.cause.is_not(None),
+            ~exists().where(retraction.retracts_review_id == Review.id),
+        )
+        .order_by(Review.id.desc())
+        .limit(1)
+    )
+
+
+def latest_decided_candidate(session: Session, run_id: int, reviewer: str) -> int | None:
+    """Id of the candidate ``reviewer`` decided last in the run (a skip counts), or None: what
+    the review page's undo takes back (:func:`undo_last_review`).
+
+    After that decision is undone the one before it comes next, so undo walks back through
+    the reviewer's decisions one at a time.
+    """
+    return session.scalar(latest_decision_query(run_id, reviewer))

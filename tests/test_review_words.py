@@ -20,7 +20,6 @@ from hardcase.review_app.workflows.review import ReviewInputError, ReviewService
 from hardcase.store import api
 from hardcase.store.acceptance import Acceptance, acceptance_by_cause
 from hardcase.store.db import open_store
-from hardcase.store.own_decisions import latest_decided_candidate
 
 
 @pytest.mark.parametrize(("strength", "level"), [(0.0, "low"), (0.2, "low"), (1 / 3, "medium"), (0.5, "medium"),
@@ -120,7 +119,7 @@ def test_undo_walks_back_through_the_reviewers_own_decisions_in_the_run(seeded):
     _decide(store, c[4], "bob", "rare")  # someone else's, later
     _decide(store, other.candidate_ids[1], "ana", "rare")  # another run's, later
     with store.snapshot() as session:
-        assert latest_decided_candidate(session, run.run_id, "ana") == c[2]
+        assert api.latest_decided_candidate(session, run.run_id, "ana") == c[2]
     assert service.undo_latest_decision(run.run_name, "ana") == c[2]
     assert service.undo_latest_decision(run.run_name, "ana") == c[0]
     with pytest.raises(ReviewInputError, match="nothing to undo: ana has no standing decision in run 'run-1'"):

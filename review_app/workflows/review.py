@@ -27,7 +27,6 @@ from hardcase.review_app.workflows.recorded import NoModelError
 from hardcase.store import api
 from hardcase.store.acceptance import Acceptance, acceptance_by_cause
 from hardcase.store.db import Store
-from hardcase.store.own_decisions import latest_decided_candidate
 from hardcase.store.schema import Run
 
 if TYPE_CHECKING:
@@ -392,7 +391,7 @@ class ReviewService:
         reviewer = self._check_reviewer(reviewer)
         with self.store.Session.begin() as session:
             run = api.require_run(session, run_name)
-            candidate_id = latest_decided_candidate(session, run.id, reviewer)
+            candidate_id = api.latest_decided_candidate(session, run.id, reviewer)
             if candidate_id is None:
                 raise ReviewInputError(f"nothing to undo: {reviewer} has no standing decision in run {run_name!r}")
             api.undo_last_review(session, candidate_id, reviewer=reviewer)

@@ -8,10 +8,12 @@ import os
 import re
 import shutil
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["RUN_NAME_PATTERN", "ArrayShapeError", "NoSpaceError", "discard_run", "open_run_arrays", "run_folder"]
+__all__ = ["RUN_NAME_PATTERN", "ArrayShapeError", "NoSpaceError", "ScoringArrays", "discard_run", "open_run_arrays",
+           "open_scoring_arrays", "run_folder"]
 
 #: A run name is also a folder name: letters, digits, ``.``, ``_``, ``-`` (not starting with a
 #: dot), so ``--run ../../evil`` or ``--run /etc`` cannot write outside the artifacts folder.
@@ -135,6 +137,33 @@ def open_run_arrays(folder: Path, arrays: dict[str, tuple], *, resume: bool = Tr
             path.unlink(missing_ok=True)
         raise
     return opened
+
+
+class ScoringArrays(NamedTuple):
+    """A run's scoring outputs, as mining writes them and cause suggestion reads them."""
+
+    pred_probs: np.ndarray
+    """(N, K) float32."""
+    sample_ids: np.ndarray
+    """(N,) int64: each row's sample id in the store."""
+    done: np.ndarray
+    """(N,) uint8: 0 not yet read, 1 scored, 2 unreadable (an error row)."""
+    embeddings: np.ndarray | None
+    """(N, D) float16; None for a run without embeddings."""
+
+
+def open_scoring_arrays(folder: Path, n: int, n_classes: int, dim: int | None, *, resume: bool = True,
+                        grow: bool = False) -> ScoringArrays:
+    """The scoring outputs of a run of ``n`` rows in ``folder`` (``pred_probs.npy``,
+    ``sample_ids.npy``, ``done.npy``, ``embeddings.npy`` when ``dim``), through
+    :func:`open_run_arrays` (``resume`` and ``grow`` as there)."""
+    arrays = {"pred_probs.npy": (np.float32, (n, n_classes)), "sample_ids.npy": (np.int64, (n,)),
+              "done.npy": (np.uint8, (n,))}
+    if dim:
+        arrays["embeddings.npy"] = (np.float16, (n, dim))
+    opened = open_run_arrays(folder, arrays, resume=resume, grow=grow)
+    return ScoringArrays(opened["pred_probs.npy"], opened["sample_ids.npy"], opened["done.npy"],
+                         opened.get("embeddings.npy"))
 
 
 def _reserve(path: Path, folder: Path, needed: int) -> None:

@@ -46,7 +46,7 @@ from hardcase.miner.sources import Batch, DataSource, content_hashes
 from hardcase.miner.spec import spec_path_for
 from hardcase.miner.vocabulary import SCORE_FIELDS
 from hardcase.models.classifier import file_hash, load_classifier
-from hardcase.review_app.workflows.artifacts import open_run_arrays, run_folder
+from hardcase.review_app.workflows.artifacts import open_scoring_arrays, run_folder
 from hardcase.review_app.workflows.conventions import (
     CHECK_IMAGES,
     ConventionCheck,
@@ -156,21 +156,6 @@ class MiningReport:
         if self.suggestions:
             text += f"\n{self.suggestions}"
         return text
-
-
-def _artifact_arrays(folder: Path, n: int, n_classes: int, dim: int | None, resume: bool):
-    """Per-run memory-mapped outputs: pred_probs (N, K), sample ids (N,), done mask (N,),
-    embeddings (N, D) float16, their disk space reserved (:func:`open_run_arrays`).
-
-    ``done`` is 0 = not yet read, 1 = scored, 2 = unreadable (an error row).
-    """
-    arrays = {"pred_probs.npy": (np.float32, (n, n_classes)), "sample_ids.npy": (np.int64, (n,)),
-              "done.npy": (np.uint8, (n,))}
-    if dim:
-        arrays["embeddings.npy"] = (np.float16, (n, dim))
-    opened = open_run_arrays(folder, arrays, resume=resume)
-    return (opened["pred_probs.npy"], opened["sample_ids.npy"], opened["done.npy"],
-            opened.get("embeddings.npy"))
 
 
 def mine(store: Store, options: MiningOptions, *, artifacts_dir: Path, progress: bool = True) -> MiningReport:
@@ -364,7 +349,8 @@ def _score_and_select(store: Store, options: MiningOptions, run_id: int, dataset
 
     folder = run_folder(artifacts_dir, options.run_name)
     dim = classifier.embedding_dim
-    pred_probs, sample_ids, done, embeddings = _artifact_arrays(folder, n, classifier.n_classes, dim, resume)
+    pred_probs, sample_ids, done, embeddings = open_scoring_arrays(folder, n, classifier.n_classes, dim,
+                                                                      resume=resume)
     already = int(done.sum())
     label_names = np.array(class_names + [""], dtype=object)
 

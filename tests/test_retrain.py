@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -12,6 +13,8 @@ import numpy as np
 import pytest
 
 from hardcase.models.retrain import (
+    IMBALANCE_METHODS,
+    PLAN_VERSION,
     AugmentFix,
     PlanError,
     TrainingPlan,
@@ -20,6 +23,7 @@ from hardcase.models.retrain import (
     build_plan,
     class_weights,
     corrected_labels,
+    imbalance_fix,
     plan_path_for,
     prediction_flips,
 )
@@ -182,7 +186,11 @@ def test_version_1_plans_still_load():
     two = TrainingPlan.from_dict({**old, "version": 2, "augment": {**old["augment"], "copies": 1}})
     assert (two.augment.shear_limit, two.augment.aspect_limit) == (0.0, 0.0)
     assert [type(op).__name__ for op in two.augment.pipeline().transforms] == ["OneOf", "Affine"]
-    assert TrainingPlan.from_dict(two.to_dict()).to_dict()["version"] == 3
+    assert TrainingPlan.from_dict(two.to_dict()).to_dict()["version"] == PLAN_VERSION
+    # version 3 imbalance fixes held class weights only: they load as the weights method
+    three = TrainingPlan.from_dict({"version": 3, "class_names": NAMES, "imbalance": {
+        "classes": ["5"], "class_weight": {"5": 3.1623}, "train_counts": {"5": 10}, "median_count": 100.0}})
+    assert three.imbalance.method == "weights" and three.imbalance.oversample == {} == three.imbalance.logit_offset
 
 
 def test_class_weight_arithmetic():
@@ -192,6 +200,78 @@ def test_class_weight_arithmetic():
     # sqrt(75 / 50) for b; never below 1 (a: sqrt(0.75)); capped at 10 (d has no image)
     assert weights == {"a": 1.0, "b": pytest.approx(1.2247), "d": 10.0}
     assert class_weights({"a": 1000, "b": 1000, "c": 1}, ["c"])[0] == {"c": 10.0}  # sqrt(1000) = 31.6, capped
+
+
+def test_imbalance_methods_arithmetic():
+    counts = {"a": 100, "b": 10, "c": 100, "d": 0}  # median 55: b has r = 5.5, d none (capped at 10)
+    weights = imbalance_fix(counts, ["b", "d"], method="weights")
+    assert weights.class_weight == {"b": pytest.approx(2.3452), "d": 10.0}
+    assert weights.oversample == {} == weights.logit_offset
+    oversample = imbalance_fix(counts, ["b", "d"], method="oversample")
+    assert oversample.oversample == {"b": 6, "d": 10} and oversample.class_weight == {}  # round(5.5) = 6
+    both = imbalance_fix(counts, ["b"], method="both")
+    assert both.class_weight == {"b": pytest.approx(2.3452)} and both.oversample == {"b": 2}  # round(sqrt(5.5))
+    threshold = imbalance_fix(counts, ["b", "d"], method="threshold")
+    assert threshold.logit_offset == {"b": pytest.approx(math.log(5.5), abs=1e-4), "d": pytest.approx(math.log(10), abs=1e-4)}
+    assert threshold.class_weight == {} == threshold.oversample
+    assert "logit +1.70 (probability x5.50)" in threshold.describe()
+    with pytest.raises(PlanError, match="imbalance method"):
+        imbalance_fix(counts, ["b"], method="smote")
+
+
+def test_imbalance_method_reaches_the_plan_and_the_training_set(decisions, train_labels):
+    with pytest.raises(PlanError, match="imbalance method"):
+        build_plan(decisions, class_names=NAMES, train_labels=train_labels, imbalance_method="focal")
+    images = np.arange(len(train_labels), dtype=np.uint8)[:, None, None, None] * np.ones((1, 4, 4, 1), np.uint8)
+    by_method = {}
+    for method in IMBALANCE_METHODS:
+        plan = build_plan(decisions, class_names=NAMES, train_labels=train_labels, imbalance_method=method)
+        assert plan.imbalance.method == method
+        assert TrainingPlan.from_dict(json.loads(json.dumps(plan.to_dict()))) == plan
+        by_method[method] = apply_plan(plan.only("augment", "imbalance"), images, train_labels)
+    n = len(train_labels)  # 900 images, 10 of class 5 (median 100: r = 10)
+    over = by_method["oversample"]
+    # class 5's ten images appear 10 times each, then every row gets its augmented copy
+    assert over.n_oversampled == 90 and len(over.images) == 2 * (n + 90) and over.sample_weight is None
+    assert np.sum(over.labels == 5) == 2 * 100 and np.sum(over.labels == 4) == 2 * 100
+    assert sorted(set(over.images[over.labels == 5][:, 0, 0, 0].tolist())) == sorted(
+        set(images[train_labels == 5][:, 0, 0, 0].tolist()))
+    both = by_method["both"]
+    assert both.n_oversampled == 20 and both.sample_weight[both.labels == 5] == pytest.approx([3.1623] * 60)
+    threshold = by_method["threshold"]
+    assert threshold.sample_weight is None and threshold.n_oversampled == 0
+    assert threshold.logit_offset[5] == pytest.approx(math.log(10), abs=1e-4) and threshold.logit_offset.sum() == \
+        threshold.logit_offset[5]
+    assert by_method["weights"].logit_offset is None
+
+
+def test_decision_thresholds_move_the_output_layer_bias():
+    import keras
+
+    from hardcase.models.retrain import adjust_decision_thresholds
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(shape=(3,))
+    softmax = keras.Model(inputs, keras.layers.Dense(4, activation="softmax")(inputs))
+    x = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
+    before = np.asarray(softmax(x))
+    offset = np.array([0.0, math.log(4.0), 0.0, 0.0], np.float32)
+    adjust_decision_thresholds(softmax, offset)
+    after = np.asarray(softmax(x))
+    # class 1's probability multiplied by 4, then renormalised
+    expected = before * np.exp(offset)
+    assert after == pytest.approx(expected / expected.sum(axis=1, keepdims=True), rel=1e-5)
+    # logits (linear output) and a separate Softmax layer after a linear Dense work alike
+    logits_layer = keras.layers.Dense(4)
+    separate = keras.Model(inputs, keras.layers.Softmax()(logits_layer(inputs)))
+    bias = np.asarray(logits_layer.bias).copy()
+    adjust_decision_thresholds(separate, offset)
+    assert np.asarray(logits_layer.bias) == pytest.approx(bias + offset)
+    with pytest.raises(PlanError, match="shape"):
+        adjust_decision_thresholds(softmax, offset[:3])
+    relu = keras.Model(inputs, keras.layers.Dense(4, activation="relu")(inputs))
+    with pytest.raises(PlanError, match="Dense output layer"):
+        adjust_decision_thresholds(relu, offset)
 
 
 def test_relabel_arithmetic_train_and_eval(decisions, train_labels):

@@ -25,6 +25,7 @@ import numpy as np
 from hardcase.miner.sources import content_hashes
 from hardcase.miner.spec import PreprocessingSpec, as_uint8
 from hardcase.models.retrain import (
+    DEFAULT_IMBALANCE,
     FAMILIES,
     PlanError,
     TrainingPlan,
@@ -57,6 +58,7 @@ class RetrainOptions:
     batch_size: int = 64
     ablate: bool = False
     rare_oversample: int = 5
+    imbalance: str = DEFAULT_IMBALANCE  # what the imbalance fix does (models.retrain.IMBALANCE_METHODS)
     stress: bool = True
     resize: bool = False
     pool: bool = True  # confirmed pool samples join the training data with their final labels
@@ -206,8 +208,12 @@ def nearest_neighbours(embeddings_path: str | None, indices: Sequence[int], k: i
 def make_plan(rows: Sequence[Mapping[str, Any]], *, spec, train_images: np.ndarray, train_labels: np.ndarray,
               mined_path: str | None, mined_labels: str | None = None, embeddings_path: str | None = None,
               mined_read_options: Mapping[str, Any] | None = None,
-              rare_oversample: int = 5, provenance: Mapping[str, Any] | None = None) -> tuple[TrainingPlan, np.ndarray | None]:
-    """The plan for these fix rows, and the images of its rare samples (from the mined data)."""
+              rare_oversample: int = 5, imbalance_method: str = DEFAULT_IMBALANCE,
+              provenance: Mapping[str, Any] | None = None) -> tuple[TrainingPlan, np.ndarray | None]:
+    """The plan for these fix rows, and the images of its rare samples (from the mined data).
+
+    ``imbalance_method`` is what the imbalance fix does (:func:`~hardcase.models.retrain.imbalance_fix`).
+    """
     needs_images = sorted({int(r["source_index"]) for r in rows if r.get("final_cause") in ("mislabel", "rare")})
     pool_hashes: dict[int, str] = {}
     source = None
@@ -229,7 +235,7 @@ def make_plan(rows: Sequence[Mapping[str, Any]], *, spec, train_images: np.ndarr
     plan = build_plan(rows, class_names=list(spec.class_names), train_labels=train_labels,
                       pool_hashes=pool_hashes, train_index_of_hash=train_index_of_hash,
                       neighbours=neighbours, uris=uris, rare_oversample=rare_oversample,
-                      provenance={"mined_data": mined_path, **(provenance or {})})
+                      imbalance_method=imbalance_method, provenance={"mined_data": mined_path, **(provenance or {})})
     rare_images = None
     if plan.rare is not None:
         rare_images = as_uint8(source.read([s.source_index for s in plan.rare.samples]).images)
@@ -345,7 +351,7 @@ def run_retrain(store, options: RetrainOptions, *, echo: Callable[[str], None] =
         rows, spec=spec, train_images=train_images, train_labels=train_labels, mined_path=mined.path,
         mined_labels=mined.labels_path, embeddings_path=mined.embeddings_path,
         mined_read_options=mined.read_options, rare_oversample=options.rare_oversample,
-        provenance={"run": options.run_name, "fixes_file": options.fixes_path, "model": str(options.model_path),
+        imbalance_method=options.imbalance, provenance={"run": options.run_name, "fixes_file": options.fixes_path, "model": str(options.model_path),
                     "train_data": str(options.train_data), "epochs": options.epochs, "seed": options.seed},
     )
     echo(plan.describe())

@@ -191,7 +191,7 @@ def test_a_rare_candidate_says_which_restoration_test_its_best_transform_failed(
         return out.evidence[0]["text"]
 
     assert "rotating -40° gives '0' at 0.97" in text() and "fails because" in text()
-    assert "no more convincing than the false fixes" in text() and "exceed 0.50" in text()
+    assert "no more convincing than the false fixes" in text() and "not above 0.50" in text()
     assert "the model then says '2', not '0'" in text(predicted_after=np.array([2]))
     assert "under the confident threshold of '0' (0.50)" in text(after=np.array([0.4]))
     assert "not a typical '0' (p=0.010 < 0.05)" in text(typicality=np.array([0.01]))
@@ -249,6 +249,50 @@ def test_each_cause_on_constructed_candidates(rng):
     plain = suggest_causes(labels, probs, embeddings=pool, train_embeddings=train, train_labels=train_labels,
                            candidates=cand)
     assert plain.cause[1] != "augment"
+
+
+def test_the_label_weight_decides_whether_a_confident_misclassification_is_a_wrong_label(rng):
+    """A misclassified example the model is sure of is a wrong label only if it is more typical of
+    the other class than of its own (w > 1/2): an unusual style the pool's own examples of the class
+    share (other writers) gives w < 1/2, and is not taken for a wrong label."""
+    train, train_labels, centres = clusters(rng, per_class=80)
+    pool, labels, _ = clusters(np.random.default_rng(5), per_class=100)
+    probs = one_hot_probs(labels, 0.95)
+    pool[0] = centres[1] + 0.1  # a typical 1 in the training embedding space, labelled 0
+    probs[0] = one_hot_probs([1], 0.99)[0]
+    cand = np.array([0])
+
+    def cause(weight):
+        w = np.full(len(labels), 0.5)
+        w[0] = weight
+        return suggest_causes(labels, probs, embeddings=pool, train_embeddings=train, train_labels=train_labels,
+                              candidates=cand, label_weight=w)
+
+    assert cause(0.9).cause[0] == "mislabel" and cause(0.9).evidence[0]["label_weight"] == 0.9
+    assert cause(0.3).cause[0] != "mislabel"
+    assert cause(0.9).confidence[0] > cause(0.6).confidence[0]
+    with pytest.raises(ValueError, match="label_weight must lie in"):
+        cause(1.5)
+    with pytest.raises(ValueError, match="label_weight has length 3"):
+        suggest_causes(labels, probs, embeddings=pool, train_embeddings=train, train_labels=train_labels,
+                       candidates=cand, label_weight=[0.5, 0.5, 0.5])
+
+
+def test_the_restoration_threshold_separates_false_fixes_from_real_restorations():
+    from hardcase.models.transform_search import NullCalibration, SearchSpace, own_warps
+
+    null = np.concatenate([np.zeros(18), [0.3, 0.5, 0.7, 0.9]])  # 22 false fixes, a heavy tail
+    alone = NullCalibration(rate=4 / 22, statistic=null, alpha=0.05)
+    assert alone.threshold == alone.quantile == 0.9  # conformal rank ceil(23 * 0.95) = 22: the largest
+    # real restorations of warped references: the cut with fewest errors is 0.5 (2 false fixes
+    # above it, 1 of 5 restorations at or below it), lower than the quantile
+    both = NullCalibration(rate=4 / 22, statistic=null, alpha=0.05, restored=np.array([0.0, 0.6, 0.8, 0.95, 0.95]))
+    assert both.threshold == 0.5
+    # never above the quantile, whatever the restorations
+    assert NullCalibration(rate=0.1, statistic=null, alpha=0.05, restored=np.array([0.0, 0.0])).threshold <= 0.9
+    warps = own_warps(9, SearchSpace(), seed=1)
+    assert [w.rotate != 0 for w in warps[::3]] == [True] * 3 and all(w.perspective for w in warps[1::3])
+    assert all(15 <= abs(w.shear) <= 45 for w in warps[2::3]) and all(15 <= abs(w.rotate) <= 90 for w in warps[::3])
 
 
 def test_unlabelled_candidates_are_judged_against_their_prediction(rng):

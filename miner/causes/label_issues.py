@@ -32,6 +32,7 @@ __all__ = [
     "contrast_label_quality_score",
     "contrast_parts",
     "contrast_quality_from_parts",
+    "contrast_weight_from_parts",
     "neighbour_label_quality_score",
     "pool_label_quality_score",
     "rank_label_issues",
@@ -194,13 +195,18 @@ def _contrast(p_alt: np.ndarray, p_given: np.ndarray) -> np.ndarray:
     return np.divide(p_alt, total, out=np.full(len(total), 0.5), where=total > 0)
 
 
-def _compute_contrast_quality(labels: np.ndarray, parts: ContrastParts, n_classes: int) -> np.ndarray:
-    """Scores of the labelled rows ``labels`` (M,) from their :class:`ContrastParts`."""
+def _compute_contrast_weight(labels: np.ndarray, parts: ContrastParts, n_classes: int) -> np.ndarray:
+    """The weight ``w`` of :func:`contrast_label_quality_score` of the labelled rows ``labels`` (M,)."""
     d_given = np.where(np.isfinite(parts.distance_given), parts.distance_given, np.inf)
     d_alt = np.where(np.isfinite(parts.distance_alt), parts.distance_alt, np.inf)
     pool_alt = _pool_pvalues(d_alt, parts.alternative, labels, d_given, n_classes)
     pool_given = _pool_pvalues(d_given, labels, labels, d_given, n_classes)
-    weight = 0.5 * (_contrast(parts.pvalue_alt, parts.pvalue_given) + _contrast(pool_alt, pool_given))
+    return 0.5 * (_contrast(parts.pvalue_alt, parts.pvalue_given) + _contrast(pool_alt, pool_given))
+
+
+def _compute_contrast_quality(labels: np.ndarray, parts: ContrastParts, n_classes: int) -> np.ndarray:
+    """Scores of the labelled rows ``labels`` (M,) from their :class:`ContrastParts`."""
+    weight = _compute_contrast_weight(labels, parts, n_classes)
     return np.clip(1.0 - (1.0 - parts.p_given) * weight, 0.0, 1.0)
 
 
@@ -269,6 +275,31 @@ def contrast_quality_from_parts(labels, parts: ContrastParts, *, n_classes: int)
     """
     labels = check_labels(labels, n=len(parts.p_given), n_classes=n_classes, name="labels", other="parts")
     return _compute_contrast_quality(labels, parts, n_classes)
+
+
+def contrast_weight_from_parts(labels, parts: ContrastParts, *, n_classes: int) -> np.ndarray:
+    """The evidence ``w`` of :func:`contrast_label_quality_score` that each labelled row belongs
+    to its most probable other class (``parts.alternative``) rather than to its label.
+
+    ``w`` is in (0, 1): above 1/2 the row is more typical of the other class than of its own,
+    among the training examples and among the pool's examples of each class on average; near
+    1/2 it is atypical (or typical) of both. Cause suggestion asks it before calling a
+    misclassified example mislabeled (:func:`hardcase.miner.causes.suggest_causes`).
+
+    Parameters
+    ----------
+    labels : np.ndarray, shape (M,), int
+        The rows' known labels, in the order of ``parts``.
+    parts : ContrastParts
+        Of every labelled pool row (the pool calibration needs them all).
+    n_classes : int
+
+    Returns
+    -------
+    np.ndarray, shape (M,), float64
+    """
+    labels = check_labels(labels, n=len(parts.p_given), n_classes=n_classes, name="labels", other="parts")
+    return _compute_contrast_weight(labels, parts, n_classes)
 
 
 def pool_label_quality_score(

@@ -48,6 +48,7 @@ from hardcase.miner._validation import (
     check_positive_int,
     check_pred_probs,
     check_thresholds,
+    check_values_1d,
 )
 from hardcase.miner.causes._common import (
     _TINY,
@@ -109,7 +110,7 @@ class TransformEvidence:
     target : np.ndarray, shape (M,), int64
         The class the search tried to restore (the given label, else the prediction).
     family : np.ndarray, shape (M,), str
-        ``rotate``, ``perspective``, ``scale``, ``shift``, ``combined`` or ``none`` (identity).
+        ``rotate``, ``perspective``, ``scale``, ``shift``, ``skew``, ``combined`` or ``none`` (identity).
     transform : tuple of dict
         The suggested transform as ``Transform.to_dict()``: the most typical restoring one,
         else the one giving the target the highest probability.
@@ -258,6 +259,7 @@ def _compute_suggestions(
     names: list[str],
     train_ids: np.ndarray,
     alpha: float,
+    label_weight: np.ndarray | None = None,
 ) -> CauseSuggestions:
     n_classes = pred_probs.shape[1]
     probs = pred_probs[cand]
@@ -291,16 +293,23 @@ def _compute_suggestions(
         nd_ref, nd_pred = float(typ_ref.distance[i]), float(typ_pred.distance[i])
         vote_j = float(votes[i, ji])
 
-        # mislabel: a confident, typical member of another class, nearer to it, neighbours agree
+        # mislabel: a confident member of another class, more typical of it than of its label,
+        # neighbours agree
+        if label_weight is None:
+            more_typical = pv_pred >= alpha and nd_ref > nd_pred
+            plausible = min(1.0, pv_pred / alpha)
+        else:  # the contrast of the exported label quality: training- and pool-calibrated
+            weight_i = float(label_weight[i])
+            more_typical = weight_i > 0.5
+            plausible = weight_i
         mis_test = bool(
             misclassified
             and p_pred[i] >= thresholds[ji]
-            and pv_pred >= alpha
-            and nd_ref > nd_pred
+            and more_typical
             and vote_top[i] == ji
             and vote_j > 0
         )
-        mis_score = (1.0 - float(p_given[i])) * min(1.0, pv_pred / alpha) * vote_j if misclassified else 0.0
+        mis_score = (1.0 - float(p_given[i])) * plausible * vote_j if misclassified else 0.0
 
         # augment: the transform search restores the target
         aug_test, aug_score = False, 0.0
@@ -370,6 +379,7 @@ def _compute_suggestions(
                 "predicted_distance": _rounded(nd_pred),
                 "predicted_pvalue": _rounded(pv_pred),
             },
+            "label_weight": _rounded(label_weight[i]) if label_weight is not None else None,
             "tests": tests,
             "scores": {name: round(float(np.clip(value, 0.0, 1.0)), 4) for name, value in scores.items()},
         }
@@ -447,8 +457,8 @@ def _unconvincing(record: dict, alpha: float) -> str:
         return "a slightly different rotation loses it again"
     if record.get("null_threshold") is not None:
         return (f"it is no more convincing than the false fixes the same search makes on clean images: "
-                f"probability x typicality {after * (typ if typ is not None else 1.0):.2f}, while {alpha:.0%} "
-                f"of those exceed {record['null_threshold']:.2f}")
+                f"probability x typicality {after * (typ if typ is not None else 1.0):.2f}, not above "
+                f"{record['null_threshold']:.2f}")
     return "it is not convincing"
 
 
@@ -538,6 +548,7 @@ def suggest_causes(
     train_embeddings=None,
     train_labels=None,
     transform_evidence: TransformEvidence | None = None,
+    label_weight=None,
     candidates=None,
     density: ClassDensity | None = None,
     thresholds=None,
@@ -576,6 +587,14 @@ def suggest_causes(
     transform_evidence : TransformEvidence, optional
         From :func:`models.transform_search.search_transforms` for the candidates, in the
         order of ``candidates``. Without it ``augment`` is never suggested.
+    label_weight : np.ndarray, shape (N,), optional
+        Evidence in [0, 1] that each row belongs to its most probable other class rather than
+        to its label (:func:`~hardcase.miner.causes.label_issues.contrast_weight_from_parts`,
+        typicality calibrated on the training examples and on the pool's own; 0.5 where the
+        label is unknown). With it, the mislabel test asks ``w > 1/2`` instead of the
+        training-only typicality of the predicted class, and ``w`` replaces that typicality in
+        the confidence: an unusual style shared by the pool's other examples of the class
+        (other writers, another camera) is then not taken for a wrong label.
     candidates : np.ndarray, shape (M,), int, optional
         Pool rows to explain; default all N rows, in order.
     density : ClassDensity, optional
@@ -640,8 +659,16 @@ def suggest_causes(
         thr = check_thresholds(thresholds, n_classes=n_classes)
     evidence = _check_transform_evidence(transform_evidence, len(cand))
     names = _as_class_names(class_names, n_classes)
+    weight = None
+    if label_weight is not None:
+        weight = check_values_1d(label_weight, name="label_weight", n=n, n_name="pred_probs")
+        if weight.size and (weight.min() < 0 or weight.max() > 1):
+            row = int(np.flatnonzero((weight < 0) | (weight > 1))[0])
+            raise ValueError(f"label_weight must lie in [0, 1], got {weight[row]} at row {row}")
+        weight = weight[cand]
     imbalance = _compute_imbalance(labels, pred_probs, train_lab, alpha)
-    return _compute_suggestions(labels, pred_probs, cand, cand_emb, density, evidence, imbalance, thr, names, ids, alpha)
+    return _compute_suggestions(labels, pred_probs, cand, cand_emb, density, evidence, imbalance, thr, names, ids,
+                                alpha, weight)
 
 
 def _check_candidates(candidates, n: int) -> np.ndarray:

@@ -32,11 +32,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from hardcase.miner.causes.density import fit_class_density
 from hardcase.miner.causes.label_issues import (
-    ContrastParts,
-    contrast_parts,
-    contrast_quality_from_parts,
     neighbour_label_quality_score,
     pool_reference_density,
 )
@@ -307,8 +303,6 @@ def _mine(store: Store, options: MiningOptions, classifier, warming: threading.T
                 store, options.run_name, artifacts_dir=artifacts_dir, train_data=options.train_data,
                 classifier=None if recorded is not None else classifier, progress=progress, seed=options.seed,
             ).summary()
-            _label_quality_from_training(store, run_id, run_folder(artifacts_dir, options.run_name), labels,
-                                         len(spec.class_names))
         # the run's 2-D map for the Explore tab (None without embeddings)
         from hardcase.review_app.workflows.explore import compute_and_store_projection
 
@@ -581,7 +575,7 @@ def _complete_scores(store, run_id, pred_probs, scored, given, sample_ids, embed
     :func:`~hardcase.miner.causes.label_issues.neighbour_label_quality_score` against the
     pool's own labelled embeddings (:func:`~hardcase.miner.causes.label_issues.pool_reference_density`);
     without embeddings the embedding-free :func:`~hardcase.miner.scores.label_quality_score`.
-    Cause suggestion with training data then replaces it (:func:`_label_quality_from_training`).
+    Cause suggestion with training data then replaces it (:func:`~hardcase.review_app.workflows.suggest.suggest_for_run`).
 
     A run started by an older version may have stored no scores while it streamed: those are
     inserted here (rows already stored are kept).
@@ -617,41 +611,6 @@ def _complete_scores(store, run_id, pred_probs, scored, given, sample_ids, embed
                     api.update_score_column(session, run_id, "label_quality_score", sample_id=ids[known], values=values)
     _release(pred_probs)
     _release(sample_ids)
-
-
-def _label_quality_from_training(store, run_id: int, folder: Path, labels: np.ndarray, n_classes: int) -> bool:
-    """Replace the run's stored label quality by the one with the training reference.
-
-    Cause suggestion with training data leaves the training embeddings in the run folder
-    (``suggest.TRAIN_CACHE``); with them the exported ``label_quality_score`` is
-    :func:`~hardcase.miner.causes.label_issues.contrast_label_quality_score`, the best ranking
-    of the fault benchmark. Computed chunk by chunk from the run's memory-mapped outputs.
-    Returns False (nothing changed) without the cache, embeddings or labels.
-    """
-    from hardcase.review_app.workflows.suggest import TRAIN_CACHE
-
-    cache = folder / TRAIN_CACHE
-    paths = {name: folder / f"{name}.npy" for name in ("pred_probs", "embeddings", "done", "sample_ids")}
-    if labels is None or not cache.exists() or not all(path.exists() for path in paths.values()):
-        return False
-    with np.load(cache, allow_pickle=False) as stored:
-        density = fit_class_density(stored["embeddings"].astype(np.float32), stored["labels"], n_classes=n_classes)
-    arrays = {name: np.load(path, mmap_mode="r") for name, path in paths.items()}
-    rows = np.flatnonzero((np.asarray(arrays["done"]) == 1) & (labels >= 0))
-    if not rows.size:
-        return False
-    parts = []
-    for part in _chunks(len(rows)):
-        chunk = rows[part]
-        probs = np.asarray(arrays["pred_probs"][chunk], dtype=np.float64)
-        probs /= probs.sum(axis=1, keepdims=True)
-        parts.append(contrast_parts(labels[chunk], probs, embeddings=np.asarray(arrays["embeddings"][chunk], np.float32),
-                                    density=density))
-    values = contrast_quality_from_parts(labels[rows], ContrastParts.concatenate(parts), n_classes=n_classes)
-    with store.Session.begin() as session:
-        api.update_score_column(session, run_id, "label_quality_score",
-                                sample_id=np.asarray(arrays["sample_ids"][rows]), values=values)
-    return True
 
 
 class _Rows:

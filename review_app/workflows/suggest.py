@@ -29,8 +29,15 @@ from hardcase.miner.causes import (
     DEFAULT_ALPHA,
     DEFAULT_K,
     SUGGESTED,
+    ClassDensity,
     fit_class_density,
     suggest_causes,
+)
+from hardcase.miner.causes.label_issues import (
+    ContrastParts,
+    contrast_parts,
+    contrast_quality_from_parts,
+    contrast_weight_from_parts,
 )
 from hardcase.miner.protocols import Classifier
 from hardcase.miner.scores import confident_thresholds
@@ -257,6 +264,18 @@ def _normalized(probs: np.ndarray, rows: np.ndarray | None = None, *, chunk: int
     return out
 
 
+def _pool_contrast_parts(labels: np.ndarray, probs: np.ndarray, embeddings, rows: np.ndarray,
+                         density: ClassDensity, *, chunk: int = 65536) -> ContrastParts:
+    """:func:`~hardcase.miner.causes.label_issues.contrast_parts` of the labelled pool ``rows``
+    against ``density``, chunk by chunk (the embeddings may be a float16 memory map)."""
+    parts = []
+    for start in range(0, len(rows), chunk):
+        part = rows[start : start + chunk]
+        parts.append(contrast_parts(labels[part], probs[part],
+                                    embeddings=np.asarray(embeddings[part], dtype=np.float32), density=density))
+    return ContrastParts.concatenate(parts)
+
+
 def suggest_for_run(
     store: Store,
     run_name: str,
@@ -418,10 +437,23 @@ def suggest_for_run(
         report.reference += "; no model, so no transform search (augment is never suggested)"
 
     t0 = time.perf_counter()
+    labelled = np.flatnonzero(pool_labels >= 0)
+    label_weight = None
+    if labelled.size:
+        parts = _pool_contrast_parts(pool_labels, pool_probs, pool_embeddings, labelled, density)
+        label_weight = np.full(len(pool_labels), 0.5)
+        label_weight[labelled] = contrast_weight_from_parts(pool_labels[labelled], parts, n_classes=n_classes)
+        if train_data is not None:
+            # the exported label_quality_score: the contrast score once the training reference is known
+            sample_ids = np.load(folder / "sample_ids.npy", mmap_mode="r")
+            values = contrast_quality_from_parts(pool_labels[labelled], parts, n_classes=n_classes)
+            with store.Session.begin() as session:
+                api.update_score_column(session, inputs.run_id, "label_quality_score",
+                                        sample_id=np.asarray(sample_ids[scored[labelled]]), values=values)
     suggestions = suggest_causes(
         pool_labels, pool_probs, embeddings=pool_embeddings, candidates=cand, density=density,
         train_labels=imbalance_labels, transform_evidence=evidence, thresholds=thresholds,
-        train_ids=ref_ids, class_names=class_names, k=k, alpha=alpha,
+        label_weight=label_weight, train_ids=ref_ids, class_names=class_names, k=k, alpha=alpha,
     )
     reference = (
         {"kind": "training data", "uri": str(Path(train_data).resolve())}

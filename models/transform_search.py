@@ -9,14 +9,15 @@ review sliders and of retraining - and all transforms of a stage go through the 
 batch (a transform shared by many candidates is applied to all of them at once, stacked along
 the channel axis, which gives exactly the per-image result).
 
-Coarse to fine and guided, not a grid: 23 shared coarse transforms (identity, 12 rotations
-every 15 degrees, 8 tilt directions, 2 scales), then per candidate a refinement of its best
-rotation (+-5, then +-2.5 degrees) and of its best tilt (strength, then direction); then,
+Coarse to fine and guided, not a grid: 29 shared coarse transforms (identity, 12 rotations
+every 15 degrees, 8 tilt directions, 2 scales, 6 horizontal shears every 15 degrees), then per
+candidate a refinement of its best rotation (+-5, then +-2.5 degrees), of its best tilt
+(strength, then direction) and of its best shear (+-7.5 degrees); then,
 given the reference images' typical centroid and spread per class (:class:`ClassMoments`), a
 *moment fit*: the zoom and shift that give the image - as it is, after each coarse tilt and
 after its best rotation - its target class's typical centroid and spread, with the best fitted
 tilt refined again and the best fit corrected once on its own result (a hard perspective warp
-enlarges and moves a digit as much as it tilts it); then combinations of the best rotation, tilt and scale, then a stability check of the best
+enlarges and moves a digit as much as it tilts it); then combinations of the best rotation, tilt, scale and shear, then a stability check of the best
 restoration (and of the runner-up when it fails): about 50 model evaluations per candidate,
 against 286 for an exhaustive grid of 29 angles and 257 perspective warps (the benchmark
 baseline ``bench/exhaustive_grid.py``, built on :class:`TransformEvaluator`).
@@ -33,8 +34,9 @@ as an 8). A restoration must pass four tests, each calibrated on data, not on co
 3. the prediction is stable: rotating the restored image by a further +-5 degrees keeps it;
 4. optionally, the restoration is more convincing than what the same search achieves on
    clean reference images steered toward a wrong class (:func:`calibrate_null`): its
-   statistic ``p_target x typicality`` must exceed the ``1 - alpha`` quantile of that null
-   distribution.
+   statistic ``p_target x typicality`` must exceed the cut that best separates those false
+   fixes from the search's restorations of the same references warped by its own kind of
+   transform (at most the ``1 - alpha`` quantile of the false fixes).
 
 The suggested transform is the most typical restoring one (ties: the smaller); the smallest
 restoring transform is reported beside it.
@@ -57,6 +59,7 @@ from hardcase.miner.causes import DEFAULT_ALPHA, ClassDensity, TransformEvidence
 from hardcase.miner.protocols import Classifier
 from hardcase.models.transforms import (
     MAX_PERSPECTIVE,
+    MAX_SHEAR,
     MAX_SHIFT,
     Transform,
     applied_shift,
@@ -82,6 +85,7 @@ __all__ = [
     "image_moments",
     "judge_restorations",
     "null_reference_rows",
+    "own_warps",
     "search_transforms",
 ]
 
@@ -107,8 +111,11 @@ class SearchSpace:
         coarse spacing.
     scales : tuple of float
         Scale factors tried (small changes only).
+    max_shear, shear_step : float
+        Horizontal shears every ``shear_step`` degrees within ``+-max_shear`` (a slanted
+        hand, a skewed scan), refined by half a step around the best; 0 = no shears.
     combine : bool
-        Also try the best rotation, tilt and scale together.
+        Also try the best rotation, tilt, scale and shear together.
     stability_rotation : float
         Extra rotation (+-) under which a restoration must keep the target.
     fit_scales : tuple of float
@@ -124,6 +131,8 @@ class SearchSpace:
     tilt_directions: int = 8
     fine_tilt_strength: float = 0.07
     scales: tuple[float, ...] = (0.8, 1.25)
+    max_shear: float = MAX_SHEAR
+    shear_step: float = 15.0
     combine: bool = True
     stability_rotation: float = 5.0
     fit_scales: tuple[float, float] = (0.6, 1.6)
@@ -146,9 +155,13 @@ class SearchSpace:
             raise ValueError(f"fit_scales must be (min, max), got {self.fit_scales}")
         if not 0 <= self.max_shift <= MAX_SHIFT:
             raise ValueError(f"max_shift must be in [0, {MAX_SHIFT}], got {self.max_shift}")
+        if not 0 <= self.max_shear <= MAX_SHEAR:
+            raise ValueError(f"max_shear must be in [0, {MAX_SHEAR}], got {self.max_shear}")
+        if self.shear_step <= 0:
+            raise ValueError(f"shear_step must be > 0, got {self.shear_step}")
 
     def coarse(self) -> list[Transform]:
-        """Identity first, then the shared coarse transforms: rotations, tilts, scales."""
+        """Identity first, then the shared coarse transforms: rotations, tilts, scales, shears."""
         steps = int(math.floor(self.max_rotation / self.coarse_rotation_step + 1e-9))
         angles = [s * self.coarse_rotation_step for s in range(-steps, steps + 1) if s != 0]
         out = [Transform()]
@@ -160,6 +173,8 @@ class SearchSpace:
             for d in range(self.tilt_directions)
         ]
         out += [Transform(scale=float(s)) for s in self.scales]
+        shears = int(math.floor(self.max_shear / self.shear_step + 1e-9))
+        out += [Transform(shear=float(s * self.shear_step)) for s in range(-shears, shears + 1) if s != 0]
         return out
 
 
@@ -199,6 +214,7 @@ def _magnitude(transform: Transform, space: SearchSpace) -> float:
         + transform.perspective / MAX_PERSPECTIVE
         + abs(math.log(transform.scale)) / max(scale_range, 1e-9)
         + (abs(transform.shift_x) + abs(transform.shift_y)) / max(space.max_shift, 1e-9)
+        + abs(transform.shear) / MAX_SHEAR
     )
 
 
@@ -505,27 +521,33 @@ def _rank_key(result: Evaluation, target: int, threshold: float, alpha: float, m
 
 @dataclass(frozen=True)
 class NullCalibration:
-    """What the search does on clean reference images steered toward a wrong class.
+    """What the search does on clean reference images steered toward a wrong class, and on
+    the same references warped by a transform of its own space and steered back.
 
     Attributes
     ----------
     rate : float
         Share of reference images the search "restores" to the wrong target.
     statistic : np.ndarray, shape (n,)
-        ``p_target x typicality`` of each reference's best restoration (0 when none).
+        ``p_target x typicality`` of each reference's best false restoration (0 when none).
     alpha : float
-        Level: a candidate's restoration must exceed the ``1 - alpha`` quantile.
+        Level of the null quantile (the threshold without a positive calibration).
+    restored : np.ndarray, shape (m,)
+        ``p_target x typicality`` of the search's restoration of each warped reference the
+        model got wrong (0 when the search did not restore it): what a real restoration
+        reaches with this model and data. Empty without a positive calibration.
     stats : dict
-        The calibration search's timing (as ``TransformEvidence.stats``).
+        The calibration searches' timing (as ``TransformEvidence.stats``).
     """
 
     rate: float
     statistic: np.ndarray
     alpha: float
+    restored: np.ndarray = field(default_factory=lambda: np.zeros(0))
     stats: dict = field(default_factory=dict)
 
     @property
-    def threshold(self) -> float:
+    def quantile(self) -> float:
         """The ``1 - alpha`` quantile of the null statistic (conformal: the ceil((n+1)(1-alpha))-th value)."""
         n = len(self.statistic)
         if n == 0:
@@ -534,6 +556,26 @@ class NullCalibration:
         if rank > n:
             return float("inf")
         return float(np.sort(self.statistic)[rank - 1])
+
+    @property
+    def threshold(self) -> float:
+        """The statistic a restoration must exceed.
+
+        With a positive calibration, the cut that makes the fewest errors over both
+        calibrations, each weighted by its size (Youden's J: false fixes above it plus real
+        restorations at or below it), where that is below the null's ``1 - alpha`` quantile:
+        with a model and data where false fixes are common (look-alike classes), a level-alpha
+        test would also reject most real restorations. Without one, the quantile.
+        """
+        quantile = self.quantile
+        null, real = np.sort(self.statistic), np.sort(self.restored)
+        if not len(null) or not len(real):
+            return quantile
+        cuts = np.unique(np.concatenate([[0.0], null, real]))
+        false_fixes = 1.0 - np.searchsorted(null, cuts, side="right") / len(null)
+        missed = np.searchsorted(real, cuts, side="right") / len(real)
+        best = float(cuts[int(np.argmin(false_fixes + missed))])  # the lowest of equal cuts
+        return min(best, quantile)
 
 
 @dataclass(frozen=True)
@@ -593,6 +635,15 @@ def _search_chunk(ev: TransformEvaluator, rows: np.ndarray, thresholds: np.ndarr
                 requests.append((i, Transform(perspective=round(float(strength), 4), direction=b.direction)))
         requests += [(i, Transform(perspective=b.perspective, direction=_wrap(b.direction + d))) for d in (-half, half)]
     ev.run(requests)
+    # refine the best shear by half a step either way
+    if space.max_shear:
+        requests = []
+        for i in map(int, rows):
+            b = best_of(i, "skew")
+            if b is not None:
+                requests += [(i, Transform(shear=float(b.shear + d))) for d in (-space.shear_step / 2, space.shear_step / 2)
+                             if abs(b.shear + d) <= space.max_shear and b.shear + d != 0]
+        ev.run(requests)
     # guided: moment fits (zoom and shift to the target class's typical centroid and spread)
     # on the image as it is, after each coarse tilt and after the best rotation; then the
     # best fitted tilt refined like the plain one
@@ -630,9 +681,9 @@ def _search_chunk(ev: TransformEvaluator, rows: np.ndarray, thresholds: np.ndarr
     if space.combine:
         requests = []
         for i in map(int, rows):
-            parts = [b for b in (best_of(i, f) for f in ("rotate", "perspective", "scale")) if b is not None]
+            parts = [b for b in (best_of(i, f) for f in ("rotate", "perspective", "scale", "skew")) if b is not None]
             combos = [(parts[a], parts[b]) for a in range(len(parts)) for b in range(a + 1, len(parts))]
-            if len(parts) == 3:
+            if len(parts) >= 3:
                 combos.append(tuple(parts))
             requests += [(i, _combine(combo)) for combo in combos]
         ev.run(requests)
@@ -708,13 +759,14 @@ def _refitted(ev: TransformEvaluator, fits: list[tuple[int, Transform]], moments
 
 
 def _combine(parts) -> Transform:
-    """One transform doing each part (a rotation, a tilt, a scale) together."""
+    """One transform doing each part (a rotation, a tilt, a scale, a shear) together."""
     tilt = next((x for x in parts if x.perspective), None)
     return Transform(
         rotate=float(sum(x.rotate for x in parts)),
         perspective=tilt.perspective if tilt else 0.0,
         direction=tilt.direction if tilt else 0.0,
         scale=float(math.prod(x.scale for x in parts)),
+        shear=float(max(-MAX_SHEAR, min(MAX_SHEAR, sum(x.shear for x in parts)))),
     )
 
 
@@ -993,13 +1045,18 @@ def calibrate_null(
     seed: int = 0,
     batch_size: int = 2048,
 ) -> NullCalibration:
-    """Run the search on clean reference images toward a class they are *not*.
+    """Run the search on clean reference images toward a class they are *not*, and on the
+    same images warped by the search's own kind of transform back toward their label.
 
     References are up to ``n`` images (seeded draw) that the model predicts as their label
     at or above the label's confident threshold; each is steered toward its second most
     probable class, the wrong class the search finds easiest to reach. The share it
     "restores" is the search's false-fix rate, and the distribution of the restoration
-    statistic is the null a real restoration has to beat.
+    statistic is the null a real restoration has to beat. Each reference is also warped
+    (:func:`own_warps`); those the model then gets wrong are searched back to their label,
+    and the statistic of those restorations is what a real one reaches. The threshold is the
+    cut that best separates the two (:attr:`NullCalibration.threshold`), never above the
+    null's ``1 - alpha`` quantile.
 
     Parameters
     ----------
@@ -1032,9 +1089,48 @@ def calibrate_null(
     chosen = null_reference_rows(probs, labels, thr, n=n, seed=seed)
     if chosen.size == 0:
         return NullCalibration(rate=0.0, statistic=np.zeros(0), alpha=alpha)
+    space = space or SearchSpace()
     second = np.argsort(-probs[chosen], axis=1)[:, 1]
     evidence = search_transforms(classifier, images[chosen], second, density=density, thresholds=thr,
                                  alpha=alpha, space=space, moments=moments, batch_size=batch_size)
     statistic = np.where(evidence.restores, evidence.after * np.nan_to_num(evidence.typicality, nan=1.0), 0.0)
+    # the positive side: the same references warped by a transform of the search's own space;
+    # those the model then gets wrong are searched back toward their label
+    warps = own_warps(len(chosen), space, seed=seed)
+    warped = np.stack([apply_transform(image, warp) for image, warp in zip(images[chosen], warps)])
+    failed = np.flatnonzero(classifier.predict_proba(warped).argmax(axis=1) != labels[chosen])
+    restored = np.zeros(0)
+    stats = dict(evidence.stats)
+    if failed.size:
+        back = search_transforms(classifier, warped[failed], labels[chosen][failed], density=density, thresholds=thr,
+                                 alpha=alpha, space=space, moments=moments, batch_size=batch_size)
+        restored = np.where(back.restores, back.after * np.nan_to_num(back.typicality, nan=1.0), 0.0)
+        stats = {key: stats.get(key, 0.0) + back.stats.get(key, 0.0) for key in stats}
     return NullCalibration(rate=float(evidence.restores.mean()), statistic=statistic, alpha=alpha,
-                           stats=dict(evidence.stats))
+                           restored=restored, stats=stats)
+
+
+def own_warps(n: int, space: SearchSpace, *, seed: int = 0) -> list[Transform]:
+    """``n`` seeded transforms of the search's own families, one family each in turn: a rotation
+    of 15 degrees up to ``max_rotation`` either way, a tilt of up to the largest coarse strength
+    in any direction, a shear of 15 degrees up to ``max_shear`` either way (the positive side of
+    :func:`calibrate_null`: failures the search should be able to undo).
+
+    Returns
+    -------
+    list of Transform
+    """
+    rng = np.random.default_rng(seed)
+    families = ["rotate", "perspective"] + (["shear"] if space.max_shear >= 15.0 else [])
+    out = []
+    for i in range(n):
+        family = families[i % len(families)]
+        sign = float(rng.choice([-1.0, 1.0]))
+        if family == "rotate":
+            out.append(Transform(rotate=sign * float(rng.uniform(15.0, space.max_rotation))))
+        elif family == "perspective":
+            out.append(Transform(perspective=float(rng.uniform(0.5, 1.0) * max(space.tilt_strengths)),
+                                 direction=float(rng.uniform(0.0, 360.0))))
+        else:
+            out.append(Transform(shear=sign * float(rng.uniform(15.0, space.max_shear))))
+    return out

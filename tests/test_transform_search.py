@@ -76,8 +76,10 @@ def test_stacked_application_is_exactly_the_per_image_transform(rng):
 def test_search_space_and_families():
     space = SearchSpace()
     coarse = space.coarse()
-    assert coarse[0].is_identity and len(coarse) == 1 + 12 + 8 + 2
-    assert {family_of(t) for t in coarse} == {"none", "rotate", "perspective", "scale"}
+    assert coarse[0].is_identity and len(coarse) == 1 + 12 + 8 + 2 + 6
+    assert {family_of(t) for t in coarse} == {"none", "rotate", "perspective", "scale", "skew"}
+    assert sorted(t.shear for t in coarse if t.shear) == [-45, -30, -15, 15, 30, 45]
+    assert not [t for t in SearchSpace(max_shear=0).coarse() if t.shear]
     assert family_of(Transform(shear=5)) == "skew" and family_of(Transform(rotate=5, aspect=0.9)) == "combined"
     assert family_of(Transform(rotate=5, scale=0.8)) == "combined"
     with pytest.raises(ValueError, match="tilt strengths must be in"):
@@ -115,6 +117,19 @@ def test_rotated_digits_are_restored_near_the_inverse_angle_and_called_augment(w
                          train_labels=world["train"][1], transform_evidence=evidence, thresholds=thresholds)
     assert np.all(out.cause[within] == "augment")
     assert "rotating" in out.evidence[int(np.flatnonzero(within)[0])]["text"]
+
+
+def test_sheared_digits_are_restored_by_the_opposite_shear(world):
+    pool_x, pool_y, _, _ = world["pool"]
+    classifier, density, thresholds = world["classifier"], world["density"], world["thresholds"]
+    sheared = np.stack([apply_transform(pool_x[i], Transform(shear=40.0)) for i in world["chosen"]])
+    failed = classifier.predict_proba(sheared).argmax(1) != pool_y[world["chosen"]]
+    assert failed.sum() >= 4
+    chosen, sheared = world["chosen"][failed], sheared[failed]
+    evidence = search_transforms(classifier, sheared, pool_y[chosen], density=density, thresholds=thresholds)
+    shear = np.array([t["shear"] for t in evidence.transform])
+    # the opposite shear, alone or with a small correction, gives the digit back
+    assert np.mean((evidence.predicted_after == pool_y[chosen]) & (shear <= -20)) >= 0.6, (shear, evidence.after)
 
 
 def test_flipped_labels_are_mislabel_with_the_right_label_and_not_fixed(world):

@@ -251,10 +251,13 @@ def test_each_cause_on_constructed_candidates(rng):
     assert plain.cause[1] != "augment"
 
 
-def test_the_label_weight_decides_whether_a_confident_misclassification_is_a_wrong_label(rng):
+def test_the_label_contrast_decides_whether_a_confident_misclassification_is_a_wrong_label(rng):
     """A misclassified example the model is sure of is a wrong label only if it is more typical of
     the other class than of its own (w > 1/2): an unusual style the pool's own examples of the class
-    share (other writers) gives w < 1/2, and is not taken for a wrong label."""
+    share (other writers) gives w < 1/2, and is not taken for a wrong label. For a class starved in
+    training only the pool's own contrast counts."""
+    from hardcase.miner.causes.label_issues import ContrastEvidence
+
     train, train_labels, centres = clusters(rng, per_class=80)
     pool, labels, _ = clusters(np.random.default_rng(5), per_class=100)
     probs = one_hot_probs(labels, 0.95)
@@ -262,20 +265,27 @@ def test_the_label_weight_decides_whether_a_confident_misclassification_is_a_wro
     probs[0] = one_hot_probs([1], 0.99)[0]
     cand = np.array([0])
 
-    def cause(weight):
-        w = np.full(len(labels), 0.5)
-        w[0] = weight
+    def suggest(weight, pool_weight=None, train_labels=train_labels, train=train):
+        n = len(labels)
+        contrast = ContrastEvidence(np.full(n, 0.5), np.full(n, 0.5), np.ones(n))
+        contrast.weight[0] = weight
+        contrast.pool_weight[0] = weight if pool_weight is None else pool_weight
         return suggest_causes(labels, probs, embeddings=pool, train_embeddings=train, train_labels=train_labels,
-                              candidates=cand, label_weight=w)
+                              candidates=cand, label_contrast=contrast)
 
-    assert cause(0.9).cause[0] == "mislabel" and cause(0.9).evidence[0]["label_weight"] == 0.9
-    assert cause(0.3).cause[0] != "mislabel"
-    assert cause(0.9).confidence[0] > cause(0.6).confidence[0]
-    with pytest.raises(ValueError, match="label_weight must lie in"):
-        cause(1.5)
-    with pytest.raises(ValueError, match="label_weight has length 3"):
+    assert suggest(0.9).cause[0] == "mislabel" and suggest(0.9).evidence[0]["label_weight"] == 0.9
+    assert suggest(0.3).cause[0] != "mislabel"
+    assert suggest(0.9).confidence[0] > suggest(0.6).confidence[0]
+    # class 0 starved in training: the pool's contrast (0.3) overrules the mean (0.9)
+    starved = (train_labels != 0) | (np.arange(len(train_labels)) % 16 == 0)
+    assert suggest(0.9, 0.3).cause[0] == "mislabel"
+    assert suggest(0.9, 0.3, train_labels[starved], train[starved]).cause[0] != "mislabel"
+    assert suggest(0.9, 0.8, train_labels[starved], train[starved]).cause[0] == "mislabel"
+    with pytest.raises(ValueError, match="label_contrast.weight must lie in"):
+        suggest(1.5)
+    with pytest.raises(TypeError, match="label_contrast must be a ContrastEvidence"):
         suggest_causes(labels, probs, embeddings=pool, train_embeddings=train, train_labels=train_labels,
-                       candidates=cand, label_weight=[0.5, 0.5, 0.5])
+                       candidates=cand, label_contrast=np.ones(len(labels)))
 
 
 def test_the_restoration_threshold_separates_false_fixes_from_real_restorations():
@@ -504,7 +514,7 @@ def test_the_package_exports_what_the_single_module_did():
 
 
 def test_the_rule_order_is_a_priority_over_the_vocabulary():
-    assert causes.RULE_ORDER == ("mislabel", "imbalance", "augment", "rare")
+    assert causes.RULE_ORDER == ("imbalance", "mislabel", "augment", "rare")
     assert sorted(causes.RULE_ORDER) == sorted(vocabulary.CAUSES)
     # the counts keep the rule order, as the workflows print them
     assert causes.SUGGESTED == (*causes.RULE_ORDER, vocabulary.UNCLEAR)

@@ -28,11 +28,12 @@ from hardcase.miner.causes.neighbours import _prepare
 from hardcase.miner.scores import label_quality_score
 
 __all__ = [
+    "ContrastEvidence",
     "ContrastParts",
     "contrast_label_quality_score",
     "contrast_parts",
     "contrast_quality_from_parts",
-    "contrast_weight_from_parts",
+    "contrast_evidence_from_parts",
     "neighbour_label_quality_score",
     "pool_label_quality_score",
     "rank_label_issues",
@@ -195,18 +196,21 @@ def _contrast(p_alt: np.ndarray, p_given: np.ndarray) -> np.ndarray:
     return np.divide(p_alt, total, out=np.full(len(total), 0.5), where=total > 0)
 
 
-def _compute_contrast_weight(labels: np.ndarray, parts: ContrastParts, n_classes: int) -> np.ndarray:
-    """The weight ``w`` of :func:`contrast_label_quality_score` of the labelled rows ``labels`` (M,)."""
+def _compute_contrast(labels: np.ndarray, parts: ContrastParts, n_classes: int) -> ContrastEvidence:
+    """:class:`ContrastEvidence` of the labelled rows ``labels`` (M,)."""
     d_given = np.where(np.isfinite(parts.distance_given), parts.distance_given, np.inf)
     d_alt = np.where(np.isfinite(parts.distance_alt), parts.distance_alt, np.inf)
     pool_alt = _pool_pvalues(d_alt, parts.alternative, labels, d_given, n_classes)
     pool_given = _pool_pvalues(d_given, labels, labels, d_given, n_classes)
-    return 0.5 * (_contrast(parts.pvalue_alt, parts.pvalue_given) + _contrast(pool_alt, pool_given))
+    pool_weight = _contrast(pool_alt, pool_given)
+    weight = 0.5 * (_contrast(parts.pvalue_alt, parts.pvalue_given) + pool_weight)
+    return ContrastEvidence(weight=weight, pool_weight=pool_weight,
+                            alternative_pvalue=np.maximum(np.nan_to_num(parts.pvalue_alt, nan=0.0), pool_alt))
 
 
 def _compute_contrast_quality(labels: np.ndarray, parts: ContrastParts, n_classes: int) -> np.ndarray:
     """Scores of the labelled rows ``labels`` (M,) from their :class:`ContrastParts`."""
-    weight = _compute_contrast_weight(labels, parts, n_classes)
+    weight = _compute_contrast(labels, parts, n_classes).weight
     return np.clip(1.0 - (1.0 - parts.p_given) * weight, 0.0, 1.0)
 
 
@@ -277,14 +281,50 @@ def contrast_quality_from_parts(labels, parts: ContrastParts, *, n_classes: int)
     return _compute_contrast_quality(labels, parts, n_classes)
 
 
-def contrast_weight_from_parts(labels, parts: ContrastParts, *, n_classes: int) -> np.ndarray:
-    """The evidence ``w`` of :func:`contrast_label_quality_score` that each labelled row belongs
-    to its most probable other class (``parts.alternative``) rather than to its label.
+@dataclass(frozen=True)
+class ContrastEvidence:
+    """The evidence of :func:`contrast_label_quality_score` that each row belongs to its most
+    probable other class ``j`` rather than to its label; arrays of shape (M,).
 
-    ``w`` is in (0, 1): above 1/2 the row is more typical of the other class than of its own,
-    among the training examples and among the pool's examples of each class on average; near
-    1/2 it is atypical (or typical) of both. Cause suggestion asks it before calling a
-    misclassified example mislabeled (:func:`hardcase.miner.causes.suggest_causes`).
+    Attributes
+    ----------
+    weight : np.ndarray
+        ``w`` in (0, 1): above 1/2 the row is more typical of ``j`` than of its label, among the
+        training examples and among the pool's examples of each class on average.
+    pool_weight : np.ndarray
+        The same contrast calibrated on the pool's examples alone: what is left when the
+        training examples of the label's class are too few to say what is typical of it.
+    alternative_pvalue : np.ndarray
+        The row's typicality p-value for ``j``, the larger of the training and the pool
+        calibration: an ordinary member of ``j`` in either (another writer's ``j`` is typical of
+        the pool's ``j`` though not of the training's).
+    """
+
+    weight: np.ndarray
+    pool_weight: np.ndarray
+    alternative_pvalue: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.weight)
+
+    def take(self, rows) -> ContrastEvidence:
+        """The evidence of ``rows`` only."""
+        return ContrastEvidence(self.weight[rows], self.pool_weight[rows], self.alternative_pvalue[rows])
+
+    @staticmethod
+    def for_pool(labels, labelled_evidence: ContrastEvidence) -> ContrastEvidence:
+        """Evidence for every row of a pool with ``labels`` (N,), from that of its labelled rows in
+        order: where the label is unknown there is no contrast (weights 1/2, p-value 1)."""
+        labels = np.asarray(labels)
+        known = labels >= 0
+        out = ContrastEvidence(np.full(len(labels), 0.5), np.full(len(labels), 0.5), np.ones(len(labels)))
+        for name in ("weight", "pool_weight", "alternative_pvalue"):
+            getattr(out, name)[known] = getattr(labelled_evidence, name)
+        return out
+
+
+def contrast_evidence_from_parts(labels, parts: ContrastParts, *, n_classes: int) -> ContrastEvidence:
+    """The :class:`ContrastEvidence` of labelled rows from their :class:`ContrastParts`.
 
     Parameters
     ----------
@@ -296,10 +336,10 @@ def contrast_weight_from_parts(labels, parts: ContrastParts, *, n_classes: int) 
 
     Returns
     -------
-    np.ndarray, shape (M,), float64
+    ContrastEvidence
     """
     labels = check_labels(labels, n=len(parts.p_given), n_classes=n_classes, name="labels", other="parts")
-    return _compute_contrast_weight(labels, parts, n_classes)
+    return _compute_contrast(labels, parts, n_classes)
 
 
 def pool_label_quality_score(

@@ -6,7 +6,7 @@ model's embedding layer; ``train_embeddings`` (T, D) and ``train_labels`` (T,) o
 training data.
 
 Four rules, each a test on evidence a reviewer can check, tried in :data:`RULE_ORDER`
-(mislabel, imbalance, augment, rare):
+(imbalance, mislabel, augment, rare):
 
 ``mislabel``
     Confident learning plus the embedding space. The model predicts another class ``j``
@@ -27,9 +27,11 @@ Four rules, each a test on evidence a reviewer can check, tried in :data:`RULE_O
     The example is atypical of its class (and, when misclassified, of the class it is
     mistaken for) and no transform restores it.
 
-The first test that holds is the suggestion (a confident relabel explains a failure better
-than a transform that happens to work on it; a transform that restores it explains it better
-than the example being atypical); an example no test claims is ``unclear``.
+The first test that holds is the suggestion. For a class the model barely learnt (flagged by
+the imbalance test) the model's confident "it is a j" is the symptom itself, not evidence of a
+wrong label, so imbalance comes first; otherwise a confident relabel explains a failure better
+than a transform that happens to work on it, and a transform that restores it explains it
+better than the example being atypical. An example no test claims is ``unclear``.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ from hardcase.miner.causes.density import (
     _compute_typicality,
 )
 from hardcase.miner.causes.imbalance import ClassImbalance, _compute_imbalance
+from hardcase.miner.causes.label_issues import ContrastEvidence
 from hardcase.miner.causes.neighbours import _compute_knn, _compute_votes, _prepare
 from hardcase.miner.scores import _compute_confident_thresholds
 from hardcase.miner.transform import Transform
@@ -83,7 +86,7 @@ __all__ = [
 #: The priority of the cause rules: :func:`suggest_causes` tries them in this order and the
 #: first that holds is the suggestion. A priority, not the vocabulary (that is
 #: :data:`hardcase.miner.vocabulary.CAUSES`, whose order is the schema's).
-RULE_ORDER = ("mislabel", "imbalance", "augment", "rare")
+RULE_ORDER = ("imbalance", "mislabel", "augment", "rare")
 assert sorted(RULE_ORDER) == sorted(CAUSES), "RULE_ORDER must order exactly the vocabulary's CAUSES"
 #: Everything :func:`suggest_causes` may answer, in rule order: the order of
 #: :meth:`CauseSuggestions.counts` (and so of the counts the workflows print). As a set it is
@@ -259,7 +262,7 @@ def _compute_suggestions(
     names: list[str],
     train_ids: np.ndarray,
     alpha: float,
-    label_weight: np.ndarray | None = None,
+    contrast: ContrastEvidence | None = None,
 ) -> CauseSuggestions:
     n_classes = pred_probs.shape[1]
     probs = pred_probs[cand]
@@ -295,13 +298,16 @@ def _compute_suggestions(
 
         # mislabel: a confident member of another class, more typical of it than of its label,
         # neighbours agree
-        if label_weight is None:
+        if contrast is None:
             more_typical = pv_pred >= alpha and nd_ref > nd_pred
             plausible = min(1.0, pv_pred / alpha)
         else:  # the contrast of the exported label quality: training- and pool-calibrated
-            weight_i = float(label_weight[i])
-            more_typical = weight_i > 0.5
-            plausible = weight_i
+            # (the pool's alone for a class too rare in training to say what is typical of it)
+            weight_i = float(contrast.pool_weight[i] if yi >= 0 and imbalance.under_represented[yi]
+                             else contrast.weight[i])
+            pv_alt = max(pv_pred, float(contrast.alternative_pvalue[i]))
+            more_typical = weight_i > 0.5 and pv_alt >= alpha and nd_ref > nd_pred
+            plausible = weight_i * min(1.0, pv_alt / alpha)
         mis_test = bool(
             misclassified
             and p_pred[i] >= thresholds[ji]
@@ -379,7 +385,8 @@ def _compute_suggestions(
                 "predicted_distance": _rounded(nd_pred),
                 "predicted_pvalue": _rounded(pv_pred),
             },
-            "label_weight": _rounded(label_weight[i]) if label_weight is not None else None,
+            "label_weight": _rounded(contrast.weight[i]) if contrast is not None else None,
+            "label_weight_pool": _rounded(contrast.pool_weight[i]) if contrast is not None else None,
             "tests": tests,
             "scores": {name: round(float(np.clip(value, 0.0, 1.0)), 4) for name, value in scores.items()},
         }
@@ -548,7 +555,7 @@ def suggest_causes(
     train_embeddings=None,
     train_labels=None,
     transform_evidence: TransformEvidence | None = None,
-    label_weight=None,
+    label_contrast: ContrastEvidence | None = None,
     candidates=None,
     density: ClassDensity | None = None,
     thresholds=None,
@@ -587,14 +594,15 @@ def suggest_causes(
     transform_evidence : TransformEvidence, optional
         From :func:`models.transform_search.search_transforms` for the candidates, in the
         order of ``candidates``. Without it ``augment`` is never suggested.
-    label_weight : np.ndarray, shape (N,), optional
-        Evidence in [0, 1] that each row belongs to its most probable other class rather than
-        to its label (:func:`~hardcase.miner.causes.label_issues.contrast_weight_from_parts`,
-        typicality calibrated on the training examples and on the pool's own; 0.5 where the
-        label is unknown). With it, the mislabel test asks ``w > 1/2`` instead of the
-        training-only typicality of the predicted class, and ``w`` replaces that typicality in
-        the confidence: an unusual style shared by the pool's other examples of the class
-        (other writers, another camera) is then not taken for a wrong label.
+    label_contrast : ContrastEvidence, optional
+        Of all N rows (:func:`~hardcase.miner.causes.label_issues.contrast_evidence_from_parts`
+        and :meth:`ContrastEvidence.for_pool`): the evidence, calibrated on the training
+        examples and on the pool's own, that each row belongs to its most probable other class
+        ``j`` rather than to its label. With it the mislabel test also asks ``w > 1/2`` (the
+        pool's own contrast for a class under-represented in training) and takes the larger
+        typicality for ``j``, and ``w`` weighs the confidence: an unusual style shared by the
+        pool's other examples of the class (other writers, another camera, a class the model
+        barely learnt) is then not taken for a wrong label.
     candidates : np.ndarray, shape (M,), int, optional
         Pool rows to explain; default all N rows, in order.
     density : ClassDensity, optional
@@ -659,16 +667,22 @@ def suggest_causes(
         thr = check_thresholds(thresholds, n_classes=n_classes)
     evidence = _check_transform_evidence(transform_evidence, len(cand))
     names = _as_class_names(class_names, n_classes)
-    weight = None
-    if label_weight is not None:
-        weight = check_values_1d(label_weight, name="label_weight", n=n, n_name="pred_probs")
-        if weight.size and (weight.min() < 0 or weight.max() > 1):
-            row = int(np.flatnonzero((weight < 0) | (weight > 1))[0])
-            raise ValueError(f"label_weight must lie in [0, 1], got {weight[row]} at row {row}")
-        weight = weight[cand]
+    contrast = None
+    if label_contrast is not None:
+        if not isinstance(label_contrast, ContrastEvidence):
+            raise TypeError(f"label_contrast must be a ContrastEvidence, got {type(label_contrast).__name__}")
+        if len(label_contrast) != n:
+            raise ValueError(f"label_contrast has {len(label_contrast)} rows but pred_probs has N={n} rows")
+        for name in ("weight", "pool_weight", "alternative_pvalue"):
+            values = check_values_1d(getattr(label_contrast, name), name=f"label_contrast.{name}", n=n,
+                                     n_name="pred_probs")
+            if values.size and (values.min() < 0 or values.max() > 1):
+                row = int(np.flatnonzero((values < 0) | (values > 1))[0])
+                raise ValueError(f"label_contrast.{name} must lie in [0, 1], got {values[row]} at row {row}")
+        contrast = label_contrast.take(cand)
     imbalance = _compute_imbalance(labels, pred_probs, train_lab, alpha)
     return _compute_suggestions(labels, pred_probs, cand, cand_emb, density, evidence, imbalance, thr, names, ids,
-                                alpha, weight)
+                                alpha, contrast)
 
 
 def _check_candidates(candidates, n: int) -> np.ndarray:

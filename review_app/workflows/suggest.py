@@ -34,10 +34,11 @@ from hardcase.miner.causes import (
     suggest_causes,
 )
 from hardcase.miner.causes.label_issues import (
+    ContrastEvidence,
     ContrastParts,
+    contrast_evidence_from_parts,
     contrast_parts,
     contrast_quality_from_parts,
-    contrast_weight_from_parts,
 )
 from hardcase.miner.protocols import Classifier
 from hardcase.miner.scores import confident_thresholds
@@ -438,11 +439,11 @@ def suggest_for_run(
 
     t0 = time.perf_counter()
     labelled = np.flatnonzero(pool_labels >= 0)
-    label_weight = None
+    label_contrast = None
     if labelled.size:
         parts = _pool_contrast_parts(pool_labels, pool_probs, pool_embeddings, labelled, density)
-        label_weight = np.full(len(pool_labels), 0.5)
-        label_weight[labelled] = contrast_weight_from_parts(pool_labels[labelled], parts, n_classes=n_classes)
+        label_contrast = ContrastEvidence.for_pool(
+            pool_labels, contrast_evidence_from_parts(pool_labels[labelled], parts, n_classes=n_classes))
         if train_data is not None:
             # the exported label_quality_score: the contrast score once the training reference is known
             sample_ids = np.load(folder / "sample_ids.npy", mmap_mode="r")
@@ -453,7 +454,8 @@ def suggest_for_run(
     suggestions = suggest_causes(
         pool_labels, pool_probs, embeddings=pool_embeddings, candidates=cand, density=density,
         train_labels=imbalance_labels, transform_evidence=evidence, thresholds=thresholds,
-        label_weight=label_weight, train_ids=ref_ids, class_names=class_names, k=k, alpha=alpha,
+        label_contrast=label_contrast, train_ids=ref_ids,
+        class_names=class_names, k=k, alpha=alpha,
     )
     reference = (
         {"kind": "training data", "uri": str(Path(train_data).resolve())}

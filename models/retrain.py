@@ -7,8 +7,10 @@ A :class:`TrainingPlan` is built from the decided rows of a fix list (``final_ca
   the confirmed transforms (a high quantile of their magnitudes, so a few overshooting ones do
   not set the range), turned into the albumentations pipeline the review sliders use and
   applied to augmented copies trained on beside the clean originals;
-- ``imbalance`` (:class:`ImbalanceFix`): class weights for the confirmed classes from the
-  training counts (``sqrt(median count / class count)``, at least 1, capped);
+- ``imbalance`` (:class:`ImbalanceFix`): for the confirmed classes, from the training counts
+  (``r = median count / class count``, at least 1, capped), class weights ``sqrt(r)``,
+  oversampling, both, or a lowered decision threshold (:func:`imbalance_fix`); by default both
+  (weight ``sqrt(r)`` and every image ``round(sqrt(r))`` times), the method that measured best;
 - ``mislabel`` (:class:`MislabelFix`): the confirmed relabels, applied to the training data
   where the sample is in it and used to correct evaluation labels (matched by content hash);
 - ``rare`` (:class:`RareFix`): the confirmed rare samples added to the training data with
@@ -44,8 +46,9 @@ PLAN_VERSION = 4
 MAX_CLASS_WEIGHT = 10.0
 #: What an imbalance fix may do (:func:`imbalance_fix`).
 IMBALANCE_METHODS = ("weights", "oversample", "both", "threshold")
-#: The imbalance method plans use unless told otherwise.
-DEFAULT_IMBALANCE = "weights"
+#: The imbalance method plans use unless told otherwise: measured against the other three by
+#: ``bench/close_loop.py --imbalance-options`` (the cut class's recall and held-out accuracy).
+DEFAULT_IMBALANCE = "both"
 DEFAULT_ROTATE = 15.0
 DEFAULT_PERSPECTIVE = 0.1
 AUGMENT_QUANTILE = 0.9
@@ -972,9 +975,31 @@ def adjust_decision_thresholds(model, logit_offset: np.ndarray) -> None:
     PlanError
         No such output layer, or K is not its width.
     """
+    offset = np.asarray(logit_offset, dtype=np.float32)
+    layer = output_bias_layer(model)
+    if offset.shape != (layer.units,):
+        raise PlanError(f"logit_offset has shape {offset.shape}, the output layer has {layer.units} units")
+    layer.bias.assign(np.asarray(layer.bias) + offset)
+
+
+def output_bias_layer(model):
+    """The ``Dense`` layer whose bias holds the model's output logits (see :func:`adjust_decision_thresholds`).
+
+    Parameters
+    ----------
+    model : keras.Model
+
+    Returns
+    -------
+    keras.layers.Dense
+
+    Raises
+    ------
+    PlanError
+        The output is not such a layer (nor a softmax right after a linear one).
+    """
     import keras
 
-    offset = np.asarray(logit_offset, dtype=np.float32)
     layer = model.layers[-1]
     if isinstance(layer, (keras.layers.Softmax, keras.layers.Activation)) and len(model.layers) > 1:
         layer = model.layers[-2]
@@ -987,9 +1012,7 @@ def adjust_decision_thresholds(model, logit_offset: np.ndarray) -> None:
         raise PlanError(f"model {model.name!r}: moving decision thresholds needs a Dense output layer with a bias "
                         f"(softmax or linear), found {type(layer).__name__} ({activation}); use another imbalance "
                         f"method ({', '.join(m for m in IMBALANCE_METHODS if m != 'threshold')})")
-    if offset.shape != (layer.units,):
-        raise PlanError(f"logit_offset has shape {offset.shape}, the output layer has {layer.units} units")
-    layer.bias.assign(np.asarray(layer.bias) + offset)
+    return layer
 
 
 # --------------------------------------------------------------------------- metrics

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from hardcase.models.retrain import (
+    DEFAULT_IMBALANCE,
     IMBALANCE_METHODS,
     PLAN_VERSION,
     AugmentFix,
@@ -70,8 +71,10 @@ def test_plan_has_each_family_with_its_parameters(decisions, train_labels):
     assert plan.augment.n_decisions == 2 and plan.augment.n_without_transform == 0
     assert plan.augment.copies == 1 and plan.augment.p == 1.0
     assert "Affine(rotate=(-55, 55)" in plan.augment.describe()
-    # sqrt of the inverse frequency: the median class has 100 images, class 5 has 10 -> sqrt(10)
+    # by default both: the median class has 100 images, class 5 has 10 -> weight sqrt(10), images x round(sqrt(10))
+    assert plan.imbalance.method == DEFAULT_IMBALANCE == "both"
     assert plan.imbalance.classes == ["5"] and plan.imbalance.class_weight == {"5": pytest.approx(3.1623)}
+    assert plan.imbalance.oversample == {"5": 3} and plan.imbalance.logit_offset == {}
     assert plan.imbalance.train_counts["5"] == 10
     relabels = {r.source_index: r for r in plan.mislabel.relabels}
     assert relabels[4].new_label == "8" and relabels[4].train_index == 17
@@ -125,7 +128,8 @@ def test_augment_range_covers_shifts():
 
 
 def test_augmented_copies_beside_clean_originals(decisions, train_labels):
-    plan = build_plan(decisions, class_names=NAMES, train_labels=train_labels).only("augment", "imbalance")
+    plan = build_plan(decisions, class_names=NAMES, train_labels=train_labels,
+                      imbalance_method="weights").only("augment", "imbalance")
     images = np.arange(len(train_labels), dtype=np.uint8)[:, None, None, None] * np.ones((1, 4, 4, 1), np.uint8)
     data = apply_plan(plan, images, train_labels)
     n = len(train_labels)
@@ -276,7 +280,7 @@ def test_decision_thresholds_move_the_output_layer_bias():
 
 def test_relabel_arithmetic_train_and_eval(decisions, train_labels):
     plan = build_plan(decisions, class_names=NAMES, train_labels=train_labels,
-                      pool_hashes={4: "h4", 5: "h5"}, train_index_of_hash={"h4": 17})
+                      pool_hashes={4: "h4", 5: "h5"}, train_index_of_hash={"h4": 17}, imbalance_method="weights")
     images = np.zeros((len(train_labels), 4, 4, 1), np.uint8)
     data = apply_plan(plan.only("mislabel", "imbalance"), images, train_labels)
     assert data.n_relabelled == 1 and data.labels[17] == 8 and train_labels[17] == 0

@@ -32,6 +32,7 @@ from hardcase.models.retrain import (
     accuracy_and_recall,
     build_plan,
     corrected_labels,
+    output_bias_layer,
     plan_path_for,
     predict_labels,
     prediction_flips,
@@ -363,6 +364,8 @@ def run_retrain(store, options: RetrainOptions, *, echo: Callable[[str], None] =
         train_labels = np.concatenate([train_labels, pool_labels])
         echo("reviewed pool samples joining the training data: "
              + ", ".join(f"{cause} {n}" for cause, n in pool_counts.items()))
+    if plan.imbalance is not None and plan.imbalance.logit_offset:
+        output_bias_layer(classifier.model)  # a model whose thresholds cannot move fails before training
     if plan.is_empty:
         echo("the plan holds no fix (no decided augment/imbalance/mislabel/rare reviews): retraining as is")
 

@@ -197,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="leave the reviewed pool samples out of the training data")
     retrain.add_argument("--resize", action="store_true",
                          help="resize training and evaluation arrays of another size to the model's input")
+    retrain.add_argument("--imbalance", default=None, metavar="METHOD",
+                         help="the imbalance fix: weights, oversample, both or threshold (default both: the best "
+                              "of the four in bench/close_loop.py --imbalance-options)")
     retrain.add_argument("--seed", type=int, default=0)
     retrain.add_argument("--trust-model", action="store_true", help=TRUST_HELP)
     retrain.add_argument("--batch-size", type=_positive, default=64)
@@ -385,9 +388,12 @@ def _cmd_export(args) -> int:
 
 
 def _cmd_retrain(args) -> int:
-    from hardcase.models.retrain import PlanError
+    from hardcase.models.retrain import DEFAULT_IMBALANCE, IMBALANCE_METHODS, PlanError
     from hardcase.review_app.workflows.retrain import RetrainOptions, report_paths, run_retrain
 
+    imbalance = args.imbalance or DEFAULT_IMBALANCE
+    if imbalance not in IMBALANCE_METHODS:
+        raise CliError(f"--imbalance must be one of {', '.join(IMBALANCE_METHODS)}, got {imbalance!r}")
     evals: dict[str, str] = {}
     for item in args.eval:
         name, sep, path = item.partition("=")
@@ -406,6 +412,7 @@ def _cmd_retrain(args) -> int:
         fixes_path=args.fixes, evals=evals, out=str(args.out), epochs=args.epochs, seed=args.seed,
         batch_size=args.batch_size, ablate=args.ablate, stress=not args.no_stress, resize=args.resize,
         pool=not args.no_pool, scale=args.scale, class_names=args.class_names, trust_model=args.trust_model,
+        imbalance=imbalance,
     )
     try:
         run_retrain(store, options)

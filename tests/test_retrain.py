@@ -468,3 +468,14 @@ def test_training_labels_of_an_unknown_class_name_are_a_plan_error(tmp_path):
 
     with pytest.raises(PlanError, match="zebra"):
         load_images(str(tmp_path / "data"), spec)
+
+
+def test_retrain_cli_refuses_an_unknown_imbalance_method_in_one_line(tmp_path, capsys):
+    from hardcase.review_app.cli import main
+
+    code = main(["retrain", "--db", f"sqlite:///{tmp_path / 'none.db'}", "--model", str(tmp_path / "m.keras"),
+                 "--train-data", str(tmp_path / "t.npz"), "--run", "r", "--eval", f"e={tmp_path / 'e.npz'}",
+                 "--out", str(tmp_path / "out.keras"), "--imbalance", "smote"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "--imbalance must be one of weights, oversample, both, threshold, got 'smote'" in err[0]

@@ -267,7 +267,7 @@ def test_the_label_contrast_decides_whether_a_confident_misclassification_is_a_w
 
     def suggest(weight, pool_weight=None, train_labels=train_labels, train=train):
         n = len(labels)
-        contrast = ContrastEvidence(np.full(n, 0.5), np.full(n, 0.5), np.ones(n))
+        contrast = ContrastEvidence(np.full(n, 0.5), np.full(n, 0.5))
         contrast.weight[0] = weight
         contrast.pool_weight[0] = weight if pool_weight is None else pool_weight
         return suggest_causes(labels, probs, embeddings=pool, train_embeddings=train, train_labels=train_labels,

@@ -204,8 +204,7 @@ def _compute_contrast(labels: np.ndarray, parts: ContrastParts, n_classes: int) 
     pool_given = _pool_pvalues(d_given, labels, labels, d_given, n_classes)
     pool_weight = _contrast(pool_alt, pool_given)
     weight = 0.5 * (_contrast(parts.pvalue_alt, parts.pvalue_given) + pool_weight)
-    return ContrastEvidence(weight=weight, pool_weight=pool_weight,
-                            alternative_pvalue=np.maximum(np.nan_to_num(parts.pvalue_alt, nan=0.0), pool_alt))
+    return ContrastEvidence(weight=weight, pool_weight=pool_weight)
 
 
 def _compute_contrast_quality(labels: np.ndarray, parts: ContrastParts, n_classes: int) -> np.ndarray:
@@ -294,31 +293,26 @@ class ContrastEvidence:
     pool_weight : np.ndarray
         The same contrast calibrated on the pool's examples alone: what is left when the
         training examples of the label's class are too few to say what is typical of it.
-    alternative_pvalue : np.ndarray
-        The row's typicality p-value for ``j``, the larger of the training and the pool
-        calibration: an ordinary member of ``j`` in either (another writer's ``j`` is typical of
-        the pool's ``j`` though not of the training's).
     """
 
     weight: np.ndarray
     pool_weight: np.ndarray
-    alternative_pvalue: np.ndarray
 
     def __len__(self) -> int:
         return len(self.weight)
 
     def take(self, rows) -> ContrastEvidence:
         """The evidence of ``rows`` only."""
-        return ContrastEvidence(self.weight[rows], self.pool_weight[rows], self.alternative_pvalue[rows])
+        return ContrastEvidence(self.weight[rows], self.pool_weight[rows])
 
     @staticmethod
     def for_pool(labels, labelled_evidence: ContrastEvidence) -> ContrastEvidence:
         """Evidence for every row of a pool with ``labels`` (N,), from that of its labelled rows in
-        order: where the label is unknown there is no contrast (weights 1/2, p-value 1)."""
+        order: where the label is unknown there is no contrast (weights 1/2)."""
         labels = np.asarray(labels)
         known = labels >= 0
-        out = ContrastEvidence(np.full(len(labels), 0.5), np.full(len(labels), 0.5), np.ones(len(labels)))
-        for name in ("weight", "pool_weight", "alternative_pvalue"):
+        out = ContrastEvidence(np.full(len(labels), 0.5), np.full(len(labels), 0.5))
+        for name in ("weight", "pool_weight"):
             getattr(out, name)[known] = getattr(labelled_evidence, name)
         return out
 

@@ -24,8 +24,9 @@ Four rules, each a test on evidence a reviewer can check, tried in :data:`RULE_O
     confidently and the transformed example is a typical member of the class
     (:class:`TransformEvidence`, produced by :mod:`models.transform_search`).
 ``rare``
-    The example is atypical of its class (and, when misclassified, of the class it is
-    mistaken for) and no transform restores it.
+    The example is atypical of its class and none of the tests before explains it (a
+    typical member of another class is claimed by ``mislabel`` first; no transform restores
+    it).
 
 The first test that holds is the suggestion. For a class the model barely learnt (flagged by
 the imbalance test) the model's confident "it is a j" is the symptom itself, not evidence of a
@@ -305,9 +306,8 @@ def _compute_suggestions(
             # (the pool's alone for a class too rare in training to say what is typical of it)
             weight_i = float(contrast.pool_weight[i] if yi >= 0 and imbalance.under_represented[yi]
                              else contrast.weight[i])
-            pv_alt = max(pv_pred, float(contrast.alternative_pvalue[i]))
-            more_typical = weight_i > 0.5 and pv_alt >= alpha and nd_ref > nd_pred
-            plausible = weight_i * min(1.0, pv_alt / alpha)
+            more_typical = weight_i > 0.5 and pv_pred >= alpha and nd_ref > nd_pred
+            plausible = weight_i * min(1.0, pv_pred / alpha)
         mis_test = bool(
             misclassified
             and p_pred[i] >= thresholds[ji]
@@ -335,7 +335,7 @@ def _compute_suggestions(
             imb_score = float(np.clip(deficit, 0.0, 1.0)) * (1.0 - float(p_given[i])) if imb_test else 0.0
 
         # rare: atypical of its class (and of what it is mistaken for)
-        rare_test = bool(pv_ref < alpha and (ji == ri or pv_pred < alpha))
+        rare_test = bool(pv_ref < alpha)
         rare_score = 1.0 - min(1.0, pv_ref / alpha)
         if ji != ri:
             rare_score *= 1.0 - min(1.0, pv_pred / alpha)
@@ -599,10 +599,9 @@ def suggest_causes(
         and :meth:`ContrastEvidence.for_pool`): the evidence, calibrated on the training
         examples and on the pool's own, that each row belongs to its most probable other class
         ``j`` rather than to its label. With it the mislabel test also asks ``w > 1/2`` (the
-        pool's own contrast for a class under-represented in training) and takes the larger
-        typicality for ``j``, and ``w`` weighs the confidence: an unusual style shared by the
-        pool's other examples of the class (other writers, another camera, a class the model
-        barely learnt) is then not taken for a wrong label.
+        pool's own contrast for a class under-represented in training), and ``w`` weighs the
+        confidence: an unusual style shared by the pool's other examples of the class (other
+        writers, another camera) is then not taken for a wrong label.
     candidates : np.ndarray, shape (M,), int, optional
         Pool rows to explain; default all N rows, in order.
     density : ClassDensity, optional
@@ -673,7 +672,7 @@ def suggest_causes(
             raise TypeError(f"label_contrast must be a ContrastEvidence, got {type(label_contrast).__name__}")
         if len(label_contrast) != n:
             raise ValueError(f"label_contrast has {len(label_contrast)} rows but pred_probs has N={n} rows")
-        for name in ("weight", "pool_weight", "alternative_pvalue"):
+        for name in ("weight", "pool_weight"):
             values = check_values_1d(getattr(label_contrast, name), name=f"label_contrast.{name}", n=n,
                                      n_name="pred_probs")
             if values.size and (values.min() < 0 or values.max() > 1):

@@ -33,11 +33,13 @@ hardest (``hardness_score`` with and without the labels, self-confidence, max-pr
 causes of a bounded number of mined candidates (``mine`` + ``suggest_for_run``, as the product
 runs them; for the models of ``--cause-models``, 4 candidates a class), with the exhaustive
 transform grid and the exact-inverse oracle on the ``augment`` candidates; milliseconds per
-candidate (of 40 or so: the false-fix calibration's 30 references weigh on it).
+candidate (of 40 or so: the false-fix calibration's 30 references, each searched toward a wrong class
+and, warped, back toward its own, weigh on it).
 
 Every model is trained once per training set and seed (8 epochs, 500 images a class; 24 models
-took about 13 minutes on 2 shared cores), and the grid over 3 seeds then took 23 minutes
-(``nice -n 10 python bench/faults.py --scenarios --seeds 0 1 2 --model-dir DIR --json FILE``;
+took about 13 minutes on 2 shared cores), and the grid over 3 seeds then took 23 minutes; its
+cause runs for the two cause models (``--grid-models cnn,cut``) took 24 minutes on 2 cores shared
+with other work (``nice -n 10 python bench/faults.py --scenarios --seeds 0 1 2 --model-dir DIR --json FILE``;
 ``--tables-from FILE`` prints the tables of a finished or stopped run again).
 """
 

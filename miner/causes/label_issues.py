@@ -209,8 +209,7 @@ def _compute_contrast(labels: np.ndarray, parts: ContrastParts, n_classes: int) 
 
 def _compute_contrast_quality(labels: np.ndarray, parts: ContrastParts, n_classes: int) -> np.ndarray:
     """Scores of the labelled rows ``labels`` (M,) from their :class:`ContrastParts`."""
-    weight = _compute_contrast(labels, parts, n_classes).weight
-    return np.clip(1.0 - (1.0 - parts.p_given) * weight, 0.0, 1.0)
+    return _compute_contrast(labels, parts, n_classes).label_quality(parts.p_given)
 
 
 def contrast_label_quality_score(labels, pred_probs, *, embeddings, density: ClassDensity) -> np.ndarray:
@@ -300,6 +299,11 @@ class ContrastEvidence:
 
     def __len__(self) -> int:
         return len(self.weight)
+
+    def label_quality(self, p_given: np.ndarray) -> np.ndarray:
+        """:func:`contrast_label_quality_score` of the rows, ``1 - (1 - p_given) * w``, from the
+        probability of their given label (``ContrastParts.p_given``)."""
+        return np.clip(1.0 - (1.0 - p_given) * self.weight, 0.0, 1.0)
 
     def take(self, rows) -> ContrastEvidence:
         """The evidence of ``rows`` only."""

@@ -38,7 +38,6 @@ from hardcase.miner.causes.label_issues import (
     ContrastParts,
     contrast_evidence_from_parts,
     contrast_parts,
-    contrast_quality_from_parts,
 )
 from hardcase.miner.protocols import Classifier
 from hardcase.miner.scores import confident_thresholds
@@ -442,15 +441,15 @@ def suggest_for_run(
     label_contrast = None
     if labelled.size:
         parts = _pool_contrast_parts(pool_labels, pool_probs, pool_embeddings, labelled, density)
-        label_contrast = ContrastEvidence.for_pool(
-            pool_labels, contrast_evidence_from_parts(pool_labels[labelled], parts, n_classes=n_classes))
+        evidence_labelled = contrast_evidence_from_parts(pool_labels[labelled], parts, n_classes=n_classes)
+        label_contrast = ContrastEvidence.for_pool(pool_labels, evidence_labelled)
         if train_data is not None:
             # the exported label_quality_score: the contrast score once the training reference is known
             sample_ids = np.load(folder / "sample_ids.npy", mmap_mode="r")
-            values = contrast_quality_from_parts(pool_labels[labelled], parts, n_classes=n_classes)
             with store.Session.begin() as session:
                 api.update_score_column(session, inputs.run_id, "label_quality_score",
-                                        sample_id=np.asarray(sample_ids[scored[labelled]]), values=values)
+                                        sample_id=np.asarray(sample_ids[scored[labelled]]),
+                                        values=evidence_labelled.label_quality(parts.p_given))
     suggestions = suggest_causes(
         pool_labels, pool_probs, embeddings=pool_embeddings, candidates=cand, density=density,
         train_labels=imbalance_labels, transform_evidence=evidence, thresholds=thresholds,

@@ -316,8 +316,9 @@ def check_embeddings(
     return out
 
 
-def check_values_1d(values, *, name: str, n: int | None = None, n_name: str = "") -> np.ndarray:
-    """Validate a finite real 1-D array (e.g. hardness scores); returns float64."""
+def check_values_1d(values, *, name: str, n: int | None = None, n_name: str = "",
+                    bounds: tuple[float, float] | None = None) -> np.ndarray:
+    """Validate a finite real 1-D array (e.g. hardness scores), within ``bounds`` when given; returns float64."""
     arr = _as_array(values, name)
     if arr.ndim != 1:
         raise ValueError(f"{name} must be 1-D with shape (N,), got {_describe(arr)}")
@@ -328,6 +329,11 @@ def check_values_1d(values, *, name: str, n: int | None = None, n_name: str = ""
     bad_row = _first_nonfinite_row(arr)
     if bad_row is not None:
         raise ValueError(_nonfinite_message(arr, name, bad_row))
+    if bounds is not None:
+        outside = np.flatnonzero((arr < bounds[0]) | (arr > bounds[1]))
+        if outside.size:
+            row = int(outside[0])
+            raise ValueError(f"{name} must lie in [{bounds[0]:g}, {bounds[1]:g}], got {arr[row]} at row {row}")
     return arr
 
 

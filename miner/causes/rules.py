@@ -334,7 +334,8 @@ def _compute_suggestions(
             deficit = 1.0 - share / imbalance.fair_share if np.isfinite(share) else 1.0 - imbalance.predicted_vs_given[yi]
             imb_score = float(np.clip(deficit, 0.0, 1.0)) * (1.0 - float(p_given[i])) if imb_test else 0.0
 
-        # rare: atypical of its class (and of what it is mistaken for)
+        # rare: atypical of its class (tried last: a typical member of another class is mislabel's);
+        # the less sure the more typical it is of what it is mistaken for
         rare_test = bool(pv_ref < alpha)
         rare_score = 1.0 - min(1.0, pv_ref / alpha)
         if ji != ri:
@@ -673,11 +674,8 @@ def suggest_causes(
         if len(label_contrast) != n:
             raise ValueError(f"label_contrast has {len(label_contrast)} rows but pred_probs has N={n} rows")
         for name in ("weight", "pool_weight"):
-            values = check_values_1d(getattr(label_contrast, name), name=f"label_contrast.{name}", n=n,
-                                     n_name="pred_probs")
-            if values.size and (values.min() < 0 or values.max() > 1):
-                row = int(np.flatnonzero((values < 0) | (values > 1))[0])
-                raise ValueError(f"label_contrast.{name} must lie in [0, 1], got {values[row]} at row {row}")
+            check_values_1d(getattr(label_contrast, name), name=f"label_contrast.{name}", n=n, n_name="pred_probs",
+                            bounds=(0.0, 1.0))
         contrast = label_contrast.take(cand)
     imbalance = _compute_imbalance(labels, pred_probs, train_lab, alpha)
     return _compute_suggestions(labels, pred_probs, cand, cand_emb, density, evidence, imbalance, thr, names, ids,

@@ -1093,7 +1093,7 @@ def calibrate_null(
     second = np.argsort(-probs[chosen], axis=1)[:, 1]
     evidence = search_transforms(classifier, images[chosen], second, density=density, thresholds=thr,
                                  alpha=alpha, space=space, moments=moments, batch_size=batch_size)
-    statistic = np.where(evidence.restores, evidence.after * np.nan_to_num(evidence.typicality, nan=1.0), 0.0)
+    statistic = _restoration_statistics(evidence)
     # the positive side: the same references warped by a transform of the search's own space;
     # those the model then gets wrong are searched back toward their label
     warps = own_warps(len(chosen), space, seed=seed)
@@ -1104,33 +1104,41 @@ def calibrate_null(
     if failed.size:
         back = search_transforms(classifier, warped[failed], labels[chosen][failed], density=density, thresholds=thr,
                                  alpha=alpha, space=space, moments=moments, batch_size=batch_size)
-        restored = np.where(back.restores, back.after * np.nan_to_num(back.typicality, nan=1.0), 0.0)
-        stats = {key: stats.get(key, 0.0) + back.stats.get(key, 0.0) for key in stats}
+        restored = _restoration_statistics(back)
+        stats = {key: stats[key] + back.stats[key] for key in ("seconds", "model_seconds", "transform_seconds",
+                                                               "evaluations")}
+        stats["per_candidate"] = stats["evaluations"] / (len(chosen) + failed.size)
     return NullCalibration(rate=float(evidence.restores.mean()), statistic=statistic, alpha=alpha,
                            restored=restored, stats=stats)
 
 
+def _restoration_statistics(evidence: TransformEvidence) -> np.ndarray:
+    """``p_target x typicality`` (:func:`_statistic`) of each searched image's suggested
+    transform where it restores the target, else 0: what a calibration search reached."""
+    return np.where(evidence.restores, evidence.after * np.nan_to_num(evidence.typicality, nan=1.0), 0.0)
+
+
 def own_warps(n: int, space: SearchSpace, *, seed: int = 0) -> list[Transform]:
     """``n`` seeded transforms of the search's own families, one family each in turn: a rotation
-    of 15 degrees up to ``max_rotation`` either way, a tilt of up to the largest coarse strength
-    in any direction, a shear of 15 degrees up to ``max_shear`` either way (the positive side of
-    :func:`calibrate_null`: failures the search should be able to undo).
+    of one coarse step up to ``max_rotation`` either way, a tilt of up to the largest coarse
+    strength in any direction, a shear of one shear step up to ``max_shear`` either way (the
+    positive side of :func:`calibrate_null`: failures the search should be able to undo).
 
     Returns
     -------
     list of Transform
     """
     rng = np.random.default_rng(seed)
-    families = ["rotate", "perspective"] + (["shear"] if space.max_shear >= 15.0 else [])
+    families = ["rotate", "perspective"] + (["shear"] if space.max_shear >= space.shear_step else [])
     out = []
     for i in range(n):
         family = families[i % len(families)]
         sign = float(rng.choice([-1.0, 1.0]))
         if family == "rotate":
-            out.append(Transform(rotate=sign * float(rng.uniform(15.0, space.max_rotation))))
+            out.append(Transform(rotate=sign * float(rng.uniform(space.coarse_rotation_step, space.max_rotation))))
         elif family == "perspective":
             out.append(Transform(perspective=float(rng.uniform(0.5, 1.0) * max(space.tilt_strengths)),
                                  direction=float(rng.uniform(0.0, 360.0))))
         else:
-            out.append(Transform(shear=sign * float(rng.uniform(15.0, space.max_shear))))
+            out.append(Transform(shear=sign * float(rng.uniform(space.shear_step, space.max_shear))))
     return out

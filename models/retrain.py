@@ -547,6 +547,11 @@ def class_weights(train_counts: Mapping[str, int], classes: Iterable[str], *,
     return weights, median
 
 
+def _check_imbalance_method(method: str) -> None:
+    if method not in IMBALANCE_METHODS:
+        raise PlanError(f"unknown imbalance method {method!r}; known: {', '.join(IMBALANCE_METHODS)}")
+
+
 def imbalance_fix(train_counts: Mapping[str, int], classes: Sequence[str], *, method: str = DEFAULT_IMBALANCE,
                   n_decisions: int = 0, cap: float = MAX_CLASS_WEIGHT) -> ImbalanceFix:
     """The imbalance fix of one method for the confirmed classes, from the training counts.
@@ -587,8 +592,7 @@ def imbalance_fix(train_counts: Mapping[str, int], classes: Sequence[str], *, me
     PlanError
         An unknown ``method``.
     """
-    if method not in IMBALANCE_METHODS:
-        raise PlanError(f"unknown imbalance method {method!r}; known: {', '.join(IMBALANCE_METHODS)}")
+    _check_imbalance_method(method)
     weights, median = class_weights(train_counts, classes, cap=cap)
     ratio = {name: cap if train_counts.get(name, 0) == 0 else min(cap, max(1.0, median / train_counts[name]))
              for name in classes}
@@ -664,8 +668,7 @@ def build_plan(
         A mislabel, rare or imbalance row whose label is not a class of the model, a row
         without ``source_index``, or an unknown ``imbalance_method``.
     """
-    if imbalance_method not in IMBALANCE_METHODS:
-        raise PlanError(f"unknown imbalance method {imbalance_method!r}; known: {', '.join(IMBALANCE_METHODS)}")
+    _check_imbalance_method(imbalance_method)
     names = list(class_names)
     known = set(names)
     pool_hashes = pool_hashes or {}

@@ -352,7 +352,8 @@ def run_retrain(store, options: RetrainOptions, *, echo: Callable[[str], None] =
         rows, spec=spec, train_images=train_images, train_labels=train_labels, mined_path=mined.path,
         mined_labels=mined.labels_path, embeddings_path=mined.embeddings_path,
         mined_read_options=mined.read_options, rare_oversample=options.rare_oversample,
-        imbalance_method=options.imbalance, provenance={"run": options.run_name, "fixes_file": options.fixes_path, "model": str(options.model_path),
+        imbalance_method=options.imbalance,
+        provenance={"run": options.run_name, "fixes_file": options.fixes_path, "model": str(options.model_path),
                     "train_data": str(options.train_data), "epochs": options.epochs, "seed": options.seed},
     )
     echo(plan.describe())

@@ -288,6 +288,64 @@ def test_the_label_contrast_decides_whether_a_confident_misclassification_is_a_w
                        candidates=cand, label_contrast=np.ones(len(labels)))
 
 
+def test_pool_neighbour_votes_count_the_other_labelled_pool_examples_in_bounded_blocks(rng, tmp_path):
+    from hardcase.miner.causes import pool_neighbour_votes
+    from hardcase.miner.causes.neighbours import _compute_pool_votes, _prepare
+
+    pool, labels, centres = clusters(rng, per_class=30)
+    labels = labels.copy()
+    labels[0] = 2  # a 0 labelled 2: its look-alikes are the other 0s
+    labels[5] = -1  # an unlabelled 0: never anyone's neighbour
+    rows = np.array([0, 1, 40])
+    votes = pool_neighbour_votes(labels, embeddings=pool, rows=rows, n_classes=K, k=10)
+    assert votes.shape == (3, K)
+    assert votes[0].tolist() == [1.0, 0.0, 0.0, 0.0]  # not its own neighbour: none of the others is a 2
+    assert votes[1, 0] + votes[1, 2] == 1.0 and votes[1, 2] <= 0.1  # another 0: at most the one labelled 2
+    np.testing.assert_allclose(votes.sum(axis=1), 1.0)
+    assert votes[2, 1] == 1.0
+    # a float16 memory map read a few rows at a time gives the same votes as the array at once
+    path = tmp_path / "emb.npy"
+    np.save(path, pool.astype(np.float16))
+    mapped = np.load(path, mmap_mode="r")
+    queries = _prepare(np.asarray(mapped[rows], dtype=np.float32), "cosine")
+    small_blocks = _compute_pool_votes(queries, rows, mapped, labels, 10, "cosine", K, block_rows=7)
+    np.testing.assert_allclose(small_blocks, pool_neighbour_votes(labels, embeddings=mapped, rows=rows, n_classes=K))
+    with pytest.raises(ValueError, match="rows has value 500"):
+        pool_neighbour_votes(labels, embeddings=pool, rows=[500], n_classes=K)
+    with pytest.raises(ValueError, match="embeddings must have shape"):
+        pool_neighbour_votes(labels, embeddings=pool[:10], rows=rows, n_classes=K)
+
+
+def test_a_misreading_the_pool_backs_with_look_alikes_is_not_a_wrong_label(rng):
+    """A confident misclassification that is typical of the other class is a wrong label when its
+    label is isolated among its look-alikes in the pool; when several of them carry the same label
+    (another writer's style the model misreads), it is an unusual image, not a wrong label."""
+    train, train_labels, centres = clusters(rng, per_class=80)
+    pool, labels, _ = clusters(np.random.default_rng(5), per_class=100)
+    probs = one_hot_probs(labels, 0.95)
+    style = centres[1] + 0.1 + 0.3 * np.eye(DIM)[5]  # looks like a 1 to the model, a little off
+    pool[:10] = style + 0.02 * rng.standard_normal((10, DIM))  # the candidate and 9 look-alikes
+    probs[:10] = one_hot_probs([1] * 10, 0.99)
+    cand = np.array([0])
+
+    def suggest(look_alike_labels):
+        given = labels.copy()
+        given[:10] = [0, *look_alike_labels]
+        return suggest_causes(given, probs, embeddings=pool, train_embeddings=train, train_labels=train_labels,
+                              candidates=cand)
+
+    isolated = suggest([1] * 9)  # its look-alikes are labelled 1: the 0 is a wrong label
+    assert isolated.cause[0] == "mislabel" and isolated.suggested_label[0] == 1
+    assert isolated.evidence[0]["pool_neighbours"] == {"k": 10, "agreement": 1.0, "given_agreement": 0.0}
+    assert "none of its 10 nearest pool images is labelled '0'" in isolated.evidence[0]["text"]
+    backed = suggest([0] * 5 + [1] * 4)  # five look-alikes share its label 0, four say 1
+    assert backed.cause[0] == "rare"
+    assert backed.evidence[0]["pool_neighbours"]["given_agreement"] == 0.5
+    assert "5 of its 10 nearest pool images are labelled '0' too" in backed.evidence[0]["text"]
+    # the same with fewer backing it than saying 1 (a systematic confusion): a wrong label
+    assert suggest([0] * 3 + [1] * 6).cause[0] == "mislabel"
+
+
 def test_the_restoration_threshold_separates_false_fixes_from_real_restorations():
     from hardcase.models.transform_search import NullCalibration, SearchSpace, own_warps
 

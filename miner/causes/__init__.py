@@ -33,7 +33,12 @@ from hardcase.miner.causes.density import (
 )
 from hardcase.miner.causes.imbalance import ClassImbalance, class_imbalance
 from hardcase.miner.causes.label_issues import neighbour_label_quality_score, rank_label_issues
-from hardcase.miner.causes.neighbours import Neighbours, nearest_neighbours, neighbour_votes
+from hardcase.miner.causes.neighbours import (
+    Neighbours,
+    nearest_neighbours,
+    neighbour_votes,
+    pool_neighbour_votes,
+)
 from hardcase.miner.causes.rules import (
     RULE_ORDER,
     SUGGESTED,
@@ -63,6 +68,7 @@ __all__ = [
     "nearest_neighbours",
     "neighbour_label_quality_score",
     "neighbour_votes",
+    "pool_neighbour_votes",
     "rank_label_issues",
     "suggest_causes",
 ]

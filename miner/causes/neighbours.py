@@ -10,10 +10,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hardcase.miner._validation import check_embeddings, check_labels, check_positive_int
+from hardcase.miner._validation import (
+    check_embeddings,
+    check_indices,
+    check_labels,
+    check_positive_int,
+)
 from hardcase.miner.causes._common import DEFAULT_K, _check_metric, _check_same_width
 
-__all__ = ["Neighbours", "nearest_neighbours", "neighbour_votes"]
+__all__ = ["Neighbours", "nearest_neighbours", "neighbour_votes", "pool_neighbour_votes"]
+
+#: Pool rows read (and converted to float32) at once by :func:`pool_neighbour_votes`.
+_POOL_BLOCK_ROWS = 65536
 
 #: Upper bound on the number of float32 distances held at once by the neighbour search
 #: (64 MiB), so memory stays bounded for any number of queries and references.
@@ -203,3 +211,83 @@ def neighbour_votes(neighbour_indices, reference_labels, *, n_classes: int) -> n
         )
     neighbour_labels = np.where(idx >= 0, labels_arr[np.clip(idx, 0, None)], -1)
     return _compute_votes(neighbour_labels, n_classes)
+
+
+def _compute_pool_votes(
+    queries: np.ndarray,
+    query_rows: np.ndarray,
+    embeddings,
+    labels: np.ndarray,
+    k: int,
+    metric: str,
+    n_classes: int,
+    *,
+    block_rows: int = _POOL_BLOCK_ROWS,
+) -> np.ndarray:
+    """Label votes of the ``k`` nearest labelled pool rows of prepared ``queries`` (M, D), the
+    pool rows ``query_rows`` themselves excluded; ``embeddings`` (N, D) is read block by block
+    (it may be a float16 memory map)."""
+    m = queries.shape[0]
+    best_d = np.full((m, k), np.inf, dtype=np.float32)
+    best_i = np.full((m, k), -1, dtype=np.int64)
+    n = len(labels)
+    for r0 in range(0, n, block_rows):
+        rows = r0 + np.flatnonzero(labels[r0 : r0 + block_rows] >= 0)
+        if not rows.size:
+            continue
+        block = _prepare(np.asarray(embeddings[rows], dtype=np.float32), metric)
+        kb = min(k + 1, rows.size)  # one more: a query may find itself
+        dist, idx = _compute_knn(queries, block, kb, metric)
+        idx = rows[idx]
+        dist[idx == query_rows[:, None]] = np.inf
+        cand_d = np.concatenate([best_d, dist], axis=1)
+        cand_i = np.concatenate([best_i, idx], axis=1)
+        part = np.argsort(cand_d, axis=1, kind="stable")[:, :k]
+        best_d = np.take_along_axis(cand_d, part, axis=1)
+        best_i = np.take_along_axis(cand_i, part, axis=1)
+    best_i[~np.isfinite(best_d)] = -1
+    neighbour_labels = np.where(best_i >= 0, labels[np.clip(best_i, 0, None)], -1)
+    return _compute_votes(neighbour_labels, n_classes)
+
+
+def pool_neighbour_votes(labels, *, embeddings, rows, n_classes: int, k: int = DEFAULT_K,
+                         metric: str = "cosine") -> np.ndarray:
+    """Share of the ``k`` nearest *other* labelled pool examples of each of ``rows`` carrying
+    each label: what the pool itself says about an example's label.
+
+    A wrong label is an isolated one: the examples nearest to a mislabeled image carry its true
+    class. An image the model gets wrong for being unusual (another writer's hand, another
+    camera) usually has look-alikes in the pool carrying its own label.
+
+    Parameters
+    ----------
+    labels : np.ndarray, shape (N,), int
+        The pool's labels; ``-1`` = unknown (never a neighbour).
+    embeddings : array-like, shape (N, D)
+        The pool's embeddings; anything sliceable by row (a float16 memory map is read a block
+        of rows at a time, so memory stays bounded).
+    rows : np.ndarray, shape (M,), int
+        The pool rows to explain (each is left out of its own neighbours).
+    n_classes : int
+        K.
+    k : int
+        Neighbours.
+    metric : {"cosine", "euclidean"}
+
+    Returns
+    -------
+    np.ndarray, shape (M, K), float64
+        Rows sum to 1 (0 for a row with no other labelled example in the pool).
+    """
+    n_classes = check_positive_int(n_classes, name="n_classes")
+    labels = check_labels(labels, n=len(np.asarray(labels)), n_classes=n_classes, other="n_classes")
+    metric = _check_metric(metric)
+    k = check_positive_int(k, name="k")
+    shape = getattr(embeddings, "shape", None)
+    if shape is None or len(shape) != 2 or shape[0] != len(labels):
+        raise ValueError(f"embeddings must have shape (N, D) with N={len(labels)} rows (labels), got "
+                         f"{tuple(shape) if shape is not None else type(embeddings).__name__}")
+    check_indices(rows, name="rows", n=len(labels), n_name="labels")
+    rows = np.asarray(rows, dtype=np.int64)
+    queries = check_embeddings(np.asarray(embeddings[rows], dtype=np.float32), name="embeddings (rows)")
+    return _compute_pool_votes(_prepare(queries, metric), rows, embeddings, labels, k, metric, n_classes)

@@ -13,8 +13,13 @@ Four rules, each a test on evidence a reviewer can check, tried in :data:`RULE_O
     with at least ``j``'s per-class confident threshold (cleanlab's ``t_j``: the mean
     self-confidence of the pool's examples labelled, or else predicted, ``j``), the example
     is a *typical* member of ``j`` (:mod:`hardcase.miner.causes.density`), it lies nearer to
-    ``j`` than to its given class (each measured in units of the class's own spread) and the
-    plurality of its ``k`` nearest training neighbours are labelled ``j``.
+    ``j`` than to its given class (each measured in units of the class's own spread), the
+    plurality of its ``k`` nearest training neighbours are labelled ``j``, and the pool does not
+    back its label: fewer of its ``k`` nearest other labelled pool examples carry its label than
+    carry ``j`` (or none do). A wrong label is isolated among the image's look-alikes; an image
+    the model misreads for its unusual style (another writer, another camera) usually has
+    look-alikes in the pool that carry its own label
+    (:func:`~hardcase.miner.causes.neighbours.pool_neighbour_votes`).
 ``imbalance``
     The given class is under-represented in the training data *and* under-predicted on the
     pool, both significantly, and the example was pushed into another class
@@ -70,7 +75,12 @@ from hardcase.miner.causes.density import (
 )
 from hardcase.miner.causes.imbalance import ClassImbalance, _compute_imbalance
 from hardcase.miner.causes.label_issues import ContrastEvidence
-from hardcase.miner.causes.neighbours import _compute_knn, _compute_votes, _prepare
+from hardcase.miner.causes.neighbours import (
+    _compute_knn,
+    _compute_pool_votes,
+    _compute_votes,
+    _prepare,
+)
 from hardcase.miner.scores import _compute_confident_thresholds
 from hardcase.miner.transform import Transform
 from hardcase.miner.vocabulary import CAUSES, SUGGESTED_CAUSES, UNCLEAR
@@ -263,6 +273,8 @@ def _compute_suggestions(
     names: list[str],
     train_ids: np.ndarray,
     alpha: float,
+    pool_votes: np.ndarray,
+    k: int,
     contrast: ContrastEvidence | None = None,
 ) -> CauseSuggestions:
     n_classes = pred_probs.shape[1]
@@ -285,6 +297,8 @@ def _compute_suggestions(
     votes = _compute_votes(nn_labels, n_classes)
     vote_top = votes.argmax(axis=1)
 
+    n_labelled = int(np.sum(labels >= 0))
+    pool_k = np.minimum(k, n_labelled - known.astype(np.int64))  # the example is not its own neighbour
     causes = np.empty(m, dtype=object)
     confidence = np.zeros(m)
     suggested = np.full(m, -1, dtype=np.int64)
@@ -296,6 +310,11 @@ def _compute_suggestions(
         pv_ref, pv_pred = float(typ_ref.pvalue[i]), float(typ_pred.pvalue[i])
         nd_ref, nd_pred = float(typ_ref.distance[i]), float(typ_pred.distance[i])
         vote_j = float(votes[i, ji])
+        # the pool's own look-alikes: a wrong label is isolated among them, an unusual image
+        # (another writer, another camera) usually has look-alikes carrying its label
+        pool_given = float(pool_votes[i, yi]) if yi >= 0 else 0.0
+        pool_j = float(pool_votes[i, ji])
+        pool_backs_label = pool_given > 0 and pool_given >= pool_j
 
         # mislabel: a confident member of another class, more typical of it than of its label,
         # neighbours agree
@@ -314,6 +333,7 @@ def _compute_suggestions(
             and more_typical
             and vote_top[i] == ji
             and vote_j > 0
+            and not pool_backs_label
         )
         mis_score = (1.0 - float(p_given[i])) * plausible * vote_j if misclassified else 0.0
 
@@ -377,6 +397,11 @@ def _compute_suggestions(
                 "agreement": _rounded(vote_j),
                 "given_agreement": _rounded(votes[i, yi]) if yi >= 0 else None,
             },
+            "pool_neighbours": {
+                "k": int(pool_k[i]),
+                "agreement": _rounded(pool_j),
+                "given_agreement": _rounded(pool_given) if yi >= 0 else None,
+            },
             "density": {
                 "class": names[ri],
                 "distance": _rounded(nd_ref),
@@ -437,6 +462,17 @@ def _neighbour_phrase(record: dict, k: int) -> str:
     values, counts = np.unique(np.array(labels, dtype=object).astype(str), return_counts=True)
     top = int(counts.argmax())
     return f"{int(counts[top])} of {k} nearest training images are '{values[top]}'"
+
+
+def _pool_phrase(record: dict) -> str:
+    """How many of the example's nearest pool look-alikes carry its label ("" without a label)."""
+    pool, given = record["pool_neighbours"], record["given"]["label"]
+    if given is None or not pool["k"]:
+        return ""
+    count = int(round(pool["given_agreement"] * pool["k"]))
+    if count == 0:
+        return f"none of its {pool['k']} nearest pool images is labelled '{given}'"
+    return f"{count} of its {pool['k']} nearest pool images {'is' if count == 1 else 'are'} labelled '{given}' too"
 
 
 def _transform_phrase(record: dict) -> str:
@@ -513,6 +549,7 @@ def _sentence(cause: str, record: dict, names: list[str], k: int, imbalance: Cla
             f"labelled '{given}' but the model says '{pred['label']}' at {pred['probability']:.2f} "
             f"(confident above {pred['threshold']:.2f}); {neighbours}; it is a typical '{pred['label']}' "
             f"(p={dens['predicted_pvalue']:.2f}) and {farther}"
+            + (f"; {_pool_phrase(record)}" if _pool_phrase(record) else "")
         )
     if cause == "augment":
         text = _transform_phrase(record) + "; the transformed image is a typical " + f"'{record['target']}'"
@@ -538,7 +575,8 @@ def _sentence(cause: str, record: dict, names: list[str], k: int, imbalance: Cla
             text += f"; no transform restores it: the best found, {_transform_phrase(record)}, fails because {_unconvincing(record, alpha)}"
         elif "restores" in record:
             text += "; no transform restores it"
-        return text + f"; {neighbours}"
+        pool = _pool_phrase(record)
+        return text + f"; {neighbours}" + (f"; {pool}" if pool else "")
     reasons = [f"model says '{pred['label']}' at {pred['probability']:.2f}", neighbours]
     if dens["pvalue"] is not None:
         reasons.append(f"typicality for '{dens['class']}' p={dens['pvalue']:.2f}")
@@ -678,8 +716,9 @@ def suggest_causes(
                             bounds=(0.0, 1.0))
         contrast = label_contrast.take(cand)
     imbalance = _compute_imbalance(labels, pred_probs, train_lab, alpha)
+    pool_votes = _compute_pool_votes(_prepare(cand_emb, density.metric), cand, emb_all, labels, k, density.metric, n_classes)
     return _compute_suggestions(labels, pred_probs, cand, cand_emb, density, evidence, imbalance, thr, names, ids,
-                                alpha, contrast)
+                                alpha, pool_votes, k, contrast)
 
 
 def _check_candidates(candidates, n: int) -> np.ndarray:

@@ -37,10 +37,10 @@ candidate (of 40 or so: the false-fix calibration's 30 references, each searched
 and, warped, back toward its own, weigh on it).
 
 Every model is trained once per training set and seed (8 epochs, 500 images a class; 24 models
-took about 13 minutes on 2 shared cores), and the grid over 3 seeds then took 23 minutes; its
-cause runs for the two cause models (``--grid-models cnn,cut``) took 24 minutes on 2 cores shared
-with other work (``nice -n 10 python bench/faults.py --scenarios --seeds 0 1 2 --model-dir DIR --json FILE``;
-``--tables-from FILE`` prints the tables of a finished or stopped run again).
+took about 13 minutes on 2 shared cores). The whole grid over 3 seeds (four models, causes for
+the two cause models) took 1,003 s on 2 otherwise idle cores, 271 s of it training the 20
+models not yet cached (``nice -n 5 python bench/faults.py --scenarios --seeds 0 1 2 --model-dir DIR
+--json FILE``; ``--tables-from FILE`` prints the tables of a finished or stopped run again).
 """
 
 from __future__ import annotations

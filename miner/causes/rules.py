@@ -616,16 +616,17 @@ def suggest_causes(
       misclassified);
     * unclear: ``1 - `` the largest of those strengths.
 
-    Pool-level statistics (confident thresholds, class recall) come from all N rows;
-    evidence is computed for the candidate rows only.
+    Pool-level statistics (confident thresholds, class recall, the pool's neighbour votes)
+    come from all N rows; evidence is computed for the candidate rows only.
 
     Parameters
     ----------
     labels : np.ndarray, shape (N,), int
         Given labels of the pool; ``-1`` = unknown.
     pred_probs : np.ndarray, shape (N, K)
-    embeddings : np.ndarray, shape (N, D)
-        Pool embeddings (only the candidate rows are read).
+    embeddings : array-like, shape (N, D)
+        Pool embeddings: the candidates' rows, and the labelled rows for the pool's own
+        neighbour votes, read a block of rows at a time (a float16 memory map is fine).
     train_embeddings : np.ndarray, shape (T, D), optional
     train_labels : np.ndarray, shape (T,), int, optional
         The training set the density, neighbours and shares come from; required unless

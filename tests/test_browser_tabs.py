@@ -75,6 +75,12 @@ def test_each_tab_in_the_browser(browser, app_url):
     _open_tab(page, "Gallery")
     page.wait_for_function("document.querySelectorAll('#gallery img').length >= 30", timeout=WAIT)
     assert "✔ mislabel→1" in page.locator("#gallery").inner_text()
+    # every thumbnail is served and decodes (the lower ones load once scrolled to)
+    for thumbnail in page.locator("#gallery img").all():
+        thumbnail.scroll_into_view_if_needed()
+    page.wait_for_function("Array.from(document.querySelectorAll('#gallery img'))"
+                           ".every(i => i.complete && i.naturalWidth > 0)", timeout=WAIT)
+    page.evaluate("window.scrollTo(0, 0)")
     _shoot(page, "gallery")
     thumbnail = page.locator("#gallery .thumbnail-item").nth(4)
     candidate_id = int(re.match(r"#(\d+)", thumbnail.inner_text().strip()).group(1))

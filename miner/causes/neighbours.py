@@ -20,8 +20,6 @@ from hardcase.miner.causes._common import DEFAULT_K, _check_metric, _check_same_
 
 __all__ = ["Neighbours", "nearest_neighbours", "neighbour_votes", "pool_neighbour_votes"]
 
-#: Pool rows read (and converted to float32) at once by :func:`pool_neighbour_votes`.
-_POOL_BLOCK_ROWS = 65536
 
 #: Upper bound on the number of float32 distances held at once by the neighbour search
 #: (64 MiB), so memory stays bounded for any number of queries and references.
@@ -222,15 +220,17 @@ def _compute_pool_votes(
     metric: str,
     n_classes: int,
     *,
-    block_rows: int = _POOL_BLOCK_ROWS,
+    block_rows: int | None = None,
 ) -> np.ndarray:
     """Label votes of the ``k`` nearest labelled pool rows of prepared ``queries`` (M, D), the
     pool rows ``query_rows`` themselves excluded; ``embeddings`` (N, D) is read block by block
-    (it may be a float16 memory map)."""
+    (it may be a float16 memory map), at most ``_BLOCK_ELEMENTS`` values at a time by default."""
     m = queries.shape[0]
     best_d = np.full((m, k), np.inf, dtype=np.float32)
     best_i = np.full((m, k), -1, dtype=np.int64)
     n = len(labels)
+    if block_rows is None:
+        block_rows = max(k + 1, _BLOCK_ELEMENTS // max(queries.shape[1], 1))
     for r0 in range(0, n, block_rows):
         rows = r0 + np.flatnonzero(labels[r0 : r0 + block_rows] >= 0)
         if not rows.size:
@@ -289,5 +289,5 @@ def pool_neighbour_votes(labels, *, embeddings, rows, n_classes: int, k: int = D
                          f"{tuple(shape) if shape is not None else type(embeddings).__name__}")
     check_indices(rows, name="rows", n=len(labels), n_name="labels")
     rows = np.asarray(rows, dtype=np.int64)
-    queries = check_embeddings(np.asarray(embeddings[rows], dtype=np.float32), name="embeddings (rows)")
+    queries = check_embeddings(np.asarray(embeddings[rows]), name="embeddings (rows)")
     return _compute_pool_votes(_prepare(queries, metric), rows, embeddings, labels, k, metric, n_classes)

@@ -316,6 +316,18 @@ def check_embeddings(
     return out
 
 
+def check_row_array(values, *, name: str, n: int, n_name: str):
+    """Validate the shape of an (N, D) array read a few rows at a time; returns it as given when it
+    already has a 2-D shape (a memory map stays a memory map), else as an array. The values of
+    the rows read are checked where they are read (:func:`check_embeddings`)."""
+    arr = values if hasattr(values, "shape") and len(values.shape) == 2 else np.asarray(values)
+    if len(arr.shape) != 2:
+        raise ValueError(f"{name} must be 2-D with shape (N, D), got shape {np.shape(arr)}")
+    if arr.shape[0] != n:
+        raise ValueError(f"{name} has {arr.shape[0]} rows but {n_name} has N={n} rows")
+    return arr
+
+
 def check_values_1d(values, *, name: str, n: int | None = None, n_name: str = "",
                     bounds: tuple[float, float] | None = None) -> np.ndarray:
     """Validate a finite real 1-D array (e.g. hardness scores), within ``bounds`` when given; returns float64."""

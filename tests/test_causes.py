@@ -312,7 +312,7 @@ def test_pool_neighbour_votes_count_the_other_labelled_pool_examples_in_bounded_
     np.testing.assert_allclose(small_blocks, pool_neighbour_votes(labels, embeddings=mapped, rows=rows, n_classes=K))
     with pytest.raises(ValueError, match="rows has value 500"):
         pool_neighbour_votes(labels, embeddings=pool, rows=[500], n_classes=K)
-    with pytest.raises(ValueError, match="embeddings must have shape"):
+    with pytest.raises(ValueError, match="embeddings has 10 rows but labels has N=120 rows"):
         pool_neighbour_votes(labels, embeddings=pool[:10], rows=rows, n_classes=K)
 
 

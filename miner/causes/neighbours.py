@@ -15,6 +15,7 @@ from hardcase.miner._validation import (
     check_indices,
     check_labels,
     check_positive_int,
+    check_row_array,
 )
 from hardcase.miner.causes._common import DEFAULT_K, _check_metric, _check_same_width
 
@@ -283,10 +284,7 @@ def pool_neighbour_votes(labels, *, embeddings, rows, n_classes: int, k: int = D
     labels = check_labels(labels, n=len(np.asarray(labels)), n_classes=n_classes, other="n_classes")
     metric = _check_metric(metric)
     k = check_positive_int(k, name="k")
-    shape = getattr(embeddings, "shape", None)
-    if shape is None or len(shape) != 2 or shape[0] != len(labels):
-        raise ValueError(f"embeddings must have shape (N, D) with N={len(labels)} rows (labels), got "
-                         f"{tuple(shape) if shape is not None else type(embeddings).__name__}")
+    embeddings = check_row_array(embeddings, name="embeddings", n=len(labels), n_name="labels")
     check_indices(rows, name="rows", n=len(labels), n_name="labels")
     rows = np.asarray(rows, dtype=np.int64)
     queries = check_embeddings(np.asarray(embeddings[rows]), name="embeddings (rows)")

@@ -55,6 +55,7 @@ from hardcase.miner._validation import (
     check_labels,
     check_positive_int,
     check_pred_probs,
+    check_row_array,
     check_thresholds,
     check_values_1d,
 )
@@ -266,6 +267,7 @@ def _compute_suggestions(
     pred_probs: np.ndarray,
     cand: np.ndarray,
     cand_emb: np.ndarray,
+    pool_emb,
     density: ClassDensity,
     evidence: TransformEvidence | None,
     imbalance: ClassImbalance,
@@ -273,7 +275,6 @@ def _compute_suggestions(
     names: list[str],
     train_ids: np.ndarray,
     alpha: float,
-    pool_votes: np.ndarray,
     k: int,
     contrast: ContrastEvidence | None = None,
 ) -> CauseSuggestions:
@@ -296,6 +297,7 @@ def _compute_suggestions(
     nn_labels = density.labels[nn_idx]
     votes = _compute_votes(nn_labels, n_classes)
     vote_top = votes.argmax(axis=1)
+    pool_votes = _compute_pool_votes(prepared, cand, pool_emb, labels, k, density.metric, n_classes)
 
     n_labelled = int(np.sum(labels >= 0))
     pool_k = np.minimum(k, n_labelled - known.astype(np.int64))  # the example is not its own neighbour
@@ -671,13 +673,7 @@ def suggest_causes(
     metric = _check_metric(metric)
     k = check_positive_int(k, name="k")
     cand = np.arange(n, dtype=np.int64) if candidates is None else _check_candidates(candidates, n)
-    emb_all = embeddings
-    if not hasattr(emb_all, "shape") or len(emb_all.shape) != 2:
-        emb_all = np.asarray(emb_all)
-    if len(emb_all.shape) != 2:
-        raise ValueError(f"embeddings must be 2-D with shape (N, D), got shape {np.shape(emb_all)}")
-    if emb_all.shape[0] != n:
-        raise ValueError(f"embeddings has {emb_all.shape[0]} rows but pred_probs has N={n} rows")
+    emb_all = check_row_array(embeddings, name="embeddings", n=n, n_name="pred_probs")
     cand_emb = check_embeddings(np.asarray(emb_all[cand]), name="embeddings (candidate rows)")
     train_lab = None
     if density is None:
@@ -717,9 +713,8 @@ def suggest_causes(
                             bounds=(0.0, 1.0))
         contrast = label_contrast.take(cand)
     imbalance = _compute_imbalance(labels, pred_probs, train_lab, alpha)
-    pool_votes = _compute_pool_votes(_prepare(cand_emb, density.metric), cand, emb_all, labels, k, density.metric, n_classes)
-    return _compute_suggestions(labels, pred_probs, cand, cand_emb, density, evidence, imbalance, thr, names, ids,
-                                alpha, pool_votes, k, contrast)
+    return _compute_suggestions(labels, pred_probs, cand, cand_emb, emb_all, density, evidence, imbalance, thr, names,
+                                ids, alpha, k, contrast)
 
 
 def _check_candidates(candidates, n: int) -> np.ndarray:
